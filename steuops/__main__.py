@@ -1,0 +1,5 @@
+import sys
+
+from steuops.cli import main
+
+sys.exit(main())

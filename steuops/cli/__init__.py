@@ -1,0 +1,71 @@
+"""The `steuops` command: a thin typer app over the library.
+
+Each command group lives in its own module and registers itself on `app`. Heavy libraries are
+imported inside the command functions, so `steuops --help` stays fast. `main()` is the one place
+where errors become exit codes: 0 done, 1 unexpected, 2 bad input, 3 gate rejected.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from steuops import env  # noqa: F401  (telemetry off before anything else loads)
+
+app = typer.Typer(
+    name="steuops",
+    help=(
+        "Remove a diagnosis class from a deployed clinical text classifier.\n\n"
+        "Typical use:  steuops demo  (set up a home with a demo model), then\n"
+        "steuops apply --model clinical-dx --forget sepsis"
+    ),
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
+)
+
+# Command modules register themselves on import; keep this list in help order.
+_COMMANDS = ("apply", "gate", "serve", "report")
+
+
+def _register() -> None:
+    import importlib
+
+    for name in _COMMANDS:
+        try:
+            importlib.import_module(f"steuops.cli.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"steuops.cli.{name}":
+                raise
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", help="Print the version and exit.", is_eager=True),
+) -> None:
+    if version:
+        from steuops import __version__
+
+        typer.echo(__version__)
+        raise typer.Exit()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: run the app, turn errors into one line, a hint and an exit code."""
+    from steuops.cli.render import report_error
+
+    _register()
+    args = sys.argv[1:] if argv is None else argv
+    try:
+        app(args=args, prog_name="steuops", standalone_mode=False)
+    except SystemExit as exc:  # typer.Exit / --help
+        return int(exc.code or 0)
+    except Exception as exc:  # noqa: BLE001  (the one place errors become exit codes)
+        code = report_error(exc, as_json="--json" in args)
+        return code
+    return 0
+
+
+_register()

@@ -1,0 +1,177 @@
+"""What steuops needs to know about a transformers sequence classifier, found generically.
+
+The embedding matrix comes from `get_input_embeddings()`; the head is every parameter outside
+`model.base_model` (BERT: classifier.*, DistilBERT: pre_classifier.* + classifier.*, RoBERTa:
+classifier.dense/out_proj). No attribute names are hard-coded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from steuops import env  # noqa: F401  (telemetry off before transformers loads)
+from steuops.errors import ConfigError, ModelError
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+MULTI_LABEL = "multi_label_classification"
+SINGLE_LABEL = "single_label_classification"
+
+Progress = Callable[[str, int, int], None]  # (phase, done, total)
+
+
+def embedding(model: nn.Module) -> nn.Embedding:
+    from torch import nn
+
+    get = getattr(model, "get_input_embeddings", None)
+    emb = get() if callable(get) else None
+    if not isinstance(emb, nn.Embedding):
+        raise ModelError(
+            f"{type(model).__name__} has no recognisable token-embedding matrix",
+            hint="steuops edits models whose get_input_embeddings() returns an nn.Embedding",
+        )
+    return emb
+
+
+def embedding_param_name(model: nn.Module) -> str:
+    emb = embedding(model)
+    for name, param in model.named_parameters():
+        if param is emb.weight:
+            return name
+    raise ModelError(f"{type(model).__name__}: the embedding weight is not a named parameter")
+
+
+def head_param_names(model: nn.Module) -> list[str]:
+    """Names of the classification-head parameters: everything outside the base model."""
+    base = getattr(model, "base_model", None)
+    if base is None or base is model:
+        raise ModelError(
+            f"{type(model).__name__} has no classification head on top of a base model",
+            hint="use an AutoModelForSequenceClassification model",
+        )
+    inside = {id(p) for p in base.parameters()}
+    names = [n for n, p in model.named_parameters() if id(p) not in inside]
+    if not names:
+        raise ModelError(f"{type(model).__name__}: no parameters outside the base model (no head)")
+    return names
+
+
+def label_names(model: nn.Module) -> list[str]:
+    id2label = getattr(model.config, "id2label", None) or {}
+    n = int(getattr(model.config, "num_labels", len(id2label)))
+    return [str(id2label.get(i, id2label.get(str(i), f"LABEL_{i}"))) for i in range(n)]
+
+
+def is_multi_label(model: nn.Module) -> bool:
+    return getattr(model.config, "problem_type", None) == MULTI_LABEL
+
+
+def check_forget(model: nn.Module, forget: Sequence[str]) -> list[int]:
+    """Column indices of the forget classes; a typed error names any unknown class."""
+    from steuops.errors import ForgetClassError
+
+    names = label_names(model)
+    if not forget:
+        raise ForgetClassError("no forget class given", hint="name one with --forget CLASS")
+    unknown = [c for c in forget if c not in names]
+    if unknown:
+        raise ForgetClassError(
+            f"forget class {', '.join(map(repr, unknown))} is not in the model's labels",
+            hint=f"the model's labels are: {', '.join(names)}",
+        )
+    if len(set(forget)) == len(names):
+        raise ForgetClassError("cannot forget every class of the model")
+    return [names.index(c) for c in forget]
+
+
+def resolve_device(spec: str = "auto") -> torch.device:
+    import torch
+
+    if spec == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if spec == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("--device cuda was asked for but no CUDA GPU is visible", hint="use --device auto")
+    if spec not in ("cpu", "cuda"):
+        raise ConfigError(f"unknown device {spec!r}", hint="use auto, cpu or cuda")
+    return torch.device(spec)
+
+
+def autocast(device: torch.device):
+    """bf16 autocast on CUDA, a no-op context on CPU."""
+    import contextlib
+
+    import torch
+
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def tokenize(tokenizer, texts: Sequence[str], max_length: int):
+    return tokenizer(list(texts), padding=True, truncation=True, max_length=max_length, return_tensors="pt")
+
+
+def logits(
+    model: nn.Module,
+    tokenizer,
+    texts: Sequence[str],
+    *,
+    batch_size: int = 32,
+    max_length: int = 256,
+    device: torch.device | None = None,
+    progress: Progress | None = None,
+) -> np.ndarray:
+    """(n, C) float32 logits, in eval mode and without gradients."""
+    import torch
+
+    device = device or next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    out = []
+    with torch.no_grad():
+        for start in range(0, len(texts), batch_size):
+            batch = tokenize(tokenizer, texts[start : start + batch_size], max_length).to(device)
+            with autocast(device):
+                out.append(model(**batch).logits.float().cpu().numpy())
+            if progress:
+                progress("predict", min(start + batch_size, len(texts)), len(texts))
+    model.train(was_training)
+    if not out:
+        return np.zeros((0, len(label_names(model))), dtype=np.float32)
+    return np.concatenate(out).astype(np.float32)
+
+
+def predict(scores: np.ndarray, multi_label: bool) -> np.ndarray:
+    """Multi-hot (n, C) predictions: sigmoid > 0.5, or a one-hot argmax for single-label."""
+    if multi_label:
+        return (scores > 0.0).astype(np.int8)
+    out = np.zeros_like(scores, dtype=np.int8)
+    if len(scores):
+        out[np.arange(len(scores)), scores.argmax(axis=1)] = 1
+    return out
+
+
+def fingerprint(model: nn.Module) -> str:
+    """sha256 over every tensor of the state dict (names, shapes, dtypes, bytes), sorted."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        t = tensor.detach().cpu().contiguous()
+        digest.update(f"{name}|{tuple(t.shape)}|{t.dtype}|".encode())
+        digest.update(t.view(-1).view(dtype=_byte_dtype()).numpy().tobytes() if t.numel() else b"")
+    return digest.hexdigest()
+
+
+def _byte_dtype():
+    import torch
+
+    return torch.uint8
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
