@@ -41,15 +41,21 @@ def _register() -> None:
                 raise
 
 
-@app.callback()
-def _root(
-    version: bool = typer.Option(False, "--version", help="Print the version and exit.", is_eager=True),
-) -> None:
-    if version:
+def _print_version(value: bool) -> None:
+    if value:
         from steuops import __version__
 
-        typer.echo(__version__)
+        typer.echo(f"steuops {__version__}")
         raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(
+        False, "--version", help="Print the version and exit.", is_eager=True, callback=_print_version
+    ),
+) -> None:
+    """Remove a diagnosis class from a deployed clinical text classifier."""
 
 
 def main(argv: list[str] | None = None) -> int:

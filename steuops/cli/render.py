@@ -7,7 +7,7 @@ import sys
 from contextlib import contextmanager
 from typing import Any
 
-import click
+import typer
 from rich.console import Console
 
 SCHEMA = "steuops/v1"
@@ -42,10 +42,10 @@ def report_error(exc: BaseException, as_json: bool = False) -> int:
     """Print one line (plus a hint) for a known error, a short traceback for a bug; return the exit code."""
     from steuops.errors import SteuopsError
 
-    if isinstance(exc, click.exceptions.Abort):
+    if isinstance(exc, typer.Abort):
         err_console.print("[red]aborted[/red]")
         return 1
-    if isinstance(exc, click.ClickException):  # usage errors from typer/click
+    if _is_usage_error(exc):  # usage errors from typer's (vendored) click
         code = exc.exit_code if exc.exit_code else 2
         if as_json:
             emit_json("error", {"type": "UsageError", "message": exc.format_message(), "exit_code": code}, ok=False)
@@ -82,6 +82,11 @@ def report_error(exc: BaseException, as_json: bool = False) -> int:
     traceback.print_exception(exc, file=sys.stderr)
     err_console.print(f"[bold red]unexpected error:[/bold red] {type(exc).__name__}: {exc}", highlight=False)
     return 1
+
+
+def _is_usage_error(exc: BaseException) -> bool:
+    # typer >= 0.29 vendors click, so match the shape rather than a class from either package.
+    return isinstance(exc, typer.exceptions.TyperException) and hasattr(exc, "format_message")
 
 
 @contextmanager
