@@ -62,3 +62,54 @@ class Notes:
             for name in names:
                 counts[name] = counts.get(name, 0) + 1
         return counts
+
+
+def split_indices(notes: Notes, test_fraction: float = 0.2, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted (train, test) row indices; see `split_notes`."""
+    from steuops.errors import ConfigError
+
+    if not 0.0 < test_fraction < 1.0:
+        raise ConfigError(f"test_fraction must be between 0 and 1, got {test_fraction}", hint="use e.g. 0.2")
+    groups = _patient_groups(notes)
+    rng = np.random.default_rng(seed)
+    # Systematic sampling over groups ordered by (label-set stratum, random): each stratum gets about
+    # test_fraction of its notes, and small strata carry their remainder over to the next one.
+    order = sorted(range(len(groups)), key=lambda g: (_stratum(notes, groups[g]), rng.random()))
+    test: list[int] = []
+    seen = taken = 0
+    for g in order:
+        size = len(groups[g])
+        seen += size
+        if taken + size / 2 <= test_fraction * seen:
+            test += groups[g]
+            taken += size
+    if not test and len(groups) > 1:  # tiny inputs: still hold something out
+        test = list(groups[order[-1]])
+    test_idx = np.array(sorted(test), dtype=np.int64)
+    train_idx = np.setdiff1d(np.arange(len(notes), dtype=np.int64), test_idx)
+    return train_idx, test_idx
+
+
+def split_notes(notes: Notes, test_fraction: float = 0.2, seed: int = 0) -> tuple[Notes, Notes]:
+    """Seeded (train, test) split, grouped by patient when patient_ids exist (no patient on both
+    sides) and approximately stratified by label set. Notes keep their original order."""
+    train_idx, test_idx = split_indices(notes, test_fraction=test_fraction, seed=seed)
+    return notes.subset(train_idx), notes.subset(test_idx)
+
+
+def _patient_groups(notes: Notes) -> list[list[int]]:
+    if notes.patient_ids is None:
+        return [[i] for i in range(len(notes))]
+    groups: dict[str, list[int]] = {}
+    for i, pid in enumerate(notes.patient_ids):
+        groups.setdefault(str(pid), []).append(i)
+    return list(groups.values())
+
+
+def _stratum(notes: Notes, group: list[int]) -> str:
+    """A group's stratum: its most frequent label set (ties broken by name, for determinism)."""
+    counts: dict[str, int] = {}
+    for i in group:
+        key = "|".join(sorted(notes.labels[i]))
+        counts[key] = counts.get(key, 0) + 1
+    return min(counts, key=lambda k: (-counts[k], k))
