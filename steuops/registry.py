@@ -1,0 +1,624 @@
+"""The MLflow Model Registry as steuops uses it: the only module that imports mlflow.
+
+Embedded by default (sqlite at `$STEUOPS_HOME/mlflow.db`, artifacts under `$STEUOPS_HOME/artifacts`);
+unchanged against a real tracking server when MLFLOW_TRACKING_URI is set. Aliases and tags only,
+never the deprecated stages. Every mlflow failure a user can cause (unknown name, alias or version,
+a server that is down) becomes a one-line RegistryError; cohort text never goes into params or tags.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from steuops import env  # noqa: F401  (telemetry off before mlflow loads)
+from steuops.errors import ConflictError, RegistryError
+
+EXPERIMENT = "steuops"
+DATASET_SOURCE_TYPE = "steuops_run_artifact"
+DATASET_ARTIFACT = "dataset/notes.parquet"
+
+# Tag names on model versions (the contract of DESIGN.md).
+T_PARENT = "steuops.parent_version"
+T_FORGOTTEN = "steuops.forgotten"
+T_METHOD = "steuops.method"
+T_POLICY = "steuops.policy"
+T_POLICY_SHA = "steuops.policy_sha256"
+T_COHORT_SHA = "steuops.cohort_sha256"
+T_GATE = "steuops.gate"
+T_VERSION = "steuops.version"
+T_GATE_SHORT = "gate"  # the short tag the issue names, for people filtering in the MLflow UI
+
+
+def default_home() -> Path:
+    return Path(os.environ.get("STEUOPS_HOME") or Path.home() / ".steuops").expanduser()
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    name: str
+    version: str
+    alias: str | None = None
+
+    @property
+    def uri(self) -> str:
+        return f"models:/{self.name}/{self.version}"
+
+    def __str__(self) -> str:
+        at = f" (@{self.alias})" if self.alias else ""
+        return f"{self.name} v{self.version}{at}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "version": self.version, "alias": self.alias}
+
+
+@dataclass
+class LoadedModel:
+    ref: ModelRef
+    model: Any
+    tokenizer: Any
+    labels: list[str]
+    tags: dict[str, str]
+    run_id: str | None
+
+    @property
+    def forgotten(self) -> list[str]:
+        return split_list(self.tags.get(T_FORGOTTEN, ""))
+
+
+@dataclass
+class VersionInfo:
+    name: str
+    version: str
+    parent: str | None
+    forgotten: list[str]
+    gate: str | None
+    policy: str | None
+    method: str | None
+    created: str
+    aliases: list[str]
+    run_id: str | None
+    tags: dict[str, str] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def split_list(value: str | None) -> list[str]:
+    return [part.strip() for part in (value or "").split(",") if part.strip()]
+
+
+def _dataset_source_class():
+    """A DatasetSource that points at a parquet artifact of a run (mlflow has none for runs:/ URIs)."""
+    from mlflow.data.dataset_source import DatasetSource
+
+    class RunArtifactDatasetSource(DatasetSource):
+        def __init__(self, uri: str) -> None:
+            self.uri = uri
+
+        @staticmethod
+        def _get_source_type() -> str:
+            return DATASET_SOURCE_TYPE
+
+        def load(self, dst_path: str | None = None) -> str:
+            import mlflow
+
+            return mlflow.artifacts.download_artifacts(artifact_uri=self.uri, dst_path=dst_path)
+
+        @staticmethod
+        def _can_resolve(raw_source: Any) -> bool:
+            return False
+
+        @classmethod
+        def _resolve(cls, raw_source: Any):
+            return cls(str(raw_source))
+
+        def to_dict(self) -> dict[str, Any]:
+            return {"uri": self.uri}
+
+        @classmethod
+        def from_dict(cls, source_dict: dict[str, Any]):
+            return cls(source_dict["uri"])
+
+    return RunArtifactDatasetSource
+
+
+class Registry:
+    """One registry connection. Cheap to build; connects on first use."""
+
+    def __init__(self, home: str | Path | None = None, tracking_uri: str | None = None) -> None:
+        self.home = Path(home).expanduser() if home else default_home()
+        uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
+        self.embedded = not uri
+        self.tracking_uri = uri or f"sqlite:///{(self.home / 'mlflow.db').resolve()}"
+        self.artifact_root = (self.home / "artifacts").resolve().as_uri() if self.embedded else None
+        # Fail fast on a server that is down instead of mlflow's default minutes of retries.
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "15")
+        self._client_obj = None
+
+    def __repr__(self) -> str:
+        return f"Registry({self.tracking_uri})"
+
+    # ---- connection ------------------------------------------------------------------------
+    @property
+    def _client(self):
+        if self._client_obj is None:
+            import mlflow
+            from mlflow import MlflowClient
+
+            _quiet_libraries()
+            mlflow.set_tracking_uri(self.tracking_uri)
+            mlflow.set_registry_uri(self.tracking_uri)
+            self._client_obj = MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
+        return self._client_obj
+
+    def _require_store(self) -> None:
+        """Reads on an embedded home that was never set up fail instead of creating an empty database."""
+        if self.embedded and not (self.home / "mlflow.db").exists():
+            raise RegistryError(
+                f"no steuops registry at {self.home} (no mlflow.db)",
+                hint="run `steuops demo` to create one, pass --home DIR, or set MLFLOW_TRACKING_URI",
+            )
+
+    @contextmanager
+    def _guard(self, action: str) -> Iterator[None]:
+        """Turn connection failures into one clear line; let typed steuops errors through."""
+        from steuops.errors import SteuopsError
+
+        try:
+            yield
+        except SteuopsError:
+            raise
+        except Exception as exc:  # noqa: BLE001  (mlflow raises several unrelated types for one cause)
+            if _is_unreachable(exc):
+                raise RegistryError(
+                    f"cannot reach the MLflow server at {self.tracking_uri}",
+                    hint="start the server or fix MLFLOW_TRACKING_URI (unset it to use the embedded registry)",
+                ) from exc
+            from mlflow.exceptions import MlflowException
+
+            if isinstance(exc, MlflowException):
+                raise RegistryError(f"MLflow refused to {action}: {_first_line(exc)}", hint=None) from exc
+            raise
+
+    def _experiment_id(self) -> str:
+        client = self._client
+        exp = client.get_experiment_by_name(EXPERIMENT)
+        if exp is not None:
+            return exp.experiment_id
+        if self.embedded:
+            self.home.mkdir(parents=True, exist_ok=True)
+            return client.create_experiment(EXPERIMENT, artifact_location=self.artifact_root)
+        return client.create_experiment(EXPERIMENT)
+
+    # ---- lookups ---------------------------------------------------------------------------
+    def model_names(self) -> list[str]:
+        self._require_store()
+        with self._guard("list registered models"):
+            return sorted(m.name for m in self._client.search_registered_models(max_results=200))
+
+    def _registered_model(self, name: str):
+        from mlflow.exceptions import MlflowException
+
+        self._require_store()
+        with self._guard(f"read model {name!r}"):
+            try:
+                return self._client.get_registered_model(name)
+            except MlflowException as exc:
+                if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
+                    raise
+        names = self.model_names()
+        raise RegistryError(
+            f"unknown model {name!r} in {self._where()}",
+            hint=f"registered models: {', '.join(names)}" if names else "the registry has no models; run `steuops demo`",
+        )
+
+    def _where(self) -> str:
+        return f"the registry at {self.home}" if self.embedded else f"the MLflow server at {self.tracking_uri}"
+
+    def _version_numbers(self, name: str) -> list[str]:
+        with self._guard(f"list versions of {name!r}"):
+            found = self._client.search_model_versions(f"name='{name}'", max_results=10000)
+        return sorted((str(v.version) for v in found), key=int)
+
+    def resolve(self, name: str, alias: str | None = "production", version: str | int | None = None) -> ModelRef:
+        """The version an alias (or an explicit version) names; a typed error lists what exists."""
+        model = self._registered_model(name)
+        aliases = dict(model.aliases or {})
+        if version is not None:
+            numbers = self._version_numbers(name)
+            if str(version) not in numbers:
+                raise RegistryError(
+                    f"model {name!r} has no version {version}",
+                    hint=f"versions: {', '.join(numbers) or 'none'}",
+                )
+            named = [a for a, v in aliases.items() if str(v) == str(version)]
+            return ModelRef(name, str(version), named[0] if named else None)
+        alias = alias or "production"
+        if alias not in aliases:
+            listed = ", ".join(f"{a} -> v{v}" for a, v in sorted(aliases.items())) or "none"
+            raise RegistryError(f"model {name!r} has no alias {alias!r}", hint=f"aliases: {listed}")
+        return ModelRef(name, str(aliases[alias]), alias)
+
+    def alias_version(self, name: str, alias: str) -> str | None:
+        """The version an alias points at now, or None."""
+        aliases = dict(self._registered_model(name).aliases or {})
+        value = aliases.get(alias)
+        return str(value) if value is not None else None
+
+    def _model_version(self, ref: ModelRef):
+        self._require_store()
+        with self._guard(f"read {ref}"):
+            return self._client.get_model_version(ref.name, ref.version)
+
+    def tags(self, ref: ModelRef) -> dict[str, str]:
+        return dict(self._model_version(ref).tags or {})
+
+    def run_id(self, ref: ModelRef) -> str | None:
+        return self._model_version(ref).run_id
+
+    def parent(self, ref: ModelRef) -> ModelRef | None:
+        parent = self.tags(ref).get(T_PARENT)
+        return ModelRef(ref.name, parent) if parent else None
+
+    # ---- models ----------------------------------------------------------------------------
+    def load(self, ref: ModelRef) -> LoadedModel:
+        """The transformers model + tokenizer of a version (user-logged or steuops-made), on CPU, eval mode."""
+        import mlflow.transformers
+
+        from steuops.errors import ModelError
+        from steuops.modeling import label_names
+
+        version = self._model_version(ref)
+        with self._guard(f"load {ref}"):
+            try:
+                parts = mlflow.transformers.load_model(ref.uri, return_type="components")
+            except Exception as exc:  # noqa: BLE001
+                if _is_unreachable(exc):
+                    raise
+                raise ModelError(
+                    f"{ref} is not a transformers model steuops can load: {_first_line(exc)}",
+                    hint="log it with mlflow.transformers.log_model({'model': model, 'tokenizer': tokenizer})",
+                ) from exc
+        model, tokenizer = parts.get("model"), parts.get("tokenizer")
+        if model is None or tokenizer is None:
+            raise ModelError(f"{ref} was logged without a model and a tokenizer component")
+        model = model.float().to("cpu").eval()
+        return LoadedModel(ref, model, tokenizer, label_names(model), dict(version.tags or {}), version.run_id)
+
+    def register(
+        self,
+        name: str,
+        model: Any,
+        tokenizer: Any,
+        *,
+        parent: ModelRef | None,
+        tags: dict[str, str],
+        artifacts: dict[str, Path] | None = None,
+        alias: str | None = "candidate",
+        params: dict[str, Any] | None = None,
+        run_name: str | None = None,
+    ) -> ModelRef:
+        """A new version of `name` in its own run: artifacts first, then the model, then tags + alias."""
+        import mlflow
+
+        from steuops import __version__
+
+        all_tags = {str(k): str(v) for k, v in tags.items()}
+        all_tags[T_VERSION] = __version__
+        if parent is not None:
+            all_tags[T_PARENT] = str(parent.version)
+        if T_GATE in all_tags:
+            all_tags[T_GATE_SHORT] = all_tags[T_GATE]
+        with self._guard(f"register a new version of {name!r}"):
+            experiment_id = self._experiment_id()
+            with mlflow.start_run(experiment_id=experiment_id, run_name=run_name) as run:
+                mlflow.set_tags({"steuops.model": name, **{k: v for k, v in all_tags.items() if k != T_GATE_SHORT}})
+                if params:
+                    mlflow.log_params({k: _param(v) for k, v in params.items()})
+                self._log_files(run.info.run_id, artifacts or {}, None)
+                info = self._log_transformers(model, tokenizer)
+                version = _quietly(mlflow.register_model, info.model_uri, name, tags=all_tags)
+            if alias:
+                self._client.set_registered_model_alias(name, alias, version.version)
+        return ModelRef(name, str(version.version), alias)
+
+    def log_base_model(
+        self,
+        name: str,
+        model: Any,
+        tokenizer: Any,
+        *,
+        dataset: Any = None,
+        alias: str | None = "production",
+        params: dict[str, Any] | None = None,
+        run_name: str | None = None,
+    ) -> ModelRef:
+        """Log and register a model the way a user would, with its training table as a logged dataset."""
+        import mlflow
+
+        with self._guard(f"register {name!r}"):
+            experiment_id = self._experiment_id()
+            with mlflow.start_run(experiment_id=experiment_id, run_name=run_name) as run:
+                if params:
+                    mlflow.log_params({k: _param(v) for k, v in params.items()})
+                if dataset is not None:
+                    self._log_dataset(run.info.run_id, dataset, name)
+                info = self._log_transformers(model, tokenizer)
+                version = _quietly(mlflow.register_model, info.model_uri, name)
+            if alias:
+                self._client.set_registered_model_alias(name, alias, version.version)
+        return ModelRef(name, str(version.version), alias)
+
+    def _log_transformers(self, model: Any, tokenizer: Any):
+        import mlflow.transformers
+
+        return mlflow.transformers.log_model(
+            {"model": model.to("cpu"), "tokenizer": tokenizer},
+            name="model",
+            task="text-classification",
+            pip_requirements=pip_requirements(),
+        )
+
+    def _log_dataset(self, run_id: str, frame: Any, name: str) -> None:
+        """The table as a parquet artifact, plus a dataset input pointing at it (schema + digest, no text)."""
+        import mlflow
+
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / Path(DATASET_ARTIFACT).name
+            frame.to_parquet(path, index=False)
+            self._client.log_artifact(run_id, str(path), artifact_path=str(Path(DATASET_ARTIFACT).parent))
+        source = _dataset_source_class()(f"runs:/{run_id}/{DATASET_ARTIFACT}")
+        dataset = mlflow.data.from_pandas(frame, source=source, name=f"{name}-notes")
+        mlflow.log_input(dataset, context="training")
+
+    # ---- aliases and tags ------------------------------------------------------------------
+    def move_alias(self, name: str, alias: str, version: str | int, *, expected_version: str | int | None) -> None:
+        """Compare-and-set: move `alias` to `version` only if it still points at `expected_version`.
+
+        MLflow has no atomic CAS on aliases; re-reading right before the write narrows the window
+        to one round trip, which is what catches a promotion made while a candidate was being built.
+        """
+        current = self.alias_version(name, alias)
+        expected = str(expected_version) if expected_version is not None else None
+        if current != expected:
+            raise ConflictError(
+                f"alias {alias!r} of {name!r} now points at {_v(current)}, not {_v(expected)} as when this started; "
+                f"refusing to move it to v{version}",
+                hint=f"someone changed {alias!r} meanwhile: check `steuops history --model {name}` and re-run",
+            )
+        with self._guard(f"move alias {alias!r}"):
+            self._client.set_registered_model_alias(name, alias, str(version))
+
+    def delete_alias(self, name: str, alias: str) -> None:
+        with self._guard(f"delete alias {alias!r}"):
+            self._client.delete_registered_model_alias(name, alias)
+
+    def set_tags(self, ref: ModelRef, tags: dict[str, Any]) -> None:
+        self._require_store()
+        with self._guard(f"tag {ref}"):
+            for key, value in tags.items():
+                self._client.set_model_version_tag(ref.name, ref.version, key, str(value))
+
+    # ---- artifacts -------------------------------------------------------------------------
+    def log_artifacts(self, ref: ModelRef, files: dict[str, Path], artifact_path: str | None = None) -> None:
+        """Files or folders onto the run of a version; keys are the names they get there."""
+        run_id = self.run_id(ref)
+        if not run_id:
+            raise RegistryError(f"{ref} has no run to log artifacts to")
+        with self._guard(f"log artifacts on {ref}"):
+            self._log_files(run_id, files, artifact_path)
+
+    def _log_files(self, run_id: str, files: dict[str, Path], artifact_path: str | None) -> None:
+        client = self._client
+        for key, local in files.items():
+            local = Path(local)
+            target = "/".join(p for p in (artifact_path, key) if p)
+            if local.is_dir():
+                client.log_artifacts(run_id, str(local), artifact_path=target)
+                continue
+            parent = str(Path(target).parent) if "/" in target else None
+            if local.name == Path(target).name:
+                client.log_artifact(run_id, str(local), artifact_path=parent)
+                continue
+            with tempfile.TemporaryDirectory() as tmp:  # the artifact takes the key's file name
+                renamed = Path(tmp) / Path(target).name
+                shutil.copyfile(local, renamed)
+                client.log_artifact(run_id, str(renamed), artifact_path=parent)
+
+    def artifact_names(self, ref: ModelRef, path: str | None = None) -> list[str]:
+        run_id = self.run_id(ref)
+        with self._guard(f"list artifacts of {ref}"):
+            return sorted(f.path for f in self._client.list_artifacts(run_id, path)) if run_id else []
+
+    def download_artifact(self, ref: ModelRef, path: str, dst: str | Path | None = None) -> Path:
+        import mlflow
+
+        from steuops.errors import UsageError
+
+        run_id = self.run_id(ref)
+        if not run_id:
+            raise RegistryError(f"{ref} has no run, so no artifacts")
+        dst_path = str(dst) if dst else tempfile.mkdtemp(prefix="steuops-")
+        with self._guard(f"download {path!r} of {ref}"):
+            try:
+                return Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=path, dst_path=dst_path))
+            except Exception as exc:  # noqa: BLE001
+                if _is_unreachable(exc):
+                    raise
+                raise UsageError(f"{ref} has no artifact {path!r}", hint="see the run's artifacts in MLflow") from exc
+
+    def read_json_artifact(self, ref: ModelRef, path: str) -> dict[str, Any]:
+        return json.loads(self.download_artifact(ref, path).read_text(encoding="utf-8"))
+
+    # ---- datasets and history --------------------------------------------------------------
+    def logged_dataset(self, ref: ModelRef) -> Any:
+        """The table the version's training run logged with mlflow.log_input, following parents; else None."""
+        seen: set[str] = set()
+        current: ModelRef | None = ref
+        while current is not None and current.version not in seen:
+            seen.add(current.version)
+            frame = self._run_dataset(self.run_id(current))
+            if frame is not None:
+                return frame
+            current = self.parent(current)
+        return None
+
+    def _run_dataset(self, run_id: str | None) -> Any:
+        if not run_id:
+            return None
+        with self._guard("read the run's datasets"):
+            run = self._client.get_run(run_id)
+        for item in run.inputs.dataset_inputs or []:
+            frame = self._load_dataset(item.dataset)
+            if frame is not None:
+                return frame
+        return None
+
+    def _load_dataset(self, dataset: Any) -> Any:
+        import mlflow
+        import pandas as pd
+
+        try:
+            source = json.loads(dataset.source)
+        except (TypeError, ValueError):
+            return None
+        uri = source.get("uri") or source.get("url") or source.get("path")
+        if not uri:
+            return None
+        with self._guard("download the logged dataset"):
+            try:
+                local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri)) if "://" in uri or ":/" in uri \
+                    else Path(uri)
+            except Exception as exc:  # noqa: BLE001
+                if _is_unreachable(exc):
+                    raise
+                return None
+        readers = {".parquet": pd.read_parquet, ".csv": pd.read_csv, ".jsonl": lambda p: pd.read_json(p, lines=True)}
+        reader = readers.get(local.suffix.lower())
+        return reader(local) if reader and local.is_file() else None
+
+    def versions(self, name: str) -> list[VersionInfo]:
+        model = self._registered_model(name)
+        by_version: dict[str, list[str]] = {}
+        for alias, version in (model.aliases or {}).items():
+            by_version.setdefault(str(version), []).append(alias)
+        with self._guard(f"list versions of {name!r}"):
+            found = self._client.search_model_versions(f"name='{name}'", max_results=10000)
+        rows = []
+        for mv in sorted(found, key=lambda v: int(v.version)):
+            tags = dict(mv.tags or {})
+            rows.append(
+                VersionInfo(
+                    name=name,
+                    version=str(mv.version),
+                    parent=tags.get(T_PARENT),
+                    forgotten=split_list(tags.get(T_FORGOTTEN)),
+                    gate=tags.get(T_GATE),
+                    policy=tags.get(T_POLICY),
+                    method=tags.get(T_METHOD),
+                    created=datetime.fromtimestamp(mv.creation_timestamp / 1000, UTC).isoformat(timespec="seconds"),
+                    aliases=sorted(by_version.get(str(mv.version), [])),
+                    run_id=mv.run_id,
+                    tags=tags,
+                )
+            )
+        return rows
+
+    def snapshot(self, name: str | None = None) -> dict[str, Any]:
+        """Everything a failed command must leave unchanged: models, versions, aliases, tags, runs."""
+        self._require_store()
+        out: dict[str, Any] = {}
+        with self._guard("read the registry"):
+            models = self._client.search_registered_models(max_results=200)
+            for model in models:
+                if name and model.name != name:
+                    continue
+                rows = self._client.search_model_versions(f"name='{model.name}'", max_results=10000)
+                out[model.name] = {
+                    "aliases": {a: str(v) for a, v in (model.aliases or {}).items()},
+                    "tags": dict(model.tags or {}),
+                    "versions": {str(v.version): dict(v.tags or {}) for v in rows},
+                }
+            exp = self._client.get_experiment_by_name(EXPERIMENT)
+            out["_runs"] = len(self._client.search_runs([exp.experiment_id])) if exp else 0
+        return out
+
+
+def _quiet_libraries() -> None:
+    """mlflow's INFO/WARNING chatter (model card lookups, 'creating a new version') is noise in a CLI."""
+    import logging
+
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    logging.getLogger("mlflow").setLevel(logging.ERROR)
+    logging.getLogger("alembic").setLevel(logging.ERROR)
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+        hf_logging.set_verbosity_error()
+    except ImportError:  # pragma: no cover
+        pass
+
+
+def pip_requirements() -> list[str]:
+    """Explicit requirements for logged models (mlflow's inference is slow and guesses wrong here)."""
+    import mlflow
+    import torch
+    import transformers
+
+    return [
+        f"mlflow=={mlflow.__version__}",
+        f"torch=={torch.__version__.split('+')[0]}",
+        f"transformers=={transformers.__version__}",
+        "tokenizers",
+        "safetensors",
+    ]
+
+
+def _quietly(fn, *args, **kwargs):
+    """mlflow eprints 'Created version ...' to stderr; the CLI reports that itself."""
+    import contextlib
+    import io
+
+    with contextlib.redirect_stderr(io.StringIO()):
+        return fn(*args, **kwargs)
+
+
+def _param(value: Any) -> str:
+    text = json.dumps(value) if isinstance(value, dict | list) else str(value)
+    return text[:500]
+
+
+def _v(version: str | None) -> str:
+    return f"v{version}" if version else "nothing"
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(getattr(exc, "message", None) or exc).strip()
+    return text.splitlines()[0][:300] if text else type(exc).__name__
+
+
+def _is_unreachable(exc: BaseException) -> bool:
+    """True for a refused/timed-out connection, however deeply mlflow wrapped it."""
+    markers = ("Max retries exceeded", "Connection refused", "Failed to establish a new connection",
+               "ConnectTimeout", "Read timed out", "Name or service not known", "NameResolutionError")
+    seen = 0
+    current: BaseException | None = exc
+    while current is not None and seen < 10:
+        if isinstance(current, ConnectionError) or any(m in str(current) for m in markers):
+            return True
+        if type(current).__name__ in ("ConnectionError", "ConnectTimeout", "NewConnectionError"):
+            return True
+        current = current.__cause__ or current.__context__
+        seen += 1
+    return False
