@@ -1,0 +1,149 @@
+"""Forget/retain F1 before and after an edit, and parameter accounting by state-dict diff.
+
+F1 is binary per label column: F1 = 2tp / (2tp + fp + fn). When a column has no true and no
+predicted positives (tp + fp + fn == 0) its F1 is defined as 0.0 (sklearn's zero_division=0), so
+an empty class never inflates a macro average. A model that never predicts the forget class on
+notes that carry it has tp = 0 and therefore forget F1 = 0. `support` in the report says how many
+test notes carry each class, so a forget F1 of 0 on zero support can be told apart.
+
+Parameters modified are counted by comparing every parameter of the two models element by
+element, never from what a method claims to have touched.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from steuops.data import Notes
+    from steuops.modeling import Progress
+
+
+def f1_scores(y_true: np.ndarray, y_pred: np.ndarray) -> np.ndarray:
+    """Per-column binary F1 of two (n, C) 0/1 matrices; 0.0 where tp + fp + fn == 0."""
+    t = np.asarray(y_true).astype(bool)
+    p = np.asarray(y_pred).astype(bool)
+    if t.shape != p.shape:
+        raise ValueError(f"y_true {t.shape} and y_pred {p.shape} differ in shape")
+    tp = (t & p).sum(axis=0).astype(np.float64)
+    fp = (~t & p).sum(axis=0).astype(np.float64)
+    fn = (t & ~p).sum(axis=0).astype(np.float64)
+    denom = 2 * tp + fp + fn
+    return np.divide(2 * tp, denom, out=np.zeros_like(denom), where=denom > 0)
+
+
+@dataclass
+class Scores:
+    per_class_f1: dict[str, float]
+    macro_f1: float  # over all classes
+    forget_f1: float  # max over the forget classes (the worst leak)
+    forget_f1_per_class: dict[str, float]
+    retain_macro_f1: float  # over the non-forget classes
+
+
+def scores(y_true: np.ndarray, y_pred: np.ndarray, labels: Sequence[str], forget: Sequence[str]) -> Scores:
+    f1 = f1_scores(y_true, y_pred)
+    per_class = {name: float(v) for name, v in zip(labels, f1, strict=True)}
+    forget_part = {c: per_class[c] for c in forget}
+    retain = [per_class[c] for c in labels if c not in forget_part]
+    return Scores(
+        per_class_f1=per_class,
+        macro_f1=float(np.mean(f1)) if len(f1) else 0.0,
+        forget_f1=max(forget_part.values()) if forget_part else 0.0,
+        forget_f1_per_class=forget_part,
+        retain_macro_f1=float(np.mean(retain)) if retain else 0.0,
+    )
+
+
+@dataclass
+class Evaluation:
+    before: Scores
+    after: Scores
+    params_modified: int
+    params_total: int
+    params_fraction: float
+    l2_distance: float
+    n_test: int
+    forget: list[str]
+    labels: list[str]
+    support: dict[str, int] = field(default_factory=dict)  # test notes carrying each class
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able; the input of gate.decide."""
+        return asdict(self)
+
+
+def param_diff(original: nn.Module, edited: nn.Module) -> tuple[int, int, float]:
+    """(values that differ, values in total, L2 distance) over every parameter, element-wise.
+
+    Parameters are matched by name; a name missing from the edited model or with another shape
+    counts as wholly modified. Non-parameter buffers (position ids) are not parameters and are
+    left out of both counts.
+    """
+    import torch
+
+    edited_params = dict(edited.named_parameters())
+    modified, total, sq = 0, 0, 0.0
+    with torch.no_grad():
+        for name, a in original.named_parameters():
+            total += a.numel()
+            b = edited_params.get(name)
+            if b is None or b.shape != a.shape:
+                modified += a.numel()
+                continue
+            a64 = a.detach().to("cpu", torch.float64)
+            b64 = b.detach().to("cpu", torch.float64)
+            modified += int((a.detach().cpu() != b.detach().cpu()).sum())
+            sq += float(((a64 - b64) ** 2).sum())
+    return modified, total, float(np.sqrt(sq))
+
+
+def evaluate(
+    original: nn.Module,
+    edited: nn.Module,
+    tokenizer: Any,
+    test: Notes,
+    forget: Sequence[str],
+    *,
+    device: str = "auto",
+    batch_size: int = 32,
+    max_length: int = 256,
+    progress: Progress | None = None,
+) -> Evaluation:
+    """Score both models on the held-out notes and diff their parameters."""
+    from steuops import modeling
+
+    forget = list(forget)
+    modeling.check_forget(original, forget)
+    labels = modeling.label_names(original)
+    multi = modeling.is_multi_label(original)
+    dev = modeling.resolve_device(device)
+    y_true = test.multi_hot(labels)
+    preds = []
+    for model in (original, edited):
+        home = next(model.parameters()).device
+        model.to(dev)
+        out = modeling.logits(
+            model, tokenizer, test.texts, batch_size=batch_size, max_length=max_length, device=dev, progress=progress
+        )
+        model.to(home)
+        preds.append(modeling.predict(out, multi))
+    modified, total, l2 = param_diff(original, edited)
+    return Evaluation(
+        before=scores(y_true, preds[0], labels, forget),
+        after=scores(y_true, preds[1], labels, forget),
+        params_modified=modified,
+        params_total=total,
+        params_fraction=modified / total if total else 0.0,
+        l2_distance=l2,
+        n_test=len(test),
+        forget=forget,
+        labels=labels,
+        support={name: int(n) for name, n in zip(labels, y_true.sum(axis=0), strict=True)},
+    )
