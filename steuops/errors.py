@@ -71,3 +71,13 @@ class GateRejected(SteuopsError):
     def __init__(self, message: str, decision: object = None, hint: str | None = None) -> None:
         super().__init__(message, hint)
         self.decision = decision
+
+
+class ExportParityError(SteuopsError):
+    """The ONNX file disagrees with PyTorch: `failures` lists every mismatching text (exit 1)."""
+
+    exit_code = 1
+
+    def __init__(self, message: str, failures: list[str], hint: str | None = None) -> None:
+        super().__init__(message, hint)
+        self.failures = failures
