@@ -1,0 +1,497 @@
+"""`apply`: remove classes from a registered model, prove it against a policy, register, promote.
+
+The flow of DESIGN.md as plain calls: resolve -> load -> cohort -> validate -> split -> unlearn ->
+evaluate -> gate -> register (alias candidate) -> promote (compare-and-set) -> export. Every check a
+user can fail (model, alias, version, forget class, policy, method config, cohort, validation) runs
+before the first write, so a bad input leaves the registry exactly as it was.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from steuops import env  # noqa: F401
+from steuops.errors import CohortError, GateRejected
+
+if TYPE_CHECKING:
+    from steuops.modeling import Progress
+    from steuops.registry import LoadedModel, ModelRef, Registry
+
+DEFAULT_ALIAS = "production"
+CANDIDATE_ALIAS = "candidate"
+EVALUATION_FILE = "evaluation.json"
+VALIDATION_FILE = "validation.json"
+GATE_FILE = "gate.json"
+APPLY_FILE = "apply.json"
+SPLIT_FILE = "split.json"
+EDIT_DIR = "edit"
+
+
+@dataclass
+class ApplyResult:
+    model: str
+    parent_version: str
+    forget: list[str]
+    requested: list[str]
+    inherited: list[str]
+    method: str
+    params: dict[str, Any]
+    policy: dict[str, Any]
+    cohort: dict[str, Any]
+    validation: dict[str, Any]
+    seconds: dict[str, float] = field(default_factory=dict)
+    dry_run: bool = False
+    new_version: str | None = None
+    evaluation: dict[str, Any] | None = None
+    gate: dict[str, Any] | None = None
+    promoted: dict[str, Any] | None = None
+    export: dict[str, Any] | None = None
+    audit: dict[str, Any] | None = None
+    edit: dict[str, Any] | None = None
+    tokens: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool | None:
+        return None if self.gate is None else bool(self.gate.get("passed"))
+
+    def to_dict(self) -> dict[str, Any]:
+        return json.loads(json.dumps(asdict(self), default=_json_default))
+
+
+def _json_default(obj: Any) -> Any:
+    if hasattr(obj, "to_dict"):
+        return obj.to_dict()
+    if hasattr(obj, "item"):
+        return obj.item()
+    if hasattr(obj, "tolist"):
+        return obj.tolist()
+    return str(obj)
+
+
+class _Clock:
+    """Seconds per step, in the order the steps ran."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    @contextmanager
+    def step(self, name: str) -> Iterator[None]:
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[name] = round(self.seconds.get(name, 0.0) + time.perf_counter() - started, 3)
+
+
+@dataclass
+class _Prepared:
+    """Everything checked and loaded before the first write."""
+
+    registry: Registry
+    parent: ModelRef
+    loaded: LoadedModel
+    policy: Any
+    config: Any
+    forget: list[str]
+    requested: list[str]
+    inherited: list[str]
+    frame: Any
+    train: Any
+    test: Any
+    report: Any
+    cohort_info: dict[str, Any]
+    promote_alias: str | None
+    expected_version: str | None
+
+
+def apply(
+    model_name: str,
+    forget: list[str],
+    *,
+    alias: str | None = DEFAULT_ALIAS,
+    version: str | int | None = None,
+    cohort: str | Path | None = None,
+    method: str = "steu",
+    method_config: dict[str, Any] | None = None,
+    policy: str | Path | None = None,
+    promote: bool | None = None,
+    device: str = "auto",
+    dry_run: bool = False,
+    home: str | Path | None = None,
+    test_fraction: float = 0.2,
+    seed: int = 0,
+    export: bool = True,
+    progress: Progress | None = None,
+    registry: Registry | None = None,
+) -> ApplyResult:
+    """Forget `forget` in the model `alias`/`version` names. Raises GateRejected (exit 3) after
+    registering a rejected candidate; typed UsageErrors (exit 2) before writing anything."""
+    clock = _Clock()
+    prep = _prepare(
+        model_name, forget, alias=alias, version=version, cohort=cohort, method=method,
+        method_config=method_config, policy=policy, promote=promote, device=device, home=home,
+        test_fraction=test_fraction, seed=seed, clock=clock, progress=progress, registry=registry,
+    )
+    result = _result(prep, method, clock)
+    if dry_run:
+        result.dry_run = True
+        return result
+    edited = _unlearn(prep, method, device, clock, progress, result)
+    _evaluate(prep, edited.model, device, clock, progress, result)
+    decision = _decide(prep, result, clock)
+    ref = _register(prep, edited, method, result, clock)
+    result.new_version = ref.version
+    if not decision["passed"]:
+        error = GateRejected(
+            f"the policy {prep.policy.name!r} rejected {model_name} v{ref.version}: "
+            f"{', '.join(r['name'] for r in decision['rules'] if not r['passed'])} failed",
+            decision=decision,
+            hint=f"v{ref.version} is kept with gate=rejected and alias {CANDIDATE_ALIAS!r}; production is unchanged",
+        )
+        error.result = result  # type: ignore[attr-defined]  (the CLI renders what happened before the verdict)
+        raise error
+    _promote(prep, ref, result, clock)
+    if export:
+        _export(prep, ref, result, clock)
+    return result
+
+
+# ---- before the first write ------------------------------------------------------------------
+def _prepare(model_name: str, forget: list[str], *, alias, version, cohort, method, method_config, policy,
+             promote, device, home, test_fraction, seed, clock: _Clock, progress, registry) -> _Prepared:
+    from steuops import methods, modeling
+    from steuops import policy as policies
+    from steuops.registry import Registry
+
+    requested = list(dict.fromkeys(c.strip() for c in forget if c and c.strip()))
+    if not requested:
+        from steuops.errors import ForgetClassError
+
+        raise ForgetClassError("no forget class given", hint="name one with --forget CLASS")
+    with clock.step("check"):
+        loaded_policy = policies.load(policies.resolve(policy))
+        impl = methods.get(method)
+        config = impl.config_class.from_dict(method_config)
+        modeling.resolve_device(device)
+        registry = registry or Registry(home)
+        parent = registry.resolve(model_name, alias=alias, version=version)
+        promote_alias = _promote_alias(loaded_policy, promote)
+        expected = registry.alias_version(model_name, promote_alias) if promote_alias else None
+    with clock.step("load"):
+        loaded = registry.load(parent)
+    modeling.check_forget(loaded.model, requested)
+    inherited = [c for c in loaded.forgotten if c not in requested and c in loaded.labels]
+    all_forget = requested + inherited
+    with clock.step("cohort"):
+        frame, source = _cohort_frame(registry, parent, cohort)
+    with clock.step("validate"):
+        from steuops import validation
+
+        report = validation.check(frame, loaded.labels, all_forget, loaded_policy.cohort)
+    with clock.step("split"):
+        from steuops import cohort as cohorts
+
+        train_df, test_df = cohorts.split(frame, test_fraction=test_fraction, seed=seed)
+        train, test = cohorts.to_notes(train_df), cohorts.to_notes(test_df)
+    if not train.has_any(all_forget).any():
+        raise CohortError(
+            f"cohort: the training split has no notes carrying {', '.join(all_forget)}",
+            hint="add forget-class notes to the cohort (or mark fewer of them split=test)",
+        )
+    cohort_info = {
+        "source": source,
+        "sha256": cohorts.sha256(frame),
+        "rows": int(len(frame)),
+        "train_rows": len(train),
+        "test_rows": len(test),
+        "forget_rows": int(report.n_forget),
+        "retain_rows": int(report.n_retain),
+        "train_forget_rows": int(train.has_any(all_forget).sum()),
+        "test_forget_rows": int(test.has_any(all_forget).sum()),
+        "split": "column" if "split" in frame.columns and frame["split"].notna().all() else
+                 f"carved (test_fraction={test_fraction}, seed={seed})",
+    }
+    return _Prepared(registry, parent, loaded, loaded_policy, config, all_forget, requested, inherited, frame,
+                     train, test, report, cohort_info, promote_alias, expected)
+
+
+def _promote_alias(policy: Any, promote: bool | None) -> str | None:
+    if promote is False:
+        return None
+    on_pass = policy.promotion.on_pass
+    if promote is True:
+        return on_pass or DEFAULT_ALIAS
+    return on_pass
+
+
+def _cohort_frame(registry: Registry, parent: ModelRef, path: str | Path | None) -> tuple[Any, str]:
+    from steuops import cohort as cohorts
+
+    if path is not None:
+        return cohorts.load(path), str(path)
+    frame = registry.logged_dataset(parent)
+    if frame is None:
+        raise CohortError(
+            f"no cohort given and {parent} has no logged dataset to use",
+            hint="pass the deletion cohort with --cohort FILE (csv, parquet or jsonl with text + labels)",
+        )
+    return cohorts.normalise(frame, source=f"the dataset logged with {parent.name} v{parent.version}"), \
+        f"logged dataset of {parent.name} v{parent.version}"
+
+
+def _result(prep: _Prepared, method: str, clock: _Clock) -> ApplyResult:
+    policy = prep.policy
+    return ApplyResult(
+        model=prep.parent.name,
+        parent_version=prep.parent.version,
+        forget=prep.forget,
+        requested=prep.requested,
+        inherited=prep.inherited,
+        method=method,
+        params=prep.config.to_dict(),
+        policy={"name": policy.name, "path": policy.path, "sha256": policy.sha256,
+                "promote_alias": prep.promote_alias, "expected_version": prep.expected_version},
+        cohort=prep.cohort_info,
+        validation=_validation_summary(prep.report),
+        seconds=clock.seconds,
+    )
+
+
+def _validation_summary(report: Any) -> dict[str, Any]:
+    return {"success": bool(report.success), "n_rows": report.n_rows, "n_forget": report.n_forget,
+            "n_retain": report.n_retain, "expectations": len(report.expectations),
+            "class_counts": dict(report.class_counts)}
+
+
+# ---- the work --------------------------------------------------------------------------------
+def _unlearn(prep: _Prepared, method: str, device: str, clock: _Clock, progress, result: ApplyResult):
+    from steuops.methods import unlearn
+
+    with clock.step("unlearn"):
+        out = unlearn(method, prep.loaded.model, prep.loaded.tokenizer, prep.forget, prep.train, prep.config,
+                      device=device, progress=progress)
+    result.tokens = list(out.info.get("tokens", []))[:50]
+    if out.edit is not None:
+        result.edit = {"k": out.edit.k, "values": out.edit.num_changed_values()}
+    return out
+
+
+def _evaluate(prep: _Prepared, edited: Any, device: str, clock: _Clock, progress, result: ApplyResult) -> None:
+    from steuops.metrics import evaluate
+
+    max_length = getattr(prep.config, "max_length", 256)
+    with clock.step("evaluate"):
+        evaluation = evaluate(prep.loaded.model, edited, prep.loaded.tokenizer, prep.test, prep.forget,
+                              device=device, max_length=max_length, progress=progress)
+    result.evaluation = evaluation.to_dict()
+
+
+def _decide(prep: _Prepared, result: ApplyResult, clock: _Clock) -> dict[str, Any]:
+    from steuops import gate
+
+    with clock.step("gate"):
+        decision = gate.decide(result.evaluation, prep.policy, cohort_counts=_cohort_counts(prep))
+    result.gate = decision.to_dict()
+    return result.gate
+
+
+def _cohort_counts(prep: _Prepared) -> dict[str, Any]:
+    counts = prep.report.class_counts
+    return {"n_rows": prep.report.n_rows, "n_forget": prep.report.n_forget, "n_retain": prep.report.n_retain,
+            "forget_rows": {c: int(counts.get(c, 0)) for c in prep.forget}}
+
+
+def _register(prep: _Prepared, edited: Any, method: str, result: ApplyResult, clock: _Clock) -> ModelRef:
+    from steuops import registry as reg
+
+    verdict = "passed" if result.gate["passed"] else "rejected"
+    tags = {
+        reg.T_FORGOTTEN: ",".join(prep.forget),
+        reg.T_METHOD: method,
+        reg.T_POLICY: prep.policy.name,
+        reg.T_POLICY_SHA: prep.policy.sha256,
+        reg.T_COHORT_SHA: prep.cohort_info["sha256"],
+        reg.T_GATE: verdict,
+        "steuops.forget_requested": ",".join(prep.requested),
+        "steuops.cohort_rows": prep.cohort_info["rows"],
+        "steuops.forget_f1": f"{result.evaluation['after']['forget_f1']:.4f}",
+        "steuops.retain_macro_f1": f"{result.evaluation['after']['retain_macro_f1']:.4f}",
+        "steuops.params_fraction": f"{result.evaluation['params_fraction']:.6f}",
+    }
+    params = {"method": method, "forget": ",".join(prep.forget), **result.params,
+              "n_train": prep.cohort_info["train_rows"], "n_test": prep.cohort_info["test_rows"]}
+    with clock.step("register"), tempfile.TemporaryDirectory(prefix="steuops-apply-") as tmp:
+        files = _artifact_files(Path(tmp), prep, edited, result)
+        ref = prep.registry.register(
+            prep.parent.name, edited.model, prep.loaded.tokenizer, parent=prep.parent, tags=tags,
+            artifacts=files, alias=CANDIDATE_ALIAS, params=params,
+            run_name=f"forget-{'+'.join(prep.requested)}-from-v{prep.parent.version}",
+        )
+    return ref
+
+
+def _artifact_files(tmp: Path, prep: _Prepared, edited: Any, result: ApplyResult) -> dict[str, Path]:
+    files: dict[str, Path] = {}
+    if edited.edit is not None:
+        edited.edit.save(tmp / EDIT_DIR)
+        files[EDIT_DIR] = tmp / EDIT_DIR
+    files[EVALUATION_FILE] = _write(tmp / EVALUATION_FILE, result.evaluation)
+    files[VALIDATION_FILE] = _write(tmp / VALIDATION_FILE, prep.report.to_dict())
+    files[GATE_FILE] = _write(tmp / GATE_FILE, result.gate)
+    # Which rows were held out, by position and note id (ids only, no text): `steuops gate` can re-check.
+    files[SPLIT_FILE] = _write(tmp / SPLIT_FILE, {**prep.cohort_info,
+                                                  "test_note_ids": prep.test.note_ids or []})
+    files[APPLY_FILE] = _write(tmp / APPLY_FILE, {k: v for k, v in result.to_dict().items() if k != "tokens"})
+    return files
+
+
+def _write(path: Path, data: Any) -> Path:
+    path.write_text(json.dumps(data, indent=2, default=_json_default) + "\n", encoding="utf-8")
+    return path
+
+
+def _promote(prep: _Prepared, ref: ModelRef, result: ApplyResult, clock: _Clock) -> None:
+    if not prep.promote_alias:
+        result.promoted = None
+        return
+    with clock.step("promote"):
+        prep.registry.move_alias(ref.name, prep.promote_alias, ref.version, expected_version=prep.expected_version)
+    result.promoted = {"alias": prep.promote_alias, "version": ref.version, "previous": prep.expected_version}
+
+
+def _export(prep: _Prepared, ref: ModelRef, result: ApplyResult, clock: _Clock) -> None:
+    from steuops.export import export_version
+
+    with clock.step("export"):
+        exported = export_version(prep.registry, ref, check_texts=prep.test.texts[:64])
+    data = exported.to_dict()
+    result.export = {k: data.get(k) for k in ("onnx_sha256", "exporter", "files", "fused_ops") if k in data}
+    parity = data.get("parity", {}).get("fp32", {})
+    result.export["parity_max_abs_diff"] = parity.get("max_abs_diff")
+
+
+# ---- for `steuops gate` / `promote` ------------------------------------------------------------
+def regate(
+    model_name: str,
+    version: str | int,
+    *,
+    policy: str | Path | None = None,
+    home: str | Path | None = None,
+    registry: Registry | None = None,
+) -> dict[str, Any]:
+    """Re-decide a registered candidate against a (possibly different) policy WITHOUT retraining.
+
+    Re-uses the version's evaluation.json artifact: it was measured on the held-out split when the
+    version was made, and the measurement does not depend on the policy, so re-deciding from it is
+    exact and takes a second instead of re-loading two models and re-scoring the split.
+    """
+    from steuops.registry import Registry
+
+    return _regate(model_name, version, policy=policy, registry=registry or Registry(home))[0]
+
+
+def _regate(model_name: str, version: str | int, *, policy: str | Path | None, registry: Registry):
+    from steuops import gate
+    from steuops import policy as policies
+
+    loaded_policy = policies.load(policies.resolve(policy))
+    ref = registry.resolve(model_name, version=version)
+    tags = registry.tags(ref)
+    if not tags.get("steuops.parent_version"):
+        from steuops.errors import UsageError
+
+        raise UsageError(f"{ref} was not made by steuops (no steuops.parent_version tag), so there is nothing to gate",
+                         hint="gate a version that `steuops apply` registered; see `steuops history`")
+    evaluation = registry.read_json_artifact(ref, EVALUATION_FILE)
+    counts = _counts_from_artifact(registry, ref)
+    decision = gate.decide(evaluation, loaded_policy, cohort_counts=counts).to_dict()
+    return {"model": model_name, "version": ref.version, "parent_version": tags.get("steuops.parent_version"),
+            "policy": {"name": loaded_policy.name, "path": loaded_policy.path, "sha256": loaded_policy.sha256},
+            "evaluation": evaluation, "gate": decision,
+            "source": f"{EVALUATION_FILE} artifact of v{ref.version}"}, loaded_policy
+
+
+def _counts_from_artifact(registry: Registry, ref: ModelRef) -> dict[str, Any]:
+    report = registry.read_json_artifact(ref, VALIDATION_FILE)
+    counts = report.get("class_counts", {})
+    forget = report.get("forget", [])
+    return {"n_rows": report.get("n_rows"), "n_forget": report.get("n_forget"), "n_retain": report.get("n_retain"),
+            "forget_rows": {c: int(counts.get(c, 0)) for c in forget}}
+
+
+def promote(
+    model_name: str,
+    version: str | int,
+    *,
+    policy: str | Path | None = None,
+    alias: str | None = None,
+    home: str | Path | None = None,
+    registry: Registry | None = None,
+) -> dict[str, Any]:
+    """Gate a candidate again, then move the promotion alias to it (compare-and-set).
+
+    The alias must still point at the candidate's parent: a candidate made from v1 must not replace
+    a production that moved to v3 meanwhile (v3's deletions would silently come back).
+    """
+    from steuops.registry import Registry
+
+    registry = registry or Registry(home)
+    out, loaded_policy = _regate(model_name, version, policy=policy, registry=registry)
+    if not out["gate"]["passed"]:
+        raise GateRejected(
+            f"the policy {out['policy']['name']!r} rejects {model_name} v{out['version']}; not promoted",
+            decision=out["gate"], hint="see the failed rules above; nothing was changed",
+        )
+    target = alias or loaded_policy.promotion.on_pass or DEFAULT_ALIAS
+    parent = out["parent_version"]
+    registry.move_alias(model_name, target, out["version"], expected_version=parent)
+    out["promoted"] = {"alias": target, "version": out["version"], "previous": parent}
+    return out
+
+
+def rollback(
+    model_name: str,
+    *,
+    reason: str,
+    to: str | int | None = None,
+    alias: str = DEFAULT_ALIAS,
+    home: str | Path | None = None,
+    registry: Registry | None = None,
+) -> dict[str, Any]:
+    """Move `alias` back (default: to the current version's parent) and record why on both versions."""
+    from datetime import UTC, datetime
+
+    from steuops.errors import UsageError
+    from steuops.registry import Registry, split_list
+
+    if not (reason or "").strip():
+        raise UsageError("--reason is empty", hint="say why, e.g. --reason 'retain F1 dropped in production'")
+    registry = registry or Registry(home)
+    current = registry.resolve(model_name, alias=alias)
+    tags = registry.tags(current)
+    if to is None:
+        parent = tags.get("steuops.parent_version")
+        if not parent:
+            raise UsageError(f"{current} has no parent version to roll back to",
+                             hint="name the version with --to N (see `steuops history`)")
+        to = parent
+    target = registry.resolve(model_name, version=to)
+    if target.version == current.version:
+        raise UsageError(f"{alias!r} already points at v{target.version}", hint="nothing to roll back")
+    when = datetime.now(UTC).isoformat(timespec="seconds")
+    registry.move_alias(model_name, alias, target.version, expected_version=current.version)
+    registry.set_tags(current, {"steuops.rollback_reason": reason, "steuops.rolled_back_at": when,
+                                "steuops.rolled_back_to": target.version})
+    registry.set_tags(target, {"steuops.rollback_reason": reason, "steuops.restored_at": when,
+                               "steuops.restored_from": current.version})
+    lost = [c for c in split_list(tags.get("steuops.forgotten")) if c not in
+            split_list(registry.tags(target).get("steuops.forgotten"))]
+    return {"model": model_name, "alias": alias, "from": current.version, "to": target.version, "reason": reason,
+            "at": when, "reinstated_classes": lost}
