@@ -1,0 +1,90 @@
+"""The shared fine-tuning loop on tiny in-code models: it learns, is reproducible, handles both heads."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from steuops import modeling
+from steuops.data import Notes, split_notes
+from steuops.errors import ConfigError
+from steuops.tiny import classifier
+from steuops.training import TrainConfig, fine_tune, mean_loss, targets
+
+LABELS = ["sepsis", "pneumonia", "heart failure", "acute kidney injury", "copd exacerbation", "diabetic ketoacidosis"]
+FAST = TrainConfig(epochs=3, lr=3e-3, batch_size=16, max_length=96, seed=0, warmup=0.1)
+
+
+def _weights(model) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def test_fine_tune_lowers_the_loss(tiny_notes, tiny_tokenizer, tiny_model):
+    before = mean_loss(tiny_model, tiny_tokenizer, tiny_notes, max_length=96, device="cpu")
+    steps: list[tuple[str, int, int]] = []
+    model = fine_tune(tiny_model, tiny_tokenizer, tiny_notes, FAST, device="cpu",
+                      progress=lambda *a: steps.append(a))
+    after = mean_loss(model, tiny_tokenizer, tiny_notes, max_length=96, device="cpu")
+    assert after < 0.8 * before, (before, after)
+    assert steps[-1] == ("train", 45, 45) and len(steps) == 45  # 240 notes / 16 x 3 epochs
+    assert not model.training and all(p.requires_grad for p in model.parameters())
+
+
+def test_fine_tune_is_reproducible_on_cpu(tiny_notes, tiny_tokenizer):
+    cfg = TrainConfig(epochs=1, lr=3e-3, batch_size=32, max_length=64, seed=5)
+    runs = []
+    for _ in range(2):
+        model = classifier(LABELS, vocab_size=len(tiny_tokenizer), seed=1)
+        runs.append(modeling.fingerprint(fine_tune(model, tiny_tokenizer, tiny_notes, cfg, device="cpu")))
+    other = classifier(LABELS, vocab_size=len(tiny_tokenizer), seed=1)
+    other_fp = modeling.fingerprint(fine_tune(other, tiny_tokenizer, tiny_notes,
+                                              TrainConfig(epochs=1, lr=3e-3, batch_size=32, max_length=64, seed=6),
+                                              device="cpu"))
+    assert runs[0] == runs[1] != other_fp
+
+
+def test_single_label_fine_tune(tiny_notes, tiny_tokenizer):
+    # One label per note (the first), a softmax head: cross-entropy must fit it.
+    single = Notes(texts=tiny_notes.texts, labels=[[x[0]] for x in tiny_notes.labels])
+    model = classifier(LABELS, vocab_size=len(tiny_tokenizer), multi_label=False, seed=0)
+    assert not modeling.is_multi_label(model)
+    before = mean_loss(model, tiny_tokenizer, single, max_length=64, device="cpu")
+    fine_tune(model, tiny_tokenizer, single, TrainConfig(epochs=8, lr=5e-3, max_length=64), device="cpu")
+    after = mean_loss(model, tiny_tokenizer, single, max_length=64, device="cpu")
+    assert after < 0.8 * before, (before, after)
+    pred = modeling.logits(model, tiny_tokenizer, single.texts, max_length=64).argmax(axis=1)
+    gold = np.array([LABELS.index(x[0]) for x in single.labels])
+    assert (pred == gold).mean() > 1.5 / len(LABELS)  # well above chance
+
+
+def test_labels_the_model_lacks_are_ignored(tiny_tokenizer):
+    notes = Notes(texts=["fever", "cough", "rash"], labels=[["sepsis", "mystery"], ["pneumonia"], ["mystery"]])
+    multi = classifier(LABELS, vocab_size=len(tiny_tokenizer))
+    rows, y = targets(multi, notes)
+    assert rows.tolist() == [0, 1, 2] and y.shape == (3, 6) and y[2].sum() == 0 and y[0, 0] == 1
+    single = classifier(LABELS, vocab_size=len(tiny_tokenizer), multi_label=False)
+    rows, y = targets(single, notes)
+    assert rows.tolist() == [0, 1] and y.tolist() == [0, 1]
+    with pytest.raises(ConfigError, match="model's labels"):
+        fine_tune(single, tiny_tokenizer, notes.subset([2]), FAST, device="cpu")
+
+
+def test_freeze_embeddings_keeps_them_fixed(tiny_notes, tiny_tokenizer):
+    model = classifier(LABELS, vocab_size=len(tiny_tokenizer), arch="distilbert", seed=2)
+    before = _weights(model)
+    cfg = TrainConfig(epochs=1, lr=3e-3, batch_size=32, max_length=64, freeze_embeddings=True)
+    fine_tune(model, tiny_tokenizer, split_notes(tiny_notes)[0], cfg, device="cpu")
+    after = model.state_dict()
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert changed and not any(k.startswith("distilbert.embeddings.") for k in changed)
+    assert any(k.startswith("distilbert.transformer.") for k in changed)
+    assert all(p.requires_grad for p in model.parameters())  # freezing is undone afterwards
+
+
+def test_head_lr_and_bad_config():
+    assert TrainConfig(head_lr=1e-3).to_dict()["head_lr"] == 1e-3
+    with pytest.raises(ConfigError, match="epochs"):
+        TrainConfig(epochs=0)
+    with pytest.raises(ConfigError, match="warmup"):
+        TrainConfig(warmup=1.5)
