@@ -206,8 +206,8 @@ def sha256(df: pd.DataFrame) -> str:
 
 
 def split(df: pd.DataFrame, test_fraction: float = 0.2, seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Train/test split: the `split` column when present, else steuops.data.split_notes (seeded,
-    stratified, grouped by patient)."""
+    """Train/test split: the `split` column when present, else steuops.data's split (seeded,
+    stratified, grouped by patient; the same indices split_notes uses)."""
     if not 0.0 < test_fraction < 1.0:
         raise CohortError(f"test_fraction: must be between 0 and 1, got {test_fraction}", hint="e.g. 0.2")
     if "split" in df.columns and df["split"].notna().all():
@@ -220,12 +220,7 @@ def split(df: pd.DataFrame, test_fraction: float = 0.2, seed: int = 0) -> tuple[
             f"split: the column puts {len(train)} rows in train and {len(test)} in test",
             hint="mark held-out rows split=test and the rest split=train, or drop the column",
         )
-    from steuops.data import split_notes
+    from steuops.data import split_indices
 
-    # Row positions travel as note ids so that split_notes' own logic picks the rows.
-    notes = to_notes(df)
-    notes.note_ids = [str(i) for i in range(len(df))]
-    train_notes, test_notes = split_notes(notes, test_fraction=test_fraction, seed=seed)
-    train_idx = [int(i) for i in train_notes.note_ids or []]
-    test_idx = [int(i) for i in test_notes.note_ids or []]
-    return df.iloc[train_idx].reset_index(drop=True), df.iloc[test_idx].reset_index(drop=True)
+    train_idx, test_idx = split_indices(to_notes(df), test_fraction=test_fraction, seed=seed)
+    return df.iloc[list(train_idx)].reset_index(drop=True), df.iloc[list(test_idx)].reset_index(drop=True)
