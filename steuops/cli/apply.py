@@ -1,0 +1,224 @@
+"""`steuops apply` and `steuops demo`: thin commands over steuops.pipeline.
+
+Heavy imports (torch, mlflow, pandas) stay inside the functions so that `steuops --help` is instant.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from steuops.cli import app
+
+DEMO_MODEL = "clinical-dx"
+
+
+@app.command()
+def apply(
+    model: str = typer.Option(..., "--model", "-m", help="Registered model name, e.g. clinical-dx."),
+    forget: list[str] = typer.Option(..., "--forget", "-f", help="Class to remove (repeat for several)."),
+    alias: str = typer.Option("production", "--alias", help="Alias of the version to start from."),
+    version: str | None = typer.Option(None, "--version", help="Version to start from (instead of --alias)."),
+    cohort: Path | None = typer.Option(None, "--cohort", help="Deletion cohort (csv/parquet/jsonl: text, labels). "
+                                       "Default: the dataset logged with the model."),
+    method: str = typer.Option("steu", "--method", help="Unlearning method."),
+    config: str | None = typer.Option(None, "--config", help="Method options as JSON, e.g. '{\"k\": 128}'."),
+    policy: str | None = typer.Option(None, "--policy", help="Policy file or name (default: policies/default.yaml)."),
+    promote: bool | None = typer.Option(None, "--promote/--no-promote",
+                                        help="Promote on a pass (default: what the policy says)."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Validate and print the plan; write nothing."),
+    export: bool = typer.Option(True, "--export/--no-export", help="Export the new version to ONNX."),
+    home: Path | None = typer.Option(None, "--home", help="steuops home (default $STEUOPS_HOME or ~/.steuops)."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON envelope instead of tables."),
+    junit: Path | None = typer.Option(None, "--junit", help="Write the gate decision as JUnit XML."),
+) -> None:
+    """Remove class(es) from a registered model, gate the result, register and promote it."""
+    from steuops.cli.render import emit_json, progress_bar
+    from steuops.errors import GateRejected
+    from steuops.pipeline import apply as run_apply
+
+    if version is not None and alias != "production":
+        from steuops.errors import UsageError
+
+        raise UsageError("--alias and --version both given", hint="start from one: --alias NAME or --version N")
+    with progress_bar(enabled=not as_json) as progress:
+        try:
+            result = run_apply(
+                model, forget, alias=None if version else alias, version=version, cohort=cohort, method=method,
+                method_config=_json_option(config, "--config"), policy=policy, promote=promote, device=device,
+                dry_run=dry_run, home=home, export=export, progress=progress,
+            )
+        except GateRejected as exc:
+            rejected = getattr(exc, "result", None)
+            if rejected is not None:
+                _junit(rejected.gate, junit)
+                if not as_json:
+                    show_apply(rejected.to_dict())
+            raise
+    _junit(result.gate, junit)
+    if as_json:
+        emit_json("apply", result.to_dict())
+        return
+    show_apply(result.to_dict())
+
+
+def _json_option(text: str | None, option: str) -> dict[str, Any] | None:
+    import json
+
+    from steuops.errors import ConfigError
+
+    if not text:
+        return None
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{option}: not valid JSON ({exc.msg})", hint='e.g. --config \'{"k": 128}\'') from None
+    if not isinstance(value, dict):
+        raise ConfigError(f"{option}: must be a JSON object", hint='e.g. --config \'{"k": 128}\'')
+    return value
+
+
+def _junit(gate: dict[str, Any] | None, path: Path | None) -> None:
+    if gate is None or path is None:
+        return
+    from steuops.gate import write_junit
+
+    write_junit(decision_from_dict(gate), path)
+
+
+def decision_from_dict(data: dict[str, Any]):
+    """A GateDecision back from its to_dict() (the pipeline and the artifacts keep dicts)."""
+    from steuops.gate import GateDecision, RuleResult
+
+    return GateDecision(passed=bool(data["passed"]), rules=[RuleResult(**r) for r in data.get("rules", [])],
+                        policy_name=data.get("policy_name", "policy"), policy_sha256=data.get("policy_sha256", ""),
+                        forget=list(data.get("forget", [])))
+
+
+# ---- rendering -------------------------------------------------------------------------------
+def show_apply(result: dict[str, Any]) -> None:
+    from steuops.cli.render import console
+
+    requested = ", ".join(result["requested"])
+    inherited = f" (still forgetting {', '.join(result['inherited'])})" if result["inherited"] else ""
+    console.print(f"[bold]{result['model']}[/bold] v{result['parent_version']} -> forget [bold]{requested}[/bold]"
+                  f"{inherited} with {result['method']}", highlight=False)
+    _show_cohort(result)
+    if result["dry_run"]:
+        _show_plan(result)
+        return
+    if result.get("evaluation"):
+        console.print(class_table(result["evaluation"]))
+        _show_params(result)
+    _show_seconds(result["seconds"])
+    if result.get("gate"):
+        from steuops.gate import render_table
+
+        console.print(render_table(decision_from_dict(result["gate"])))
+    _show_outcome(result)
+
+
+def _show_cohort(result: dict[str, Any]) -> None:
+    from steuops.cli.render import console
+
+    c = result["cohort"]
+    console.print(f"cohort: {c['rows']} notes from {c['source']} ({c['forget_rows']} carry a forget class, "
+                  f"{c['retain_rows']} do not); split {c['split']}: {c['train_rows']} train / {c['test_rows']} "
+                  f"held out; validation passed {result['validation']['expectations']} expectations",
+                  highlight=False)
+
+
+def _show_plan(result: dict[str, Any]) -> None:
+    from steuops.cli.render import console
+
+    p = result["policy"]
+    k = result["params"].get("k")
+    promote = f"alias {p['promote_alias']!r} (now v{p['expected_version']})" if p["promote_alias"] else "nothing"
+    console.print(f"plan: {result['method']}" + (f" k={k}" if k is not None else "") +
+                  f", epochs={result['params'].get('epochs')}; policy {p['name']} ({(p['sha256'] or '')[:12]}); "
+                  f"on a pass promote {promote}", highlight=False)
+    console.print("[yellow]dry run: nothing was trained or written[/yellow]")
+
+
+def class_table(evaluation: dict[str, Any]):
+    from rich.table import Table
+
+    table = Table(title="F1 per class on the held-out notes", title_justify="left")
+    for column in ("class", "support", "F1 before", "F1 after", "delta", ""):
+        table.add_column(column, justify="left" if column in ("class", "") else "right")
+    forget = set(evaluation["forget"])
+    before, after = evaluation["before"]["per_class_f1"], evaluation["after"]["per_class_f1"]
+    for name in evaluation["labels"]:
+        delta = after[name] - before[name]
+        colour = "red" if delta < -0.005 and name not in forget else "default"
+        table.add_row(name, str(evaluation.get("support", {}).get(name, "")), f"{before[name]:.3f}",
+                      f"{after[name]:.3f}", f"[{colour}]{delta:+.3f}[/]", "[bold]forgotten[/]" if name in forget else "")
+    b, a = evaluation["before"], evaluation["after"]
+    table.add_row("retain macro", "", f"{b['retain_macro_f1']:.3f}", f"{a['retain_macro_f1']:.3f}",
+                  f"{a['retain_macro_f1'] - b['retain_macro_f1']:+.3f}", "", style="bold")
+    return table
+
+
+def _show_params(result: dict[str, Any]) -> None:
+    from steuops.cli.render import console
+
+    e = result["evaluation"]
+    k = (result.get("edit") or {}).get("k")
+    rows = f" ({k} token-embedding rows + the head)" if k is not None else ""
+    console.print(f"parameters modified: {e['params_modified']:,} of {e['params_total']:,} "
+                  f"({100 * e['params_fraction']:.3f}%){rows}", highlight=False)
+
+
+def _show_seconds(seconds: dict[str, float]) -> None:
+    from steuops.cli.render import console
+
+    parts = ", ".join(f"{k} {v:.1f}s" for k, v in seconds.items())
+    console.print(f"time: {parts} (total {sum(seconds.values()):.1f}s)", highlight=False)
+
+
+def _show_outcome(result: dict[str, Any]) -> None:
+    from steuops.cli.render import console
+
+    new = result.get("new_version")
+    if new is None:
+        return
+    verdict = "passed" if result["gate"]["passed"] else "rejected"
+    console.print(f"registered {result['model']} v{new} (alias candidate, gate={verdict})", highlight=False)
+    promoted = result.get("promoted")
+    if promoted:
+        was = f" (was v{promoted['previous']})" if promoted.get("previous") else ""
+        console.print(f"[green]promoted:[/green] {promoted['alias']} -> v{promoted['version']}{was}", highlight=False)
+    elif result["gate"]["passed"]:
+        console.print("not promoted (the policy or --no-promote says a person promotes): "
+                      f"steuops promote --model {result['model']} --version {new}", highlight=False)
+    if result.get("export"):
+        ex = result["export"]
+        console.print(f"exported ONNX ({ex.get('exporter')}), parity max |diff| {ex.get('parity_max_abs_diff')}",
+                      highlight=False)
+
+
+# ---- demo ------------------------------------------------------------------------------------
+@app.command()
+def demo(
+    home: Path | None = typer.Option(None, "--home", help="Home to create (default $STEUOPS_HOME or ~/.steuops)."),
+    notes: int | None = typer.Option(None, "--notes", help="Number of synthetic notes (default: the demo's)."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON envelope instead of tables."),
+) -> None:
+    """Set up a home: synthetic notes, a MiniLM classifier registered as clinical-dx@production,
+    then forget sepsis with the default policy."""
+    from steuops.cli.render import console, emit_json, progress_bar
+    from steuops.pipeline import run_demo
+
+    with progress_bar(enabled=not as_json) as progress:
+        out = run_demo(home=home, n_notes=notes, device=device, progress=progress,
+                       say=None if as_json else lambda text: console.print(text, highlight=False))
+    if as_json:
+        emit_json("demo", out)
+        return
+    show_apply(out["apply"])
+    console.print(f"next: steuops apply --model {DEMO_MODEL} --forget pneumonia"
+                  + (f" --home {out['home']}" if home else ""), highlight=False)
