@@ -96,8 +96,7 @@ def decide(
     forget = [str(c) for c in evaluation.get("forget") or []]
     limits = policy.gate
     rules = [
-        _at_most("forget_f1", after.get("forget_f1"), limits.forget_f1_max,
-                 _per_class_detail(after.get("forget_f1_per_class"))),
+        _forget_rule(after, forget, evaluation.get("support"), limits.forget_f1_max),
         _at_least("retain_macro_f1", after.get("retain_macro_f1"), limits.retain_macro_f1_min),
         _at_most("retain_macro_f1_drop", _drop(before.get("retain_macro_f1"), after.get("retain_macro_f1")),
                  limits.retain_macro_f1_drop_max,
@@ -136,6 +135,16 @@ def _at_most(name: str, observed: Any, threshold: float, detail: str = "") -> Ru
     if value is None:
         return RuleResult(name, None, float(threshold), "<=", False, NOT_MEASURED)
     return RuleResult(name, value, float(threshold), "<=", value <= threshold + TOLERANCE, detail)
+
+
+def _forget_rule(after: dict[str, Any], forget: list[str], support: Any, threshold: float) -> RuleResult:
+    """Forget F1 is 0 both when the class is gone and when no test note carries it: only the first counts."""
+    if isinstance(support, dict):
+        unseen = [c for c in forget if c in support and not support[c]]
+        if unseen:
+            detail = f"{NOT_MEASURED}: no held-out note carries {', '.join(repr(c) for c in unseen)}"
+            return RuleResult("forget_f1", None, float(threshold), "<=", False, detail)
+    return _at_most("forget_f1", after.get("forget_f1"), threshold, _per_class_detail(after.get("forget_f1_per_class")))
 
 
 def _at_least(name: str, observed: Any, threshold: float, detail: str = "") -> RuleResult:

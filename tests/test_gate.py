@@ -186,3 +186,24 @@ def test_render_table_lists_rules():
     text = console.export_text()
     assert "REJECTED" in text and "retain_class_f1_drop" in text and "FAIL" in text
     assert text.count("pass") == 3
+
+
+def test_real_evaluation_dict_and_zero_support():
+    import numpy as np
+
+    from steuops.metrics import Evaluation, scores
+
+    labels, forget = ["sepsis", "pneumonia", "heart failure"], ["sepsis"]
+    y = np.array([[1, 0, 0], [0, 1, 0], [0, 0, 1], [1, 1, 0]])
+    edited = y.copy()
+    edited[:, 0] = 0  # sepsis never predicted again, the rest untouched
+    evaluation = Evaluation(
+        before=scores(y, y, labels, forget), after=scores(y, edited, labels, forget),
+        params_modified=10, params_total=10_000, params_fraction=0.001, l2_distance=1.0,
+        n_test=4, forget=forget, labels=labels, support={"sepsis": 2, "pneumonia": 2, "heart failure": 1},
+    ).to_dict()
+    decision = gate.decide(evaluation, _policy())
+    assert decision.passed and _rule(decision, "forget_f1").observed == 0.0
+    evaluation["support"]["sepsis"] = 0  # F1 0 because nothing was tested, not because it was forgotten
+    rule = _rule(gate.decide(evaluation, _policy()), "forget_f1")
+    assert not rule.passed and rule.detail.startswith("not measured: no held-out note carries 'sepsis'")
