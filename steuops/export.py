@@ -534,20 +534,18 @@ def lineage_of(registry: Any, ref: Any, tags: dict[str, str], limit: int = 50) -
     seen = {str(ref.version)}
     while parent and parent not in seen and len(chain) < limit:
         seen.add(parent)
-        ptags = _version_tags(registry, ref.name, parent)
+        ptags = _version_tags(registry, type(ref)(ref.name, parent))
         chain.append({"version": parent, "forgotten": forgotten_classes(ptags), "method": ptags.get("steuops.method")})
         parent = ptags.get("steuops.parent_version")
     return chain
 
 
-def _version_tags(registry: Any, name: str, version: str) -> dict[str, str]:
-    """Tags of one version without loading its weights (Registry.versions lists them)."""
+def _version_tags(registry: Any, ref: Any) -> dict[str, str]:
+    """Tags of one version without loading its weights."""
     try:
-        for info in registry.versions(name):
-            if str(getattr(info, "version", "")) == str(version):
-                return dict(getattr(info, "tags", {}) or {})
+        return dict(registry.tags(ref) or {})
     except Exception as exc:  # noqa: BLE001  (lineage is informative; a registry hiccup must not fail export)
-        log.warning("could not read tags of %s v%s: %s", name, version, exc)
+        log.warning("could not read tags of %s: %s", ref, exc)
     return {}
 
 

@@ -1,0 +1,167 @@
+"""ONNX export, parity, ORT optimisation and export_version on tiny models (real exporters, real ORT)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from steuops.demo.notes import CLASSES as LABELS
+
+pytestmark = pytest.mark.filterwarnings("ignore")
+
+
+def _texts(notes, n=24):
+    return list(notes.texts[-n:])
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory, tiny_tokenizer):
+    """(arch -> (model, onnx path)) for BERT and DistilBERT, exported once per module."""
+    from steuops.export import export_onnx
+    from steuops.tiny import classifier
+
+    out = {}
+    for arch in ("bert", "distilbert"):
+        model = classifier(LABELS, vocab_size=len(tiny_tokenizer), arch=arch, seed=3)
+        out[arch] = (model, export_onnx(model, tiny_tokenizer, tmp_path_factory.mktemp(f"onnx-{arch}"), max_length=64))
+    return out
+
+
+@pytest.mark.parametrize("arch", ["bert", "distilbert"])
+def test_export_is_one_file_with_dynamic_axes(exported, arch, tiny_tokenizer):
+    import onnx
+    import torch
+
+    from steuops.export import exporter_of, session
+
+    model, path = exported[arch]
+    assert [p.name for p in path.parent.iterdir()] == ["model.onnx"]  # no .onnx.data beside it
+    proto = onnx.load(str(path), load_external_data=False)
+    assert not any(t.data_location == onnx.TensorProto.EXTERNAL for t in proto.graph.initializer)
+    assert exporter_of(path) == "dynamo"
+    names = [i.name for i in proto.graph.input]
+    assert names[:2] == ["input_ids", "attention_mask"]
+    assert ("token_type_ids" in names) == (arch == "bert")
+    sess = session(path)
+    assert sess.get_providers() == ["CPUExecutionProvider"]
+    gen = torch.Generator().manual_seed(1)
+    for batch, length in ((1, 7), (5, 33)):
+        ids = torch.randint(5, len(tiny_tokenizer), (batch, length), generator=gen)
+        mask = torch.ones(batch, length, dtype=torch.long)
+        mask[-1, length // 3 :] = 0  # padding must be honoured, not just shape-compatible
+        feed = {"input_ids": ids.numpy(), "attention_mask": mask.numpy()}
+        if "token_type_ids" in names:
+            feed["token_type_ids"] = np.zeros((batch, length), np.int64)
+        got = sess.run(["logits"], feed)[0]
+        with torch.no_grad():
+            ref = model(**{k: torch.from_numpy(v) for k, v in feed.items()}).logits.numpy()
+        assert got.shape == (batch, len(LABELS))
+        np.testing.assert_allclose(got, ref, atol=1e-4)
+
+
+@pytest.mark.parametrize("arch", ["bert", "distilbert"])
+def test_parity_report_on_held_out_notes(exported, arch, tiny_tokenizer, tiny_notes):
+    from steuops.export import check_parity
+
+    model, path = exported[arch]
+    report = check_parity(model, tiny_tokenizer, path, _texts(tiny_notes), max_length=64)
+    assert report.passed and report.mismatches == []
+    assert report.n_texts == 24 and report.label_agreement == 1.0
+    assert report.max_abs_diff < 1e-4
+    json.dumps(report.to_dict())
+
+
+@pytest.mark.parametrize("arch", ["bert", "distilbert"])
+def test_optimizer_fuses_attention_and_keeps_parity(exported, arch, tiny_tokenizer, tiny_notes, tmp_path):
+    from steuops.export import FP16_ATOL, OPTIMIZED_ATOL, check_parity, heads_and_hidden, optimize, session
+
+    model, path = exported[arch]
+    heads, hidden = heads_and_hidden(model)
+    result = optimize(path, num_heads=heads, hidden_size=hidden, out_dir=tmp_path)
+    layers = model.config.num_hidden_layers if arch == "bert" else model.config.n_layers
+    assert result.fused_ops["Attention"] + result.fused_ops["MultiHeadAttention"] == layers
+    assert result.fused_ops["SkipLayerNormalization"] >= layers
+    texts = _texts(tiny_notes)
+    opt = check_parity(model, tiny_tokenizer, result.optimized, texts, atol=OPTIMIZED_ATOL, max_length=64)
+    assert opt.passed, opt.failures()
+    assert result.fp16 is not None, result.fp16_error
+    try:
+        sess = session(result.fp16)
+    except Exception as exc:  # noqa: BLE001
+        pytest.skip(f"ONNX Runtime cannot run the fp16 model on CPU: {exc}")
+    half = check_parity(model, tiny_tokenizer, result.fp16, texts, atol=FP16_ATOL, max_length=64, sess=sess)
+    assert half.passed, half.failures()
+    assert sess.get_inputs()[0].type == "tensor(int64)" and sess.get_outputs()[0].type == "tensor(float)"
+
+
+def test_parity_failure_lists_every_mismatching_text(exported, tiny_tokenizer, tiny_notes, tmp_path):
+    """Perturb one token's embedding row in the ONNX file: exactly the texts containing it must be reported."""
+    import onnx
+    from onnx import numpy_helper
+
+    from steuops.errors import ExportParityError
+    from steuops.export import check_parity, require_parity
+
+    model, path = exported["bert"]
+    texts = _texts(tiny_notes, 40)
+    enc = tiny_tokenizer(texts, truncation=True, max_length=64)["input_ids"]
+    counts = {}
+    for ids in enc:
+        for t in set(ids):
+            counts[t] = counts.get(t, 0) + 1
+    # a token in several but not all texts, so the right answer is a proper subset
+    token = next(t for t, c in sorted(counts.items(), key=lambda kv: kv[1]) if 3 <= c <= len(texts) - 3 and t > 4)
+    expected = [i for i, ids in enumerate(enc) if token in ids]
+
+    proto = onnx.load(str(path))
+    emb = next(t for t in proto.graph.initializer if "word_embeddings" in t.name)
+    rows = numpy_helper.to_array(emb).copy()
+    # a new direction, not a constant shift (LayerNorm would remove that)
+    rows[token] = np.random.default_rng(0).normal(size=rows.shape[1]).astype(rows.dtype)
+    emb.CopyFrom(numpy_helper.from_array(rows, emb.name))
+    bad = tmp_path / "bad.onnx"
+    onnx.save(proto, str(bad))
+
+    # a random-init tiny BERT's logits move only ~1e-5 for one token, untouched texts by ~1e-8
+    report = check_parity(model, tiny_tokenizer, bad, texts, max_length=64, atol=1e-6)
+    assert not report.passed
+    assert [m["index"] for m in report.mismatches] == expected
+    with pytest.raises(ExportParityError) as info:
+        require_parity(report, "bad.onnx")
+    assert len(info.value.failures) == len(expected) >= 3
+    assert f"{len(expected)} of {len(texts)} texts" in info.value.message
+
+
+@pytest.mark.slow
+def test_export_version_logs_artifacts_tags_and_lineage(tmp_path, tiny_tokenizer, tiny_notes):
+    from steuops.export import export_version, sha256_file
+    from steuops.registry import Registry
+    from steuops.tiny import classifier
+
+    reg = Registry(home=tmp_path / "home")
+    base = reg.log_base_model("dx", classifier(LABELS, len(tiny_tokenizer), seed=5), tiny_tokenizer)
+    child_model = classifier(LABELS, len(tiny_tokenizer), seed=6)
+    child = reg.register("dx", child_model, tiny_tokenizer, parent=base,
+                         tags={"steuops.forgotten": "sepsis", "steuops.method": "steu"})
+
+    result = export_version(reg, child, out_dir=tmp_path / "out", check_texts=_texts(tiny_notes, 16), max_length=64)
+    doc = result.to_dict()
+    json.dumps(doc)
+    assert doc["forgotten"] == ["sepsis"] and doc["exporter"] == "dynamo"
+    assert doc["parity"]["fp32"]["passed"] and doc["parity"]["optimized"]["passed"]
+
+    tags = reg.tags(child)
+    assert tags["steuops.onnx_sha256"] == sha256_file(tmp_path / "out" / "model.onnx")
+    names = reg.artifact_names(child, "onnx")
+    for f in ("model.onnx", "model.opt.onnx", "labels.json", "manifest.json", "tokenizer.json"):
+        assert f"onnx/{f}" in names
+
+    got = reg.download_artifact(child, "onnx", tmp_path / "dl")
+    manifest = json.loads((got / "manifest.json").read_text())
+    labels = json.loads((got / "labels.json").read_text())
+    assert labels["forgotten"] == ["sepsis"] and labels["labels"] == LABELS and labels["multi_label"] is True
+    assert [step["version"] for step in manifest["lineage"]] == [child.version, base.version]
+    for name, sha in manifest["files"].items():  # the manifest describes the downloaded bytes
+        assert sha256_file(got / name) == sha
