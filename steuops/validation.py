@@ -75,6 +75,8 @@ def _json_default(obj: Any) -> Any:
 def _threshold(cohort_policy: Any, name: str, default: int) -> int:
     if cohort_policy is None:
         return default
+    if hasattr(cohort_policy, "cohort"):  # a whole Policy was passed: use its cohort section
+        cohort_policy = cohort_policy.cohort
     value = cohort_policy.get(name) if isinstance(cohort_policy, Mapping) else getattr(cohort_policy, name, None)
     return default if value is None else value
 

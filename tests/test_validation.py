@@ -115,3 +115,12 @@ def test_ten_thousand_rows_validate_quickly():
     report = validation.check(df, LABELS, ["sepsis"])
     assert report.success and report.n_forget == 3334
     assert report.seconds < 5.0
+
+
+def test_whole_policy_accepted_for_thresholds():
+    from steuops.policy import Policy
+
+    strict = Policy.model_validate({"schema_version": 1, "cohort": {"forget_rows_min": 31}})
+    with pytest.raises(ValidationFailed, match="1 of"):
+        validation.check(_cohort(n_forget=30), LABELS, ["sepsis"], strict)
+    assert validation.check(_cohort(n_forget=31), LABELS, ["sepsis"], strict).thresholds["forget_rows_min"] == 31
