@@ -14,7 +14,6 @@ import hashlib
 import inspect
 import json
 import logging
-import shutil
 import tempfile
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -439,26 +438,44 @@ def export_version(
     steuops.onnx_parity_max_diff on the version.
     """
     loaded = registry.load(ref)
-    model, tokenizer, tags = loaded.model, loaded.tokenizer, dict(loaded.tags or {})
-    texts = list(check_texts) if check_texts else default_check_texts()
+    tags = dict(loaded.tags or {})
     work = Path(out_dir) if out_dir else Path(tempfile.mkdtemp(prefix="steuops-onnx-"))
+    result = write_export(loaded.model, loaded.tokenizer, work, name=ref.name, version=str(ref.version),
+                          forgotten=forgotten_classes(tags), lineage=lineage_of(registry, ref, tags),
+                          check_texts=check_texts, max_length=max_length)
+    registry.log_artifacts(ref, {p.name: p for p in sorted(work.iterdir()) if p.is_file()}, ARTIFACT_PATH)
+    result.tags = {"steuops.onnx_sha256": result.onnx_sha256, "steuops.onnx_exporter": result.exporter,
+                   "steuops.onnx_parity_max_diff": f"{result.parity['fp32']['max_abs_diff']:.3g}"}
+    registry.set_tags(ref, result.tags)
+    return result
+
+
+def write_export(
+    model: nn.Module,
+    tokenizer: Any,
+    out_dir: str | Path,
+    *,
+    name: str,
+    version: str,
+    forgotten: Sequence[str] = (),
+    lineage: list[dict[str, Any]] | None = None,
+    check_texts: Sequence[str] | None = None,
+    max_length: int = 256,
+) -> ExportResult:
+    """The folder a server needs, parity-checked: onnx files, tokenizer, labels.json, manifest.json."""
+    work = Path(out_dir)
     work.mkdir(parents=True, exist_ok=True)
-    files, parity, fused, exporter = build_onnx_dir(model, tokenizer, work, texts, max_length=max_length)
-    forgotten = forgotten_classes(tags)
+    texts = list(check_texts) if check_texts else default_check_texts()
+    _files, parity, fused, exporter = build_onnx_dir(model, tokenizer, work, texts, max_length=max_length)
+    forgotten = list(forgotten)
     _write_json(work / LABELS_FILE, labels_doc(model, forgotten))
     shas = {p.name: sha256_file(p) for p in sorted(work.iterdir()) if p.is_file() and p.name != MANIFEST_FILE}
-    lineage = lineage_of(registry, ref, tags)
-    manifest = {"name": ref.name, "version": str(ref.version), "files": shas, "exporter": exporter,
-                "fused_ops": fused, "forgotten": forgotten, "lineage": lineage, "max_length": max_length,
-                "parity": {k: _brief(v) for k, v in parity.items()}}
+    manifest = {"name": name, "version": version, "files": shas, "exporter": exporter, "fused_ops": fused,
+                "forgotten": forgotten, "lineage": lineage or [{"version": version, "forgotten": forgotten}],
+                "max_length": max_length, "parity": {k: _brief(v) for k, v in parity.items()}}
     _write_json(work / MANIFEST_FILE, manifest)
-    registry.log_artifacts(ref, {p.name: p for p in sorted(work.iterdir()) if p.is_file()}, ARTIFACT_PATH)
-    new_tags = {"steuops.onnx_sha256": shas[MODEL_FILE], "steuops.onnx_exporter": exporter,
-                "steuops.onnx_parity_max_diff": f"{parity['fp32']['max_abs_diff']:.3g}"}
-    registry.set_tags(ref, new_tags)
-    return ExportResult(name=ref.name, version=str(ref.version), out_dir=work, files=shas,
-                        onnx_sha256=shas[MODEL_FILE], exporter=exporter, fused_ops=fused, parity=parity,
-                        forgotten=forgotten, tags=new_tags)
+    return ExportResult(name=name, version=version, out_dir=work, files=shas, onnx_sha256=shas[MODEL_FILE],
+                        exporter=exporter, fused_ops=fused, parity=parity, forgotten=forgotten)
 
 
 def build_onnx_dir(
@@ -577,9 +594,3 @@ def sha256_file(path: str | Path) -> str:
 def _write_json(path: Path, data: Any) -> None:
     path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
 
-
-def copy_dir(src: Path, dst: Path) -> None:
-    dst.mkdir(parents=True, exist_ok=True)
-    for p in src.iterdir():
-        if p.is_file():
-            shutil.copy2(p, dst / p.name)

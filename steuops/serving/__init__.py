@@ -1,0 +1,218 @@
+"""The served model, without BentoML: where it comes from, how it classifies, what it says about itself.
+
+`serving.service` (the only bentoml importer) wraps a `ServedModel` in a BentoML service; the
+benchmark and tests use `ServedModel` in-process too. Settings come from the environment so that
+`bentoml serve` and a container need nothing else:
+
+    STEUOPS_MODEL        registered model name (registry mode)
+    STEUOPS_ALIAS        alias to serve (default production), or STEUOPS_VERSION
+    STEUOPS_HOME / MLFLOW_TRACKING_URI   where the registry is
+    STEUOPS_ONNX_DIR     serve an exported folder instead of the registry (local mode)
+    STEUOPS_ONNX_FILE    which ONNX file of the folder (default: fp16 on GPU, optimised on CPU)
+    STEUOPS_DEVICE       auto | cpu | cuda
+    STEUOPS_THRESHOLD    multi-label decision threshold on the sigmoid (default 0.5)
+    STEUOPS_MAX_TEXTS / STEUOPS_MAX_CHARS   request limits (default 64 texts, 20000 characters each)
+    STEUOPS_API_KEY      when set, every API call needs `Authorization: Bearer KEY` or `x-api-key: KEY`
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from steuops import env  # noqa: F401  (telemetry off before heavy imports)
+from steuops.errors import ConfigError, RegistryError
+
+FORGOTTEN_NOTE = "forgotten classes are removed from every /classify response"
+OPEN_PATHS = frozenset({"/readyz", "/livez", "/healthz", "/metrics"})
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_texts: int = 64
+    max_chars: int = 20_000
+
+    @classmethod
+    def from_env(cls) -> Limits:
+        return cls(max_texts=_env_int("STEUOPS_MAX_TEXTS", 64), max_chars=_env_int("STEUOPS_MAX_CHARS", 20_000))
+
+    def check(self, texts: list[str]) -> list[str]:
+        """Raise ValueError with a message a client can act on; BentoML turns it into a 400."""
+        if not texts:
+            raise ValueError("'texts' is empty: send at least one text")
+        if len(texts) > self.max_texts:
+            raise ValueError(f"{len(texts)} texts in one request; the limit is {self.max_texts} (STEUOPS_MAX_TEXTS)")
+        for i, text in enumerate(texts):
+            if len(text) > self.max_chars:
+                raise ValueError(
+                    f"texts[{i}] has {len(text)} characters; the limit is {self.max_chars} (STEUOPS_MAX_CHARS)"
+                )
+        return texts
+
+
+def _env_int(name: str, default: int) -> int:
+    raw = os.environ.get(name)
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not an integer", hint=f"set {name} to a positive integer") from None
+    if value < 1:
+        raise ConfigError(f"{name}={value} must be at least 1", hint=f"set {name} to a positive integer")
+    return value
+
+
+def _env_float(name: str, default: float) -> float:
+    raw = os.environ.get(name)
+    if not raw:
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not a number", hint=f"set {name} to e.g. 0.5") from None
+
+
+class ServedModel:
+    """An exported folder (onnx files, tokenizer, labels.json, manifest.json) ready to classify."""
+
+    def __init__(self, onnx_dir: str | Path, *, device: str = "auto", file_name: str | None = None,
+                 threshold: float = 0.5, source: dict[str, Any] | None = None) -> None:
+        from transformers import AutoTokenizer
+
+        from steuops.export import LABELS_FILE, MANIFEST_FILE, session, sha256_file
+
+        self.dir = Path(onnx_dir)
+        labels_path, manifest_path = self.dir / LABELS_FILE, self.dir / MANIFEST_FILE
+        if not labels_path.is_file():
+            raise ConfigError(f"{self.dir}: no {LABELS_FILE}", hint="point at a folder written by `steuops export`")
+        self.labels_doc = json.loads(labels_path.read_text())
+        self.manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
+        self.file = self.dir / (file_name or self._default_file(device))
+        if not self.file.is_file():
+            raise ConfigError(f"{self.file} does not exist", hint="check STEUOPS_ONNX_FILE or re-run `steuops export`")
+        self.sha256 = sha256_file(self.file)
+        expected = self.manifest.get("files", {}).get(self.file.name)
+        if expected and expected != self.sha256:
+            raise ConfigError(f"{self.file}: sha256 differs from manifest.json", hint="re-download or re-export")
+        self.session = session(self.file, device=device)
+        self.tokenizer = AutoTokenizer.from_pretrained(str(self.dir))
+        self.threshold = threshold
+        self.max_length = int(self.manifest.get("max_length", 256))
+        self.source = source or {"mode": "directory", "path": str(self.dir)}
+        labels = list(self.labels_doc["labels"])
+        forgotten = set(self.labels_doc.get("forgotten", []))
+        self.keep = [j for j, name in enumerate(labels) if name not in forgotten]
+        self.kept_labels = [labels[j] for j in self.keep]
+
+    def _default_file(self, device: str) -> str:
+        from steuops.export import FP16_FILE, MODEL_FILE, OPTIMIZED_FILE, _cuda_available
+
+        gpu = _cuda_available() if device == "auto" else device == "cuda"
+        order = [FP16_FILE, OPTIMIZED_FILE, MODEL_FILE] if gpu else [OPTIMIZED_FILE, MODEL_FILE]
+        return next((f for f in order if (self.dir / f).is_file()), MODEL_FILE)
+
+    @property
+    def multi_label(self) -> bool:
+        return bool(self.labels_doc.get("multi_label", True))
+
+    def logits(self, texts: list[str]) -> np.ndarray:
+        from steuops.export import ort_logits
+
+        return ort_logits(self.session, self.tokenizer, texts, batch_size=max(len(texts), 1),
+                          max_length=self.max_length)
+
+    def classify(self, texts: list[str]) -> list[dict[str, Any]]:
+        """Per text: labels over the threshold and a score per retained class. Forgotten classes never appear."""
+        if not texts:
+            return []
+        kept = self.logits(texts)[:, self.keep]
+        if self.multi_label:
+            scores = 1.0 / (1.0 + np.exp(-kept))
+            chosen = scores >= self.threshold
+        else:  # the original distribution renormalised over the retained classes
+            shifted = np.exp(kept - kept.max(axis=1, keepdims=True))
+            scores = shifted / shifted.sum(axis=1, keepdims=True)
+            chosen = np.zeros_like(scores, dtype=bool)
+            chosen[np.arange(len(scores)), scores.argmax(axis=1)] = True
+        return [
+            {"labels": [self.kept_labels[j] for j in np.flatnonzero(row_chosen)],
+             "scores": {name: round(float(s), 6) for name, s in zip(self.kept_labels, row, strict=True)}}
+            for row, row_chosen in zip(scores, chosen, strict=True)
+        ]
+
+    def metadata(self, limits: Limits | None = None) -> dict[str, Any]:
+        m = self.manifest
+        return {
+            "model": m.get("name") or self.source.get("model"),
+            "version": m.get("version") or self.source.get("version"),
+            "alias": self.source.get("alias"),
+            "source": self.source,
+            "labels": self.kept_labels,
+            "forgotten": list(self.labels_doc.get("forgotten", [])),
+            "forgotten_note": FORGOTTEN_NOTE,
+            "multi_label": self.multi_label,
+            "threshold": self.threshold,
+            "lineage": m.get("lineage", []),
+            "onnx_sha256": m.get("files", {}).get("model.onnx"),
+            "served_file": self.file.name,
+            "served_sha256": self.sha256,
+            "exporter": m.get("exporter"),
+            "fused_ops": m.get("fused_ops", {}),
+            "providers": list(self.session.get_providers()),
+            "max_length": self.max_length,
+            "limits": vars(limits) if limits else None,
+        }
+
+
+def from_env() -> ServedModel:
+    """The model the environment names: STEUOPS_ONNX_DIR, else STEUOPS_MODEL resolved in the registry."""
+    device = os.environ.get("STEUOPS_DEVICE", "auto")
+    opts = {"device": device, "file_name": os.environ.get("STEUOPS_ONNX_FILE") or None,
+            "threshold": _env_float("STEUOPS_THRESHOLD", 0.5)}
+    local = os.environ.get("STEUOPS_ONNX_DIR")
+    if local:
+        return ServedModel(local, **opts)
+    name = os.environ.get("STEUOPS_MODEL")
+    if not name:
+        raise ConfigError("no model to serve: STEUOPS_MODEL (or STEUOPS_ONNX_DIR) is unset",
+                          hint="steuops serve --model NAME sets it")
+    onnx_dir, source = download(name, alias=os.environ.get("STEUOPS_ALIAS") or "production",
+                                version=os.environ.get("STEUOPS_VERSION") or None,
+                                home=os.environ.get("STEUOPS_HOME") or None)
+    return ServedModel(onnx_dir, source=source, **opts)
+
+
+def download(name: str, *, alias: str | None, version: str | None, home: str | None = None,
+             dst: str | Path | None = None) -> tuple[Path, dict[str, Any]]:
+    """The onnx/ artifacts of models:/NAME@ALIAS (or /VERSION), downloaded to a local folder."""
+    from steuops.export import ARTIFACT_PATH, MODEL_FILE
+    from steuops.registry import Registry
+
+    registry = Registry(home=home)
+    ref = registry.resolve(name, alias=alias, version=version)
+    if f"{ARTIFACT_PATH}/{MODEL_FILE}" not in registry.artifact_names(ref, ARTIFACT_PATH):
+        raise RegistryError(f"{ref} has no ONNX export", hint=f"run: steuops export --model {name} --version {ref.version}")
+    target = Path(dst) if dst else Path(tempfile.mkdtemp(prefix="steuops-serve-"))
+    path = registry.download_artifact(ref, ARTIFACT_PATH, target)
+    source = {"mode": "registry", "model": name, "version": ref.version, "alias": ref.alias,
+              "uri": f"models:/{name}@{alias}" if version is None else ref.uri, "registry": registry.home.as_posix()
+              if registry.embedded else "tracking server"}
+    return path, source
+
+
+def api_key_ok(headers: dict[str, str], key: str) -> bool:
+    """`Authorization: Bearer KEY` or `x-api-key: KEY`, compared in constant time."""
+    import hmac
+
+    given = headers.get("x-api-key", "")
+    auth = headers.get("authorization", "")
+    if not given and auth.lower().startswith("bearer "):
+        given = auth[7:].strip()
+    return bool(given) and hmac.compare_digest(given.encode(), key.encode())
