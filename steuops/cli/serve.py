@@ -1,0 +1,127 @@
+"""`steuops export` (ONNX + parity, logged on the version) and `steuops serve` (BentoML).
+
+Library imports stay inside the commands so that `steuops --help` loads none of them.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import typer
+
+from steuops.cli import app
+
+SERVICE = "steuops.serving.service:Classifier"
+
+
+def _check_choice(alias: str | None, version: str | None) -> None:
+    from steuops.errors import UsageError
+
+    if alias and version:
+        raise UsageError("--alias and --version both given", hint="name the version one way: --alias A or --version N")
+
+
+@app.command("export")
+def export_command(
+    model: str = typer.Option(..., "--model", "-m", help="Registered model name."),
+    version: str | None = typer.Option(None, "--version", help="Version to export."),
+    alias: str | None = typer.Option(None, "--alias", help="Alias to export (default production)."),
+    out: Path | None = typer.Option(None, "--out", help="Also keep the exported folder here."),
+    home: Path | None = typer.Option(None, "--home", help="steuops home (default $STEUOPS_HOME or ~/.steuops)."),
+    max_length: int = typer.Option(256, "--max-length", help="Token limit the server truncates to."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON envelope instead of tables."),
+) -> None:
+    """Export a version to ONNX (+ optimised + fp16), check parity with PyTorch, log it under onnx/.
+
+    Exit 1 listing every mismatching text when ONNX and PyTorch disagree (nothing is logged).
+    """
+    from steuops.cli.render import emit_json
+    from steuops.export import export_version
+    from steuops.registry import Registry
+
+    _check_choice(alias, version)
+    registry = Registry(home=home)
+    ref = registry.resolve(model, alias=None if version else (alias or "production"), version=version)
+    result = export_version(registry, ref, out_dir=out, max_length=max_length)
+    if as_json:
+        emit_json("export", result.to_dict())
+        return
+    _print_export(result.to_dict())
+
+
+def _print_export(doc: dict) -> None:
+    from rich.table import Table
+
+    from steuops.cli.render import console
+
+    console.print(f"[bold]{doc['name']} v{doc['version']}[/bold] exported ({doc['exporter']} exporter), "
+                  f"logged under onnx/", highlight=False)
+    table = Table(title="parity with PyTorch", title_justify="left")
+    for col in ("file", "texts", "max |logit diff|", "atol", "label agreement", "result"):
+        table.add_column(col)
+    for kind, rep in doc["parity"].items():
+        if "skipped" in rep:
+            table.add_row(kind, "-", "-", "-", "-", f"skipped: {rep['skipped'][:60]}")
+            continue
+        table.add_row(kind, str(rep["n_texts"]), f"{rep['max_abs_diff']:.2e}", f"{rep['atol']:g}",
+                      f"{rep['label_agreement']:.3f}", "pass" if rep["passed"] else "FAIL")
+    console.print(table)
+    fused = ", ".join(f"{k} {v}" for k, v in doc["fused_ops"].items() if v) or "none"
+    console.print(f"fused ops: {fused}", highlight=False)
+    console.print(f"forgotten classes: {', '.join(doc['forgotten']) or 'none'}", highlight=False)
+    console.print(f"steuops.onnx_sha256 {doc['onnx_sha256']}", highlight=False)
+
+
+@app.command("serve")
+def serve_command(
+    model: str | None = typer.Option(None, "--model", "-m", help="Registered model name."),
+    alias: str | None = typer.Option(None, "--alias", help="Alias to serve (default production)."),
+    version: str | None = typer.Option(None, "--version", help="Serve this version instead of an alias."),
+    onnx_dir: Path | None = typer.Option(None, "--onnx-dir", help="Serve an exported folder, no registry."),
+    host: str = typer.Option("127.0.0.1", "--host", help="Interface to bind (0.0.0.0 in a container)."),
+    port: int = typer.Option(3000, "--port", help="HTTP port."),
+    home: Path | None = typer.Option(None, "--home", help="steuops home (default $STEUOPS_HOME or ~/.steuops)."),
+) -> None:
+    """Serve models:/MODEL@production (or --version) with BentoML: /classify, /metadata, /readyz, /livez.
+
+    Set STEUOPS_API_KEY to require a key; STEUOPS_MAX_TEXTS / STEUOPS_MAX_CHARS for request limits.
+    """
+    import subprocess
+    import sys
+
+    child_env = serve_env(model, alias=alias, version=version, onnx_dir=onnx_dir, home=home)
+    cmd = [sys.executable, "-m", "bentoml", "serve", SERVICE, "--host", host, "--port", str(port)]
+    raise typer.Exit(subprocess.call(cmd, env=child_env))
+
+
+def serve_env(model: str | None, *, alias: str | None, version: str | None, onnx_dir: Path | None,
+              home: Path | None) -> dict[str, str]:
+    """The environment of the server process; checks up front that there is something to serve."""
+    from steuops.errors import ConfigError, RegistryError
+
+    child = dict(os.environ)
+    _check_choice(alias, version)
+    if onnx_dir:
+        if not (onnx_dir / "labels.json").is_file():
+            raise ConfigError(f"--onnx-dir {onnx_dir}: no labels.json", hint="point at a folder from `steuops export --out`")
+        child["STEUOPS_ONNX_DIR"] = str(onnx_dir.resolve())
+        return child
+    if not model:
+        raise ConfigError("no model to serve", hint="pass --model NAME (or --onnx-dir DIR)")
+    from steuops.export import ARTIFACT_PATH, MODEL_FILE
+    from steuops.registry import Registry
+
+    registry = Registry(home=home)
+    ref = registry.resolve(model, alias=None if version else (alias or "production"), version=version)
+    if f"{ARTIFACT_PATH}/{MODEL_FILE}" not in registry.artifact_names(ref, ARTIFACT_PATH):
+        raise RegistryError(f"{ref} has no ONNX export", hint=f"run: steuops export --model {model} --version {ref.version}")
+    child.pop("STEUOPS_ONNX_DIR", None)
+    child.update({"STEUOPS_MODEL": model, "STEUOPS_ALIAS": alias or "production"})
+    if version:
+        child["STEUOPS_VERSION"] = str(version)
+    else:
+        child.pop("STEUOPS_VERSION", None)
+    if home:
+        child["STEUOPS_HOME"] = str(Path(home).expanduser().resolve())
+    return child
