@@ -152,14 +152,36 @@ class Registry:
     @property
     def _client(self):
         if self._client_obj is None:
-            import mlflow
             from mlflow import MlflowClient
 
             _quiet_libraries()
-            mlflow.set_tracking_uri(self.tracking_uri)
-            mlflow.set_registry_uri(self.tracking_uri)
             self._client_obj = MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
         return self._client_obj
+
+    @contextmanager
+    def _active(self) -> Iterator[None]:
+        """Point mlflow's fluent API (start_run, log_model, register_model, download) at this registry,
+        then put back whatever the process had: several registries (and a user's own mlflow calls) can
+        live in one process, and mlflow.set_tracking_uri also exports MLFLOW_TRACKING_URI, which a
+        later Registry() would mistake for a user's server.
+        """
+        import mlflow
+        from mlflow.tracking._model_registry import utils as registry_utils
+        from mlflow.tracking._tracking_service import utils as tracking_utils
+
+        saved_env = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
+        saved = (tracking_utils._tracking_uri, registry_utils._registry_uri)
+        mlflow.set_tracking_uri(self.tracking_uri)
+        mlflow.set_registry_uri(self.tracking_uri)
+        try:
+            yield
+        finally:
+            tracking_utils._tracking_uri, registry_utils._registry_uri = saved
+            for key, value in saved_env.items():
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value
 
     def _require_store(self) -> None:
         """Reads on an embedded home that was never set up fail instead of creating an empty database."""
@@ -279,7 +301,7 @@ class Registry:
         from steuops.modeling import label_names
 
         version = self._model_version(ref)
-        with self._guard(f"load {ref}"):
+        with self._guard(f"load {ref}"), self._active():
             try:
                 parts = mlflow.transformers.load_model(ref.uri, return_type="components")
             except Exception as exc:  # noqa: BLE001
@@ -319,7 +341,7 @@ class Registry:
             all_tags[T_PARENT] = str(parent.version)
         if T_GATE in all_tags:
             all_tags[T_GATE_SHORT] = all_tags[T_GATE]
-        with self._guard(f"register a new version of {name!r}"):
+        with self._guard(f"register a new version of {name!r}"), self._active():
             experiment_id = self._experiment_id()
             with mlflow.start_run(experiment_id=experiment_id, run_name=run_name) as run:
                 mlflow.set_tags({"steuops.model": name, **{k: v for k, v in all_tags.items() if k != T_GATE_SHORT}})
@@ -346,7 +368,7 @@ class Registry:
         """Log and register a model the way a user would, with its training table as a logged dataset."""
         import mlflow
 
-        with self._guard(f"register {name!r}"):
+        with self._guard(f"register {name!r}"), self._active():
             experiment_id = self._experiment_id()
             with mlflow.start_run(experiment_id=experiment_id, run_name=run_name) as run:
                 if params:
@@ -449,7 +471,7 @@ class Registry:
         if not run_id:
             raise RegistryError(f"{ref} has no run, so no artifacts")
         dst_path = str(dst) if dst else tempfile.mkdtemp(prefix="steuops-")
-        with self._guard(f"download {path!r} of {ref}"):
+        with self._guard(f"download {path!r} of {ref}"), self._active():
             try:
                 return Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=path, dst_path=dst_path))
             except Exception as exc:  # noqa: BLE001
@@ -495,7 +517,7 @@ class Registry:
         uri = source.get("uri") or source.get("url") or source.get("path")
         if not uri:
             return None
-        with self._guard("download the logged dataset"):
+        with self._guard("download the logged dataset"), self._active():
             try:
                 local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri)) if "://" in uri or ":/" in uri \
                     else Path(uri)
