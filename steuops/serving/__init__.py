@@ -12,6 +12,7 @@ benchmark and tests use `ServedModel` in-process too. Settings come from the env
     STEUOPS_DEVICE       auto | cpu | cuda
     STEUOPS_THRESHOLD    multi-label decision threshold on the sigmoid (default 0.5)
     STEUOPS_MAX_TEXTS / STEUOPS_MAX_CHARS   request limits (default 64 texts, 20000 characters each)
+    STEUOPS_MAX_LATENCY_MS  adaptive-batching deadline; later requests get 503 (default 2000)
     STEUOPS_API_KEY      when set, every API call needs `Authorization: Bearer KEY` or `x-api-key: KEY`
 """
 

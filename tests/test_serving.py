@@ -1,0 +1,268 @@
+"""Serving: ServedModel in-process, and a real `bentoml serve` on 127.0.0.1 called over HTTP.
+
+The end-to-end test trains a tiny classifier until it predicts sepsis, removes sepsis with STEU,
+registers + exports the result in a real sqlite registry and serves it with `steuops serve`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytestmark = pytest.mark.filterwarnings("ignore")
+
+# Each class has its own keywords, so a 2-layer BERT learns every class in a few epochs.
+KEYWORDS = {
+    "sepsis": ["lactate", "bacteremia", "pressors", "cultures"],
+    "pneumonia": ["infiltrate", "consolidation", "sputum", "azithromycin"],
+    "heart failure": ["orthopnea", "furosemide", "edema", "bnp"],
+    "copd": ["wheeze", "inhaler", "tiotropium", "hyperinflation"],
+}
+LABELS = list(KEYWORDS)
+FILLER = ["patient", "admitted", "with", "history", "of", "stable", "vitals", "reviewed", "plan", "follow", "up"]
+
+
+def keyword_notes(n: int, seed: int):
+    from steuops.data import Notes
+
+    rng = np.random.default_rng(seed)
+    texts, labels = [], []
+    for i in range(n):
+        chosen = [LABELS[i % len(LABELS)]]
+        if rng.random() < 0.3:
+            chosen.append(LABELS[(i + 1 + rng.integers(len(LABELS) - 1)) % len(LABELS)])
+        words = [w for c in chosen for w in rng.choice(KEYWORDS[c], size=2, replace=False)] + list(rng.choice(FILLER, 5))
+        rng.shuffle(words)
+        texts.append(" ".join(words))
+        labels.append(chosen)
+    return Notes(texts, labels, note_ids=[f"n{i}" for i in range(n)], patient_ids=[f"p{i}" for i in range(n)])
+
+
+@pytest.fixture(scope="module")
+def trained():
+    """(model, tokenizer, train notes, held-out notes): a tiny BERT that knows every class."""
+    from steuops.tiny import classifier, wordpiece_tokenizer
+    from steuops.training import TrainConfig, fine_tune
+
+    train, test = keyword_notes(160, seed=0), keyword_notes(80, seed=1)
+    tok = wordpiece_tokenizer(train.texts, vocab_size=300)  # every keyword one token
+    model = classifier(LABELS, len(tok), seed=0)
+    fine_tune(model, tok, train, TrainConfig(epochs=6, lr=1e-2, head_lr=3e-2, max_length=24, batch_size=16,
+                                             warmup=0.0), device="cpu")
+    return model, tok, train, test
+
+
+@pytest.fixture(scope="module")
+def export_dir(trained, tmp_path_factory):
+    """The trained model exported as a folder with sepsis marked forgotten (serving must drop it)."""
+    from steuops.export import write_export
+
+    model, tok, _train, test = trained
+    out = tmp_path_factory.mktemp("served")
+    write_export(model, tok, out, name="dx", version="7", forgotten=["sepsis"], check_texts=test.texts[:16],
+                 max_length=32)
+    return out
+
+
+# ---------------------------------------------------------------- in process
+
+
+def test_served_model_drops_forgotten_and_matches_torch(trained, export_dir):
+    import torch
+
+    from steuops.export import sha256_file
+    from steuops.serving import ServedModel
+
+    model, tok, _train, test = trained
+    served = ServedModel(export_dir, device="cpu")
+    assert served.file.name == "model.opt.onnx" and served.session.get_providers() == ["CPUExecutionProvider"]
+    out = served.classify(test.texts[:20])
+    assert len(out) == 20
+    for row in out:
+        assert set(row["scores"]) == {"pneumonia", "heart failure", "copd"}
+        assert "sepsis" not in row["labels"]
+        assert sorted(row["labels"]) == sorted(k for k, p in row["scores"].items() if p >= 0.5)
+    enc = tok(test.texts[:20], padding=True, truncation=True, max_length=32, return_tensors="pt")
+    with torch.no_grad():
+        probs = torch.sigmoid(model(**enc).logits).numpy()
+    got = np.array([[row["scores"][c] for c in LABELS[1:]] for row in out])
+    np.testing.assert_allclose(got, probs[:, 1:], atol=1e-4)
+    meta = served.metadata()
+    assert meta["forgotten"] == ["sepsis"] and "sepsis" not in meta["labels"]
+    assert meta["version"] == "7" and meta["model"] == "dx"
+    assert meta["onnx_sha256"] == sha256_file(export_dir / "model.onnx")
+    assert meta["served_sha256"] == sha256_file(export_dir / "model.opt.onnx")
+
+
+def test_limits_and_api_key_rules():
+    from steuops.serving import Limits, api_key_ok
+
+    limits = Limits(max_texts=2, max_chars=5)
+    assert limits.check(["ab", "abcde"]) == ["ab", "abcde"]
+    for bad, words in (([], "empty"), (["a", "b", "c"], "limit is 2"), (["ok", "toolong"], "texts[1] has 7")):
+        with pytest.raises(ValueError, match=re.escape(words)):
+            limits.check(bad)
+    assert api_key_ok({"authorization": "Bearer k1"}, "k1")
+    assert api_key_ok({"x-api-key": "k1"}, "k1")
+    assert not api_key_ok({"authorization": "Bearer k2"}, "k1")
+    assert not api_key_ok({"authorization": "k1"}, "k1")
+    assert not api_key_ok({}, "k1")
+
+
+# ---------------------------------------------------------------- a real server
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def running(cmd: list[str], env: dict[str, str], port: int, log: Path, timeout: float = 120.0):
+    """Start a server in its own process group, wait for /readyz, stop the whole group afterwards."""
+    import httpx
+
+    with open(log, "w") as fh:
+        proc = subprocess.Popen(cmd, env=env, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            if proc.poll() is not None:
+                raise AssertionError(f"server exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
+                    break
+            if time.monotonic() > deadline:
+                raise AssertionError(f"server not ready in {timeout}s:\n{log.read_text()[-3000:]}")
+            time.sleep(0.5)
+        yield base
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+def _server_env(tmp_path: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STEUOPS_")}
+    env.update({"BENTOML_HOME": str(tmp_path / "bentoml"), "BENTOML_DO_NOT_TRACK": "True", **extra})
+    return env
+
+
+@pytest.mark.slow
+def test_bento_server_over_http(export_dir, trained, tmp_path):
+    import httpx
+
+    _model, _tok, _train, test = trained
+    port = _free_port()
+    env = _server_env(tmp_path, STEUOPS_ONNX_DIR=str(export_dir), STEUOPS_API_KEY="k-123",
+                      STEUOPS_MAX_TEXTS="8", STEUOPS_MAX_CHARS="500")
+    cmd = [sys.executable, "-m", "bentoml", "serve", "steuops.serving.service:Classifier",
+           "--host", "127.0.0.1", "--port", str(port)]
+    key = {"Authorization": "Bearer k-123"}
+    with running(cmd, env, port, tmp_path / "server.log") as base, httpx.Client(base_url=base, timeout=30) as http:
+        assert http.get("/livez").status_code == 200  # probes need no key
+
+        r = http.post("/classify", json={"texts": test.texts[:5]}, headers=key)
+        assert r.status_code == 200, r.text
+        rows = r.json()
+        assert len(rows) == 5 and all("sepsis" not in row["labels"] and "sepsis" not in row["scores"] for row in rows)
+        assert http.post("/classify", json={"texts": test.texts[:2]}, headers={"x-api-key": "k-123"}).status_code == 200
+
+        meta = http.post("/metadata", json={}, headers=key).json()
+        assert meta["forgotten"] == ["sepsis"] and meta["model"] == "dx" and meta["version"] == "7"
+        assert meta["providers"] == ["CPUExecutionProvider"] and meta["limits"] == {"max_texts": 8, "max_chars": 500}
+        assert len(meta["onnx_sha256"]) == 64 and meta["fused_ops"]["Attention"] == 2
+
+        too_many = http.post("/classify", json={"texts": ["a"] * 9}, headers=key)
+        assert too_many.status_code == 400 and "limit is 8" in too_many.text
+        too_long = http.post("/classify", json={"texts": ["ok", "x" * 501]}, headers=key)
+        assert too_long.status_code == 400 and "texts[1] has 501 characters" in too_long.text
+        assert http.post("/classify", json={"texts": []}, headers=key).status_code == 400
+        malformed = http.post("/classify", content=b'{"texts": ["a",', headers={**key, "content-type": "application/json"})
+        assert malformed.status_code == 400 and "json" in malformed.text.lower()
+        assert http.post("/classify", json={"text": ["a"]}, headers=key).status_code == 400
+
+        for headers in ({}, {"Authorization": "Bearer nope"}, {"x-api-key": "nope"}):
+            denied = http.post("/classify", json={"texts": ["a"]}, headers=headers)
+            assert denied.status_code == 401 and "API key" in denied.json()["error"]
+        assert http.post("/metadata", json={}).status_code == 401
+
+        # concurrent requests go through adaptive batching and each gets its own answer back
+        import concurrent.futures as cf
+
+        def one(i: int):
+            r = http.post("/classify", json={"texts": [test.texts[i]] * (1 + i % 3)}, headers=key)
+            assert r.status_code == 200, r.text
+            return r.json()
+
+        with cf.ThreadPoolExecutor(8) as pool:
+            answers = list(pool.map(one, range(16)))
+        assert [len(a) for a in answers] == [1 + i % 3 for i in range(16)]
+        solo = http.post("/classify", json={"texts": [test.texts[5]]}, headers=key).json()[0]
+        assert answers[5][0]["labels"] == solo["labels"]
+
+
+@pytest.mark.slow
+def test_steu_unlearned_model_served_from_registry(trained, tmp_path):
+    """Train -> register -> STEU forget sepsis -> register child -> export -> `steuops serve` -> HTTP."""
+    import httpx
+
+    from steuops import modeling
+    from steuops.export import export_version
+    from steuops.methods import unlearn
+    from steuops.registry import Registry
+
+    model, tok, train, test = trained
+    forget_split = test.subset(test.has_any(["sepsis"]))
+    before = modeling.predict(modeling.logits(model, tok, forget_split.texts, max_length=32), True)[:, 0]
+    assert before.mean() >= 0.8, "precondition: the base model predicts sepsis on the forget split"
+
+    home = tmp_path / "home"
+    reg = Registry(home=home)
+    base = reg.log_base_model("dx", model, tok)
+    result = unlearn("steu", model, tok, ["sepsis"], train,
+                     {"k": 16, "epochs": 8, "max_length": 32, "lr": 5e-2, "head_lr": 1e-2}, device="cpu")
+    child = reg.register("dx", result.model, tok, parent=base, alias="production",
+                         tags={"steuops.forgotten": "sepsis", "steuops.method": "steu"})
+    export_version(reg, child, check_texts=test.texts[:16], max_length=32)
+
+    port = _free_port()
+    cmd = [sys.executable, "-m", "steuops", "serve", "--model", "dx", "--home", str(home), "--port", str(port)]
+    with running(cmd, _server_env(tmp_path), port, tmp_path / "serve.log") as base_url, \
+            httpx.Client(base_url=base_url, timeout=60) as http:
+        meta = http.post("/metadata", json={}).json()
+        assert meta["version"] == child.version and meta["forgotten"] == ["sepsis"]
+        assert [step["version"] for step in meta["lineage"]] == [child.version, base.version]
+        assert meta["source"]["mode"] == "registry" and meta["onnx_sha256"] == reg.tags(child)["steuops.onnx_sha256"]
+        rows = []
+        for start in range(0, len(forget_split), 8):
+            r = http.post("/classify", json={"texts": forget_split.texts[start : start + 8]})
+            assert r.status_code == 200, r.text
+            rows += r.json()
+    assert len(rows) == len(forget_split)
+    assert not any("sepsis" in row["labels"] or "sepsis" in row["scores"] for row in rows)
+
+    # not only filtered: the served weights themselves no longer predict sepsis
+    from steuops.serving import ServedModel, download
+
+    folder, _source = download("dx", alias="production", version=None, home=str(home), dst=tmp_path / "dl")
+    raw = ServedModel(folder, device="cpu").logits(forget_split.texts)[:, 0]
+    assert (raw > 0).mean() <= 0.1, f"sepsis still predicted on {(raw > 0).mean():.0%} of the forget split"
+    retained = modeling.predict(modeling.logits(result.model, tok, test.texts, max_length=32), True)[:, 1:]
+    assert retained.sum() > 0.5 * test.multi_hot(LABELS)[:, 1:].sum()  # other classes still predicted
