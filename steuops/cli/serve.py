@@ -75,24 +75,30 @@ def _print_export(doc: dict) -> None:
 
 @app.command("serve")
 def serve_command(
-    model: str | None = typer.Option(None, "--model", "-m", help="Registered model name."),
-    alias: str | None = typer.Option(None, "--alias", help="Alias to serve (default production)."),
-    version: str | None = typer.Option(None, "--version", help="Serve this version instead of an alias."),
-    onnx_dir: Path | None = typer.Option(None, "--onnx-dir", help="Serve an exported folder, no registry."),
+    model: str | None = typer.Option(None, "--model", "-m", envvar="STEUOPS_MODEL", help="Registered model name."),
+    alias: str | None = typer.Option(None, "--alias", envvar="STEUOPS_ALIAS",
+                                     help="Alias to serve (default production)."),
+    version: str | None = typer.Option(None, "--version", envvar="STEUOPS_VERSION",
+                                       help="Serve this version instead of an alias."),
+    onnx_dir: Path | None = typer.Option(None, "--onnx-dir", envvar="STEUOPS_ONNX_DIR",
+                                         help="Serve an exported folder, no registry."),
     host: str = typer.Option("127.0.0.1", "--host", help="Interface to bind (0.0.0.0 in a container)."),
-    port: int = typer.Option(3000, "--port", help="HTTP port."),
-    home: Path | None = typer.Option(None, "--home", help="steuops home (default $STEUOPS_HOME or ~/.steuops)."),
+    port: int = typer.Option(3000, "--port", envvar="STEUOPS_PORT", help="HTTP port."),
+    home: Path | None = typer.Option(None, "--home", envvar="STEUOPS_HOME",
+                                     help="steuops home (default $STEUOPS_HOME or ~/.steuops)."),
 ) -> None:
     """Serve models:/MODEL@production (or --version) with BentoML: /classify, /metadata, /readyz, /livez.
 
     Set STEUOPS_API_KEY to require a key; STEUOPS_MAX_TEXTS / STEUOPS_MAX_CHARS for request limits.
     """
-    import subprocess
     import sys
 
     child_env = serve_env(model, alias=alias, version=version, onnx_dir=onnx_dir, home=home)
     cmd = [sys.executable, "-m", "bentoml", "serve", SERVICE, "--host", host, "--port", str(port)]
-    raise typer.Exit(subprocess.call(cmd, env=child_env))
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # exec, not a child: in a container `steuops serve` is PID 1 and must receive SIGTERM itself.
+    os.execve(sys.executable, cmd, child_env)
 
 
 def serve_env(model: str | None, *, alias: str | None, version: str | None, onnx_dir: Path | None,
