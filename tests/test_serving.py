@@ -266,3 +266,22 @@ def test_steu_unlearned_model_served_from_registry(trained, tmp_path):
     assert (raw > 0).mean() <= 0.1, f"sepsis still predicted on {(raw > 0).mean():.0%} of the forget split"
     retained = modeling.predict(modeling.logits(result.model, tok, test.texts, max_length=32), True)[:, 1:]
     assert retained.sum() > 0.5 * test.multi_hot(LABELS)[:, 1:].sum()  # other classes still predicted
+
+
+@pytest.mark.slow
+def test_bentoml_build_offline(tmp_path):
+    """`bentoml build` packs the service from bentofile.yaml with no network (lock_packages: false)."""
+    root = Path(__file__).resolve().parents[1]
+    env = _server_env(tmp_path, BENTOML_HOME=str(tmp_path / "bentoml"))
+    done = subprocess.run([sys.executable, "-m", "bentoml", "build", str(root)], env=env, capture_output=True,
+                          text=True, timeout=300, cwd=root)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    bentos = list((tmp_path / "bentoml" / "bentos" / "steuops-classifier").glob("*/bento.yaml"))
+    assert len(bentos) == 1
+    bento = bentos[0].parent
+    assert (bento / "src" / "steuops" / "serving" / "service.py").is_file()
+    assert not (bento / "src" / "tests").exists()
+    reqs = (bento / "env" / "python" / "requirements.txt").read_text()
+    for pkg in ("bentoml", "onnxruntime-gpu", "transformers", "mlflow"):
+        assert pkg in reqs
+    assert "steuops.serving.service:Classifier" in (bento / "bento.yaml").read_text()
