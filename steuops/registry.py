@@ -303,7 +303,10 @@ class Registry:
         version = self._model_version(ref)
         with self._guard(f"load {ref}"), self._active():
             try:
-                parts = mlflow.transformers.load_model(ref.uri, return_type="components")
+                # A private download: without dst_path mlflow reads a local store in place and writes
+                # a registered_model_meta file into it.
+                with tempfile.TemporaryDirectory(prefix="steuops-load-") as tmp:
+                    parts = mlflow.transformers.load_model(ref.uri, dst_path=tmp, return_type="components")
             except Exception as exc:  # noqa: BLE001
                 if _is_unreachable(exc):
                     raise

@@ -135,6 +135,7 @@ def test_user_logged_models_multi_and_single_label(tmp_path, tiny_tokenizer, tin
     from steuops.registry import Registry
     from steuops.tiny import classifier
 
+    monkeypatch.chdir(tmp_path)  # a user's default experiment puts artifacts in ./mlruns
     registry = Registry(tmp_path / "home")
     registry.home.mkdir()
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)  # restored to "unset" after the test

@@ -1,0 +1,176 @@
+"""steuops.pipeline.apply end to end on an embedded registry, and every bad input through the CLI:
+exit 2, one line, and the registry byte-for-byte as before."""
+# ruff: noqa: F811  (pytest fixtures imported from registry_helpers are re-bound as test arguments)
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from registry_helpers import FAST_STEU, MODEL, make_home, notes_frame, policies, trained_tiny  # noqa: F401
+
+from steuops.errors import GateRejected
+
+
+def _apply(home, forget, policy, **kw):
+    from steuops.pipeline import apply
+
+    return apply(MODEL, forget, home=home, policy=policy, method_config=FAST_STEU, device="cpu",
+                 export=kw.pop("export", False), **kw)
+
+
+def test_apply_end_to_end(make_home, policies):
+    from steuops import policy as policy_mod
+
+    home, registry = make_home()
+    result = _apply(home, ["sepsis"], policies["loose"], export=True)
+    assert result.parent_version == "1" and result.new_version == "2"
+    assert result.forget == ["sepsis"] and result.inherited == []
+    assert result.gate["passed"] is True
+    assert result.promoted == {"alias": "production", "version": "2", "previous": "1"}
+    # Aliases and tags on the registry, not just in the result.
+    assert registry.alias_version(MODEL, "production") == "2"
+    assert registry.alias_version(MODEL, "candidate") == "2"
+    tags = registry.tags(registry.resolve(MODEL, version=2))
+    assert tags["steuops.parent_version"] == "1"
+    assert tags["steuops.forgotten"] == "sepsis"
+    assert tags["steuops.method"] == "steu"
+    assert tags["steuops.policy"] == "loose"
+    assert tags["steuops.policy_sha256"] == policy_mod.sha256(policies["loose"])
+    assert tags["steuops.gate"] == tags["gate"] == "passed"
+    assert len(tags["steuops.cohort_sha256"]) == 64
+    assert "steuops.onnx_sha256" in tags  # export ran on the new version
+    ref = registry.resolve(MODEL, version=2)
+    names = set(registry.artifact_names(ref))
+    assert {"edit", "evaluation.json", "validation.json", "gate.json", "onnx"} <= names
+    assert registry.read_json_artifact(ref, "evaluation.json") == result.evaluation
+    # Cohort text never reaches MLflow: no note text in tags, params or the JSON artifacts.
+    text = notes_frame_text(registry)
+    run = registry._client.get_run(registry.run_id(ref))
+    logged = json.dumps([run.data.params, run.data.tags, tags, registry.read_json_artifact(ref, "apply.json"),
+                         registry.read_json_artifact(ref, "validation.json")])
+    assert not any(t in logged for t in text)
+    # The result is what --json prints: before/after per class, params, seconds per step.
+    data = result.to_dict()
+    assert set(data["evaluation"]["before"]["per_class_f1"]) == set(data["evaluation"]["labels"])
+    assert data["evaluation"]["params_modified"] > 0 and data["evaluation"]["params_fraction"] < 0.5
+    assert {"check", "load", "cohort", "validate", "unlearn", "evaluate", "register", "promote", "export"} <= set(
+        data["seconds"])
+    assert data["cohort"]["split"] == "column" and data["cohort"]["test_rows"] > 0
+    # The new version loads and is a different model from its parent.
+    assert registry.load(ref).labels == registry.load(registry.resolve(MODEL, version=1)).labels
+
+
+def notes_frame_text(registry) -> list[str]:
+    frame = registry.logged_dataset(registry.resolve(MODEL, version=1))
+    return [t for t in frame["text"] if len(t) > 40][:50]
+
+
+def test_gate_reject_keeps_version_and_production(make_home, policies):
+    home, registry = make_home()
+    with pytest.raises(GateRejected) as exc:
+        _apply(home, ["sepsis"], policies["reject"])
+    assert exc.value.exit_code == 3 and "params_fraction" in str(exc.value)
+    assert registry.alias_version(MODEL, "production") == "1"
+    assert registry.alias_version(MODEL, "candidate") == "2"
+    tags = registry.tags(registry.resolve(MODEL, version=2))
+    assert tags["steuops.gate"] == "rejected" and tags["gate"] == "rejected"
+    assert registry.read_json_artifact(registry.resolve(MODEL, version=2), "gate.json")["passed"] is False
+
+
+def test_sequential_deletions_keep_both_forgotten(make_home, policies):
+    home, registry = make_home()
+    first = _apply(home, ["sepsis"], policies["loose"])
+    second = _apply(home, ["pneumonia"], policies["loose"])  # no --cohort: the logged dataset, via the parent
+    assert second.parent_version == first.new_version == "2"
+    assert second.new_version == "3"
+    assert second.requested == ["pneumonia"] and second.inherited == ["sepsis"]
+    assert set(second.evaluation["forget"]) == {"sepsis", "pneumonia"}
+    assert registry.tags(registry.resolve(MODEL))["steuops.forgotten"] == "pneumonia,sepsis"
+    assert registry.alias_version(MODEL, "production") == "3"
+    rows = {r.version: r for r in registry.versions(MODEL)}
+    assert rows["3"].parent == "2" and rows["2"].parent == "1" and rows["1"].parent is None
+
+
+def test_dry_run_writes_nothing(make_home, policies):
+    home, registry = make_home()
+    before = registry.snapshot()
+    result = _apply(home, ["sepsis"], policies["loose"], dry_run=True)
+    assert result.dry_run and result.new_version is None and result.evaluation is None
+    assert result.params["k"] == FAST_STEU["k"] and result.cohort["forget_rows"] > 0
+    assert registry.snapshot() == before
+
+
+def test_cohort_file_and_no_promote(make_home, policies, tmp_path, notes_frame):
+    home, registry = make_home(dataset=False)
+    path = tmp_path / "cohort.jsonl"
+    notes_frame.to_json(path, orient="records", lines=True)
+    result = _apply(home, ["sepsis"], policies["loose"], cohort=path, promote=False)
+    assert result.cohort["source"] == str(path) and result.promoted is None
+    assert registry.alias_version(MODEL, "production") == "1"
+    assert registry.alias_version(MODEL, "candidate") == "2"
+
+
+# ---- bad input: exit 2, one line, nothing changed --------------------------------------------
+def _bad_cohorts(folder, frame):
+    """Cohort files that must be refused, by name."""
+    files = {}
+    missing = folder / "missing_columns.csv"
+    frame[["note_id", "text"]].to_csv(missing, index=False)
+    files["missing columns"] = missing
+    empty = folder / "empty.csv"
+    empty.write_text("", encoding="utf-8")
+    files["empty file"] = empty
+    header_only = folder / "header_only.csv"
+    header_only.write_text("text,labels\n", encoding="utf-8")
+    files["no rows"] = header_only
+    garbage = folder / "corrupt.parquet"
+    garbage.write_bytes(b"PAR1 this is not parquet at all")
+    files["unreadable"] = garbage
+    latin = folder / "latin1.csv"
+    latin.write_bytes("text,labels\n\"patient caf\xe9 with sepsis\",sepsis\n".encode("latin-1"))
+    files["wrong encoding"] = latin
+    unknown = frame.copy()
+    unknown.loc[0, "labels"] = ["sepsis", "gout"]
+    path = folder / "unknown_labels.jsonl"
+    unknown.to_json(path, orient="records", lines=True)
+    files["label outside the model's set"] = path
+    no_forget = frame[[("sepsis" not in x) for x in frame["labels"]]]
+    path = folder / "no_forget.jsonl"
+    no_forget.to_json(path, orient="records", lines=True)
+    files["no forget rows"] = path
+    return files
+
+
+def _files(home) -> set[str]:
+    return {str(p.relative_to(home)) for p in (home / "artifacts").rglob("*")}
+
+
+def test_bad_inputs_exit_2_and_change_nothing(make_home, policies, tmp_path, notes_frame, capsys):
+    from steuops.cli import main
+
+    home, registry = make_home()
+    before, files_before = registry.snapshot(), _files(home)
+    base = ["apply", "--model", MODEL, "--home", str(home), "--policy", str(policies["loose"]), "--device", "cpu",
+            "--config", json.dumps(FAST_STEU)]
+    cases = {
+        "unknown model": (["apply", "--model", "nope", "--forget", "sepsis", "--home", str(home)], "unknown model"),
+        "unknown alias": (base + ["--forget", "sepsis", "--alias", "staging"], "no alias 'staging'"),
+        "unknown version": (base + ["--forget", "sepsis", "--version", "7"], "no version 7"),
+        "unknown forget class": (base + ["--forget", "gout"], "'gout'"),
+        "bad method option": (["apply", "--model", MODEL, "--forget", "sepsis", "--home", str(home),
+                               "--config", '{"kk": 1}'], "kk"),
+        "bad policy": (base + ["--forget", "sepsis", "--policy", str(tmp_path / "nope.yaml")], "nope.yaml"),
+    }
+    needles = {"label outside the model's set": "'gout'", "no forget rows": "sepsis"}
+    for name, path in _bad_cohorts(tmp_path, notes_frame).items():
+        cases[name] = (base + ["--forget", "sepsis", "--cohort", str(path)], needles.get(name, path.name))
+    for name, (argv, needle) in cases.items():
+        code = main(argv)
+        err = capsys.readouterr().err
+        assert code == 2, f"{name}: exit {code}\n{err}"
+        flat = " ".join(err.split()).replace("/ ", "/")  # rich wraps long lines at the console width
+        assert err.lstrip().startswith("error:") and needle in err.replace("\n", ""), f"{name}: {flat}"
+        assert "Traceback" not in err, name
+        assert registry.snapshot() == before, f"{name} changed the registry"
+    assert _files(home) == files_before  # no artifact was written either
