@@ -1,0 +1,672 @@
+"""The forgetting audit: how much of a removed class is still in the edited model.
+
+STEU's forgetting is behavioural: the encoder is frozen, so the class may still be readable from the
+features or come back after a few steps of fine-tuning. The audit measures that, for any method, next
+to the gold reference (a model retrained without the class), with four attacks:
+
+- probe: a logistic-regression probe on the frozen features the head sees (train -> test F1);
+- relearn: re-fit only the head, and separately only the edited embedding rows, on a small labelled
+  forget + retain sample; forget F1 on test after 0..N optimiser steps;
+- membership: do the forget-cohort notes (used in unlearning) score differently from held-out notes
+  of the same class? Per-example ROC AUC of a loss score (0.5 = no signal);
+- bypass: rewordings and abbreviations of the class composed into short notes (steuops.demo.bypass)
+  plus user phrases; forget F1 with other classes' rewordings as negatives.
+
+torch + numpy only (no mlflow): it runs on the GPU box too. Heavy imports stay inside functions.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from steuops import env  # noqa: F401
+from steuops.errors import ConfigError
+
+if TYPE_CHECKING:
+    from steuops.data import Notes
+    from steuops.modeling import Progress
+
+SCHEMA = "steuops.audit/v1"
+ROLES = ("original", "edited", "reference")
+
+
+@dataclass
+class AuditConfig:
+    seed: int = 0
+    batch_size: int = 32
+    max_length: int = 256
+    max_train: int | None = 1000  # train notes used for probe features and the membership cohort
+    max_test: int | None = 500  # test notes used for probe / relearn / membership evaluation
+    probe_steps: int = 300
+    probe_lr: float = 0.05
+    probe_l2: float = 1e-3
+    relearn_forget: int = 32  # labelled forget-class notes the attacker has
+    relearn_retain: int = 32  # and retain notes, so the re-fit does not just say "yes" to everything
+    relearn_steps: list[int] = field(default_factory=lambda: [0, 5, 10, 25, 50])
+    relearn_batch_size: int = 16
+    relearn_lr_head: float = 1e-2
+    relearn_lr_rows: float = 1e-3
+    bypass_phrases: list[str] = field(default_factory=list)  # user phrases, added to every forget class
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any] | None) -> AuditConfig:
+        import dataclasses
+
+        values = dict(values or {})
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ConfigError(
+                f"unknown audit option(s): {', '.join(unknown)}", hint=f"known options: {', '.join(sorted(known))}"
+            )
+        return cls(**values)
+
+    def validate(self) -> AuditConfig:
+        steps = sorted({int(s) for s in self.relearn_steps})
+        if not steps or steps[0] < 0:
+            raise ConfigError("audit relearn_steps must be non-negative step counts", hint="e.g. [0, 5, 10, 25, 50]")
+        self.relearn_steps = steps
+        for name in ("batch_size", "relearn_batch_size", "probe_steps", "relearn_forget", "relearn_retain"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"audit {name} must be >= 1, got {getattr(self, name)}", hint=f"set {name} to 1 or more")
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class AuditReport:
+    forget: list[str]
+    probe: dict[str, Any]
+    relearn: dict[str, Any]
+    membership: dict[str, Any]
+    bypass: dict[str, Any]
+    config: dict[str, Any]
+    sizes: dict[str, int]
+    skipped: dict[str, str]
+    seconds: dict[str, float]
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able; the top-level *_f1 / membership_auc keys are what the gate reads (None = not measured)."""
+        return {
+            "schema": SCHEMA,
+            "forget": self.forget,
+            "probe_f1": _roles(self.probe, "f1"),
+            "relearn_f1": {
+                "edited": _last(self.relearn["head"].get("edited")),
+                "reference": _last(self.relearn["head"].get("reference")),
+                "edited_rows": _last(self.relearn["rows"].get("edited")),
+            },
+            "relearn_curves": self.relearn,
+            "membership_auc": _roles(self.membership, "auc"),
+            "bypass_f1": _roles(self.bypass, "f1"),
+            "bypass_recall": _roles(self.bypass, "recall"),
+            "probe": self.probe,
+            "membership": self.membership,
+            "bypass": self.bypass,
+            "sizes": self.sizes,
+            "skipped": self.skipped,
+            "seconds": self.seconds,
+            "config": self.config,
+        }
+
+
+def _roles(section: Mapping[str, Any], key: str) -> dict[str, float | None]:
+    return {role: (section.get(role) or {}).get(key) for role in ROLES}
+
+
+def _last(curve: Sequence[float] | None) -> float | None:
+    return float(curve[-1]) if curve else None
+
+
+# ---- small numeric helpers (numpy, no sklearn) -----------------------------------------------------
+def roc_auc(positive: Sequence[float], negative: Sequence[float]) -> float | None:
+    """P(score of a random positive > score of a random negative), ties count one half (Mann-Whitney U
+    from average ranks). None when either side is empty."""
+    pos = np.asarray(positive, dtype=np.float64)
+    neg = np.asarray(negative, dtype=np.float64)
+    if len(pos) == 0 or len(neg) == 0:
+        return None
+    ranks = _average_ranks(np.concatenate([pos, neg]))
+    u = ranks[: len(pos)].sum() - len(pos) * (len(pos) + 1) / 2.0
+    return float(u / (len(pos) * len(neg)))
+
+
+def _average_ranks(values: np.ndarray) -> np.ndarray:
+    """1-based ranks; tied values share the mean of their ranks."""
+    order = np.argsort(values, kind="mergesort")
+    ranks = np.empty(len(values), dtype=np.float64)
+    sorted_vals = values[order]
+    start = 0
+    while start < len(values):
+        end = start
+        while end + 1 < len(values) and sorted_vals[end + 1] == sorted_vals[start]:
+            end += 1
+        ranks[order[start : end + 1]] = (start + end) / 2.0 + 1.0
+        start = end + 1
+    return ranks
+
+
+def f1(y_true: np.ndarray, y_pred: np.ndarray) -> float:
+    """Binary F1; 0.0 when there are no true and no predicted positives (nothing to find, nothing found)."""
+    y_true = np.asarray(y_true).astype(bool)
+    y_pred = np.asarray(y_pred).astype(bool)
+    tp = float(np.sum(y_true & y_pred))
+    denom = float(np.sum(y_true) + np.sum(y_pred))
+    return 2.0 * tp / denom if denom else 0.0
+
+
+# ---- forward passes ------------------------------------------------------------------------------
+@dataclass
+class _Pass:
+    """One model over one list of texts: logits, the head's input features, and (optionally) the
+    encoder outputs + inputs per batch, so that a head can be re-fit without re-running the encoder."""
+
+    logits: np.ndarray
+    features: np.ndarray
+    batches: list[tuple[dict[str, Any], Any]] | None = None
+
+
+def _head_modules(model) -> list[Any]:
+    from steuops.modeling import head_param_names
+
+    tops = dict.fromkeys(name.split(".")[0] for name in head_param_names(model))
+    children = dict(model.named_children())
+    return [children[name] for name in tops if name in children]
+
+
+def _forward_pass(model, tokenizer, texts: Sequence[str], *, batch_size: int, max_length: int, device,
+                  keep_batches: bool = False) -> _Pass:
+    """Eval-mode pass. Features = the input of the first head module called (BERT: the pooled output;
+    DistilBERT: hidden[:, 0]; RoBERTa-style heads get the sequence, so its first position is taken)."""
+    import torch
+
+    from steuops.modeling import autocast, tokenize
+
+    seen: dict[str, Any] = {}
+
+    def tap(_module, args, kwargs):
+        if "features" not in seen:
+            value = args[0] if args else next(v for v in kwargs.values() if torch.is_tensor(v))
+            seen["features"] = value
+
+    def keep(_module, _args, output):
+        seen["base"] = output
+
+    hooks = [m.register_forward_pre_hook(tap, with_kwargs=True) for m in _head_modules(model)]
+    if keep_batches:
+        hooks.append(model.base_model.register_forward_hook(keep))
+    was_training = model.training
+    model.eval()
+    logits, feats, batches = [], [], []
+    try:
+        with torch.no_grad():
+            for start in range(0, len(texts), batch_size):
+                seen.clear()
+                enc = tokenize(tokenizer, texts[start : start + batch_size], max_length).to(device)
+                with autocast(device):
+                    out = model(**enc)
+                logits.append(out.logits.float().cpu().numpy())
+                f = seen["features"]
+                feats.append((f[:, 0] if f.dim() == 3 else f).float().cpu().numpy())
+                if keep_batches:
+                    batches.append((dict(enc), _detached(seen["base"])))
+    finally:
+        for h in hooks:
+            h.remove()
+        model.train(was_training)
+    n_labels = int(model.config.num_labels)
+    return _Pass(
+        logits=np.concatenate(logits) if logits else np.zeros((0, n_labels), np.float32),
+        features=np.concatenate(feats) if feats else np.zeros((0, 0), np.float32),
+        batches=batches if keep_batches else None,
+    )
+
+
+def _detached(output):
+    """The encoder output with its tensors detached, same type and key order (heads index it)."""
+    import torch
+
+    if hasattr(output, "items"):
+        return type(output)(**{k: (v.detach().float() if torch.is_tensor(v) else v) for k, v in output.items()})
+    return tuple(v.detach().float() if torch.is_tensor(v) else v for v in output)
+
+
+# ---- the auditor (caches passes so a bench can audit many methods against one original/reference) ---
+class _Auditor:
+    def __init__(self, tokenizer, forget: Sequence[str], train: Notes, test: Notes, config: AuditConfig,
+                 device, progress: Progress | None) -> None:
+        self.tokenizer = tokenizer
+        self.forget = list(forget)
+        self.config = config
+        self.device = device
+        self.progress = progress
+        rng = np.random.default_rng(config.seed)
+        self.train = _sample(train, config.max_train, rng)
+        self.test = _sample(test, config.max_test, rng)
+        self.attack = _attack_sample(train, forget, config, rng)
+        self._cache: dict[tuple[int, str], tuple[Any, _Pass]] = {}
+        self._bypass: dict[str, dict[str, list[str]]] | None = None
+
+    def _tell(self, phase: str, done: int, total: int) -> None:
+        if self.progress:
+            self.progress(phase, done, total)
+
+    def passes(self, model, which: str) -> _Pass:
+        key = (id(model), which)
+        if key not in self._cache:
+            texts = {"train": self.train.texts, "test": self.test.texts, "attack": self.attack.texts}.get(which)
+            if texts is None:
+                texts = self.bypass_texts()
+            size = self.config.relearn_batch_size if which == "attack" else self.config.batch_size
+            model.to(self.device)
+            self._cache[key] = (model, _forward_pass(
+                model, self.tokenizer, texts, batch_size=size, max_length=self.config.max_length,
+                device=self.device, keep_batches=which in ("test", "attack"),
+            ))
+        return self._cache[key][1]
+
+    def release(self, model) -> None:
+        for key in [k for k in self._cache if k[0] == id(model)]:
+            del self._cache[key]
+
+    # ---- the four attacks ------------------------------------------------------------------------
+    def run(self, original, edited, *, reference=None, token_ids: Sequence[int] | None = None,
+            edit_reason: str | None = None) -> AuditReport:
+        from steuops.modeling import check_forget, is_multi_label, label_names
+
+        self.labels = label_names(original)
+        self.cols = check_forget(original, self.forget)
+        self.multi_label = is_multi_label(original)
+        models = {"original": original, "edited": edited, "reference": reference}
+        skipped: dict[str, str] = {}
+        if reference is None:
+            skipped["reference"] = "no reference model (retrained without the class) was given"
+        seconds: dict[str, float] = {}
+        t0 = time.perf_counter()
+        probe = {role: self.probe(m) for role, m in models.items() if m is not None}
+        seconds["probe"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        relearn = self.relearn(models, token_ids, edit_reason, skipped)
+        seconds["relearn"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        membership = {role: self.membership(m) for role, m in models.items() if m is not None}
+        if any(v.get("auc") is None for v in membership.values()):
+            skipped["membership"] = "need forget-class notes in both the train (cohort) and test sets"
+        seconds["membership"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        bypass = self.bypass(models, skipped)
+        seconds["bypass"] = time.perf_counter() - t0
+        return AuditReport(
+            forget=self.forget, probe=probe, relearn=relearn, membership=membership, bypass=bypass,
+            config=self.config.to_dict(), sizes=self.sizes(), skipped=skipped,
+            seconds={k: round(v, 3) for k, v in seconds.items()},
+        )
+
+    def sizes(self) -> dict[str, int]:
+        forget_train = int(self.train.has_any(self.forget).sum())
+        forget_test = int(self.test.has_any(self.forget).sum())
+        return {"train": len(self.train), "test": len(self.test), "attack": len(self.attack),
+                "forget_train": forget_train, "forget_test": forget_test}
+
+    def probe(self, model) -> dict[str, Any]:
+        """Per forget class: a logistic-regression probe on train features, F1 on test; f1 = max."""
+        train, test = self.passes(model, "train"), self.passes(model, "test")
+        per_class = {}
+        for cls, col in zip(self.forget, self.cols, strict=True):
+            y_train = self.train.multi_hot(self.labels)[:, col]
+            y_test = self.test.multi_hot(self.labels)[:, col]
+            per_class[cls] = _probe_f1(train.features, y_train, test.features, y_test, self.config)
+        values = [v for v in per_class.values() if v is not None]
+        return {"f1": max(values) if values else None, "per_class": per_class}
+
+    def forget_f1(self, logits: np.ndarray, notes: Notes) -> float:
+        """F1 of the forget column(s) against the notes' labels; the max over forget classes."""
+        pred = _predict(logits, self.multi_label)
+        truth = notes.multi_hot(self.labels)
+        return max(f1(truth[:, c], pred[:, c]) for c in self.cols)
+
+    def relearn(self, models: dict[str, Any], token_ids, edit_reason, skipped: dict[str, str]) -> dict[str, Any]:
+        steps = list(self.config.relearn_steps)
+        out: dict[str, Any] = {"steps": steps, "head": {}, "rows": {}, "sample": self.sizes()["attack"]}
+        out["original_f1"] = self.forget_f1(self.passes(models["original"], "test").logits, self.test)
+        for role in ("edited", "reference"):
+            if models[role] is not None:
+                out["head"][role] = self.relearn_head(models[role])
+        if token_ids:
+            out["rows"]["edited"] = self.relearn_rows(models["edited"], token_ids)
+        else:
+            skipped["relearn_rows"] = edit_reason or "the edited model carries no token edit (no embedding rows to re-fit)"
+        return out
+
+    def relearn_head(self, model) -> list[float]:
+        """Re-fit ONLY the head on the attack sample, replaying cached encoder outputs (the encoder
+        is frozen, so its outputs do not change; this keeps the attack cheap on a CPU)."""
+        from steuops.modeling import head_param_names
+
+        attack, test = self.passes(model, "attack"), self.passes(model, "test")
+        work = copy.deepcopy(model).to(self.device)
+        replay = _Replay()
+        work.base_model.forward = replay  # instance attribute: the head sees the cached outputs
+        head = set(head_param_names(work))
+        params = [p for n, p in work.named_parameters() if n in head]
+        for p in work.parameters():
+            p.requires_grad_(False)
+        for p in params:
+            p.requires_grad_(True)
+
+        def evaluate() -> float:
+            return self.forget_f1(_replay_logits(work, replay, test.batches), self.test)
+
+        return self._fit(work, params, self.config.relearn_lr_head, self._targets(attack), evaluate, replay,
+                         "relearn head")
+
+    def relearn_rows(self, model, token_ids: Sequence[int]) -> list[float]:
+        """Re-fit ONLY the edited embedding rows (full forward and backward through the frozen encoder)."""
+        import torch
+
+        from steuops.modeling import embedding
+
+        attack = self.passes(model, "attack")
+        work = copy.deepcopy(model).to(self.device)
+        for p in work.parameters():
+            p.requires_grad_(False)
+        weight = embedding(work).weight
+        weight.requires_grad_(True)
+        mask = torch.zeros(weight.shape[0], 1, device=weight.device, dtype=weight.dtype)
+        mask[torch.tensor(sorted(set(int(i) for i in token_ids)), device=weight.device)] = 1.0
+        weight.register_hook(lambda grad: grad * mask)  # only the edited rows may move
+
+        def evaluate() -> float:
+            return self.forget_f1(_forward_pass(work, self.tokenizer, self.test.texts, batch_size=self.config.batch_size,
+                                                max_length=self.config.max_length, device=self.device).logits, self.test)
+
+        return self._fit(work, [weight], self.config.relearn_lr_rows, self._targets(attack), evaluate, None,
+                         "relearn rows")
+
+    def _targets(self, attack: _Pass) -> list[tuple[dict[str, Any], Any, Any]]:
+        """(inputs, encoder output, label matrix) per attack batch, in the attack sample's order."""
+        import torch
+
+        y = torch.tensor(self.attack.multi_hot(self.labels))
+        out, start = [], 0
+        for enc, base in attack.batches or []:
+            n = int(enc["input_ids"].shape[0])
+            out.append((enc, base, y[start : start + n]))
+            start += n
+        return out
+
+    def _fit(self, work, params, lr: float, batches, evaluate: Callable[[], float], replay, phase: str) -> list[float]:
+        import torch
+
+        torch.manual_seed(self.config.seed)
+        rng = np.random.default_rng(self.config.seed)
+        optimiser = torch.optim.Adam(params, lr=lr)
+        work.eval()  # dropout off: a deterministic attack; gradients still flow
+        curve: list[float] = []
+        done, order = 0, []
+        total = self.config.relearn_steps[-1]
+        for target in self.config.relearn_steps:
+            while done < target:
+                if not order:
+                    order = list(rng.permutation(len(batches)))
+                enc, base, y = batches[order.pop()]
+                if replay is not None:
+                    replay.current = base
+                enc = {k: v.to(self.device) for k, v in enc.items()}
+                loss = self._loss(work(**enc).logits.float(), y.to(self.device))
+                optimiser.zero_grad(set_to_none=True)
+                loss.backward()
+                optimiser.step()
+                done += 1
+                self._tell(phase, done, total)
+            curve.append(round(float(evaluate()), 6))
+        return curve
+
+    def _loss(self, logits, targets):
+        import torch
+
+        if self.multi_label:
+            return torch.nn.functional.binary_cross_entropy_with_logits(logits, targets)
+        return torch.nn.functional.cross_entropy(logits, targets.argmax(dim=1))
+
+    def membership(self, model) -> dict[str, Any]:
+        """Members: forget-class notes of the train sample (the unlearning cohort); non-members:
+        forget-class notes of the test sample. Score = log-likelihood of the forget label(s)."""
+        members = self.train.has_any(self.forget)
+        held_out = self.test.has_any(self.forget)
+        s_in = self._label_score(self.passes(model, "train").logits, self.train)[members]
+        s_out = self._label_score(self.passes(model, "test").logits, self.test)[held_out]
+        return {"auc": roc_auc(s_in, s_out), "members": int(members.sum()), "non_members": int(held_out.sum()),
+                "score": "log-likelihood of the forget label(s)"}
+
+    def _label_score(self, logits: np.ndarray, notes: Notes) -> np.ndarray:
+        truth = notes.multi_hot(self.labels)[:, self.cols]
+        z = logits.astype(np.float64)
+        # log sigmoid of each forget logit (multi-label) or its log softmax (single-label)
+        ll = -np.logaddexp(0.0, -z[:, self.cols]) if self.multi_label else (z - _logsumexp(z))[:, self.cols]
+        carried = np.maximum(truth.sum(axis=1), 1.0)
+        return (ll * truth).sum(axis=1) / carried
+
+    def bypass_texts(self) -> list[str]:
+        sets = self.bypass_sets()
+        texts: list[str] = []
+        for entry in sets.values():
+            for t in entry["positive"] + entry["negative"]:
+                if t not in texts:
+                    texts.append(t)
+        return texts
+
+    def bypass_sets(self) -> dict[str, dict[str, list[str]]]:
+        from steuops.demo.bypass import bypass_sets
+
+        if self._bypass is None:
+            self._bypass = bypass_sets(self.labels, self.forget, self.config.bypass_phrases)
+        return self._bypass
+
+    def bypass(self, models: dict[str, Any], skipped: dict[str, str]) -> dict[str, Any]:
+        """Forget F1 on rewordings: positives name the forgotten class in other words, negatives
+        reword the model's other classes and unrelated diagnoses. recall = the positive rate."""
+        from steuops.demo.bypass import TEMPLATES
+
+        sets = self.bypass_sets()
+        if not sets:
+            skipped["bypass"] = (f"no built-in rewordings for {', '.join(self.forget)} and no user phrases "
+                                 "(pass bypass_phrases / --bypass-phrases)")
+            return {}
+        texts = self.bypass_texts()
+        index = {t: i for i, t in enumerate(texts)}
+        out: dict[str, Any] = {"positives": {c: len(s["positive"]) for c, s in sets.items()},
+                               "negatives": len(next(iter(sets.values()))["negative"]),
+                               "user_phrases": list(self.config.bypass_phrases), "phrases": []}
+        preds = {}
+        for role, model in models.items():
+            if model is None:
+                continue
+            preds[role] = _predict(self.passes(model, "bypass").logits, self.multi_label)
+            f1s, recalls = [], []
+            for cls, entry in sets.items():
+                col = self.labels.index(cls)
+                pos = [index[t] for t in entry["positive"]]
+                neg = [index[t] for t in entry["negative"]]
+                y = np.r_[np.ones(len(pos)), np.zeros(len(neg))]
+                p = np.r_[preds[role][pos, col], preds[role][neg, col]]
+                f1s.append(f1(y, p))
+                recalls.append(float(preds[role][pos, col].mean()))
+            out[role] = {"f1": max(f1s), "recall": max(recalls)}
+        per = len(TEMPLATES)
+        for cls, entry in sets.items():
+            col = self.labels.index(cls)
+            for i in range(0, len(entry["positive"]), per):
+                group = [index[t] for t in entry["positive"][i : i + per]]
+                phrase = _phrase_of(entry["positive"][i], TEMPLATES[0])
+                row = {"class": cls, "phrase": phrase}
+                row.update({role: float(p[group, col].mean()) for role, p in preds.items()})
+                out["phrases"].append(row)
+        return out
+
+
+class _Replay:
+    """Stands in for the encoder's forward: returns the cached output of the current batch."""
+
+    current: Any = None
+
+    def __call__(self, *args, **kwargs):
+        return self.current
+
+
+def _replay_logits(model, replay: _Replay, batches) -> np.ndarray:
+    import torch
+
+    out = []
+    with torch.no_grad():
+        for enc, base in batches:
+            replay.current = base
+            out.append(model(**enc).logits.float().cpu().numpy())
+    return np.concatenate(out)
+
+
+def _predict(logits: np.ndarray, multi_label: bool) -> np.ndarray:
+    from steuops.modeling import predict
+
+    return predict(logits, multi_label)
+
+
+def _phrase_of(text: str, template: str) -> str:
+    head, _, tail = template.partition("{phrase}")
+    return text[len(head) : len(text) - len(tail)] if text.startswith(head) and text.endswith(tail) else text
+
+
+def _logsumexp(z: np.ndarray) -> np.ndarray:
+    m = z.max(axis=1, keepdims=True)
+    return m + np.log(np.exp(z - m).sum(axis=1, keepdims=True))
+
+
+def _sample(notes: Notes, cap: int | None, rng: np.random.Generator) -> Notes:
+    if cap is None or len(notes) <= cap:
+        return notes
+    return notes.subset(np.sort(rng.choice(len(notes), size=cap, replace=False)))
+
+
+def _attack_sample(train: Notes, forget: Sequence[str], config: AuditConfig, rng: np.random.Generator) -> Notes:
+    """The attacker's labelled data: up to relearn_forget forget-class notes + relearn_retain others."""
+    is_forget = train.has_any(forget)
+    pos = np.flatnonzero(is_forget)
+    neg = np.flatnonzero(~is_forget)
+    pick = np.r_[rng.choice(pos, size=min(len(pos), config.relearn_forget), replace=False),
+                 rng.choice(neg, size=min(len(neg), config.relearn_retain), replace=False)]
+    return train.subset(rng.permutation(pick))
+
+
+def _probe_f1(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, y_test: np.ndarray,
+              config: AuditConfig) -> float | None:
+    """L2 logistic regression (full-batch Adam, standardised features); the threshold is the one that
+    maximises F1 on the probe's own training data (a strong but honest attacker). None when a class
+    has no positive or no negative train example."""
+    import torch
+
+    if len(x_train) == 0 or y_train.min() == y_train.max():
+        return None
+    torch.manual_seed(config.seed)
+    mean, std = x_train.mean(axis=0), x_train.std(axis=0) + 1e-6
+    xt = torch.tensor((x_train - mean) / std, dtype=torch.float32)
+    yt = torch.tensor(y_train, dtype=torch.float32)
+    w = torch.zeros(xt.shape[1], requires_grad=True)
+    b = torch.zeros(1, requires_grad=True)
+    optimiser = torch.optim.Adam([w, b], lr=config.probe_lr)
+    for _ in range(config.probe_steps):
+        optimiser.zero_grad()
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(xt @ w + b, yt) + config.probe_l2 * (w @ w)
+        loss.backward()
+        optimiser.step()
+    with torch.no_grad():
+        train_scores = (xt @ w + b).numpy()
+        test_scores = (torch.tensor((x_test - mean) / std, dtype=torch.float32) @ w + b).numpy()
+    threshold = max(np.unique(train_scores), key=lambda t: f1(y_train, train_scores >= t))
+    return round(f1(y_test, test_scores >= threshold), 6)
+
+
+# ---- public entry points -------------------------------------------------------------------------
+def run_audit(
+    original,
+    edited,
+    tokenizer,
+    forget: Sequence[str],
+    train: Notes,
+    test: Notes,
+    *,
+    reference=None,
+    config: AuditConfig | Mapping[str, Any] | None = None,
+    device: Any = "auto",
+    progress: Progress | None = None,
+    edit: Any = None,
+) -> AuditReport:
+    """Audit `edited` (made from `original` by forgetting `forget`) next to `reference` (retrained
+    without the class, or None). `train` holds the unlearning cohort (membership members, probe
+    training data, the attacker's sample); `test` is held out. `edit` is the TokenEdit (or its token
+    ids) when the method edited embedding rows: only then is the rows re-fit attack run.
+    No model passed in is modified."""
+    auditor = _auditor(tokenizer, forget, train, test, config, device, progress)
+    token_ids, reason = _edit_tokens(edit)
+    return auditor.run(original, edited, reference=reference, token_ids=token_ids, edit_reason=reason)
+
+
+def audit_methods(
+    original,
+    tokenizer,
+    forget: Sequence[str],
+    train: Notes,
+    test: Notes,
+    results: Mapping[str, Any],
+    *,
+    reference=None,
+    config: AuditConfig | Mapping[str, Any] | None = None,
+    device: Any = "auto",
+    progress: Progress | None = None,
+) -> dict[str, dict[str, Any]]:
+    """Audit every method's result against one original and one reference, sharing their forward
+    passes. `results` maps a method name to its UnlearnResult (or a bare model). The reference is
+    `reference`, else results["retrain"] when present. Returns {method: AuditReport.to_dict()}."""
+    if reference is None and "retrain" in results:
+        reference = getattr(results["retrain"], "model", results["retrain"])
+    auditor = _auditor(tokenizer, forget, train, test, config, device, progress)
+    out: dict[str, dict[str, Any]] = {}
+    for name, result in results.items():
+        model = getattr(result, "model", result)
+        token_ids, reason = _edit_tokens(getattr(result, "edit", None))
+        report = auditor.run(original, model, reference=reference, token_ids=token_ids, edit_reason=reason)
+        out[name] = {"method": name, **report.to_dict()}
+        if model is not reference:
+            auditor.release(model)  # keep only the original's and the reference's passes
+    return out
+
+
+def _auditor(tokenizer, forget, train, test, config, device, progress) -> _Auditor:
+    from steuops.errors import CohortError
+    from steuops.modeling import resolve_device
+
+    if not isinstance(config, AuditConfig):
+        config = AuditConfig.from_dict(config)
+    config.validate()
+    if not train.has_any(forget).any():
+        raise CohortError(f"audit: no training note carries {', '.join(forget)}",
+                          hint="the audit needs the forget cohort (notes with the forgotten class)")
+    dev = resolve_device(device) if isinstance(device, str) else device
+    return _Auditor(tokenizer, forget, train, test, config, dev, progress)
+
+
+def _edit_tokens(edit: Any) -> tuple[list[int] | None, str | None]:
+    if edit is None:
+        return None, "the method made no token edit (no embedding rows to re-fit)"
+    ids = getattr(edit, "token_ids", edit)
+    ids = [int(i) for i in ids]
+    if not ids:
+        return None, "the token edit changes no embedding rows (head only)"
+    return ids, None

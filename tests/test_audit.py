@@ -1,0 +1,197 @@
+"""The forgetting audit on tiny real models: a keyword classifier that genuinely knows the forget
+class, STEU applied to it, and a reference retrained without the class. Seconds on a CPU."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from steuops.audit import AuditConfig, audit_methods, roc_auc, run_audit
+from steuops.data import Notes, split_notes
+from steuops.demo import bypass
+from steuops.errors import ConfigError
+
+KEYWORDS = {
+    "sepsis": ["lactate", "bacteremia", "pressors", "cultures"],
+    "pneumonia": ["infiltrate", "consolidation", "sputum", "azithromycin"],
+    "heart failure": ["orthopnea", "furosemide", "edema", "bnp"],
+    "copd exacerbation": ["wheeze", "inhaler", "tiotropium", "hyperinflation"],
+}
+LABELS = list(KEYWORDS)
+FILLER = ["patient", "admitted", "with", "history", "of", "stable", "vitals", "reviewed", "plan", "follow", "up",
+          "discharged", "home", "today", "noted", "ward"]
+FORGET = ["sepsis"]
+FAST = dict(max_length=16, batch_size=32, relearn_steps=[0, 5, 25, 60], relearn_lr_head=5e-2, relearn_lr_rows=5e-2)
+
+
+def keyword_notes(n: int, seed: int) -> Notes:
+    rng = np.random.default_rng(seed)
+    texts, labels = [], []
+    for i in range(n):
+        chosen = [LABELS[i % len(LABELS)]]
+        if rng.random() < 0.3:
+            chosen.append(LABELS[(i + 1 + rng.integers(len(LABELS) - 1)) % len(LABELS)])
+        words = [w for c in chosen for w in rng.choice(KEYWORDS[c], size=2, replace=False)]
+        words += list(rng.choice(FILLER, size=5))
+        rng.shuffle(words)
+        texts.append(" ".join(words))
+        labels.append(chosen)
+    return Notes(texts, labels, note_ids=[f"n{i}" for i in range(n)], patient_ids=[f"p{i}" for i in range(n)])
+
+
+def _fit(notes: Notes, tok, seed: int = 0):
+    from steuops.tiny import classifier
+    from steuops.training import TrainConfig, fine_tune
+
+    # hidden=64 and a faster head: the smallest recipe that reliably learns every class in seconds.
+    model = classifier(LABELS, len(tok), seed=seed, hidden=64)
+    return fine_tune(model, tok, notes, TrainConfig(epochs=8, lr=3e-3, head_lr=1e-2, max_length=16, batch_size=16,
+                                                    warmup=0.0, seed=seed), device="cpu")
+
+
+@pytest.fixture(scope="module")
+def world():
+    """(original, steu result, reference, tokenizer, train, test)."""
+    from steuops.methods import unlearn
+    from steuops.tiny import wordpiece_tokenizer
+
+    notes = keyword_notes(320, seed=0)
+    train, test = split_notes(notes, 0.3, seed=0)
+    tok = wordpiece_tokenizer(notes.texts, vocab_size=120)
+    original = _fit(train, tok)
+    steu = unlearn("steu", original, tok, FORGET, train, {"k": 8, "epochs": 5, "max_length": 16}, device="cpu")
+    # The gold reference: the same recipe on the same notes with the class removed from the labels.
+    without = Notes(train.texts, [[c for c in ls if c not in FORGET] for ls in train.labels])
+    reference = _fit(without, tok, seed=1)
+    return original, steu, reference, tok, train, test
+
+
+@pytest.fixture(scope="module")
+def report(world):
+    original, steu, reference, tok, train, test = world
+    return run_audit(original, steu.model, tok, FORGET, train, test, reference=reference, config=AuditConfig(**FAST),
+                     device="cpu", edit=steu.edit).to_dict()
+
+
+def test_auc_matches_hand_computed_examples():
+    assert roc_auc([3, 4], [1, 2]) == 1.0
+    assert roc_auc([1, 2], [3, 4]) == 0.0
+    assert roc_auc([1, 3], [2, 4]) == 0.25  # pairs won: (3>2) only, of 4
+    assert roc_auc([2, 2], [2, 2]) == 0.5  # all ties count one half
+    assert roc_auc([1, 2, 3], [2]) == pytest.approx((0 + 0.5 + 1) / 3)
+    assert roc_auc([], [1.0]) is None
+    rng = np.random.default_rng(0)
+    pos, neg = rng.normal(1, 1, 200), rng.normal(0, 1, 300)
+    brute = np.mean([(p > n) + 0.5 * (p == n) for p in pos for n in neg])
+    assert roc_auc(pos, neg) == pytest.approx(brute)
+
+
+def test_report_is_json_with_the_keys_the_gate_reads(report):
+    data = json.loads(json.dumps(report))
+    for key in ("probe_f1", "relearn_f1", "membership_auc", "bypass_f1", "relearn_curves", "config"):
+        assert key in data
+    assert set(data["probe_f1"]) == {"original", "edited", "reference"}
+    assert set(data["relearn_f1"]) >= {"edited", "reference"}
+    assert data["config"]["relearn_steps"] == [0, 5, 25, 60]
+
+
+def test_probe_finds_the_class_in_the_original_and_reports_f1_in_range(report):
+    probe = report["probe_f1"]
+    for role in ("original", "edited", "reference"):
+        assert 0.0 <= probe[role] <= 1.0
+    # The class is learnable from the keywords: a probe on the trained original's features finds it.
+    assert probe["original"] >= 0.8
+    # STEU leaves the encoder frozen: the class stays linearly readable from the edited features.
+    assert probe["edited"] >= 0.6
+
+
+def test_relearn_curve_rises_from_the_unlearned_start(world, report):
+    curves = report["relearn_curves"]
+    head = curves["head"]["edited"]
+    assert len(head) == len(curves["steps"]) == 4
+    assert head[0] <= 0.2  # STEU did forget behaviourally
+    assert head[-1] > head[0] + 0.3  # ...but re-fitting the head alone brings the class back
+    assert report["relearn_f1"]["edited"] == head[-1]
+    assert curves["original_f1"] >= 0.8
+    assert len(curves["rows"]["edited"]) == 4
+    assert len(curves["head"]["reference"]) == 4
+    # The relearn attack works on copies: the edited model itself still forgets.
+    original, steu, *_ = world
+    assert curves["head"]["edited"][0] == report["relearn_curves"]["head"]["edited"][0]
+
+
+def test_membership_auc_in_range_for_every_model(report):
+    for role in ("original", "edited", "reference"):
+        assert 0.0 <= report["membership_auc"][role] <= 1.0
+    assert report["membership"]["edited"]["members"] == report["sizes"]["forget_train"]
+
+
+def test_no_reference_gives_nulls_and_no_edit_skips_the_rows_attack(world):
+    original, steu, _, tok, train, test = world
+    data = run_audit(original, steu.model, tok, FORGET, train, test, config=AuditConfig(**FAST), device="cpu").to_dict()
+    assert data["probe_f1"]["reference"] is None
+    assert data["membership_auc"]["reference"] is None
+    assert data["relearn_f1"]["reference"] is None
+    assert data["relearn_f1"]["edited_rows"] is None
+    assert "relearn_rows" in data["skipped"] and "reference" in data["skipped"]
+    assert data["probe_f1"]["edited"] is not None
+
+
+def test_audit_leaves_the_models_untouched(world):
+    from steuops.modeling import fingerprint
+
+    original, steu, reference, tok, train, test = world
+    before = [fingerprint(m) for m in (original, steu.model, reference)]
+    run_audit(original, steu.model, tok, FORGET, train, test, reference=reference,
+              config=AuditConfig(**{**FAST, "relearn_steps": [0, 3]}), device="cpu", edit=steu.edit)
+    assert [fingerprint(m) for m in (original, steu.model, reference)] == before
+
+
+def test_bypass_composes_notes_and_uses_user_phrases(world):
+    notes = bypass.compose(["urosepsis", "SIRS"])
+    assert len(notes) == 2 * len(bypass.TEMPLATES) and all(("urosepsis" in t) or ("SIRS" in t) for t in notes)
+    sets = bypass.bypass_sets(LABELS, FORGET, ["lactate bacteremia"])
+    assert any("lactate bacteremia" in t for t in sets["sepsis"]["positive"])
+    assert not any("urosepsis" in t for t in sets["sepsis"]["negative"])  # the forget class is never a negative
+    assert any("CHF exacerbation" in t for t in sets["sepsis"]["negative"])
+    assert bypass.bypass_sets(["x", "y"], ["x"]) == {}
+
+    original, steu, reference, tok, train, test = world
+    cfg = {**FAST, "relearn_steps": [0]}
+    plain = run_audit(original, steu.model, tok, FORGET, train, test, config=AuditConfig(**cfg), device="cpu")
+    user = run_audit(original, steu.model, tok, FORGET, train, test, device="cpu",
+                     config=AuditConfig(**cfg, bypass_phrases=["lactate bacteremia pressors", "cultures lactate"]))
+    plain, user = plain.to_dict(), user.to_dict()
+    assert user["bypass"]["positives"]["sepsis"] == plain["bypass"]["positives"]["sepsis"] + 2 * len(bypass.TEMPLATES)
+    # The keyword model knows nothing of "urosepsis" but the user's keyword phrases are sepsis to it.
+    assert user["bypass_recall"]["original"] > plain["bypass_recall"]["original"]
+    rows = [r for r in user["bypass"]["phrases"] if r["phrase"] == "cultures lactate"]
+    assert rows and 0.0 <= rows[0]["edited"] <= 1.0
+
+
+def test_load_phrases_from_a_file(tmp_path):
+    path = tmp_path / "phrases.txt"
+    path.write_text("# my rewordings\nblood stream infection\n\n  sepsis NOS  \n")
+    assert bypass.load_phrases(path) == ["blood stream infection", "sepsis NOS"]
+    assert bypass.load_phrases(["a", " ", "b"]) == ["a", "b"]
+    with pytest.raises(ConfigError, match="no such bypass phrase file"):
+        bypass.load_phrases(tmp_path / "missing.txt")
+
+
+def test_audit_methods_compares_each_method_with_the_retrain_reference(world):
+    original, steu, reference, tok, train, test = world
+    out = audit_methods(original, tok, FORGET, train, test, {"steu": steu, "retrain": reference},
+                        config=AuditConfig(**{**FAST, "relearn_steps": [0, 10]}), device="cpu")
+    assert set(out) == {"steu", "retrain"}
+    assert out["steu"]["probe_f1"]["reference"] == out["retrain"]["probe_f1"]["edited"]
+    assert out["retrain"]["relearn_f1"]["edited_rows"] is None  # a bare model: no rows to re-fit
+    assert out["steu"]["relearn_f1"]["edited_rows"] is not None
+
+
+def test_bad_config_is_a_usage_error():
+    with pytest.raises(ConfigError, match="unknown audit option"):
+        AuditConfig.from_dict({"probe_stepz": 3})
+    with pytest.raises(ConfigError, match="relearn_steps"):
+        AuditConfig(relearn_steps=[-1]).validate()
