@@ -203,6 +203,16 @@ _TYPOS = {"patient": "pateint", "received": "recieved", "creatinine": "creatnine
           "abdominal": "abdominl", "bilateral": "bilaterl", "antibiotics": "antibiotcs", "admission": "admision"}
 
 
+@dataclass(frozen=True)
+class _Style:
+    min_sentences: int
+    max_sentences: int
+    mention_rate: float
+    negation_rate: float
+    stray_rate: float
+    typo_rate: float
+
+
 @dataclass
 class _Patient:
     pid: str
@@ -219,17 +229,21 @@ def generate(
     min_sentences: int = 5,
     max_sentences: int = 10,
     label_noise: float = 0.03,
-    mention_rate: float = 0.55,
+    mention_rate: float = 0.5,
     negation_rate: float = 0.5,
+    stray_rate: float = 0.1,
     typo_rate: float = 0.02,
     notes_per_patient: float = 1.6,
 ) -> Notes:
     """`n` seeded discharge summaries. `min/max_sentences` bound the hospital-course sentences;
-    `mention_rate` is the chance a true diagnosis is named in the plan; `notes_per_patient` is the mean."""
+    `mention_rate` is the chance a true diagnosis is named in the plan, `negation_rate` the chance of a
+    negated other diagnosis there, `stray_rate` the chance per absent class of one of its findings (overlap);
+    `notes_per_patient` is the mean number of notes per patient."""
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n}")
     if not 1 <= min_sentences <= max_sentences:
         raise ValueError(f"need 1 <= min_sentences <= max_sentences, got {min_sentences}, {max_sentences}")
+    style = _Style(min_sentences, max_sentences, mention_rate, negation_rate, stray_rate, typo_rate)
     rng = np.random.default_rng(seed)
     noise_rng = np.random.default_rng([seed, 1])  # separate stream: the texts do not depend on label_noise
     texts: list[str] = []
@@ -248,8 +262,7 @@ def generate(
             primary = previous if previous and rng.random() < 0.4 else str(rng.choice(CLASSES))
             last_primary[patient.pid] = primary
             truth = _label_set(rng, primary)
-            texts.append(_note(rng, patient, truth, min_sentences, max_sentences, mention_rate, negation_rate,
-                               typo_rate))
+            texts.append(_note(rng, patient, truth, style))
             labels.append(_noisy(noise_rng, truth, label_noise))
             note_ids.append(f"N{len(texts):06d}")
             patient_ids.append(patient.pid)
@@ -323,18 +336,19 @@ def _physiology(rng: np.random.Generator, truth: Sequence[str], patient: _Patien
     return {
         "t": pick(infected and rng.random() < 0.8, (38.1, 39.9), (36.4, 37.9), 1),
         "hr": pick(bool(has & {SEPSIS, DKA, COPD}) or rng.random() < 0.2, (102, 138), (64, 104)),
-        "sbp": pick(SEPSIS in has and rng.random() < 0.7, (72, 96), (98, 162)),
+        "sbp": pick((SEPSIS in has and rng.random() < 0.7) or rng.random() < 0.06, (72, 96), (98, 162)),
         "dbp": pick(SEPSIS in has, (38, 58), (54, 92)),
         "rr": pick(bool(has & {COPD, PNA, HF, DKA}), (22, 32), (14, 21)),
         "spo2": pick(bool(has & {COPD, PNA, HF}), (82, 92), (93, 99)),
         "wbc": pick(infected or (DKA in has and rng.random() < 0.5), (12.5, 24.0), (4.5, 11.8), 1),
         "cr0": cr0,
         "cr": cr,
-        "bnp": pick(HF in has, (620, 3900), (15, 480)),
-        "glu": pick(DKA in has, (340, 720), (85, 260)),
-        "ag": pick(DKA in has, (19, 32), (8, 15)),
+        "bnp": pick((HF in has and rng.random() < 0.85) or (bool(has & {AKI, COPD}) and rng.random() < 0.2),
+                    (620, 3900), (15, 480)),
+        "glu": pick(DKA in has or (DKA in patient.chronic and rng.random() < 0.3), (340, 720), (85, 260)),
+        "ag": pick(DKA in has or (SEPSIS in has and rng.random() < 0.3), (19, 32), (8, 15)),
         "hco3": pick(DKA in has, (5, 15), (19, 29)),
-        "lac": pick(SEPSIS in has, (2.3, 6.5), (0.7, 2.0), 1),
+        "lac": pick((SEPSIS in has and rng.random() < 0.85) or rng.random() < 0.1, (2.3, 6.5), (0.7, 2.0), 1),
         "ph": pick(bool(has & {DKA, COPD}), (7.05, 7.32), (7.35, 7.45), 2),
         "pco2": pick(COPD in has, (52, 78), (33, 46)),
         "ef": int(rng.choice([20, 25, 30, 35, 40, 55])),
@@ -346,27 +360,18 @@ def _physiology(rng: np.random.Generator, truth: Sequence[str], patient: _Patien
     }
 
 
-def _note(
-    rng: np.random.Generator,
-    patient: _Patient,
-    truth: list[str],
-    min_sentences: int,
-    max_sentences: int,
-    mention_rate: float,
-    negation_rate: float,
-    typo_rate: float,
-) -> str:
+def _note(rng: np.random.Generator, patient: _Patient, truth: list[str], style: _Style) -> str:
     v = _physiology(rng, truth, patient)
     absent = [c for c in CLASSES if c not in truth]
     primary = truth[int(rng.integers(len(truth)))]
     cc = (_mention(rng, primary) if rng.random() < 0.25 else str(rng.choice(_COMPLAINTS[primary])))
 
-    body = _course(rng, v, truth, absent, int(rng.integers(min_sentences, max_sentences + 1)), negation_rate)
+    body = _course(rng, v, truth, absent, style)
     meds = list(rng.choice(_MEDS, size=int(rng.integers(2, 5)), replace=False))
     for c in set(patient.chronic) | set(truth):
         if c in _CLASS_MEDS and rng.random() < 0.6:
             meds.append(str(rng.choice(_CLASS_MEDS[c])))
-    plan = _plan(rng, truth, absent, mention_rate, negation_rate)
+    plan = _plan(rng, truth, absent, style)
     sections = [
         f"Chief complaint: {cc}.",
         f"HPI: {patient.age}-year-old {patient.sex} with {', '.join(patient.history)} presenting with "
@@ -377,25 +382,24 @@ def _note(
         "Assessment and plan: " + " ".join(plan),
     ]
     text = "\n".join(sections).format(**v)
-    return _misspell(rng, text, typo_rate)
+    return _misspell(rng, text, style.typo_rate)
 
 
-def _course(
-    rng: np.random.Generator, v: dict, truth: list[str], absent: list[str], count: int, negation_rate: float
-) -> list[str]:
+def _course(rng: np.random.Generator, v: dict, truth: list[str], absent: list[str], style: _Style) -> list[str]:
     """Hospital-course sentences: findings for each true class, shared findings, confusers and filler."""
+    count = int(rng.integers(style.min_sentences, style.max_sentences + 1))
     out: list[str] = []
     for c in truth:
         # Some diagnoses leave little trace in the narrative (hard cases).
-        k = int(rng.choice([0, 1, 1, 2, 2, 3], p=[0.08, 0.22, 0.2, 0.25, 0.15, 0.1]))
+        k = int(rng.choice([0, 1, 2, 3], p=[0.12, 0.45, 0.30, 0.13]))
         out += list(rng.choice(_FINDINGS[c], size=k, replace=False))
     for sentence, shows in _SHARED:
         if shows(v) and rng.random() < 0.35:
             out.append(sentence)
     for c in absent:
-        if rng.random() < negation_rate / 3:
+        if rng.random() < style.negation_rate / 3:
             out.append(str(rng.choice(_NEGATIONS[c])))
-        elif rng.random() < 0.04:  # a stray finding of an absent class: overlap and noise
+        elif rng.random() < style.stray_rate:  # a stray finding of an absent class: overlap and noise
             out.append(str(rng.choice(_FINDINGS[c])))
     if len(out) < count:
         need = min(count - len(out), len(_FILLER))
@@ -404,16 +408,18 @@ def _course(
     return out
 
 
-def _plan(rng: np.random.Generator, truth: list[str], absent: list[str], mention_rate: float,
-          negation_rate: float) -> list[str]:
+def _plan(rng: np.random.Generator, truth: list[str], absent: list[str], style: _Style) -> list[str]:
     plan = []
     for c in truth:
-        if rng.random() < mention_rate:
+        if rng.random() < style.mention_rate:
             plan.append(f"# {_mention(rng, c)}: {rng.choice(_TREATMENT_ONLY[c])}.")
-        else:
+        elif rng.random() < 0.7:  # otherwise the plan leaves this diagnosis implicit
             step = str(rng.choice(_TREATMENT_ONLY[c]))
             plan.append(f"# {step[0].upper()}{step[1:]}.")
-    if absent and rng.random() < negation_rate:
+    for c in absent:  # plans overlap: antibiotics, fluids and diuretics are given for several diagnoses
+        if rng.random() < style.stray_rate / 2:
+            plan.append(f"# {rng.choice(_TREATMENT_ONLY[c])}.")
+    if absent and rng.random() < style.negation_rate:
         plan.append(str(rng.choice(_NEGATIONS[str(rng.choice(absent))])))
     return plan
 
