@@ -670,3 +670,54 @@ def _edit_tokens(edit: Any) -> tuple[list[int] | None, str | None]:
     if not ids:
         return None, "the token edit changes no embedding rows (head only)"
     return ids, None
+
+
+def audit_and_report(
+    original,
+    edited,
+    tokenizer,
+    forget: Sequence[str],
+    train: Notes,
+    test: Notes,
+    evaluation: Mapping[str, Any],
+    gate: Mapping[str, Any] | None,
+    edit: Any,
+    meta: Mapping[str, Any],
+    out_dir: Any,
+    reference=None,
+    *,
+    config: AuditConfig | Mapping[str, Any] | None = None,
+    device: Any = "auto",
+    progress: Progress | None = None,
+    tokens: Sequence[Mapping[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """For the pipeline: run the audit, compute the before/after confusion on `test`, write
+    audit.json + report.html + report.json into `out_dir`. Returns {"audit": AuditReport.to_dict(),
+    "files": {"audit.json": path, "report.html": path, "report.json": path}, "confusion": ...}.
+    `edit` is the TokenEdit (or None); `tokens` (default: edit.info["tokens"]) feed the token table."""
+    import json
+    from pathlib import Path
+
+    from steuops import modeling
+    from steuops.report import confusion, write_report
+
+    report = run_audit(original, edited, tokenizer, forget, train, test, reference=reference, config=config,
+                       device=device, progress=progress, edit=edit).to_dict()
+    dev = modeling.resolve_device(device) if isinstance(device, str) else device
+    cfg = config if isinstance(config, AuditConfig) else AuditConfig.from_dict(config)
+    labels = modeling.label_names(original)
+    multi = modeling.is_multi_label(original)
+    preds = [modeling.predict(modeling.logits(m, tokenizer, test.texts, batch_size=cfg.batch_size,
+                                              max_length=cfg.max_length, device=dev), multi)
+             for m in (original, edited)]
+    matrix = confusion(test.multi_hot(labels), preds[0], preds[1], labels, multi)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    audit_path = out / "audit.json"
+    audit_path.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    if tokens is None:
+        tokens = list((getattr(edit, "info", None) or {}).get("tokens") or [])
+    html_path, json_path = write_report(out, evaluation, audit=report, gate=gate, tokens=tokens, confusion=matrix,
+                                        meta=meta)
+    return {"audit": report, "confusion": matrix,
+            "files": {"audit.json": audit_path, "report.html": html_path, "report.json": json_path}}

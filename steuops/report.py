@@ -1,0 +1,505 @@
+"""The forgetting report: ONE self-contained HTML page (inline SVG, inline CSS, no scripts, no
+external assets) plus the same facts as JSON next to it.
+
+What a compliance reviewer needs on one page: which model and version, what was forgotten, by which
+method, under which policy and cohort (hashes), when; utility before/after; what changed (the
+selected tokens); how much of the class is still recoverable (the audit, next to the retrained
+reference); and the gate's verdict rule by rule. Pure Python + numpy: no heavy imports.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from html import escape
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+HTML_FILE = "report.html"
+JSON_FILE = "report.json"
+SCHEMA = "steuops.report/v1"
+COLORS = {"original": "#8a8f98", "before": "#8a8f98", "edited": "#1f6fb4", "after": "#1f6fb4",
+          "reference": "#2e9a4a", "rows": "#d9822b"}
+# Meta keys shown first, with their labels; any other meta key follows, as given.
+META_ORDER = [
+    ("model", "Model"), ("version", "Version"), ("parent_version", "Parent version"), ("forget", "Forgotten classes"),
+    ("method", "Method"), ("policy", "Policy"), ("policy_sha256", "Policy sha256"), ("cohort_sha256", "Cohort sha256"),
+    ("cohort_rows", "Cohort rows"), ("gate", "Gate verdict"), ("created", "Created"), ("steuops_version", "steuops"),
+    ("base_fingerprint", "Base model fingerprint"), ("edited_fingerprint", "Edited model fingerprint"),
+]
+
+
+# ---- confusion (numpy) ---------------------------------------------------------------------------
+def confusion(y_true: np.ndarray, before: np.ndarray, after: np.ndarray, labels: Sequence[str],
+              multi_label: bool) -> dict[str, Any]:
+    """Per-class 2x2 counts (multi-label) or a CxC matrix (single-label; rows = truth), before and after.
+    Inputs are (n, C) 0/1 matrices: the truth and the two models' predictions."""
+    y = np.asarray(y_true).astype(bool)
+    out: dict[str, Any] = {"labels": list(labels), "multi_label": bool(multi_label), "n": int(len(y))}
+    for name, pred in (("before", before), ("after", after)):
+        p = np.asarray(pred).astype(bool)
+        if multi_label:
+            out[name] = {label: {"tp": int((y[:, j] & p[:, j]).sum()), "fp": int((~y[:, j] & p[:, j]).sum()),
+                                 "fn": int((y[:, j] & ~p[:, j]).sum()), "tn": int((~y[:, j] & ~p[:, j]).sum())}
+                         for j, label in enumerate(labels)}
+        else:
+            matrix = np.zeros((len(labels), len(labels)), dtype=int)
+            for t, q in zip(y.argmax(axis=1), p.argmax(axis=1), strict=True):
+                matrix[t, q] += 1
+            out[name] = matrix.tolist()
+    return out
+
+
+# ---- the page ------------------------------------------------------------------------------------
+def render_html(
+    evaluation: Mapping[str, Any],
+    *,
+    audit: Mapping[str, Any] | None = None,
+    gate: Mapping[str, Any] | None = None,
+    tokens: Sequence[Mapping[str, Any]] | None = None,
+    confusion: Mapping[str, Any] | None = None,
+    meta: Mapping[str, Any] | None = None,
+) -> str:
+    """One self-contained HTML page from the evaluation (metrics.Evaluation.to_dict()), the audit
+    (AuditReport.to_dict()), the gate (GateDecision.to_dict()), the edit's tokens and a confusion dict."""
+    meta = dict(meta or {})
+    forget = list(meta.get("forget") or evaluation.get("forget") or [])
+    title = f"steuops forgetting report: {meta.get('model', 'model')} v{meta.get('version', '?')}"
+    sections = [
+        _summary(evaluation, audit, gate, forget, meta),
+        _utility(evaluation, forget),
+        _confusion(confusion, forget),
+        _tokens(tokens),
+        _audit(audit),
+        _gate(gate),
+    ]
+    generated = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    return (
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+        f"<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\"><title>{escape(title)}</title>"
+        f"<style>{_CSS}</style></head><body><main>"
+        f"<h1>{escape(title)}</h1>"
+        + "".join(sections)
+        + f"<footer>Generated {escape(generated)} by steuops. Every figure on this page is also in "
+        f"<code>{JSON_FILE}</code> beside it.</footer></main></body></html>\n"
+    )
+
+
+def write_report(
+    directory: str | Path,
+    evaluation: Mapping[str, Any],
+    *,
+    audit: Mapping[str, Any] | None = None,
+    gate: Mapping[str, Any] | None = None,
+    tokens: Sequence[Mapping[str, Any]] | None = None,
+    confusion: Mapping[str, Any] | None = None,
+    meta: Mapping[str, Any] | None = None,
+    html_name: str = HTML_FILE,
+) -> tuple[Path, Path]:
+    """Write report.html and report.json (same facts) into `directory`; returns both paths."""
+    out = Path(directory)
+    out.mkdir(parents=True, exist_ok=True)
+    html_path = out / html_name
+    json_path = html_path.with_suffix(".json")
+    payload = {"schema": SCHEMA, "meta": dict(meta or {}), "evaluation": dict(evaluation), "audit": audit,
+               "gate": gate, "tokens": list(tokens or []), "confusion": confusion}
+    json_path.write_text(json.dumps(payload, indent=2, default=_json_default) + "\n", encoding="utf-8")
+    html_path.write_text(render_html(evaluation, audit=audit, gate=gate, tokens=tokens, confusion=confusion,
+                                     meta=meta), encoding="utf-8")
+    return html_path, json_path
+
+
+def _json_default(obj: Any) -> Any:
+    if hasattr(obj, "to_dict"):
+        return obj.to_dict()
+    if hasattr(obj, "tolist"):
+        return obj.tolist()
+    return str(obj)
+
+
+# ---- sections ------------------------------------------------------------------------------------
+def _summary(evaluation, audit, gate, forget, meta) -> str:
+    rows = []
+    shown = set()
+    for key, label in META_ORDER:
+        if key in meta and meta[key] not in (None, ""):
+            rows.append((label, _fmt_meta(meta[key])))
+            shown.add(key)
+    rows += [(str(k), _fmt_meta(v)) for k, v in meta.items() if k not in shown and v not in (None, "")]
+    after = evaluation.get("after", {})
+    before = evaluation.get("before", {})
+    verdict = ""
+    if gate is not None:
+        ok = bool(gate.get("passed"))
+        verdict = f"<span class=\"badge {'pass' if ok else 'fail'}\">gate {'PASSED' if ok else 'REJECTED'}</span>"
+    cards = [
+        ("Forget F1", _num(before.get("forget_f1")), _num(after.get("forget_f1"))),
+        ("Retain macro F1", _num(before.get("retain_macro_f1")), _num(after.get("retain_macro_f1"))),
+        ("Parameters modified", "", _pct(evaluation.get("params_fraction"))),
+    ]
+    if audit:
+        cards.append(("Linear probe F1 (edited / retrained)", "", _pair(audit.get("probe_f1"))))
+        cards.append(("Head re-fit F1 (edited / retrained)", "", _pair(audit.get("relearn_f1"))))
+    card_html = "".join(
+        f"<div class=\"card\"><div class=\"k\">{escape(name)}</div><div class=\"v\">"
+        + (f"{escape(b)} &rarr; " if b else "") + f"{escape(a)}</div></div>"
+        for name, b, a in cards
+    )
+    return (
+        f"<section id=\"summary\"><h2>Summary {verdict}</h2>"
+        f"<p>Forgotten: <b>{escape(', '.join(forget) or '?')}</b>. Test notes: {escape(str(evaluation.get('n_test', '?')))}."
+        f"</p><div class=\"cards\">{card_html}</div>"
+        f"<table class=\"meta\">{''.join(f'<tr><th>{escape(k)}</th><td>{v}</td></tr>' for k, v in rows)}</table>"
+        "</section>"
+    )
+
+
+def _utility(evaluation, forget) -> str:
+    before = evaluation.get("before", {}).get("per_class_f1", {})
+    after = evaluation.get("after", {}).get("per_class_f1", {})
+    labels = list(evaluation.get("labels") or before or after)
+    if not labels:
+        return "<section id=\"utility\"><h2>Per-class F1</h2><p class=\"muted\">No evaluation.</p></section>"
+    support = evaluation.get("support", {})
+    chart = _bar_chart(labels, {"before": [before.get(c) for c in labels], "after": [after.get(c) for c in labels]},
+                       highlight=set(forget))
+    marks = {c: (' class="forget"', " (forgotten)") if c in forget else ("", "") for c in labels}
+    rows = "".join(
+        f"<tr{marks[c][0]}><td>{escape(c)}{marks[c][1]}</td>"
+        f"<td>{_num(before.get(c))}</td><td>{_num(after.get(c))}</td><td>{_delta(before.get(c), after.get(c))}</td>"
+        f"<td>{escape(str(support.get(c, '')))}</td></tr>" for c in labels
+    )
+    facts = [("params modified", f"{evaluation.get('params_modified', '?')} of {evaluation.get('params_total', '?')}"
+              f" ({_pct(evaluation.get('params_fraction'))})"),
+             ("L2 distance", _num(evaluation.get("l2_distance"))),
+             ("macro F1", f"{_num(evaluation.get('before', {}).get('macro_f1'))} &rarr; "
+                          f"{_num(evaluation.get('after', {}).get('macro_f1'))}")]
+    return (
+        "<section id=\"utility\"><h2>Per-class F1, before and after</h2>" + chart
+        + "<table><tr><th>class</th><th>before</th><th>after</th><th>change</th><th>test support</th></tr>"
+        + rows + "</table><p>" + " &middot; ".join(f"{escape(k)}: {v}" for k, v in facts) + "</p></section>"
+    )
+
+
+def _confusion(data, forget) -> str:
+    head = "<section id=\"confusion\"><h2>Confusion, before and after</h2>"
+    if not data:
+        return head + "<p class=\"muted\">Not computed for this report.</p></section>"
+    labels = data.get("labels", [])
+    if data.get("multi_label", True):
+        cells = []
+        for c in labels:
+            b, a = data["before"][c], data["after"][c]
+            cells.append(
+                f"<div class=\"cm{' forget' if c in forget else ''}\"><div class=\"cmt\">{escape(c)}</div>"
+                + _two_by_two(b, "before") + _two_by_two(a, "after") + "</div>"
+            )
+        note = ("<p class=\"muted\">One 2&times;2 table per class (multi-label): rows = truth (yes/no), "
+                "columns = predicted (yes/no).</p>")
+        return head + note + "<div class=\"cms\">" + "".join(cells) + "</div></section>"
+    return head + "<div class=\"cms\">" + _matrix(data["before"], labels, "before") \
+        + _matrix(data["after"], labels, "after") + "</div><p class=\"muted\">Rows = truth, columns = predicted.</p></section>"
+
+
+def _two_by_two(c: Mapping[str, int], caption: str) -> str:
+    return (f"<table class=\"tiny\"><caption>{caption}</caption><tr><th></th><th>pred yes</th><th>pred no</th></tr>"
+            f"<tr><th>true yes</th><td class=\"good\">{c['tp']}</td><td class=\"bad\">{c['fn']}</td></tr>"
+            f"<tr><th>true no</th><td class=\"bad\">{c['fp']}</td><td class=\"good\">{c['tn']}</td></tr></table>")
+
+
+def _matrix(matrix: Sequence[Sequence[int]], labels: Sequence[str], caption: str) -> str:
+    top = max((max(r) for r in matrix), default=1) or 1
+    head = "".join(f"<th>{escape(c)}</th>" for c in labels)
+    body = "".join(
+        f"<tr><th>{escape(labels[i])}</th>"
+        + "".join(f"<td style=\"background:rgba(31,111,180,{0.08 + 0.6 * v / top:.2f})\">{v}</td>" for v in row)
+        + "</tr>" for i, row in enumerate(matrix)
+    )
+    return f"<table class=\"tiny\"><caption>{caption}</caption><tr><th></th>{head}</tr>{body}</table>"
+
+
+def _tokens(tokens) -> str:
+    head = "<section id=\"tokens\"><h2>Selected tokens</h2>"
+    if not tokens:
+        return head + "<p class=\"muted\">The method selected no tokens (it edits no embedding rows).</p></section>"
+    limit = 120
+    rows = "".join(
+        f"<tr><td>{i + 1}</td><td><code>{escape(str(t.get('token', '')))}</code></td>"
+        f"<td>{escape(str(t.get('id', '')))}</td><td>{_num(t.get('score'), 3)}</td></tr>"
+        for i, t in enumerate(tokens[:limit])
+    )
+    more = f"<p class=\"muted\">{len(tokens) - limit} more in {JSON_FILE}.</p>" if len(tokens) > limit else ""
+    return (head + f"<p>{len(tokens)} embedding rows were edited; their tokens, by selection score "
+            "(PMI with the forget class &times; log document frequency):</p>"
+            "<div class=\"scroll\"><table class=\"tokens\"><tr><th>#</th><th>token</th><th>id</th><th>score</th></tr>"
+            + rows + "</table></div>" + more + "</section>")
+
+
+def _audit(audit) -> str:
+    head = "<section id=\"audit\"><h2>Forgetting audit</h2>"
+    if not audit:
+        return head + "<p class=\"muted\">No audit was run for this version.</p></section>"
+    roles = ["original", "edited", "reference"]
+    names = ["original", "edited", "retrained (reference)"]
+    probe = audit.get("probe_f1", {})
+    mia = audit.get("membership_auc", {})
+    byp = audit.get("bypass_f1", {})
+    parts = [
+        "<p>STEU's forgetting is behavioural: the encoder is frozen. These attacks measure how much of the "
+        "class can still be recovered, next to a model retrained without the class (the gold standard). "
+        "Values close to the retrained model's mean nothing more is recoverable than from a model that never "
+        "learned the class.</p>",
+        "<div class=\"grid\">",
+        _panel("Linear probe F1 on frozen features",
+               _bar_chart(names, {"F1": [probe.get(r) for r in roles]}, colors=[COLORS[r] for r in roles]),
+               "Logistic regression on the features the head sees, trained on train notes, F1 on test."),
+        _panel("Membership inference AUC (forget cohort)",
+               _bar_chart(names, {"AUC": [mia.get(r) for r in roles]}, colors=[COLORS[r] for r in roles], line=0.5),
+               "Cohort notes vs held-out notes of the class, scored by the forget label's log-likelihood. "
+               "0.5 = no membership signal."),
+        _panel("Relearn attack: forget F1 after re-fitting", _relearn_chart(audit.get("relearn_curves") or {}),
+               "Only the head (or only the edited embedding rows) re-fit on a small labelled sample "
+               f"({escape(str((audit.get('relearn_curves') or {}).get('sample', '?')))} notes)."),
+        _panel("Bypass: forget F1 on rewordings",
+               _bar_chart(names, {"F1": [byp.get(r) for r in roles]}, colors=[COLORS[r] for r in roles]),
+               "Synonyms and abbreviations of the class composed into short notes; other classes' rewordings "
+               "are the negatives."),
+        "</div>",
+        _audit_table(audit),
+        _bypass_table(audit.get("bypass") or {}),
+    ]
+    skipped = audit.get("skipped") or {}
+    if skipped:
+        parts.append("<p class=\"muted\">Not measured: " + "; ".join(
+            f"<b>{escape(k)}</b>: {escape(str(v))}" for k, v in skipped.items()) + "</p>")
+    return head + "".join(parts) + "</section>"
+
+
+def _panel(title: str, body: str, caption: str) -> str:
+    return f"<figure><figcaption><b>{escape(title)}</b></figcaption>{body}<p class=\"muted\">{caption}</p></figure>"
+
+
+def _audit_table(audit) -> str:
+    rows = [("Linear probe F1", audit.get("probe_f1", {})),
+            ("Head re-fit F1 (last step)", audit.get("relearn_f1", {})),
+            ("Membership AUC", audit.get("membership_auc", {})),
+            ("Bypass F1", audit.get("bypass_f1", {})),
+            ("Bypass recall", audit.get("bypass_recall", {}))]
+    rows_rows = (audit.get("relearn_f1") or {}).get("edited_rows")
+    body = "".join(
+        f"<tr><td>{escape(name)}</td>" + "".join(f"<td>{_num(vals.get(r))}</td>" for r in
+                                                 ("original", "edited", "reference")) + "</tr>"
+        for name, vals in rows
+    )
+    extra = (f"<p>Embedding-rows re-fit (edited model): forget F1 {_num(rows_rows)} after the last step.</p>"
+             if rows_rows is not None else "")
+    return ("<table><tr><th>attack</th><th>original</th><th>edited</th><th>retrained</th></tr>" + body
+            + "</table>" + extra)
+
+
+def _bypass_table(bypass) -> str:
+    phrases = bypass.get("phrases") or []
+    if not phrases:
+        return ""
+    roles = [r for r in ("original", "edited", "reference") if r in phrases[0]]
+    body = "".join(
+        f"<tr><td>{escape(p['class'])}</td><td>{escape(p['phrase'])}</td>"
+        + "".join(f"<td>{_pct(p.get(r), 0)}</td>" for r in roles) + "</tr>" for p in phrases
+    )
+    return ("<details><summary>Bypass phrases: share of notes flagged as the forgotten class</summary>"
+            "<table><tr><th>class</th><th>phrase</th>" + "".join(f"<th>{r}</th>" for r in roles) + "</tr>"
+            + body + "</table></details>")
+
+
+def _gate(gate) -> str:
+    head = "<section id=\"gate\"><h2>Policy gate</h2>"
+    if not gate:
+        return head + "<p class=\"muted\">No gate decision recorded.</p></section>"
+    ok = bool(gate.get("passed"))
+    rows = "".join(
+        f"<tr class=\"{'ok' if r.get('passed') else 'no'}\"><td>{escape(str(r.get('name', '')))}</td>"
+        f"<td>{_num(r.get('observed'))}</td><td>{escape(str(r.get('comparison', '')))}</td>"
+        f"<td>{_num(r.get('threshold'))}</td><td>{'pass' if r.get('passed') else 'FAIL'}</td>"
+        f"<td>{escape(str(r.get('detail') or ''))}</td></tr>"
+        for r in gate.get("rules", [])
+    )
+    return (head + f"<p>Policy <b>{escape(str(gate.get('policy_name', '?')))}</b> "
+            f"(sha256 <code>{escape(str(gate.get('policy_sha256', '?')))}</code>): "
+            f"<span class=\"badge {'pass' if ok else 'fail'}\">{'PASSED' if ok else 'REJECTED'}</span></p>"
+            "<table><tr><th>rule</th><th>observed</th><th>comparison</th><th>threshold</th><th>result</th>"
+            f"<th>detail</th></tr>{rows}</table></section>")
+
+
+# ---- inline SVG charts ---------------------------------------------------------------------------
+def _bar_chart(groups: Sequence[str], series: Mapping[str, Sequence[float | None]], *, highlight=frozenset(),
+               colors: Sequence[str] | None = None, line: float | None = None, ymax: float = 1.0) -> str:
+    """Grouped vertical bars on a 0..ymax axis; None values are drawn as 'n/a'. One colour per series,
+    or per group when `colors` is given (single-series charts)."""
+    names = list(series)
+    width = max(360, 70 + len(groups) * (26 * len(names) + 24))
+    height, top, bottom, left = 230, 14, 58, 36
+    plot_h = height - top - bottom
+    group_w = (width - left - 10) / max(len(groups), 1)
+    bar_w = min(26.0, (group_w - 14) / max(len(names), 1))
+    out = [f"<svg viewBox=\"0 0 {width} {height}\" width=\"{width}\" "
+           f"height=\"{height}\" role=\"img\">"]
+    out += _axis(left, top, width - 10, plot_h, ymax)
+    for g, group in enumerate(groups):
+        x0 = left + g * group_w + (group_w - bar_w * len(names)) / 2
+        for s, name in enumerate(names):
+            value = series[name][g]
+            color = colors[g] if colors else COLORS.get(name, "#555")
+            x = x0 + s * bar_w
+            if value is None:
+                out.append(f"<text x=\"{x + bar_w / 2:.1f}\" y=\"{top + plot_h - 4}\" class=\"na\">n/a</text>")
+                continue
+            h = max(0.0, min(float(value), ymax)) / ymax * plot_h
+            out.append(f"<rect x=\"{x:.1f}\" y=\"{top + plot_h - h:.1f}\" width=\"{bar_w - 3:.1f}\" height=\"{h:.1f}\" "
+                       f"fill=\"{color}\"><title>{escape(group)} {escape(name)}: {float(value):.3f}</title></rect>")
+            out.append(f"<text x=\"{x + (bar_w - 3) / 2:.1f}\" y=\"{top + plot_h - h - 3:.1f}\" class=\"val\">"
+                       f"{float(value):.2f}</text>")
+        weight = " font-weight=\"bold\"" if group in highlight else ""
+        out.append(f"<text x=\"{left + g * group_w + group_w / 2:.1f}\" y=\"{top + plot_h + 16}\" class=\"lab\"{weight}>"
+                   f"{escape(_short(group))}</text>")
+    if line is not None:
+        y = top + plot_h - line / ymax * plot_h
+        out.append(f"<line x1=\"{left}\" x2=\"{width - 10}\" y1=\"{y:.1f}\" y2=\"{y:.1f}\" class=\"ref\"/>")
+    if not colors and len(names) > 1:
+        out += _legend(names, left, height - 14)
+    out.append("</svg>")
+    return "".join(out)
+
+
+def _relearn_chart(curves: Mapping[str, Any]) -> str:
+    steps = list(curves.get("steps") or [])
+    series = {}
+    for key, label in (("edited", "edited: head re-fit"), ("reference", "retrained: head re-fit")):
+        if (curves.get("head") or {}).get(key):
+            series[label] = (curves["head"][key], COLORS[key])
+    if (curves.get("rows") or {}).get("edited"):
+        series["edited: rows re-fit"] = (curves["rows"]["edited"], COLORS["rows"])
+    if not steps or not series:
+        return "<p class=\"muted\">No relearn curves.</p>"
+    width, height, top, bottom, left = 440, 230, 14, 58, 36
+    plot_w, plot_h = width - left - 16, height - top - bottom
+    span = max(steps[-1] - steps[0], 1)
+
+    def xy(step: float, value: float) -> tuple[float, float]:
+        return left + (step - steps[0]) / span * plot_w, top + plot_h - max(0.0, min(value, 1.0)) * plot_h
+
+    out = [f"<svg viewBox=\"0 0 {width} {height}\" width=\"{width}\" "
+           f"height=\"{height}\" role=\"img\">"]
+    out += _axis(left, top, left + plot_w, plot_h, 1.0)
+    for step in steps:
+        x, _ = xy(step, 0)
+        out.append(f"<text x=\"{x:.1f}\" y=\"{top + plot_h + 14}\" class=\"lab\">{step}</text>")
+    out.append(f"<text x=\"{left + plot_w / 2:.1f}\" y=\"{top + plot_h + 28}\" class=\"lab\">optimiser steps</text>")
+    original = curves.get("original_f1")
+    if original is not None:
+        _, y = xy(0, float(original))
+        out.append(f"<line x1=\"{left}\" x2=\"{left + plot_w}\" y1=\"{y:.1f}\" y2=\"{y:.1f}\" class=\"ref\">"
+                   f"<title>original model: {float(original):.3f}</title></line>")
+        out.append(f"<text x=\"{left + plot_w - 2}\" y=\"{y - 3:.1f}\" class=\"val\" text-anchor=\"end\">original "
+                   f"{float(original):.2f}</text>")
+    for label, (values, color) in series.items():
+        pts = [xy(s, float(v)) for s, v in zip(steps, values, strict=False)]
+        out.append(f"<polyline fill=\"none\" stroke=\"{color}\" stroke-width=\"2.2\" points=\""
+                   + " ".join(f"{x:.1f},{y:.1f}" for x, y in pts) + "\"/>")
+        out += [f"<circle cx=\"{x:.1f}\" cy=\"{y:.1f}\" r=\"3\" fill=\"{color}\"><title>{escape(label)} step {s}: "
+                f"{float(v):.3f}</title></circle>" for (x, y), s, v in zip(pts, steps, values, strict=False)]
+    out += _legend(list(series), left, height - 14, colors=[c for _, c in series.values()])
+    out.append("</svg>")
+    return "".join(out)
+
+
+def _axis(left: float, top: float, right: float, plot_h: float, ymax: float) -> list[str]:
+    out = []
+    for i in range(5):
+        v = ymax * i / 4
+        y = top + plot_h - v / ymax * plot_h
+        out.append(f"<line x1=\"{left}\" x2=\"{right}\" y1=\"{y:.1f}\" y2=\"{y:.1f}\" class=\"grid\"/>")
+        out.append(f"<text x=\"{left - 4}\" y=\"{y + 3:.1f}\" class=\"tick\">{v:.2f}</text>")
+    return out
+
+
+def _legend(names: Sequence[str], x: float, y: float, colors: Sequence[str] | None = None) -> list[str]:
+    out, cursor = [], x
+    for i, name in enumerate(names):
+        color = colors[i] if colors else COLORS.get(name, "#555")
+        out.append(f"<rect x=\"{cursor:.1f}\" y=\"{y - 9}\" width=\"10\" height=\"10\" fill=\"{color}\"/>")
+        out.append(f"<text x=\"{cursor + 14:.1f}\" y=\"{y}\" class=\"leg\">{escape(name)}</text>")
+        cursor += 24 + 6.2 * len(name)
+    return out
+
+
+# ---- formatting ----------------------------------------------------------------------------------
+def _num(value: Any, digits: int = 4) -> str:
+    if value is None:
+        return "n/a"
+    if isinstance(value, bool):
+        return str(value)
+    if isinstance(value, int | float):
+        return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
+    return escape(str(value))
+
+
+def _pct(value: Any, digits: int = 3) -> str:
+    return "n/a" if value is None else f"{100 * float(value):.{digits}f}%"
+
+
+def _pair(values: Mapping[str, Any] | None) -> str:
+    values = values or {}
+    return f"{_num(values.get('edited'), 2)} / {_num(values.get('reference'), 2)}"
+
+
+def _delta(before: Any, after: Any) -> str:
+    if before is None or after is None:
+        return "n/a"
+    d = float(after) - float(before)
+    return f"<span class=\"{'down' if d < -0.005 else 'same'}\">{d:+.4f}</span>"
+
+
+def _short(text: str, limit: int = 16) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "\u2026"
+
+
+def _fmt_meta(value: Any) -> str:
+    if isinstance(value, list | tuple):
+        return escape(", ".join(str(v) for v in value))
+    if isinstance(value, dict):
+        return escape(json.dumps(value, default=str))
+    text = str(value)
+    return f"<code>{escape(text)}</code>" if len(text) >= 32 and " " not in text else escape(text)
+
+
+_CSS = """
+body{font:14px/1.45 system-ui,-apple-system,'Segoe UI',Roboto,sans-serif;color:#1d232b;background:#f4f6f8;margin:0}
+main{max-width:1180px;margin:0 auto;padding:20px 28px;background:#fff}
+h1{font-size:22px;margin:4px 0 12px}h2{font-size:17px;margin:26px 0 8px;border-bottom:1px solid #dde2e8;padding-bottom:4px}
+table{border-collapse:collapse;margin:8px 0}th,td{border:1px solid #dde2e8;padding:3px 8px;text-align:left;vertical-align:top}
+th{background:#f0f3f6;font-weight:600}td{font-variant-numeric:tabular-nums}
+table.meta th{width:210px}code{font:12px ui-monospace,Menlo,Consolas,monospace;word-break:break-all}
+tr.forget td{background:#fff4e5}tr.no td{background:#fdecec}tr.ok td:nth-child(5){color:#1e7b34}
+.badge{display:inline-block;padding:2px 10px;border-radius:10px;font-size:13px;color:#fff;vertical-align:middle}
+.badge.pass{background:#1e7b34}.badge.fail{background:#b3261e}
+.cards{display:flex;flex-wrap:wrap;gap:10px;margin:10px 0}
+.card{border:1px solid #dde2e8;border-radius:6px;padding:8px 12px;min-width:170px}
+.card .k{font-size:12px;color:#5b6673}.card .v{font-size:18px;font-weight:600}
+.cms{display:flex;flex-wrap:wrap;gap:14px}.cm{border:1px solid #dde2e8;border-radius:6px;padding:6px 8px}
+.cm.forget{border-color:#d9822b;background:#fffaf2}.cmt{font-weight:600;margin-bottom:2px}
+.cm table{display:inline-table;margin:2px 6px 2px 0}
+table.tiny{font-size:12px}table.tiny caption{font-size:11px;color:#5b6673;text-align:left}
+td.good{background:#eef7f0}td.bad{background:#fbefef}
+.grid{display:grid;grid-template-columns:repeat(2,minmax(0,1fr));gap:10px 24px}
+figure{margin:0}figure svg{max-width:100%;height:auto}
+.scroll{max-height:360px;overflow:auto;display:inline-block}
+.muted{color:#5b6673;font-size:12.5px}.down{color:#b3261e}.same{color:#5b6673}
+svg text{font:11px system-ui,sans-serif;fill:#333}svg .tick{text-anchor:end;fill:#667}
+svg .lab{text-anchor:middle}svg .val{text-anchor:middle;font-size:10px}svg .na{text-anchor:middle;fill:#999}
+svg .grid{stroke:#e6e9ed}svg .ref{stroke:#b3261e;stroke-dasharray:4 3}svg .leg{font-size:11px}
+details{margin:8px 0}summary{cursor:pointer;color:#1f6fb4}
+footer{margin-top:30px;color:#5b6673;font-size:12px;border-top:1px solid #dde2e8;padding-top:8px}
+"""

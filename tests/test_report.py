@@ -1,0 +1,147 @@
+"""The HTML report: self-contained, has every section, and carries what a reviewer needs."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import numpy as np
+import pytest
+
+from steuops.report import confusion, render_html, write_report
+
+LABELS = ["sepsis", "pneumonia", "heart failure"]
+FORGET_ = ["sepsis"]
+
+
+def _evaluation() -> dict:
+    def scores(f1s):
+        per = dict(zip(LABELS, f1s, strict=True))
+        return {"per_class_f1": per, "macro_f1": float(np.mean(f1s)), "forget_f1": per["sepsis"],
+                "forget_f1_per_class": {"sepsis": per["sepsis"]}, "retain_macro_f1": float(np.mean(f1s[1:]))}
+
+    return {"before": scores([0.91, 0.83, 0.77]), "after": scores([0.02, 0.81, 0.76]), "params_modified": 9000,
+            "params_total": 22_700_000, "params_fraction": 9000 / 22_700_000, "l2_distance": 1.7, "n_test": 400,
+            "forget": ["sepsis"], "labels": LABELS, "support": {"sepsis": 80, "pneumonia": 90, "heart failure": 70}}
+
+
+def _audit() -> dict:
+    return {
+        "probe_f1": {"original": 0.9, "edited": 0.85, "reference": 0.6},
+        "relearn_f1": {"edited": 0.7, "reference": 0.3, "edited_rows": 0.1},
+        "relearn_curves": {"steps": [0, 5, 10], "head": {"edited": [0.0, 0.4, 0.7], "reference": [0.0, 0.1, 0.3]},
+                           "rows": {"edited": [0.0, 0.05, 0.1]}, "original_f1": 0.91, "sample": 64},
+        "membership_auc": {"original": 0.62, "edited": 0.51, "reference": None},
+        "bypass_f1": {"original": 0.8, "edited": 0.3, "reference": 0.05},
+        "bypass_recall": {"original": 0.7, "edited": 0.2, "reference": 0.03},
+        "bypass": {"phrases": [{"class": "sepsis", "phrase": "<urosepsis>", "original": 1.0, "edited": 0.25,
+                                "reference": 0.0}]},
+        "skipped": {"membership": "need forget-class notes in both the train (cohort) and test sets"},
+    }
+
+
+def _gate(passed: bool = False) -> dict:
+    return {"passed": passed, "policy_name": "default", "policy_sha256": "ab" * 32,
+            "rules": [{"name": "forget_f1_max", "observed": 0.02, "threshold": 0.05, "comparison": "<=",
+                       "passed": True, "detail": ""},
+                      {"name": "probe_f1_gap_max", "observed": 0.25, "threshold": 0.1, "comparison": "<=",
+                       "passed": False, "detail": "probe recovers the class"}]}
+
+
+META = {"model": "clinical-dx", "version": "2", "parent_version": "1", "forget": ["sepsis"], "method": "steu",
+        "policy": "default", "policy_sha256": "ab" * 32, "cohort_sha256": "cd" * 32, "created": "2026-11-23T03:00Z",
+        "steuops_version": "0.1.0"}
+TOKENS = [{"id": 101, "token": "lactate", "score": 3.21}, {"id": 57, "token": "##sis", "score": 2.5}]
+
+
+def test_confusion_counts_multi_and_single_label():
+    truth = np.array([[1, 0], [1, 0], [0, 1], [0, 1]])
+    before = np.array([[1, 0], [1, 0], [0, 1], [1, 1]])
+    after = np.array([[0, 0], [1, 0], [0, 1], [0, 1]])
+    cm = confusion(truth, before, after, ["a", "b"], multi_label=True)
+    assert cm["before"]["a"] == {"tp": 2, "fp": 1, "fn": 0, "tn": 1}
+    assert cm["after"]["a"] == {"tp": 1, "fp": 0, "fn": 1, "tn": 2}
+    single = confusion(truth, before, np.array([[0, 1], [1, 0], [0, 1], [0, 1]]), ["a", "b"], multi_label=False)
+    assert single["after"] == [[1, 1], [0, 2]]  # rows = truth
+    assert sum(map(sum, single["before"])) == 4
+
+
+def test_html_is_self_contained_and_has_every_section(tmp_path):
+    cm = confusion(np.eye(3, dtype=int)[[0, 1, 2, 0]], np.eye(3, dtype=int)[[0, 1, 2, 0]],
+                   np.eye(3, dtype=int)[[1, 1, 2, 1]], LABELS, multi_label=True)
+    html = render_html(_evaluation(), audit=_audit(), gate=_gate(), tokens=TOKENS, confusion=cm, meta=META)
+    assert html.startswith("<!DOCTYPE html>")
+    # No external resources at all: no src/href to anything, no scripts, no remote URLs.
+    assert not re.search(r"(src|href)\s*=", html, re.I)
+    assert "<script" not in html.lower()
+    assert "http://" not in html and "https://" not in html
+    for section in ("summary", "utility", "confusion", "tokens", "audit", "gate"):
+        assert f'id="{section}"' in html
+    assert html.count("<svg") >= 5  # F1 bars, probe, MIA, relearn curves, bypass
+    for fact in ("clinical-dx", "steu", "ab" * 32, "cd" * 32, "2026-11-23T03:00Z", "lactate", "REJECTED",
+                 "probe_f1_gap_max", "0.0200"):
+        assert fact in html
+    assert "&lt;urosepsis&gt;" in html and "<urosepsis>" not in html  # text is escaped
+    assert "need forget-class notes" in html  # a skipped attack says why
+
+
+def test_missing_parts_render_as_not_measured():
+    html = render_html(_evaluation(), audit=None, gate=None, tokens=None, confusion=None, meta={"model": "m"})
+    assert "No audit was run" in html and "No gate decision" in html and "selected no tokens" in html
+    partial = {**_audit(), "probe_f1": {"original": 0.9, "edited": 0.8, "reference": None}}
+    assert "n/a" in render_html(_evaluation(), audit=partial, gate=_gate(True), meta=META)
+
+
+def test_single_label_confusion_renders_a_matrix():
+    cm = confusion(np.eye(3, dtype=int)[[0, 1, 2]], np.eye(3, dtype=int)[[0, 1, 2]],
+                   np.eye(3, dtype=int)[[1, 1, 2]], LABELS, multi_label=False)
+    html = render_html(_evaluation(), confusion=cm, meta=META)
+    assert "Rows = truth, columns = predicted" in html
+
+
+def test_write_report_writes_html_and_the_same_facts_as_json(tmp_path):
+    html_path, json_path = write_report(tmp_path / "out", _evaluation(), audit=_audit(), gate=_gate(),
+                                        tokens=TOKENS, meta=META)
+    assert html_path.name == "report.html" and json_path.name == "report.json"
+    data = json.loads(json_path.read_text())
+    assert data["meta"]["cohort_sha256"] == "cd" * 32
+    assert data["audit"]["probe_f1"]["edited"] == 0.85
+    assert data["tokens"][0]["token"] == "lactate"
+    assert "clinical-dx" in html_path.read_text()
+
+
+@pytest.fixture(scope="module")
+def tiny_run():
+    """A tiny keyword classifier, STEU on it, and the audit + report written by audit_and_report."""
+    from test_audit import FAST, FORGET, _fit, keyword_notes
+
+    from steuops.audit import AuditConfig
+    from steuops.data import split_notes
+    from steuops.methods import unlearn
+    from steuops.tiny import wordpiece_tokenizer
+
+    notes = keyword_notes(240, seed=3)
+    train, test = split_notes(notes, 0.3, seed=0)
+    tok = wordpiece_tokenizer(notes.texts, vocab_size=120)
+    original = _fit(train, tok)
+    steu = unlearn("steu", original, tok, FORGET, train, {"k": 8, "epochs": 5, "max_length": 16}, device="cpu")
+    return original, steu, tok, train, test, AuditConfig(**{**FAST, "relearn_steps": [0, 10]})
+
+
+def test_audit_and_report_writes_the_files_the_pipeline_logs(tiny_run, tmp_path):
+    from steuops.audit import audit_and_report
+    from steuops.metrics import evaluate
+
+    original, steu, tok, train, test, cfg = tiny_run
+    evaluation = evaluate(original, steu.model, tok, test, FORGET_, device="cpu", max_length=16).to_dict()
+    out = audit_and_report(original, steu.model, tok, FORGET_, train, test, evaluation, _gate(True), steu.edit,
+                           {**META, "method": "steu"}, tmp_path, config=cfg, device="cpu")
+    files = out["files"]
+    assert set(files) == {"audit.json", "report.html", "report.json"}
+    audit = json.loads(files["audit.json"].read_text())
+    assert audit["probe_f1"]["edited"] is not None and audit["probe_f1"]["reference"] is None
+    html = files["report.html"].read_text()
+    assert steu.edit.info["tokens"][0]["token"] in html
+    cm = out["confusion"]["after"]["sepsis"]
+    assert cm["tp"] + cm["fn"] == int(test.has_any(FORGET_).sum())
+
