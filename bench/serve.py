@@ -273,7 +273,9 @@ def bench_length(model, tok, length: int, device: str, batches: list[int], calls
         "seconds": round(time.perf_counter() - t0, 1), "exporter": exported.exporter, "fused_ops": exported.fused_ops,
         "parity": {k: {x: v.get(x) for x in ("max_abs_diff", "passed", "skipped", "atol")}
                    for k, v in exported.parity.items()}}
-    served = FP16_FILE if device == "cuda" else OPTIMIZED_FILE
+    # fp16 on GPU unless its parity check failed (then write_export removed it)
+    served = FP16_FILE if device == "cuda" and (onnx_dir / FP16_FILE).is_file() else OPTIMIZED_FILE
+    result.setdefault("served_file", {})[str(length)] = served
     rows: list[dict] = []
     backends = {
         "torch": torch_runner(model, tok, length, device, bf16=device == "cuda"),

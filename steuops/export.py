@@ -92,7 +92,7 @@ class OptimizeResult:
 class ExportResult:
     name: str
     version: str
-    out_dir: Path
+    out_dir: Path | None  # None when export_version worked in a temporary folder (the files are on the version)
     files: dict[str, str]  # file name -> sha256
     onnx_sha256: str
     exporter: str
@@ -103,7 +103,7 @@ class ExportResult:
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
-        out["out_dir"] = str(self.out_dir)
+        out["out_dir"] = str(self.out_dir) if self.out_dir else None
         return out
 
 
@@ -445,11 +445,14 @@ def export_version(
     """
     loaded = registry.load(ref)
     tags = dict(loaded.tags or {})
-    work = Path(out_dir) if out_dir else Path(tempfile.mkdtemp(prefix="steuops-onnx-"))
-    result = write_export(loaded.model, loaded.tokenizer, work, name=ref.name, version=str(ref.version),
-                          forgotten=forgotten_classes(tags), lineage=lineage_of(registry, ref, tags),
-                          check_texts=check_texts, max_length=max_length)
-    registry.log_artifacts(ref, {p.name: p for p in sorted(work.iterdir()) if p.is_file()}, ARTIFACT_PATH)
+    with tempfile.TemporaryDirectory(prefix="steuops-onnx-") as tmp:  # removed after logging unless out_dir
+        work = Path(out_dir) if out_dir else Path(tmp)
+        result = write_export(loaded.model, loaded.tokenizer, work, name=ref.name, version=str(ref.version),
+                              forgotten=forgotten_classes(tags), lineage=lineage_of(registry, ref, tags),
+                              check_texts=check_texts, max_length=max_length)
+        registry.log_artifacts(ref, {p.name: p for p in sorted(work.iterdir()) if p.is_file()}, ARTIFACT_PATH)
+    if not out_dir:
+        result.out_dir = None
     result.tags = {"steuops.onnx_sha256": result.onnx_sha256, "steuops.onnx_exporter": result.exporter,
                    "steuops.onnx_parity_max_diff": f"{result.parity['fp32']['max_abs_diff']:.3g}"}
     registry.set_tags(ref, result.tags)

@@ -165,3 +165,29 @@ def test_export_version_logs_artifacts_tags_and_lineage(tmp_path, tiny_tokenizer
     assert [step["version"] for step in manifest["lineage"]] == [child.version, base.version]
     for name, sha in manifest["files"].items():  # the manifest describes the downloaded bytes
         assert sha256_file(got / name) == sha
+
+
+@pytest.mark.slow
+def test_cli_export_and_serve_preflight(tmp_path, tiny_tokenizer, capsys):
+    from steuops.cli import main
+    from steuops.registry import Registry
+    from steuops.tiny import classifier
+
+    home = tmp_path / "home"
+    reg = Registry(home=home)
+    base = reg.log_base_model("dx", classifier(LABELS, len(tiny_tokenizer), seed=8), tiny_tokenizer)
+    unexported = reg.register("dx", classifier(LABELS, len(tiny_tokenizer), seed=9), tiny_tokenizer, parent=base)
+    capsys.readouterr()
+
+    assert main(["export", "--model", "dx", "--home", str(home), "--max-length", "64", "--json"]) == 0
+    envelope = json.loads(capsys.readouterr().out)
+    assert envelope["ok"] and envelope["command"] == "export"
+    assert envelope["result"]["version"] == base.version and envelope["result"]["out_dir"] is None
+    assert reg.tags(base)["steuops.onnx_sha256"] == envelope["result"]["onnx_sha256"]
+
+    assert main(["export", "--model", "nope", "--home", str(home), "--json"]) == 2
+    assert json.loads(capsys.readouterr().out)["result"]["type"] == "RegistryError"
+    # serve checks before starting a server: a version without an ONNX export is a usage error
+    assert main(["serve", "--model", "dx", "--version", unexported.version, "--home", str(home)]) == 2
+    assert "has no ONNX export" in "".join(capsys.readouterr())
+    assert main(["serve", "--model", "dx", "--version", "1", "--alias", "production", "--home", str(home)]) == 2
