@@ -156,12 +156,12 @@ def history(
         return
     table = Table(title=f"{model}: {len(rows)} version(s)", title_justify="left")
     for column in ("version", "parent", "forgotten", "gate", "policy", "method", "created", "aliases"):
-        table.add_column(column)
+        table.add_column(column, overflow="fold")  # wrap, never elide: a cut alias name misleads
     for row in rows:
         gate = row["gate"] or "-"
         shown = f"[green]{gate}[/]" if gate == "passed" else f"[red]{gate}[/]" if gate == "rejected" else gate
         rolled = row["tags"].get("steuops.rollback_reason")
         table.add_row(row["version"], row["parent"] or "-", ", ".join(row["forgotten"]) or "-", shown,
-                      row["policy"] or "-", row["method"] or "-", row["created"],
+                      row["policy"] or "-", row["method"] or "-", row["created"][:16].replace("T", " "),
                       ", ".join(row["aliases"]) + (f" (rollback: {rolled})" if rolled else ""))
     console.print(table)
