@@ -145,3 +145,46 @@ def test_audit_and_report_writes_the_files_the_pipeline_logs(tiny_run, tmp_path)
     cm = out["confusion"]["after"]["sepsis"]
     assert cm["tp"] + cm["fn"] == int(test.has_any(FORGET_).sum())
 
+
+
+# ---- `steuops report` against a real embedded (sqlite) registry -----------------------------------
+from registry_helpers import FAST_STEU, MODEL, make_home, notes_frame, policies, trained_tiny  # noqa: E402, F401
+
+
+def test_report_cli_audits_a_version_once_and_renders_it(make_home, policies, tmp_path, capsys):  # noqa: F811
+    from steuops.cli import main
+    from steuops.pipeline import apply
+    from steuops.registry import Registry
+
+    home, registry = make_home()
+    apply(MODEL, ["sepsis"], home=home, policy=policies["loose"], method_config=FAST_STEU, device="cpu",
+          export=False)
+    out = tmp_path / "r" / "v2.html"
+    args = ["report", "--model", MODEL, "--version", "2", "--home", str(home), "--out", str(out), "--json"]
+    assert main(args) == 0
+    first = json.loads(capsys.readouterr().out)["result"]
+    assert first["version"] == "2" and first["html"] == str(out)
+    html = out.read_text()
+    assert not re.search(r"(src|href)\s*=", html, re.I)
+    for fact in ("clinical-dx", "sepsis", "steu", "Policy gate", "Selected tokens", "Forgetting audit"):
+        assert fact in html
+    data = json.loads(out.with_suffix(".json").read_text())
+    assert data["meta"]["parent_version"] == "1" and data["meta"]["cohort_sha256"]
+    assert data["tokens"], "the edit's selected tokens are in the report"
+    assert data["audit"]["probe_f1"]["edited"] is not None
+    assert data["confusion"]["after"]["sepsis"]["tp"] >= 0
+    # The audit is now logged on the version: a second report reads it instead of recomputing.
+    assert "audit.json" in Registry(home).artifact_names(Registry(home).resolve(MODEL, version="2"))
+    assert main(args) == 0
+    second = json.loads(capsys.readouterr().out)["result"]
+    assert second["audit_source"] == "logged artifact"
+    assert second["figures"]["probe_f1"] == first["figures"]["probe_f1"]
+
+
+def test_report_cli_on_a_version_steuops_did_not_make_exits_2(make_home, capsys):  # noqa: F811
+    from steuops.cli import main
+
+    home, _ = make_home()
+    assert main(["report", "--model", MODEL, "--version", "1", "--home", str(home)]) == 2
+    assert "not made by steuops" in capsys.readouterr().err
+    assert main(["report", "--model", "nope", "--version", "1", "--home", str(home)]) == 2

@@ -1,0 +1,193 @@
+"""`steuops report`: the forgetting report of a registered version, as one self-contained HTML page.
+
+Reads the version's artifacts (evaluation.json, gate.json, audit.json, edit/edit.json) through the
+registry. A version with no audit yet is audited now (its parent and itself are loaded, the cohort
+comes from the logged dataset and split.json) and the audit is logged on the version.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from steuops.cli import app
+
+AUDIT_FILE = "audit.json"
+EVALUATION_FILE = "evaluation.json"
+GATE_FILE = "gate.json"
+SPLIT_FILE = "split.json"
+EDIT_META = "edit/edit.json"
+REPORT_JSON = "report.json"
+
+
+@app.command("report")
+def report_command(
+    model: str = typer.Option(..., "--model", "-m", help="Registered model name."),
+    version: str = typer.Option(..., "--version", help="Version made by `steuops apply`."),
+    out: Path | None = typer.Option(None, "--out", "-o", help="HTML file to write (default report-MODEL-vN.html)."),
+    home: Path | None = typer.Option(None, "--home", help="steuops home (default $STEUOPS_HOME or ~/.steuops)."),
+    audit: bool = typer.Option(True, "--audit/--no-audit", help="Audit the version now if it has no audit yet."),
+    refresh_audit: bool = typer.Option(False, "--refresh-audit", help="Re-run the audit even if one is logged."),
+    bypass_phrases: Path | None = typer.Option(
+        None, "--bypass-phrases", help="Text file of extra rewordings of the class, one per line (for a new audit)."
+    ),
+    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda (for a new audit)."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON envelope instead of a summary."),
+) -> None:
+    """Render the version's forgetting report: F1 before/after, confusion, tokens, audit, gate."""
+    from steuops.cli.render import console, emit_json, progress_bar
+
+    with progress_bar(enabled=not as_json) as progress:
+        result = version_report(model, version, out=out, home=home, audit=audit, refresh_audit=refresh_audit,
+                                bypass_phrases=bypass_phrases, device=device, progress=progress)
+    if as_json:
+        emit_json("report", result)
+        return
+    console.print(f"report for {model} v{result['version']}: [bold]{result['html']}[/bold]", highlight=False)
+    console.print(f"facts as JSON: {result['json']}  (audit: {result['audit_source']})", highlight=False)
+    figures = result.get("figures") or {}
+    if figures:
+        console.print("  ".join(f"{k} {_fmt(v)}" for k, v in figures.items()), highlight=False)
+
+
+def version_report(
+    model: str,
+    version: str,
+    *,
+    out: Path | None = None,
+    home: Path | None = None,
+    audit: bool = True,
+    refresh_audit: bool = False,
+    bypass_phrases: Path | None = None,
+    device: str = "auto",
+    progress: Any = None,
+    registry: Any = None,
+) -> dict[str, Any]:
+    """Gather the version's artifacts (auditing it if asked and needed), write the HTML + JSON."""
+    from steuops.errors import UsageError
+    from steuops.registry import Registry
+    from steuops.report import write_report
+
+    registry = registry or Registry(home)
+    ref = registry.resolve(model, alias=None, version=version)
+    tags = registry.tags(ref)
+    if not tags.get("steuops.parent_version"):
+        raise UsageError(f"{ref} was not made by steuops (no steuops.parent_version tag), so it has no report",
+                         hint="report on a version that `steuops apply` registered; see `steuops history`")
+    names = set(registry.artifact_names(ref)) | set(registry.artifact_names(ref, "edit"))
+    evaluation = registry.read_json_artifact(ref, EVALUATION_FILE)
+    gate = registry.read_json_artifact(ref, GATE_FILE) if GATE_FILE in names else None
+    tokens = _tokens(registry, ref, names)
+    old = registry.read_json_artifact(ref, REPORT_JSON) if REPORT_JSON in names else {}
+    confusion = old.get("confusion")
+    audit_data, source = None, "none"
+    if AUDIT_FILE in names and not refresh_audit:
+        audit_data, source = registry.read_json_artifact(ref, AUDIT_FILE), "logged artifact"
+    elif audit or refresh_audit:
+        audit_data, confusion = _audit_now(registry, ref, tags, evaluation, bypass_phrases, device, progress)
+        source = "computed now and logged"
+    meta = _meta(registry, ref, tags, evaluation)
+    target = Path(out) if out else Path(f"report-{model}-v{ref.version}.html")
+    html_path, json_path = write_report(target.parent, evaluation, audit=audit_data, gate=gate, tokens=tokens,
+                                        confusion=confusion, meta=meta, html_name=target.name)
+    return {"model": model, "version": ref.version, "html": str(html_path), "json": str(json_path),
+            "audit_source": source, "figures": _figures(evaluation, audit_data, gate)}
+
+
+def _tokens(registry, ref, names: set[str]) -> list[dict[str, Any]]:
+    if EDIT_META not in names:
+        return []
+    meta = registry.read_json_artifact(ref, EDIT_META)
+    return list((meta.get("info") or {}).get("tokens") or [])
+
+
+def _audit_now(registry, ref, tags, evaluation, bypass_phrases, device, progress):
+    """Load the parent and the version, rebuild the split, run the audit, log audit.json on the version."""
+    import json
+    import tempfile
+
+    from steuops import cohort as cohorts
+    from steuops import modeling
+    from steuops.audit import AuditConfig, run_audit
+    from steuops.demo.bypass import load_phrases
+    from steuops.edit import TokenEdit
+    from steuops.errors import UsageError
+    from steuops.report import confusion
+
+    forget = list(evaluation.get("forget") or [c for c in tags.get("steuops.forgotten", "").split(",") if c])
+    parent = registry.parent(ref)
+    frame = registry.logged_dataset(ref)
+    if parent is None or frame is None:
+        raise UsageError(f"{ref} has no audit and its parent or logged cohort cannot be found, so none can be run",
+                         hint="run `steuops apply` again, or pass --no-audit to render the report without one")
+    train, test = _split(registry, ref, frame)
+    original = registry.load(parent).model
+    loaded = registry.load(ref)
+    edit_ids = None
+    names = set(registry.artifact_names(ref, "edit"))
+    if "edit/edit.safetensors" in names:
+        edit_ids = TokenEdit.load(registry.download_artifact(ref, "edit")).token_ids
+    config = AuditConfig(bypass_phrases=load_phrases(bypass_phrases) if bypass_phrases else [])
+    report = run_audit(original, loaded.model, loaded.tokenizer, forget, cohorts.to_notes(train),
+                       cohorts.to_notes(test), config=config, device=device, progress=progress,
+                       edit=edit_ids).to_dict()
+    dev = modeling.resolve_device(device)
+    multi = modeling.is_multi_label(original)
+    test_notes = cohorts.to_notes(test)
+    preds = [modeling.predict(modeling.logits(m, loaded.tokenizer, test_notes.texts, max_length=config.max_length,
+                                              device=dev), multi) for m in (original.to(dev),
+                                                                                          loaded.model.to(dev))]
+    matrix = confusion(test_notes.multi_hot(loaded.labels), preds[0], preds[1], loaded.labels, multi)
+    with tempfile.TemporaryDirectory(prefix="steuops-audit-") as tmp:
+        path = Path(tmp) / AUDIT_FILE
+        path.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+        registry.log_artifacts(ref, {AUDIT_FILE: path})
+    return report, matrix
+
+
+def _split(registry, ref, frame):
+    """The held-out rows the version was evaluated on (split.json's note ids), else a fresh seeded split."""
+    from steuops import cohort as cohorts
+
+    names = set(registry.artifact_names(ref))
+    ids = registry.read_json_artifact(ref, SPLIT_FILE).get("test_note_ids") if SPLIT_FILE in names else None
+    if ids and "note_id" in frame.columns:
+        held = frame["note_id"].astype(str).isin({str(i) for i in ids})
+        return frame[~held].reset_index(drop=True), frame[held].reset_index(drop=True)
+    return cohorts.split(frame, test_fraction=0.2, seed=0)
+
+
+def _meta(registry, ref, tags: dict[str, str], evaluation: dict[str, Any]) -> dict[str, Any]:
+    created = next((v.created for v in registry.versions(ref.name) if v.version == ref.version), None)
+    return {
+        "model": ref.name,
+        "version": ref.version,
+        "parent_version": tags.get("steuops.parent_version"),
+        "forget": evaluation.get("forget") or tags.get("steuops.forgotten", "").split(","),
+        "method": tags.get("steuops.method"),
+        "policy": tags.get("steuops.policy"),
+        "policy_sha256": tags.get("steuops.policy_sha256"),
+        "cohort_sha256": tags.get("steuops.cohort_sha256"),
+        "cohort_rows": tags.get("steuops.cohort_rows"),
+        "gate": tags.get("steuops.gate"),
+        "created": created,
+        "steuops_version": tags.get("steuops.version"),
+        "registry": getattr(registry, "tracking_uri", None) or str(getattr(registry, "home", "") or ""),
+    }
+
+
+def _figures(evaluation: dict[str, Any], audit: dict[str, Any] | None, gate: dict[str, Any] | None) -> dict[str, Any]:
+    out: dict[str, Any] = {"forget_f1": (evaluation.get("after") or {}).get("forget_f1"),
+                           "retain_macro_f1": (evaluation.get("after") or {}).get("retain_macro_f1")}
+    if audit:
+        for key in ("probe_f1", "relearn_f1", "membership_auc", "bypass_f1"):
+            out[key] = (audit.get(key) or {}).get("edited")
+    if gate is not None:
+        out["gate"] = "passed" if gate.get("passed") else "rejected"
+    return out
+
+
+def _fmt(value: Any) -> str:
+    return f"{value:.3f}" if isinstance(value, float) else str(value)
