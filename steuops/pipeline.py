@@ -128,11 +128,16 @@ def apply(
     test_fraction: float = 0.2,
     seed: int = 0,
     export: bool = True,
+    audit: bool | None = None,
     progress: Progress | None = None,
     registry: Registry | None = None,
 ) -> ApplyResult:
     """Forget `forget` in the model `alias`/`version` names. Raises GateRejected (exit 3) after
-    registering a rejected candidate; typed UsageErrors (exit 2) before writing anything."""
+    registering a rejected candidate; typed UsageErrors (exit 2) before writing anything.
+
+    audit: run the forgetting audit (probe, relearn, membership, bypass) and the HTML report before
+    the gate. None = only when the policy sets an audit limit (the gate then needs the figures);
+    otherwise `steuops report` audits a version later, so apply stays quick."""
     clock = _Clock()
     prep = _prepare(
         model_name, forget, alias=alias, version=version, cohort=cohort, method=method,
@@ -145,8 +150,11 @@ def apply(
         return result
     edited = _unlearn(prep, method, device, clock, progress, result)
     _evaluate(prep, edited.model, device, clock, progress, result)
-    decision = _decide(prep, result, clock)
-    ref = _register(prep, edited, method, result, clock)
+    with tempfile.TemporaryDirectory(prefix="steuops-audit-") as audit_dir:
+        audit_files = _audit(prep, edited, device, clock, progress, result, Path(audit_dir)) \
+            if _wants_audit(prep.policy, audit) else {}
+        decision = _decide(prep, result, clock)
+        ref = _register(prep, edited, method, result, clock, audit_files)
     result.new_version = ref.version
     if not decision["passed"]:
         error = GateRejected(
@@ -293,6 +301,29 @@ def _evaluate(prep: _Prepared, edited: Any, device: str, clock: _Clock, progress
     result.evaluation = evaluation.to_dict()
 
 
+def _wants_audit(policy: Any, audit: bool | None) -> bool:
+    if audit is not None:
+        return audit
+    return any(value is not None for value in policy.audit.model_dump().values())
+
+
+def _audit(prep: _Prepared, edited: Any, device: str, clock: _Clock, progress, result: ApplyResult,
+           out_dir: Path) -> dict[str, Path]:
+    """The forgetting audit + HTML report; its figures go into the evaluation the gate reads."""
+    from steuops.audit import audit_and_report
+
+    meta = {"model": prep.parent.name, "parent_version": prep.parent.version, "method": result.method,
+            "policy": prep.policy.name, "cohort_sha256": prep.cohort_info["sha256"]}
+    with clock.step("audit"):
+        out = audit_and_report(prep.loaded.model, edited.model, prep.loaded.tokenizer, prep.forget, prep.train,
+                               prep.test, result.evaluation, None, edited.edit, meta, out_dir, device=device,
+                               progress=progress, tokens=result.tokens)
+    result.evaluation["audit"] = {k: out["audit"].get(k) for k in
+                                  ("probe_f1", "relearn_f1", "membership_auc", "bypass_f1")}
+    result.audit = {**result.evaluation["audit"], "skipped": out["audit"].get("skipped")}
+    return {name: Path(path) for name, path in out["files"].items()}
+
+
 def _decide(prep: _Prepared, result: ApplyResult, clock: _Clock) -> dict[str, Any]:
     from steuops import gate
 
@@ -308,7 +339,8 @@ def _cohort_counts(prep: _Prepared) -> dict[str, Any]:
             "forget_rows": {c: int(counts.get(c, 0)) for c in prep.forget}}
 
 
-def _register(prep: _Prepared, edited: Any, method: str, result: ApplyResult, clock: _Clock) -> ModelRef:
+def _register(prep: _Prepared, edited: Any, method: str, result: ApplyResult, clock: _Clock,
+              extra_files: dict[str, Path] | None = None) -> ModelRef:
     from steuops import registry as reg
 
     verdict = "passed" if result.gate["passed"] else "rejected"
@@ -328,7 +360,7 @@ def _register(prep: _Prepared, edited: Any, method: str, result: ApplyResult, cl
     params = {"method": method, "forget": ",".join(prep.forget), **result.params,
               "n_train": prep.cohort_info["train_rows"], "n_test": prep.cohort_info["test_rows"]}
     with clock.step("register"), tempfile.TemporaryDirectory(prefix="steuops-apply-") as tmp:
-        files = _artifact_files(Path(tmp), prep, edited, result)
+        files = {**_artifact_files(Path(tmp), prep, edited, result), **(extra_files or {})}
         ref = prep.registry.register(
             prep.parent.name, edited.model, prep.loaded.tokenizer, parent=prep.parent, tags=tags,
             artifacts=files, alias=CANDIDATE_ALIAS, params=params,

@@ -31,6 +31,8 @@ def apply(
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Validate and print the plan; write nothing."),
     export: bool = typer.Option(True, "--export/--no-export", help="Export the new version to ONNX."),
+    audit: bool | None = typer.Option(None, "--audit/--no-audit", help="Run the forgetting audit + HTML report "
+                                      "(default: when the policy sets audit limits)."),
     home: Path | None = typer.Option(None, "--home", help="steuops home (default $STEUOPS_HOME or ~/.steuops)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON envelope instead of tables."),
     junit: Path | None = typer.Option(None, "--junit", help="Write the gate decision as JUnit XML."),
@@ -49,7 +51,7 @@ def apply(
             result = run_apply(
                 model, forget, alias=None if version else alias, version=version, cohort=cohort, method=method,
                 method_config=_json_option(config, "--config"), policy=policy, promote=promote, device=device,
-                dry_run=dry_run, home=home, export=export, progress=progress,
+                dry_run=dry_run, home=home, export=export, audit=audit, progress=progress,
             )
         except GateRejected as exc:
             rejected = getattr(exc, "result", None)
