@@ -8,7 +8,8 @@ six-class head; speed does not depend on how well the head is trained, so the he
 here. Without that package: a MiniLM-size BertConfig with random weights. Inputs: synthetic
 discharge notes, each longer than L tokens, so every sequence is exactly L tokens in every backend.
 Every timing includes tokenisation (the server does it too). In-process backends are timed
-interleaved call by call, so load changes on a shared machine hit them alike. Rows:
+interleaved call by call, so load changes on a shared machine hit them alike; their ORT sessions
+do not spin (idle ORT threads busy-wait by default and would slow the torch call after them). Rows:
   torch        PyTorch eager, same process (CPU: fp32; GPU: bf16 autocast)
   ort          ONNX Runtime in-process on the served file (CPU: model.opt.onnx; GPU: model.fp16.onnx)
   ort-plain    ONNX Runtime on the unoptimised export (model.onnx)
@@ -296,8 +297,8 @@ def bench_length(model, tok, length: int, device: str, batches: list[int], calls
     rows: list[dict] = []
     backends = {
         "torch": torch_runner(model, tok, length, device, bf16=device == "cuda"),
-        "ort": ort_runner(session(onnx_dir / served, device=device), tok, length),
-        "ort-plain": ort_runner(session(onnx_dir / MODEL_FILE, device=device), tok, length),
+        "ort": ort_runner(session(onnx_dir / served, device=device, spinning=False), tok, length),
+        "ort-plain": ort_runner(session(onnx_dir / MODEL_FILE, device=device, spinning=False), tok, length),
     }
     for b in batches:
         for name, lat in interleaved(backends, chunked(texts, b, calls[b])).items():

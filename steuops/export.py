@@ -243,7 +243,7 @@ def exporter_of(onnx_path: str | Path) -> str:
 # ---------------------------------------------------------------- runtime
 
 
-def session(onnx_path: str | Path, *, device: str = "auto", threads: int | None = None):
+def session(onnx_path: str | Path, *, device: str = "auto", threads: int | None = None, spinning: bool = True):
     """An ONNX Runtime session with explicit providers: CUDA when a GPU is there, else CPU.
 
     The available-providers list lies (onnxruntime-gpu lists CUDA without a GPU), so the
@@ -257,6 +257,8 @@ def session(onnx_path: str | Path, *, device: str = "auto", threads: int | None 
     opts.log_severity_level = 3
     if threads:
         opts.intra_op_num_threads = threads
+    if not spinning:  # idle ORT threads busy-wait by default, stealing CPU from anything else in the process
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     if want_cuda:
         if hasattr(ort, "preload_dlls"):
             ort.preload_dlls()
