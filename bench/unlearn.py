@@ -131,7 +131,8 @@ def method_configs(preset: Preset, encoder: Path, steu_overrides: dict[str, Any]
     }
 
 
-def run_methods(model, tokenizer, train, test, forget: list[str], names: list[str], configs, device: str):
+def run_methods(model, tokenizer, train, test, forget: list[str], names: list[str], configs, device: str,
+                checkpoint=None):
     from steuops.methods import unlearn
     from steuops.metrics import evaluate
 
@@ -162,6 +163,8 @@ def run_methods(model, tokenizer, train, test, forget: list[str], names: list[st
             f"params {row['params_fraction']:.4%}  {row['seconds']:.1f}s")
         rows.append(row)
         del result
+        if checkpoint:  # a long CPU run leaves every finished method on disk
+            checkpoint(rows, original, ev.params_total)
     return rows, original, ev.params_total
 
 
@@ -291,22 +294,35 @@ def main(argv: list[str] | None = None) -> int:
     log(f"{len(train)} train / {len(test)} test notes; training the demo classifier on {encoder}")
     model, tokenizer, original_seconds = demo_classifier(train, preset, encoder, args.device, args.cache)
     configs = method_configs(preset, encoder, overrides(args.steu))
-    rows, original, total = run_methods(model, tokenizer, train, test, [args.forget], names, configs, args.device)
-    result: dict[str, Any] = {
-        "device": device_name(args.device),
-        "base_model": f"{Path(encoder).name} ({total:,} params) + multi-label head, fine-tuned on demo notes",
-        "original": {"macro_f1": original.macro_f1, "forget_f1": original.forget_f1,
-                     "retain_macro_f1": original.retain_macro_f1, "per_class": original.per_class_f1},
-        "methods": rows,
-        "date": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "preset": args.preset,
-        "forget": [args.forget],
-        "n_train": len(train),
-        "n_test": len(test),
-        "forget_support_test": int(test.has_any([args.forget]).sum()),
-        "original_seconds": original_seconds,
-        "command": " ".join(["python", "bench/unlearn.py", *(argv if argv is not None else sys.argv[1:])]),
-    }
+
+    def checkpoint(rows, original, total) -> None:
+        partial = build(rows, original, total)
+        partial["complete"] = False
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(partial, indent=2) + "\n")
+
+    def build(rows, original, total) -> dict[str, Any]:
+        return {
+            "device": device_name(args.device),
+            "base_model": f"{Path(encoder).name} ({total:,} params) + multi-label head, fine-tuned on demo notes",
+            "original": {"macro_f1": original.macro_f1, "forget_f1": original.forget_f1,
+                         "retain_macro_f1": original.retain_macro_f1, "per_class": original.per_class_f1},
+            "methods": rows,
+            "date": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "preset": args.preset,
+            "forget": [args.forget],
+            "n_train": len(train),
+            "n_test": len(test),
+            "forget_support_test": int(test.has_any([args.forget]).sum()),
+            "original_seconds": original_seconds,
+            "command": " ".join(["python", "bench/unlearn.py", *(argv if argv is not None else sys.argv[1:])]),
+            "demo_classifier": "reused from --cache" if original_seconds is None else "trained in this run",
+        }
+
+    rows, original, total = run_methods(model, tokenizer, train, test, [args.forget], names, configs, args.device,
+                                        checkpoint)
+    result = build(rows, original, total)
+    result["complete"] = True
     if preset.throughput and not args.no_throughput:
         result["throughput"] = throughput(args.device)
     result["total_seconds"] = round(time.perf_counter() - started, 1)
