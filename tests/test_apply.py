@@ -174,3 +174,17 @@ def test_bad_inputs_exit_2_and_change_nothing(make_home, policies, tmp_path, not
         assert "Traceback" not in err, name
         assert registry.snapshot() == before, f"{name} changed the registry"
     assert _files(home) == files_before  # no artifact was written either
+
+
+@pytest.mark.slow
+def test_audit_runs_before_the_gate_and_is_logged(make_home, policies, tmp_path):
+    """A policy with an audit limit makes apply audit the candidate; the figures reach the gate."""
+    text = policies["loose"].read_text().replace("promotion:", "audit:\n  relearn_f1_max: 1.0\npromotion:")
+    policy = tmp_path / "audited.yaml"
+    policy.write_text(text)
+    home, registry = make_home()
+    result = _apply(home, ["sepsis"], policy)
+    assert "audit" in result.seconds and result.audit is not None
+    assert any(r["name"] == "audit_relearn_f1" for r in result.gate["rules"])
+    names = set(registry.artifact_names(registry.resolve(MODEL, version=result.new_version)))
+    assert {"audit.json", "report.html", "report.json"} <= names

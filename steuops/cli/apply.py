@@ -115,6 +115,7 @@ def show_apply(result: dict[str, Any]) -> None:
     if result.get("evaluation"):
         console.print(class_table(result["evaluation"]))
         _show_params(result)
+    _show_audit(result.get("audit"))
     _show_seconds(result["seconds"])
     if result.get("gate"):
         from steuops.gate import render_table
@@ -172,6 +173,18 @@ def _show_params(result: dict[str, Any]) -> None:
     rows = f" ({k} token-embedding rows + the head)" if k is not None else ""
     console.print(f"parameters modified: {e['params_modified']:,} of {e['params_total']:,} "
                   f"({100 * e['params_fraction']:.3f}%){rows}", highlight=False)
+
+
+def _show_audit(audit: dict[str, Any] | None) -> None:
+    from steuops.cli.render import console
+
+    if not audit:
+        return
+    parts = []
+    for key in ("probe_f1", "relearn_f1", "membership_auc", "bypass_f1"):
+        value = (audit.get(key) or {}).get("edited") if isinstance(audit.get(key), dict) else audit.get(key)
+        parts.append(f"{key} {value:.3f}" if isinstance(value, int | float) else f"{key} not measured")
+    console.print("audit of the edited model: " + ", ".join(parts), highlight=False)
 
 
 def _show_seconds(seconds: dict[str, float]) -> None:
