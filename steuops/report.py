@@ -243,7 +243,7 @@ def _audit(audit) -> str:
     if not audit:
         return head + "<p class=\"muted\">No audit was run for this version.</p></section>"
     roles = ["original", "edited", "reference"]
-    names = ["original", "edited", "retrained (reference)"]
+    names = ["original", "edited", "retrained"]
     probe = audit.get("probe_f1", {})
     mia = audit.get("membership_auc", {})
     byp = audit.get("bypass_f1", {})
@@ -340,7 +340,7 @@ def _bar_chart(groups: Sequence[str], series: Mapping[str, Sequence[float | None
     or per group when `colors` is given (single-series charts)."""
     names = list(series)
     width = max(360, 70 + len(groups) * (26 * len(names) + 24))
-    height, top, bottom, left = 230, 14, 58, 36
+    height, top, bottom, left = 200, 14, 30, 36
     plot_h = height - top - bottom
     group_w = (width - left - 10) / max(len(groups), 1)
     bar_w = min(26.0, (group_w - 14) / max(len(names), 1))
@@ -367,9 +367,9 @@ def _bar_chart(groups: Sequence[str], series: Mapping[str, Sequence[float | None
     if line is not None:
         y = top + plot_h - line / ymax * plot_h
         out.append(f"<line x1=\"{left}\" x2=\"{width - 10}\" y1=\"{y:.1f}\" y2=\"{y:.1f}\" class=\"ref\"/>")
-    if not colors and len(names) > 1:
-        out += _legend(names, left, height - 14)
     out.append("</svg>")
+    if not colors and len(names) > 1:
+        out.append(_legend(names, [COLORS.get(n, "#555") for n in names]))
     return "".join(out)
 
 
@@ -383,7 +383,7 @@ def _relearn_chart(curves: Mapping[str, Any]) -> str:
         series["edited: rows re-fit"] = (curves["rows"]["edited"], COLORS["rows"])
     if not steps or not series:
         return "<p class=\"muted\">No relearn curves.</p>"
-    width, height, top, bottom, left = 440, 230, 14, 58, 36
+    width, height, top, bottom, left = 440, 210, 14, 38, 36
     plot_w, plot_h = width - left - 16, height - top - bottom
     span = max(steps[-1] - steps[0], 1)
 
@@ -402,16 +402,16 @@ def _relearn_chart(curves: Mapping[str, Any]) -> str:
         _, y = xy(0, float(original))
         out.append(f"<line x1=\"{left}\" x2=\"{left + plot_w}\" y1=\"{y:.1f}\" y2=\"{y:.1f}\" class=\"ref\">"
                    f"<title>original model: {float(original):.3f}</title></line>")
-        out.append(f"<text x=\"{left + plot_w - 2}\" y=\"{y - 3:.1f}\" class=\"val\" text-anchor=\"end\">original "
-                   f"{float(original):.2f}</text>")
+        out.append(f"<text x=\"{left + 6}\" y=\"{y - 4:.1f}\" class=\"leg\">original model {float(original):.2f}"
+                   "</text>")
     for label, (values, color) in series.items():
         pts = [xy(s, float(v)) for s, v in zip(steps, values, strict=False)]
         out.append(f"<polyline fill=\"none\" stroke=\"{color}\" stroke-width=\"2.2\" points=\""
                    + " ".join(f"{x:.1f},{y:.1f}" for x, y in pts) + "\"/>")
         out += [f"<circle cx=\"{x:.1f}\" cy=\"{y:.1f}\" r=\"3\" fill=\"{color}\"><title>{escape(label)} step {s}: "
                 f"{float(v):.3f}</title></circle>" for (x, y), s, v in zip(pts, steps, values, strict=False)]
-    out += _legend(list(series), left, height - 14, colors=[c for _, c in series.values()])
     out.append("</svg>")
+    out.append(_legend(list(series), [c for _, c in series.values()]))
     return "".join(out)
 
 
@@ -425,14 +425,10 @@ def _axis(left: float, top: float, right: float, plot_h: float, ymax: float) -> 
     return out
 
 
-def _legend(names: Sequence[str], x: float, y: float, colors: Sequence[str] | None = None) -> list[str]:
-    out, cursor = [], x
-    for i, name in enumerate(names):
-        color = colors[i] if colors else COLORS.get(name, "#555")
-        out.append(f"<rect x=\"{cursor:.1f}\" y=\"{y - 9}\" width=\"10\" height=\"10\" fill=\"{color}\"/>")
-        out.append(f"<text x=\"{cursor + 14:.1f}\" y=\"{y}\" class=\"leg\">{escape(name)}</text>")
-        cursor += 24 + 6.2 * len(name)
-    return out
+def _legend(names: Sequence[str], colors: Sequence[str]) -> str:
+    """An HTML legend under a chart (wraps instead of being clipped by the SVG)."""
+    items = "".join(f"<span><i style=\"background:{c}\"></i>{escape(n)}</span>" for n, c in zip(names, colors, strict=True))
+    return f"<div class=\"legend\">{items}</div>"
 
 
 # ---- formatting ----------------------------------------------------------------------------------
@@ -500,6 +496,8 @@ figure{margin:0}figure svg{max-width:100%;height:auto}
 svg text{font:11px system-ui,sans-serif;fill:#333}svg .tick{text-anchor:end;fill:#667}
 svg .lab{text-anchor:middle}svg .val{text-anchor:middle;font-size:10px}svg .na{text-anchor:middle;fill:#999}
 svg .grid{stroke:#e6e9ed}svg .ref{stroke:#b3261e;stroke-dasharray:4 3}svg .leg{font-size:11px}
+.legend{font-size:12px;color:#333;margin:2px 0 4px 36px}.legend span{margin-right:14px;white-space:nowrap}
+.legend i{display:inline-block;width:10px;height:10px;margin-right:4px;vertical-align:-1px}
 details{margin:8px 0}summary{cursor:pointer;color:#1f6fb4}
 footer{margin-top:30px;color:#5b6673;font-size:12px;border-top:1px solid #dde2e8;padding-top:8px}
 """
