@@ -37,6 +37,9 @@ class TrainConfig:
     freeze_embeddings: bool = False  # keep the embedding block (tokens, positions, LayerNorm) fixed
     head_lr: float | None = None  # a larger rate for the fresh head converges in fewer epochs; None = lr
     grad_clip: float = 1.0
+    # Multi-label only: weight each class's positives by its negative/positive ratio (capped at 10), so rare
+    # classes are not left at "always negative" after a short run.
+    balance: bool = False
 
     def __post_init__(self) -> None:
         checks = {"epochs": self.epochs >= 1, "lr": self.lr > 0, "batch_size": self.batch_size >= 1,
@@ -97,7 +100,7 @@ def fine_tune(
     steps_per_epoch = math.ceil(len(texts) / config.batch_size)
     total = steps_per_epoch * config.epochs
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(total, config.warmup))
-    loss_fn = _loss_fn(model)
+    loss_fn = _loss_fn(model, _pos_weight(y, device) if config.balance and modeling.is_multi_label(model) else None)
     model.train()
     step = 0
     try:
@@ -150,10 +153,18 @@ def _step(model, tokenizer, texts: list[str], y: np.ndarray, loss_fn, config: Tr
     return loss_fn(logits.float(), torch.from_numpy(y).to(device))
 
 
-def _loss_fn(model: nn.Module):
+def _loss_fn(model: nn.Module, pos_weight: torch.Tensor | None = None):
     from torch import nn
 
-    return nn.BCEWithLogitsLoss() if modeling.is_multi_label(model) else nn.CrossEntropyLoss()
+    return nn.BCEWithLogitsLoss(pos_weight=pos_weight) if modeling.is_multi_label(model) else nn.CrossEntropyLoss()
+
+
+def _pos_weight(y: np.ndarray, device) -> torch.Tensor:
+    import torch
+
+    pos = y.sum(axis=0)
+    weight = np.clip((len(y) - pos) / np.maximum(pos, 1.0), 1.0, 10.0).astype(np.float32)
+    return torch.from_numpy(weight).to(device)
 
 
 def _optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:

