@@ -66,6 +66,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--steu", default="", help="STEU overrides, e.g. k=128,epochs=3,lr=0.02")
     p.add_argument("--notes", type=int, default=None, help="override the preset's number of notes")
     p.add_argument("--no-throughput", action="store_true")
+    p.add_argument("--audit", action="store_true",
+                   help="also audit every method (probe, relearn, membership, bypass) next to the retrain reference")
     return p.parse_args(argv)
 
 
@@ -132,7 +134,7 @@ def method_configs(preset: Preset, encoder: Path, steu_overrides: dict[str, Any]
 
 
 def run_methods(model, tokenizer, train, test, forget: list[str], names: list[str], configs, device: str,
-                checkpoint=None):
+                checkpoint=None, keep: dict[str, Any] | None = None):
     from steuops.methods import unlearn
     from steuops.metrics import evaluate
 
@@ -162,10 +164,29 @@ def run_methods(model, tokenizer, train, test, forget: list[str], names: list[st
         log(f"{name}: forget F1 {row['forget_f1']:.4f}  retain macro-F1 {row['retain_macro_f1']:.4f}  "
             f"params {row['params_fraction']:.4%}  {row['seconds']:.1f}s")
         rows.append(row)
+        if keep is not None:  # --audit needs every method's model afterwards
+            keep[name] = result
         del result
         if checkpoint:  # a long CPU run leaves every finished method on disk
             checkpoint(rows, original, ev.params_total)
     return rows, original, ev.params_total
+
+
+def audit_rows(rows, model, tokenizer, train, test, forget, kept, preset: Preset, device: str) -> None:
+    """Audit every kept method against the retrain reference (when "retrain" ran); adds row["audit"]."""
+    from steuops.audit import AuditConfig, audit_methods
+
+    start = time.perf_counter()
+    audits = audit_methods(model, tokenizer, forget, train, test, kept, config=AuditConfig(max_length=preset.max_length),
+                           device=device)
+    keys = ("probe_f1", "relearn_f1", "membership_auc", "bypass_f1", "bypass_recall", "relearn_curves", "skipped",
+            "seconds")
+    for row in rows:
+        a = audits[row["name"]]
+        row["audit"] = {k: a.get(k) for k in keys}
+        log(f"{row['name']}: audit probe {a['probe_f1']['edited']}  head re-fit {a['relearn_f1']['edited']}  "
+            f"MIA {a['membership_auc']['edited']}  bypass {a['bypass_f1']['edited']}")
+    log(f"audit of {len(rows)} methods: {time.perf_counter() - start:.1f}s")
 
 
 # ---- throughput at BERT-base size (GPU) ----------------------------------------------------------
@@ -319,8 +340,11 @@ def main(argv: list[str] | None = None) -> int:
             "demo_classifier": "reused from --cache" if original_seconds is None else "trained in this run",
         }
 
+    kept: dict[str, Any] | None = {} if args.audit else None
     rows, original, total = run_methods(model, tokenizer, train, test, [args.forget], names, configs, args.device,
-                                        checkpoint)
+                                        checkpoint, keep=kept)
+    if kept:
+        audit_rows(rows, model, tokenizer, train, test, [args.forget], kept, preset, args.device)
     result = build(rows, original, total)
     result["complete"] = True
     if preset.throughput and not args.no_throughput:
