@@ -29,7 +29,7 @@ from typing import Any
 from steuops import env  # noqa: F401  (offline + quiet before transformers loads)
 
 H100_BF16_TFLOPS = 766.0
-METHODS = ["steu", "head_only", "embedding_only", "random_tokens", "grad_ascent", "retrain"]
+METHODS = ["steu", "retrain", "head_only", "embedding_only", "random_tokens", "grad_ascent"]
 
 
 @dataclass
@@ -66,6 +66,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--steu", default="", help="STEU overrides, e.g. k=128,epochs=3,lr=0.02")
     p.add_argument("--notes", type=int, default=None, help="override the preset's number of notes")
     p.add_argument("--no-throughput", action="store_true")
+    p.add_argument("--resume", action="store_true",
+                   help="keep the methods already in --out (same preset, cached classifier) and run only the rest")
     p.add_argument("--audit", action="store_true",
                    help="also audit every method (probe, relearn, membership, bypass) next to the retrain reference")
     return p.parse_args(argv)
@@ -144,7 +146,7 @@ def run_methods(model, tokenizer, train, test, forget: list[str], names: list[st
         result = unlearn(name, model, tokenizer, forget, train, configs[name], device=device)
         ev = evaluate(model, result.model, tokenizer, test, forget, device=device,
                       max_length=configs[name]["max_length"], batch_size=64)
-        original = original or ev.before
+        original = original or ev.before  # every evaluate() scores the same original on the same notes
         row = {
             "name": name,
             "forget_f1": ev.after.forget_f1,
@@ -169,7 +171,7 @@ def run_methods(model, tokenizer, train, test, forget: list[str], names: list[st
         del result
         if checkpoint:  # a long CPU run leaves every finished method on disk
             checkpoint(rows, original, ev.params_total)
-    return rows, original, ev.params_total
+    return rows, original, (ev.params_total if ev else None)
 
 
 def audit_rows(rows, model, tokenizer, train, test, forget, kept, preset: Preset, device: str) -> None:
@@ -286,6 +288,23 @@ def device_name(device: str) -> str:
     if dev.type == "cuda":
         return torch.cuda.get_device_name(dev)
     return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+
+
+def resumed(args: argparse.Namespace) -> list[dict[str, Any]]:
+    if not (args.resume and args.out.is_file()):
+        return []
+    previous = json.loads(args.out.read_text())
+    if previous.get("preset") != args.preset or previous.get("forget") != [args.forget]:
+        raise SystemExit(f"{args.out}: preset/forget differ from this run; cannot --resume")
+    log(f"resuming: keeping {[m['name'] for m in previous['methods']]} from {args.out}")
+    return previous["methods"]
+
+
+def original_scores(model, tokenizer, test, forget: str, preset: Preset, device: str):
+    from steuops.metrics import evaluate
+
+    ev = evaluate(model, model, tokenizer, test, [forget], device=device, max_length=preset.max_length, batch_size=64)
+    return ev.before, ev.params_total
 
 
 def table(result: dict[str, Any]) -> str:
