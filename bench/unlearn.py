@@ -136,12 +136,14 @@ def method_configs(preset: Preset, encoder: Path, steu_overrides: dict[str, Any]
 
 
 def run_methods(model, tokenizer, train, test, forget: list[str], names: list[str], configs, device: str,
-                checkpoint=None, keep: dict[str, Any] | None = None):
+                checkpoint=None, keep: dict[str, Any] | None = None, done: list[dict[str, Any]] | None = None):
     from steuops.methods import unlearn
     from steuops.metrics import evaluate
 
-    rows, original = [], None
+    rows, original, ev = list(done or []), None, None
     for name in names:
+        if any(r["name"] == name for r in rows):  # kept from --resume
+            continue
         log(f"{name}: {configs[name]}")
         result = unlearn(name, model, tokenizer, forget, train, configs[name], device=device)
         ev = evaluate(model, result.model, tokenizer, test, forget, device=device,
@@ -361,7 +363,9 @@ def main(argv: list[str] | None = None) -> int:
 
     kept: dict[str, Any] | None = {} if args.audit else None
     rows, original, total = run_methods(model, tokenizer, train, test, [args.forget], names, configs, args.device,
-                                        checkpoint, keep=kept)
+                                        checkpoint, keep=kept, done=resumed(args))
+    if original is None:  # every method came from --resume: score the original once more
+        original, total = original_scores(model, tokenizer, test, args.forget, preset, args.device)
     if kept:
         audit_rows(rows, model, tokenizer, train, test, [args.forget], kept, preset, args.device)
     result = build(rows, original, total)
