@@ -195,3 +195,27 @@ def test_bad_config_is_a_usage_error():
         AuditConfig.from_dict({"probe_stepz": 3})
     with pytest.raises(ConfigError, match="relearn_steps"):
         AuditConfig(relearn_steps=[-1]).validate()
+
+
+@pytest.mark.parametrize("arch", ["distilbert", "bert"])
+def test_single_label_and_other_architectures_audit_an_unchanged_copy_as_the_original(arch):
+    """The head-input tap and the encoder replay are generic: DistilBERT's pre_classifier head and a
+    single-label (softmax) model work too. An unchanged copy must score exactly like the original."""
+    import copy
+
+    from steuops.tiny import classifier, wordpiece_tokenizer
+
+    notes = keyword_notes(96, seed=5)
+    single = Notes(notes.texts, [ls[:1] for ls in notes.labels])
+    train, test = split_notes(single, 0.3, seed=0)
+    tok = wordpiece_tokenizer(notes.texts, vocab_size=120)
+    original = classifier(LABELS, len(tok), arch=arch, multi_label=False, hidden=32, seed=2)
+    twin = copy.deepcopy(original)
+    data = run_audit(original, twin, tok, FORGET, train, test, config=AuditConfig(**{**FAST, "relearn_steps": [0, 5]}),
+                     device="cpu", edit=[5, 6, 7]).to_dict()
+    assert data["probe_f1"]["edited"] == data["probe_f1"]["original"]
+    assert data["membership_auc"]["edited"] == pytest.approx(data["membership_auc"]["original"])
+    assert data["bypass_f1"]["edited"] == data["bypass_f1"]["original"]
+    # Step 0 of the head replay equals a full forward pass of the unchanged model.
+    assert data["relearn_curves"]["head"]["edited"][0] == pytest.approx(data["relearn_curves"]["original_f1"])
+    assert len(data["relearn_curves"]["rows"]["edited"]) == 2
