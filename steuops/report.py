@@ -339,7 +339,7 @@ def _bar_chart(groups: Sequence[str], series: Mapping[str, Sequence[float | None
     """Grouped vertical bars on a 0..ymax axis; None values are drawn as 'n/a'. One colour per series,
     or per group when `colors` is given (single-series charts)."""
     names = list(series)
-    width = max(360, 70 + len(groups) * (26 * len(names) + 24))
+    width = max(360, 70 + len(groups) * (26 * len(names) + 46))
     height, top, bottom, left = 200, 14, 30, 36
     plot_h = height - top - bottom
     group_w = (width - left - 10) / max(len(groups), 1)
