@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 
+import pytest
 from registry_helpers import FAST_STEU, MODEL, make_home, notes_frame, policies, trained_tiny  # noqa: F401
 
 HEAVY = ("torch", "transformers", "mlflow", "bentoml", "great_expectations", "onnx", "onnxruntime", "pandas")
@@ -118,3 +119,24 @@ def test_registry_down_is_one_line_exit_2():
         assert f"cannot reach the MLflow server at http://127.0.0.1:{port}" in done.stderr
         assert "Traceback" not in done.stderr
         assert time.perf_counter() - started < 60
+
+
+@pytest.mark.slow
+def test_demo_with_real_minilm_then_apply_as_typed(tmp_path):
+    """`steuops demo` end to end (real MiniLM weights, fewer notes so CI stays bounded), then the next
+    deletion exactly as the README types it, with the home taken from STEUOPS_HOME."""
+    home = tmp_path / "demo-home"
+    env = {**os.environ, "STEUOPS_HOME": str(home)}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    done = subprocess.run([sys.executable, "-m", "steuops", "demo", "--notes", "600", "--device", "cpu", "--json"],
+                          capture_output=True, text=True, env=env, timeout=1800, cwd=tmp_path)
+    assert done.returncode in (0, 3), done.stderr[-3000:]
+    envelope = json.loads(done.stdout)
+    if done.returncode == 0:
+        result = envelope["result"]["apply"]
+        assert result["forget"] == ["sepsis"] and result["new_version"] == "2"
+    done = subprocess.run([sys.executable, "-m", "steuops", "apply", "--model", "clinical-dx", "--forget",
+                           "pneumonia", "--no-export"], capture_output=True, text=True, env=env, timeout=1800,
+                          cwd=tmp_path)
+    assert done.returncode in (0, 3), done.stderr[-3000:]
+    assert "pneumonia" in done.stdout and "F1 before" in done.stdout
