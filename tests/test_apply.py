@@ -81,7 +81,11 @@ def test_gate_reject_keeps_version_and_production(make_home, policies):
 def test_sequential_deletions_keep_both_forgotten(make_home, policies):
     home, registry = make_home()
     first = _apply(home, ["sepsis"], policies["loose"])
-    second = _apply(home, ["pneumonia"], policies["loose"])  # no --cohort: the logged dataset, via the parent
+    # No cohort (the logged dataset, found via the parent) and no method options (v2 recorded them).
+    from steuops.pipeline import apply
+
+    second = apply(MODEL, ["pneumonia"], home=home, policy=policies["loose"], device="cpu", export=False)
+    assert second.params["k"] == FAST_STEU["k"] and second.params["epochs"] == FAST_STEU["epochs"]
     assert second.parent_version == first.new_version == "2"
     assert second.new_version == "3"
     assert second.requested == ["pneumonia"] and second.inherited == ["sepsis"]
