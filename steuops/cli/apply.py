@@ -226,11 +226,18 @@ def demo(
     """Set up a home: synthetic notes, a MiniLM classifier registered as clinical-dx@production,
     then forget sepsis with the default policy."""
     from steuops.cli.render import console, emit_json, progress_bar
+    from steuops.errors import GateRejected
     from steuops.pipeline import run_demo
 
     with progress_bar(enabled=not as_json) as progress:
-        out = run_demo(home=home, n_notes=notes, device=device, progress=progress,
-                       say=None if as_json else lambda text: console.print(text, highlight=False))
+        try:
+            out = run_demo(home=home, n_notes=notes, device=device, progress=progress,
+                           say=None if as_json else lambda text: console.print(text, highlight=False))
+        except GateRejected as exc:  # show what was measured before the verdict, then exit 3
+            rejected = getattr(exc, "result", None)
+            if rejected is not None and not as_json:
+                show_apply(rejected.to_dict())
+            raise
     if as_json:
         emit_json("demo", out)
         return

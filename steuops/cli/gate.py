@@ -154,14 +154,16 @@ def history(
     if as_json:
         emit_json("history", {"model": model, "versions": rows})
         return
-    table = Table(title=f"{model}: {len(rows)} version(s)", title_justify="left")
-    for column in ("version", "parent", "forgotten", "gate", "policy", "method", "created", "aliases"):
+    from rich import box
+
+    table = Table(title=f"{model}: {len(rows)} version(s)", title_justify="left", box=box.SIMPLE_HEAD)
+    for column in ("version", "parent", "forgotten", "gate", "aliases", "policy", "created (UTC)"):
         table.add_column(column, overflow="fold")  # wrap, never elide: a cut alias name misleads
     for row in rows:
         gate = row["gate"] or "-"
         shown = f"[green]{gate}[/]" if gate == "passed" else f"[red]{gate}[/]" if gate == "rejected" else gate
         rolled = row["tags"].get("steuops.rollback_reason")
         table.add_row(row["version"], row["parent"] or "-", ", ".join(row["forgotten"]) or "-", shown,
-                      row["policy"] or "-", row["method"] or "-", row["created"][:16].replace("T", " "),
-                      ", ".join(row["aliases"]) + (f" (rollback: {rolled})" if rolled else ""))
+                      ", ".join(row["aliases"]) + (f" (rollback: {rolled})" if rolled else ""),
+                      row["policy"] or "-", row["created"][:16].replace("T", " "))
     console.print(table)
