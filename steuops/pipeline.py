@@ -1,7 +1,7 @@
 """`apply`: remove classes from a registered model, prove it against a policy, register, promote.
 
 The flow of DESIGN.md as plain calls: resolve -> load -> cohort -> validate -> split -> unlearn ->
-evaluate -> gate -> register (alias candidate) -> promote (compare-and-set) -> export. Every check a
+evaluate -> gate -> register (alias candidate) -> export -> promote (compare-and-set). Every check a
 user can fail (model, alias, version, forget class, policy, method config, cohort, validation) runs
 before the first write, so a bad input leaves the registry exactly as it was.
 """
@@ -170,9 +170,9 @@ def apply(
         )
         error.result = result  # type: ignore[attr-defined]  (the CLI renders what happened before the verdict)
         raise error
-    _promote(prep, ref, result, clock)
-    if export:
+    if export:  # before the alias moves: whatever production points at can be served
         _export(prep, ref, result, clock)
+    _promote(prep, ref, result, clock)
     return result
 
 

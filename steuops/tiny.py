@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 
 from steuops import env  # noqa: F401
@@ -11,14 +12,12 @@ SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 
 def wordpiece_tokenizer(corpus: Sequence[str], vocab_size: int = 600):
     """A BERT-style WordPiece tokenizer trained on `corpus` (lower-cased)."""
-    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
     from transformers import BertTokenizerFast
 
-    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
-    tok.normalizer = normalizers.BertNormalizer(lowercase=True)
-    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    tok.decoder = decoders.WordPiece()
-    tok.train_from_iterator(list(corpus), trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=SPECIALS))
+    normalizer, pre_tokenizer = normalizers.BertNormalizer(lowercase=True), pre_tokenizers.BertPreTokenizer()
+    tok = Tokenizer(models.WordPiece(_vocab(corpus, vocab_size, normalizer, pre_tokenizer), unk_token="[UNK]"))
+    tok.normalizer, tok.pre_tokenizer, tok.decoder = normalizer, pre_tokenizer, decoders.WordPiece()
     cls_id, sep_id = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
     tok.post_processor = processors.TemplateProcessing(
         single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B [SEP]", special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)]
@@ -27,6 +26,20 @@ def wordpiece_tokenizer(corpus: Sequence[str], vocab_size: int = 600):
         tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]", sep_token="[SEP]",
         mask_token="[MASK]", do_lower_case=True,
     )
+
+
+def _vocab(corpus: Sequence[str], size: int, normalizer, pre_tokenizer) -> dict[str, int]:
+    """The specials, then the corpus's most frequent words (ties alphabetical); any other word is [UNK].
+
+    Built here rather than by the tokenizers trainer, which breaks ties in hash order: the same corpus gave
+    different vocabularies under different PYTHONHASHSEEDs, and so different test results. Whole words only:
+    falling back to characters would spread one rare word over many positions of a short max_length.
+    """
+    counts: Counter[str] = Counter()
+    for text in corpus:
+        counts.update(w for w, _ in pre_tokenizer.pre_tokenize_str(normalizer.normalize_str(text)))
+    words = [w for w, _ in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])) if w not in SPECIALS]
+    return {p: i for i, p in enumerate(SPECIALS + words[: max(0, size - len(SPECIALS))])}
 
 
 def classifier(
@@ -52,7 +65,10 @@ def classifier(
     from steuops.modeling import MULTI_LABEL, SINGLE_LABEL
 
     torch.manual_seed(seed)
+    # BERT's defaults (init std 0.02, dropout 0.1) are sized for 768-wide models; a 32-wide one trained for
+    # a few dozen steps with them often never leaves "always negative". 0.1 and no dropout learn reliably.
     common = dict(
+        initializer_range=0.1,
         vocab_size=vocab_size,
         num_labels=len(labels),
         id2label=dict(enumerate(labels)),
@@ -62,9 +78,11 @@ def classifier(
     )
     if arch == "bert":
         cfg = BertConfig(hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
-                         intermediate_size=hidden * 2, **common)
+                         intermediate_size=hidden * 2, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
+                         **common)
         return BertForSequenceClassification(cfg).eval()
     if arch == "distilbert":
-        cfg = DistilBertConfig(dim=hidden, n_layers=layers, n_heads=heads, hidden_dim=hidden * 2, **common)
+        cfg = DistilBertConfig(dim=hidden, n_layers=layers, n_heads=heads, hidden_dim=hidden * 2, dropout=0.0,
+                               attention_dropout=0.0, seq_classif_dropout=0.0, **common)
         return DistilBertForSequenceClassification(cfg).eval()
     raise ValueError(f"unknown tiny arch {arch!r}")

@@ -65,6 +65,9 @@ def report_error(exc: BaseException, as_json: bool = False) -> int:
         decision = getattr(exc, "decision", None)
         if decision is not None:
             detail["decision"] = decision
+        result = getattr(exc, "result", None)  # a rejected apply: what was measured and registered
+        if result is not None:
+            detail["result"] = result.to_dict() if hasattr(result, "to_dict") else result
         if as_json:
             emit_json("error", detail, ok=False)
         else:

@@ -368,7 +368,7 @@ def _note(rng: np.random.Generator, patient: _Patient, truth: list[str], style: 
 
     body = _course(rng, v, truth, absent, style)
     meds = list(rng.choice(_MEDS, size=int(rng.integers(2, 5)), replace=False))
-    for c in set(patient.chronic) | set(truth):
+    for c in [c for c in CLASSES if c in patient.chronic or c in truth]:  # fixed order: reproducible under any PYTHONHASHSEED
         if c in _CLASS_MEDS and rng.random() < 0.6:
             meds.append(str(rng.choice(_CLASS_MEDS[c])))
     plan = _plan(rng, truth, absent, style)
