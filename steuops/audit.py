@@ -693,7 +693,7 @@ def audit_and_report(
 ) -> dict[str, Any]:
     """For the pipeline: run the audit, compute the before/after confusion on `test`, write
     audit.json + report.html + report.json into `out_dir`. Returns {"audit": AuditReport.to_dict(),
-    "files": {"audit.json": path, "report.html": path, "report.json": path}, "confusion": ...}.
+    "files": {"audit.json": path, "report.html": path, "report.json": path}, "confusion": ..., "tokens": [...]}.
     `edit` is the TokenEdit (or None); `tokens` (default: edit.info["tokens"]) feed the token table."""
     import json
     from pathlib import Path
@@ -719,5 +719,5 @@ def audit_and_report(
         tokens = list((getattr(edit, "info", None) or {}).get("tokens") or [])
     html_path, json_path = write_report(out, evaluation, audit=report, gate=gate, tokens=tokens, confusion=matrix,
                                         meta=meta)
-    return {"audit": report, "confusion": matrix,
+    return {"audit": report, "confusion": matrix, "tokens": list(tokens),
             "files": {"audit.json": audit_path, "report.html": html_path, "report.json": json_path}}

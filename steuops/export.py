@@ -181,6 +181,8 @@ def export_onnx(
     axes["logits"] = {0: "batch"}
     with torch.no_grad():
         try:
+            # torch warns that torchvision (not a dependency) is absent, once per process; not the user's concern
+            logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)
             exporter = _export_dynamo(wrapper, args, names, path, opset)
         except Exception as exc:  # noqa: BLE001  (any dynamo failure: fall back, and say so)
             log.warning("dynamo ONNX export failed (%s: %s); using the legacy exporter", type(exc).__name__, exc)

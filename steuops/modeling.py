@@ -102,15 +102,28 @@ def resolve_device(spec: str = "auto") -> torch.device:
     return torch.device(spec)
 
 
-def autocast(device: torch.device):
-    """bf16 autocast on CUDA, a no-op context on CPU."""
+def autocast(device: torch.device, *, cpu_bf16: bool = False):
+    """bf16 autocast on CUDA; on CPU only when asked (`cpu_bf16`) and the CPU has native bf16 (AVX512-BF16 or
+    AMX), where it makes a MiniLM training step about 1.5x faster; elsewhere a no-op context."""
     import contextlib
 
     import torch
 
     if device.type == "cuda":
         return torch.autocast("cuda", dtype=torch.bfloat16)
+    if device.type == "cpu" and cpu_bf16 and cpu_has_bf16():
+        return torch.autocast("cpu", dtype=torch.bfloat16)
     return contextlib.nullcontext()
+
+
+def cpu_has_bf16() -> bool:
+    """Native bf16 matmuls on this CPU (without them torch emulates bf16, slower than fp32)."""
+    import torch
+
+    try:
+        return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+    except AttributeError:  # private helpers; absent = unknown = no
+        return False
 
 
 def tokenize(tokenizer, texts: Sequence[str], max_length: int):

@@ -36,7 +36,7 @@ T_METHOD_CONFIG = "steuops.method_config"  # JSON of the options the version was
 T_METHOD_CONFIG_FOR = "steuops.method_config_for"  # which method those options belong to
 # STEU settings sized for a 2-core CPU on the demo notes (bench/unlearn.py --preset cpu measured them:
 # forget F1 0.0, retain macro F1 0.75, 0.44% of parameters).
-DEMO_STEU = {"k": 256, "epochs": 3, "retain_per_forget": 1.0}
+DEMO_STEU = {"k": 256, "epochs": 3, "retain_per_forget": 1.0, "cpu_bf16": True}
 
 
 @dataclass
@@ -156,9 +156,10 @@ def apply(
     edited = _unlearn(prep, method, device, clock, progress, result)
     _evaluate(prep, edited.model, device, clock, progress, result)
     with tempfile.TemporaryDirectory(prefix="steuops-audit-") as audit_dir:
-        audit_files = _audit(prep, edited, device, clock, progress, result, Path(audit_dir)) \
-            if _wants_audit(prep.policy, audit) else {}
+        audited = _audit(prep, edited, device, clock, progress, result, Path(audit_dir)) \
+            if _wants_audit(prep.policy, audit) else None
         decision = _decide(prep, result, clock)
+        audit_files = _report_with_gate(audited, result, Path(audit_dir)) if audited else {}
         ref = _register(prep, edited, method, result, clock, audit_files)
     result.new_version = ref.version
     if not decision["passed"]:
@@ -328,7 +329,7 @@ def _wants_audit(policy: Any, audit: bool | None) -> bool:
 
 
 def _audit(prep: _Prepared, edited: Any, device: str, clock: _Clock, progress, result: ApplyResult,
-           out_dir: Path) -> dict[str, Path]:
+           out_dir: Path) -> dict[str, Any]:
     """The forgetting audit + HTML report; its figures go into the evaluation the gate reads."""
     from steuops.audit import audit_and_report
 
@@ -341,7 +342,16 @@ def _audit(prep: _Prepared, edited: Any, device: str, clock: _Clock, progress, r
     result.evaluation["audit"] = {k: out["audit"].get(k) for k in
                                   ("probe_f1", "relearn_f1", "membership_auc", "bypass_f1")}
     result.audit = {**result.evaluation["audit"], "skipped": out["audit"].get("skipped")}
-    return {name: Path(path) for name, path in out["files"].items()}
+    return {**out, "meta": meta}
+
+
+def _report_with_gate(audited: dict[str, Any], result: ApplyResult, out_dir: Path) -> dict[str, Path]:
+    """Render the report again now that the verdict exists, so the logged page carries the gate table."""
+    from steuops.report import write_report
+
+    write_report(out_dir, result.evaluation, audit=audited["audit"], gate=result.gate, confusion=audited["confusion"],
+                 tokens=audited["tokens"], meta=audited["meta"])
+    return {name: Path(path) for name, path in audited["files"].items()}
 
 
 def _decide(prep: _Prepared, result: ApplyResult, clock: _Clock) -> dict[str, Any]:

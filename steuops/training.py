@@ -40,6 +40,8 @@ class TrainConfig:
     # Multi-label only: weight each class's positives by its negative/positive ratio (capped at 10), so rare
     # classes are not left at "always negative" after a short run.
     balance: bool = False
+    # bf16 autocast for CPU training steps where the CPU has native bf16 (modeling.autocast); CUDA always uses it.
+    cpu_bf16: bool = False
 
     def __post_init__(self) -> None:
         checks = {"epochs": self.epochs >= 1, "lr": self.lr > 0, "batch_size": self.batch_size >= 1,
@@ -148,7 +150,7 @@ def _step(model, tokenizer, texts: list[str], y: np.ndarray, loss_fn, config: Tr
     import torch
 
     batch = modeling.tokenize(tokenizer, texts, config.max_length).to(device)
-    with modeling.autocast(device):
+    with modeling.autocast(device, cpu_bf16=config.cpu_bf16):
         logits = model(**batch).logits
     return loss_fn(logits.float(), torch.from_numpy(y).to(device))
 

@@ -192,3 +192,8 @@ def test_audit_runs_before_the_gate_and_is_logged(make_home, policies, tmp_path)
     assert any(r["name"] == "audit_relearn_f1" for r in result.gate["rules"])
     names = set(registry.artifact_names(registry.resolve(MODEL, version=result.new_version)))
     assert {"audit.json", "report.html", "report.json"} <= names
+    # the logged report is rendered after the verdict: it carries the gate table
+    ref = registry.resolve(MODEL, version=result.new_version)
+    logged = registry.read_json_artifact(ref, "report.json")
+    assert logged["gate"]["passed"] == result.gate["passed"] and len(logged["gate"]["rules"]) == len(result.gate["rules"])
+    assert "audit_relearn_f1" in registry.download_artifact(ref, "report.html", tmp_path / "page").read_text()

@@ -127,3 +127,17 @@ def test_to_frame_matches_split(notes):
     _, test = split_notes(notes, test_fraction=0.2, seed=0)
     assert sorted(df.loc[df.split == "test", "note_id"]) == test.note_ids
     assert set(df.split) == {"train", "test"}
+
+
+def test_notes_and_tiny_tokenizer_do_not_depend_on_the_hash_seed():
+    # CI once failed because a set's iteration order (PYTHONHASHSEED) changed the notes and the vocabulary.
+    import os
+    import subprocess
+    import sys
+
+    code = ("import hashlib; from steuops.demo.notes import generate; from steuops.tiny import wordpiece_tokenizer; "
+            "n = generate(n=120, seed=3); t = wordpiece_tokenizer(n.texts, vocab_size=300); "
+            "print(hashlib.sha256(repr((n.texts, n.labels, sorted(t.get_vocab().items()))).encode()).hexdigest())")
+    digests = {subprocess.run([sys.executable, "-c", code], env={**os.environ, "PYTHONHASHSEED": seed},
+                              capture_output=True, text=True, check=True).stdout.strip() for seed in ("1", "2", "3")}
+    assert len(digests) == 1, digests

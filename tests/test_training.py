@@ -105,3 +105,14 @@ def test_balance_raises_recall_of_rare_classes(tiny_notes, tiny_tokenizer):
         pred = modeling.predict(modeling.logits(model, tiny_tokenizer, tiny_notes.texts, max_length=64), True)
         recalls.append((pred * y).sum() / y.sum())
     assert recalls[1] > recalls[0] + 0.2, recalls
+
+
+def test_cpu_bf16_autocast_only_when_asked_and_supported():
+    model = torch.nn.Linear(4, 2)
+    x = torch.randn(3, 4)
+    with modeling.autocast(torch.device("cpu")):
+        assert model(x).dtype == torch.float32  # the default stays exact
+    with modeling.autocast(torch.device("cpu"), cpu_bf16=True):
+        expected = torch.bfloat16 if modeling.cpu_has_bf16() else torch.float32
+        assert model(x).dtype == expected
+    assert TrainConfig(cpu_bf16=True).to_dict()["cpu_bf16"] is True

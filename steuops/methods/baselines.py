@@ -182,6 +182,8 @@ class RetrainConfig(MethodConfig):
     batch_size: int = 16
     max_length: int = 256
     warmup: float = 0.1
+    balance: bool = False  # weight positives per class, as a short multi-label fine-tune needs (TrainConfig)
+    cpu_bf16: bool = False  # bf16 autocast on CPUs with native bf16 (TrainConfig)
 
 
 def base_dir(model: nn.Module, base: str | Path | None) -> Path:
@@ -239,7 +241,7 @@ class Retrain:
         fresh = fresh_classifier(model, base_dir(model, config.base), config.seed)
         train_config = TrainConfig(epochs=config.epochs, lr=config.lr, batch_size=config.batch_size,
                                    max_length=config.max_length, seed=config.seed, warmup=config.warmup,
-                                   head_lr=config.head_lr)
+                                   head_lr=config.head_lr, balance=config.balance, cpu_bf16=config.cpu_bf16)
         fine_tune(fresh, tokenizer, without(notes, forget), train_config, device=device, progress=progress)
         info: dict[str, Any] = {"base": str(base_dir(model, config.base))}
         return UnlearnResult(method="retrain", model=fresh.to(home).eval(), config=config.to_dict(), forget=forget,

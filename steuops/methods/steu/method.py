@@ -58,6 +58,7 @@ class STEUConfig(MethodConfig):
     # 0 = every retain note every epoch; r > 0 = each epoch sees all forget notes plus a fresh seeded
     # sample of r x (number of forget notes) retain notes (cheaper on large cohorts)
     retain_per_forget: float = 0.0
+    cpu_bf16: bool = False  # bf16 autocast for training steps on CPUs with native bf16 (modeling.autocast)
 
     def __post_init__(self) -> None:
         checks = {
@@ -195,7 +196,7 @@ def train(
         for step in range(steps):
             idx = order[step * config.batch_size : (step + 1) * config.batch_size]
             ids, mask = batches.get(idx.tolist())
-            with modeling.autocast(batches.device):
+            with modeling.autocast(batches.device, cpu_bf16=getattr(config, "cpu_bf16", False)):
                 z = forward(ids, mask)
             forget, retain = loss_fn(z.float(), idx.to(task.teacher.device), task)
             loss = forget_weight * forget + retain_weight * retain
