@@ -21,7 +21,8 @@ FILLER = ["patient", "admitted", "with", "history", "of", "stable", "vitals", "r
           "discharged", "home", "today", "noted", "ward"]
 
 
-def keyword_notes(n: int = 200, seed: int = 0, multi_label: bool = True) -> Notes:
+def keyword_notes(n: int = 200, seed: int = 0, multi_label: bool = True, filler_words: int = 3) -> Notes:
+    """`n` notes of 2 keywords per label (30% carry a second label when multi-label) and `filler_words` fillers."""
     rng = np.random.default_rng(seed)
     texts, labels = [], []
     for i in range(n):
@@ -30,7 +31,7 @@ def keyword_notes(n: int = 200, seed: int = 0, multi_label: bool = True) -> Note
         if multi_label and rng.random() < 0.3:
             chosen.append(LABELS[(i + 1 + rng.integers(len(LABELS) - 1)) % len(LABELS)])
         words = [w for c in chosen for w in rng.choice(KEYWORDS[c], size=2, replace=False)]
-        words += list(rng.choice(FILLER, size=3))
+        words += list(rng.choice(FILLER, size=filler_words))
         rng.shuffle(words)
         texts.append(" ".join(words))
         labels.append(chosen)

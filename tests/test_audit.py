@@ -5,40 +5,22 @@ from __future__ import annotations
 
 import json
 
+import engine_data
 import numpy as np
 import pytest
+from engine_data import LABELS
 
 from steuops.audit import AuditConfig, audit_methods, roc_auc, run_audit
 from steuops.data import Notes, split_notes
 from steuops.demo import bypass
 from steuops.errors import ConfigError
 
-KEYWORDS = {
-    "sepsis": ["lactate", "bacteremia", "pressors", "cultures"],
-    "pneumonia": ["infiltrate", "consolidation", "sputum", "azithromycin"],
-    "heart failure": ["orthopnea", "furosemide", "edema", "bnp"],
-    "copd exacerbation": ["wheeze", "inhaler", "tiotropium", "hyperinflation"],
-}
-LABELS = list(KEYWORDS)
-FILLER = ["patient", "admitted", "with", "history", "of", "stable", "vitals", "reviewed", "plan", "follow", "up",
-          "discharged", "home", "today", "noted", "ward"]
 FORGET = ["sepsis"]
 FAST = dict(max_length=16, batch_size=32, relearn_steps=[0, 5, 25, 60], relearn_lr_head=5e-2, relearn_lr_rows=5e-2)
 
 
 def keyword_notes(n: int, seed: int) -> Notes:
-    rng = np.random.default_rng(seed)
-    texts, labels = [], []
-    for i in range(n):
-        chosen = [LABELS[i % len(LABELS)]]
-        if rng.random() < 0.3:
-            chosen.append(LABELS[(i + 1 + rng.integers(len(LABELS) - 1)) % len(LABELS)])
-        words = [w for c in chosen for w in rng.choice(KEYWORDS[c], size=2, replace=False)]
-        words += list(rng.choice(FILLER, size=5))
-        rng.shuffle(words)
-        texts.append(" ".join(words))
-        labels.append(chosen)
-    return Notes(texts, labels, note_ids=[f"n{i}" for i in range(n)], patient_ids=[f"p{i}" for i in range(n)])
+    return engine_data.keyword_notes(n, seed, filler_words=5)
 
 
 def _fit(notes: Notes, tok, seed: int = 0):

@@ -72,6 +72,22 @@ def test_apply_json_envelope_then_history(make_home, policies, capsys, monkeypat
     assert "sepsis" in table and "passed" in table and "production" in table
 
 
+def test_rejected_apply_json_carries_what_was_measured(make_home, policies, capsys, tmp_path):
+    from steuops.cli import main
+
+    home, registry = make_home()
+    junit = tmp_path / "gate.xml"
+    argv = ["apply", "--model", MODEL, "--forget", "sepsis", "--home", str(home), "--policy", str(policies["reject"]),
+            "--config", json.dumps(FAST_STEU), "--device", "cpu", "--no-export", "--json", "--junit", str(junit)]
+    assert main(argv) == 3
+    envelope = json.loads(capsys.readouterr().out)
+    assert envelope["ok"] is False and envelope["result"]["type"] == "GateRejected"
+    measured = envelope["result"]["result"]  # the rejected candidate: evaluation, gate, version
+    assert measured["new_version"] == "2" and measured["gate"]["passed"] is False and measured["promoted"] is None
+    assert [r["name"] for r in measured["gate"]["rules"] if not r["passed"]] == ["params_fraction"]
+    assert "sepsis" in measured["evaluation"]["after"]["per_class_f1"] and junit.is_file()
+
+
 def test_apply_text_output_and_dry_run(make_home, policies, capsys):
     from steuops.cli import main
 
@@ -132,9 +148,10 @@ def test_demo_with_real_minilm_then_apply_as_typed(tmp_path):
                           capture_output=True, text=True, env=env, timeout=1800, cwd=tmp_path)
     assert done.returncode in (0, 3), done.stderr[-3000:]
     envelope = json.loads(done.stdout)
-    if done.returncode == 0:
-        result = envelope["result"]["apply"]
-        assert result["forget"] == ["sepsis"] and result["new_version"] == "2"
+    # a smaller demo than the default may miss the gate (exit 3); either way the envelope says what happened
+    result = envelope["result"]["apply"] if done.returncode == 0 else envelope["result"]["result"]
+    assert envelope["ok"] == (done.returncode == 0) and result["gate"]["passed"] == (done.returncode == 0)
+    assert result["forget"] == ["sepsis"] and result["new_version"] == "2"
     done = subprocess.run([sys.executable, "-m", "steuops", "apply", "--model", "clinical-dx", "--forget",
                            "pneumonia", "--no-export"], capture_output=True, text=True, env=env, timeout=1800,
                           cwd=tmp_path)

@@ -27,9 +27,9 @@ def test_missing_encoder_package_is_a_clear_model_error(monkeypatch):
 
 def test_demo_defaults_are_consistent():
     cfg = demo_model.demo_train_config()
-    assert (cfg.epochs, cfg.max_length, cfg.lr, cfg.batch_size, cfg.head_lr) == (
+    assert (cfg.epochs, cfg.max_length, cfg.lr, cfg.batch_size, cfg.head_lr, cfg.balance, cfg.cpu_bf16) == (
         demo_model.DEMO_EPOCHS, demo_model.DEMO_MAX_LENGTH, demo_model.DEMO_LR, demo_model.DEMO_BATCH_SIZE,
-        demo_model.DEMO_HEAD_LR)
+        demo_model.DEMO_HEAD_LR, demo_model.DEMO_BALANCE, demo_model.DEMO_CPU_BF16)
     notes = demo_model.demo_notes(n=50)
     assert len(notes) == 50 and set(notes.class_counts()) <= set(CLASSES)
 
@@ -63,3 +63,7 @@ def test_build_demo_classifier_trains_saves_and_loads(tmp_path, tiny_notes):
     b = modeling.logits(again, again_tok, texts, max_length=48)
     assert a.shape == (4, 6) and np.allclose(a, b, atol=1e-5)
     assert modeling.label_names(again) == CLASSES and modeling.is_multi_label(again)
+    # the demo keeps each note's end (labs, assessment and plan); the saved tokenizer carries that choice
+    assert again_tok.truncation_side == demo_model.DEMO_TRUNCATION_SIDE == "left"
+    long = "start " * 100 + "final plan words"
+    assert again_tok.decode(again_tok(long, truncation=True, max_length=8)["input_ids"][-4:-1]) == "final plan words"

@@ -16,36 +16,15 @@ import sys
 import time
 from pathlib import Path
 
+import engine_data
 import numpy as np
 import pytest
+from engine_data import LABELS
 
 pytestmark = pytest.mark.filterwarnings("ignore")
 
-# Each class has its own keywords, so a 2-layer BERT learns every class in a few epochs.
-KEYWORDS = {
-    "sepsis": ["lactate", "bacteremia", "pressors", "cultures"],
-    "pneumonia": ["infiltrate", "consolidation", "sputum", "azithromycin"],
-    "heart failure": ["orthopnea", "furosemide", "edema", "bnp"],
-    "copd": ["wheeze", "inhaler", "tiotropium", "hyperinflation"],
-}
-LABELS = list(KEYWORDS)
-FILLER = ["patient", "admitted", "with", "history", "of", "stable", "vitals", "reviewed", "plan", "follow", "up"]
-
-
 def keyword_notes(n: int, seed: int):
-    from steuops.data import Notes
-
-    rng = np.random.default_rng(seed)
-    texts, labels = [], []
-    for i in range(n):
-        chosen = [LABELS[i % len(LABELS)]]
-        if rng.random() < 0.3:
-            chosen.append(LABELS[(i + 1 + rng.integers(len(LABELS) - 1)) % len(LABELS)])
-        words = [w for c in chosen for w in rng.choice(KEYWORDS[c], size=2, replace=False)] + list(rng.choice(FILLER, 5))
-        rng.shuffle(words)
-        texts.append(" ".join(words))
-        labels.append(chosen)
-    return Notes(texts, labels, note_ids=[f"n{i}" for i in range(n)], patient_ids=[f"p{i}" for i in range(n)])
+    return engine_data.keyword_notes(n, seed, filler_words=5)
 
 
 @pytest.fixture(scope="module")
@@ -89,7 +68,7 @@ def test_served_model_drops_forgotten_and_matches_torch(trained, export_dir):
     out = served.classify(test.texts[:20])
     assert len(out) == 20
     for row in out:
-        assert set(row["scores"]) == {"pneumonia", "heart failure", "copd"}
+        assert set(row["scores"]) == set(LABELS) - {"sepsis"}
         assert "sepsis" not in row["labels"]
         assert sorted(row["labels"]) == sorted(k for k, p in row["scores"].items() if p >= 0.5)
     enc = tok(test.texts[:20], padding=True, truncation=True, max_length=32, return_tensors="pt")
