@@ -179,6 +179,39 @@ def test_report_cli_audits_a_version_once_and_renders_it(make_home, policies, tm
     second = json.loads(capsys.readouterr().out)["result"]
     assert second["audit_source"] == "logged artifact"
     assert second["figures"]["probe_f1"] == first["figures"]["probe_f1"]
+    assert json.loads(out.with_suffix(".json").read_text())["confusion"] == data["confusion"], \
+        "the confusion counts are logged with the audit, not lost on the next report"
+
+
+def test_report_cli_audits_next_to_a_retrained_reference_version(  # noqa: F811
+        make_home, policies, tmp_path, capsys, trained_tiny, tiny_tokenizer):  # noqa: F811
+    from registry_helpers import write_policy
+
+    from steuops.cli import main
+    from steuops.pipeline import apply
+    from steuops.tiny import classifier
+
+    home, _ = make_home()
+    apply(MODEL, ["sepsis"], home=home, policy=policies["manual"], method_config=FAST_STEU, device="cpu",
+          export=False)
+    base = tmp_path / "base"  # the "pretrained" encoder a retrain starts from
+    classifier(list(trained_tiny.config.id2label.values()), vocab_size=len(tiny_tokenizer)).save_pretrained(base)
+    apply(MODEL, ["sepsis"], home=home, version="1", method="retrain", device="cpu", export=False,
+          method_config={"base": str(base), "epochs": 2, "lr": 3e-3, "max_length": 64, "batch_size": 32},
+          policy=write_policy(tmp_path / "reference.yaml", params_fraction_max=1.0, on_pass=None))
+    out = tmp_path / "v2.html"
+    args = ["report", "--model", MODEL, "--version", "2", "--home", str(home), "--out", str(out), "--json"]
+    assert main([*args, "--reference", "3"]) == 0
+    result = json.loads(capsys.readouterr().out)["result"]
+    assert result["audit_source"] == "computed now and logged (reference: v3)"
+    assert result["figures"]["reference"]["probe_f1"] is not None
+    audit = json.loads(out.with_suffix(".json").read_text())["audit"]
+    assert audit["probe_f1"]["reference"] is not None and audit["bypass_f1"]["reference"] is not None
+    assert "reference" not in (audit.get("skipped") or {})
+    # A reference that did not forget the same class from the same parent is refused, naming both.
+    assert main([*args, "--reference", "1"]) == 2
+    error = json.loads(capsys.readouterr().out)["result"]
+    assert "--reference 1" in error["message"] and "same classes" in error["message"]
 
 
 def test_report_cli_on_a_version_steuops_did_not_make_exits_2(make_home, capsys):  # noqa: F811

@@ -2,7 +2,9 @@
 
 Reads the version's artifacts (evaluation.json, gate.json, audit.json, edit/edit.json) through the
 registry. A version with no audit yet is audited now (its parent and itself are loaded, the cohort
-comes from the logged dataset and split.json) and the audit is logged on the version.
+comes from the logged dataset and split.json) and the audit and confusion counts are logged on the
+version. `--reference N` audits next to version N, a model retrained without the same class(es) from
+the same parent (`steuops apply --method retrain`): the gold standard the figures are read against.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import typer
 from steuops.cli import app
 
 AUDIT_FILE = "audit.json"
+CONFUSION_FILE = "confusion.json"
 EVALUATION_FILE = "evaluation.json"
 GATE_FILE = "gate.json"
 SPLIT_FILE = "split.json"
@@ -33,6 +36,10 @@ def report_command(
     bypass_phrases: Path | None = typer.Option(
         None, "--bypass-phrases", help="Text file of extra rewordings of the class, one per line (for a new audit)."
     ),
+    reference: str | None = typer.Option(
+        None, "--reference", help="Version retrained without the same class(es) from the same parent "
+        "(`steuops apply --method retrain`); the audit is run again next to it."
+    ),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda (for a new audit)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON envelope instead of a summary."),
 ) -> None:
@@ -41,15 +48,20 @@ def report_command(
 
     with progress_bar(enabled=not as_json) as progress:
         result = version_report(model, version, out=out, home=home, audit=audit, refresh_audit=refresh_audit,
-                                bypass_phrases=bypass_phrases, device=device, progress=progress)
+                                bypass_phrases=bypass_phrases, reference=reference, device=device,
+                                progress=progress)
     if as_json:
         emit_json("report", result)
         return
     console.print(f"report for {model} v{result['version']}: [bold]{result['html']}[/bold]", highlight=False)
     console.print(f"facts as JSON: {result['json']}  (audit: {result['audit_source']})", highlight=False)
-    figures = result.get("figures") or {}
+    figures = dict(result.get("figures") or {})
+    reference = figures.pop("reference", None)
     if figures:
         console.print("  ".join(f"{k} {_fmt(v)}" for k, v in figures.items()), highlight=False)
+    if reference:
+        console.print("retrained reference: " + "  ".join(f"{k} {_fmt(v)}" for k, v in reference.items()),
+                      highlight=False)
 
 
 def version_report(
@@ -61,6 +73,7 @@ def version_report(
     audit: bool = True,
     refresh_audit: bool = False,
     bypass_phrases: Path | None = None,
+    reference: str | None = None,
     device: str = "auto",
     progress: Any = None,
     registry: Any = None,
@@ -80,20 +93,49 @@ def version_report(
     evaluation = registry.read_json_artifact(ref, EVALUATION_FILE)
     gate = registry.read_json_artifact(ref, GATE_FILE) if GATE_FILE in names else None
     tokens = _tokens(registry, ref, names)
-    old = registry.read_json_artifact(ref, REPORT_JSON) if REPORT_JSON in names else {}
-    confusion = old.get("confusion")
+    reference_ref = _reference(registry, ref, tags, reference) if reference is not None else None
+    confusion = _logged_confusion(registry, ref, names)
     audit_data, source = None, "none"
-    if AUDIT_FILE in names and not refresh_audit:
+    if AUDIT_FILE in names and not refresh_audit and reference_ref is None:
         audit_data, source = registry.read_json_artifact(ref, AUDIT_FILE), "logged artifact"
-    elif audit or refresh_audit:
-        audit_data, confusion = _audit_now(registry, ref, tags, evaluation, bypass_phrases, device, progress)
-        source = "computed now and logged"
+    elif audit or refresh_audit or reference_ref is not None:
+        audit_data, confusion = _audit_now(registry, ref, tags, evaluation, bypass_phrases, device, progress,
+                                           reference_ref)
+        source = "computed now and logged" + (f" (reference: v{reference_ref.version})" if reference_ref else "")
     meta = _meta(registry, ref, tags, evaluation)
     target = Path(out) if out else Path(f"report-{model}-v{ref.version}.html")
     html_path, json_path = write_report(target.parent, evaluation, audit=audit_data, gate=gate, tokens=tokens,
                                         confusion=confusion, meta=meta, html_name=target.name)
     return {"model": model, "version": ref.version, "html": str(html_path), "json": str(json_path),
             "audit_source": source, "figures": _figures(evaluation, audit_data, gate)}
+
+
+def _logged_confusion(registry, ref, names: set[str]) -> dict[str, Any] | None:
+    """Confusion counts logged by `report` (confusion.json) or by `apply --audit` (inside report.json)."""
+    if CONFUSION_FILE in names:
+        return registry.read_json_artifact(ref, CONFUSION_FILE)
+    if REPORT_JSON in names:
+        return registry.read_json_artifact(ref, REPORT_JSON).get("confusion")
+    return None
+
+
+def _reference(registry, ref, tags: dict[str, str], version: str):
+    """The reference version, refused (exit 2) unless it forgot the same classes from the same parent."""
+    from steuops.errors import UsageError
+
+    other = registry.resolve(ref.name, alias=None, version=version)
+    theirs = registry.tags(other)
+    same_parent = theirs.get("steuops.parent_version") == tags.get("steuops.parent_version")
+    forgotten = {c for c in theirs.get("steuops.forgotten", "").split(",") if c}
+    if other.version == ref.version or not same_parent or forgotten != {
+            c for c in tags.get("steuops.forgotten", "").split(",") if c}:
+        raise UsageError(
+            f"--reference {version}: v{other.version} must forget the same classes as v{ref.version} "
+            f"({tags.get('steuops.forgotten')}) from the same parent (v{tags.get('steuops.parent_version')}); "
+            f"it forgot {theirs.get('steuops.forgotten') or 'nothing'} from v{theirs.get('steuops.parent_version')}",
+            hint=f"make one with `steuops apply --model {ref.name} --version {tags.get('steuops.parent_version')} "
+                 f"--forget ... --method retrain --no-promote`")
+    return other
 
 
 def _tokens(registry, ref, names: set[str]) -> list[dict[str, Any]]:
@@ -103,8 +145,9 @@ def _tokens(registry, ref, names: set[str]) -> list[dict[str, Any]]:
     return list((meta.get("info") or {}).get("tokens") or [])
 
 
-def _audit_now(registry, ref, tags, evaluation, bypass_phrases, device, progress):
-    """Load the parent and the version, rebuild the split, run the audit, log audit.json on the version."""
+def _audit_now(registry, ref, tags, evaluation, bypass_phrases, device, progress, reference_ref=None):
+    """Load the parent, the version (and the reference), rebuild the split, run the audit, log
+    audit.json and confusion.json on the version."""
     import json
     import tempfile
 
@@ -130,9 +173,10 @@ def _audit_now(registry, ref, tags, evaluation, bypass_phrases, device, progress
     if "edit/edit.safetensors" in names:
         edit_ids = TokenEdit.load(registry.download_artifact(ref, "edit")).token_ids
     config = AuditConfig(bypass_phrases=load_phrases(bypass_phrases) if bypass_phrases else [])
+    reference = registry.load(reference_ref).model if reference_ref is not None else None
     report = run_audit(original, loaded.model, loaded.tokenizer, forget, cohorts.to_notes(train),
-                       cohorts.to_notes(test), config=config, device=device, progress=progress,
-                       edit=edit_ids).to_dict()
+                       cohorts.to_notes(test), reference=reference, config=config, device=device,
+                       progress=progress, edit=edit_ids).to_dict()
     dev = modeling.resolve_device(device)
     multi = modeling.is_multi_label(original)
     test_notes = cohorts.to_notes(test)
@@ -141,9 +185,10 @@ def _audit_now(registry, ref, tags, evaluation, bypass_phrases, device, progress
                                                                                           loaded.model.to(dev))]
     matrix = confusion(test_notes.multi_hot(loaded.labels), preds[0], preds[1], loaded.labels, multi)
     with tempfile.TemporaryDirectory(prefix="steuops-audit-") as tmp:
-        path = Path(tmp) / AUDIT_FILE
-        path.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-        registry.log_artifacts(ref, {AUDIT_FILE: path})
+        files = {AUDIT_FILE: report, CONFUSION_FILE: matrix}
+        for name, data in files.items():
+            (Path(tmp) / name).write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+        registry.log_artifacts(ref, {name: Path(tmp) / name for name in files})
     return report, matrix
 
 
@@ -182,8 +227,11 @@ def _figures(evaluation: dict[str, Any], audit: dict[str, Any] | None, gate: dic
     out: dict[str, Any] = {"forget_f1": (evaluation.get("after") or {}).get("forget_f1"),
                            "retain_macro_f1": (evaluation.get("after") or {}).get("retain_macro_f1")}
     if audit:
-        for key in ("probe_f1", "relearn_f1", "membership_auc", "bypass_f1"):
-            out[key] = (audit.get(key) or {}).get("edited")
+        keys = ("probe_f1", "relearn_f1", "membership_auc", "bypass_f1")
+        out.update({key: (audit.get(key) or {}).get("edited") for key in keys})
+        reference = {key: (audit.get(key) or {}).get("reference") for key in keys}
+        if any(value is not None for value in reference.values()):
+            out["reference"] = reference
     if gate is not None:
         out["gate"] = "passed" if gate.get("passed") else "rejected"
     return out
