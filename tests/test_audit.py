@@ -33,17 +33,23 @@ def _fit(notes: Notes, tok, seed: int = 0):
                                                     warmup=0.0, seed=seed), device="cpu")
 
 
-@pytest.fixture(scope="module")
-def world():
-    """(original, steu result, reference, tokenizer, train, test)."""
+def steu_world(n_notes: int, seed: int):
+    """(original, steu result, tokenizer, train, test): a tiny keyword classifier and STEU on it."""
     from steuops.methods import unlearn
     from steuops.tiny import wordpiece_tokenizer
 
-    notes = keyword_notes(320, seed=0)
+    notes = keyword_notes(n_notes, seed=seed)
     train, test = split_notes(notes, 0.3, seed=0)
     tok = wordpiece_tokenizer(notes.texts, vocab_size=120)
     original = _fit(train, tok)
     steu = unlearn("steu", original, tok, FORGET, train, {"k": 8, "epochs": 5, "max_length": 16}, device="cpu")
+    return original, steu, tok, train, test
+
+
+@pytest.fixture(scope="module")
+def world():
+    """(original, steu result, reference, tokenizer, train, test)."""
+    original, steu, tok, train, test = steu_world(320, seed=0)
     # The gold reference: the same recipe on the same notes with the class removed from the labels.
     without = Notes(train.texts, [[c for c in ls if c not in FORGET] for ls in train.labels])
     reference = _fit(without, tok, seed=1)

@@ -44,9 +44,9 @@ def test_build_demo_classifier_trains_saves_and_loads(tmp_path, tiny_notes):
     small = tiny_notes.subset(range(32))
     base, _ = demo_model.load_base(CLASSES, seed=0)
     steps: list[int] = []
-    model, tokenizer = demo_model.build_demo_classifier(
-        small, epochs=1, max_length=48, batch_size=16, seed=0, device="cpu", progress=lambda _p, d, _t: steps.append(d)
-    )
+    config = demo_model.demo_train_config(epochs=1, max_length=48, batch_size=16, seed=0)
+    model, tokenizer = demo_model.build_demo_classifier(small, config, device="cpu",
+                                                        progress=lambda _p, d, _t: steps.append(d))
     assert steps == [1, 2]
     assert modeling.label_names(model) == CLASSES and modeling.is_multi_label(model)
     # Full fine-tuning: encoder and head both moved away from the (seeded) starting point.

@@ -113,19 +113,11 @@ def test_write_report_writes_html_and_the_same_facts_as_json(tmp_path):
 @pytest.fixture(scope="module")
 def tiny_run():
     """A tiny keyword classifier, STEU on it, and the audit + report written by audit_and_report."""
-    from test_audit import FAST, FORGET, _fit, keyword_notes
+    from test_audit import FAST, steu_world
 
     from steuops.audit import AuditConfig
-    from steuops.data import split_notes
-    from steuops.methods import unlearn
-    from steuops.tiny import wordpiece_tokenizer
 
-    notes = keyword_notes(240, seed=3)
-    train, test = split_notes(notes, 0.3, seed=0)
-    tok = wordpiece_tokenizer(notes.texts, vocab_size=120)
-    original = _fit(train, tok)
-    steu = unlearn("steu", original, tok, FORGET, train, {"k": 8, "epochs": 5, "max_length": 16}, device="cpu")
-    return original, steu, tok, train, test, AuditConfig(**{**FAST, "relearn_steps": [0, 10]})
+    return (*steu_world(240, seed=3), AuditConfig(**{**FAST, "relearn_steps": [0, 10]}))
 
 
 def test_audit_and_report_writes_the_files_the_pipeline_logs(tiny_run, tmp_path):

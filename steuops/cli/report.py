@@ -129,12 +129,14 @@ def _reference(registry, ref, tags: dict[str, str], version: str):
     forgotten = {c for c in theirs.get("steuops.forgotten", "").split(",") if c}
     if other.version == ref.version or not same_parent or forgotten != {
             c for c in tags.get("steuops.forgotten", "").split(",") if c}:
+        found = (f"it forgot {theirs.get('steuops.forgotten') or 'nothing'} from v{theirs['steuops.parent_version']}"
+                 if theirs.get("steuops.parent_version") else "it was not made by `steuops apply`")
         raise UsageError(
             f"--reference {version}: v{other.version} must forget the same classes as v{ref.version} "
             f"({tags.get('steuops.forgotten')}) from the same parent (v{tags.get('steuops.parent_version')}); "
-            f"it forgot {theirs.get('steuops.forgotten') or 'nothing'} from v{theirs.get('steuops.parent_version')}",
+            f"{found}",
             hint=f"make one with `steuops apply --model {ref.name} --version {tags.get('steuops.parent_version')} "
-                 f"--forget ... --method retrain --no-promote`")
+                 f"--forget CLASS --method retrain --config '{{\"base\": \"ENCODER_DIR\"}}'`")
     return other
 
 

@@ -105,22 +105,14 @@ def load_base(labels: list[str] | None = None, *, seed: int = DEMO_SEED) -> tupl
 
 def build_demo_classifier(
     notes: Notes,
+    config: TrainConfig | None = None,
     *,
-    epochs: int = DEMO_EPOCHS,
-    max_length: int = DEMO_MAX_LENGTH,
-    lr: float = DEMO_LR,
-    seed: int = DEMO_SEED,
-    batch_size: int = DEMO_BATCH_SIZE,
-    head_lr: float | None = DEMO_HEAD_LR,
-    freeze_embeddings: bool = DEMO_FREEZE_EMBEDDINGS,
-    balance: bool = DEMO_BALANCE,
     device: str = "auto",
     progress: Progress | None = None,
 ) -> tuple[Any, Any]:
-    """Fine-tune MiniLM + a new head over CLASSES on `notes` (pass the train split); returns (model, tokenizer)
-    with the model in eval mode on `device`."""
-    model, tokenizer = load_base(CLASSES, seed=seed)
-    config = demo_train_config(epochs=epochs, max_length=max_length, lr=lr, seed=seed, batch_size=batch_size,
-                               head_lr=head_lr, freeze_embeddings=freeze_embeddings, balance=balance)
+    """Fine-tune MiniLM + a new head over CLASSES on `notes` (pass the train split) with `config`
+    (default: demo_train_config()); returns (model, tokenizer) with the model in eval mode on `device`."""
+    config = config or demo_train_config()
+    model, tokenizer = load_base(CLASSES, seed=config.seed)
     fine_tune(model, tokenizer, notes, config, device=device, progress=progress)
     return model, tokenizer
