@@ -23,17 +23,14 @@ from engine_data import LABELS
 
 pytestmark = pytest.mark.filterwarnings("ignore")
 
-def keyword_notes(n: int, seed: int):
-    return engine_data.keyword_notes(n, seed, filler_words=5)
-
-
 @pytest.fixture(scope="module")
 def trained():
     """(model, tokenizer, train notes, held-out notes): a tiny BERT that knows every class."""
     from steuops.tiny import classifier, wordpiece_tokenizer
     from steuops.training import TrainConfig, fine_tune
 
-    train, test = keyword_notes(160, seed=0), keyword_notes(80, seed=1)
+    train = engine_data.keyword_notes(160, seed=0, filler_words=5)
+    test = engine_data.keyword_notes(80, seed=1, filler_words=5)
     tok = wordpiece_tokenizer(train.texts, vocab_size=300)  # every keyword one token
     model = classifier(LABELS, len(tok), seed=0)
     fine_tune(model, tok, train, TrainConfig(epochs=6, lr=1e-2, head_lr=3e-2, max_length=24, batch_size=16,

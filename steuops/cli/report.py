@@ -122,13 +122,13 @@ def _logged_confusion(registry, ref, names: set[str]) -> dict[str, Any] | None:
 def _reference(registry, ref, tags: dict[str, str], version: str):
     """The reference version, refused (exit 2) unless it forgot the same classes from the same parent."""
     from steuops.errors import UsageError
+    from steuops.registry import split_list
 
     other = registry.resolve(ref.name, alias=None, version=version)
     theirs = registry.tags(other)
     same_parent = theirs.get("steuops.parent_version") == tags.get("steuops.parent_version")
-    forgotten = {c for c in theirs.get("steuops.forgotten", "").split(",") if c}
-    if other.version == ref.version or not same_parent or forgotten != {
-            c for c in tags.get("steuops.forgotten", "").split(",") if c}:
+    same_classes = set(split_list(theirs.get("steuops.forgotten"))) == set(split_list(tags.get("steuops.forgotten")))
+    if other.version == ref.version or not same_parent or not same_classes:
         found = (f"it forgot {theirs.get('steuops.forgotten') or 'nothing'} from v{theirs['steuops.parent_version']}"
                  if theirs.get("steuops.parent_version") else "it was not made by `steuops apply`")
         raise UsageError(
