@@ -15,6 +15,13 @@ do not spin (idle ORT threads busy-wait by default and would slow the torch call
   ort-plain    ONNX Runtime on the unoptimised export (model.onnx)
   http         `bentoml serve` on 127.0.0.1, one client, POST /classify
   http-c8      the same server, 8 concurrent clients sending 1 text each (adaptive batching)
+
+Load test (`--load`): the served file behind `bentoml serve` on 127.0.0.1 with the service's own
+defaults (STEUOPS_MAX_INFLIGHT, STEUOPS_MAX_LATENCY_MS), 16 clients each posting one note at a time
+for 60 s (bounded by --seconds and --max-requests). It reports throughput, p50/p99 latency, the count
+of every status code (429/503 are load shed with Retry-After) and how many lines the server logged:
+
+    python bench/serve.py --load             # writes bench/results/serve-load-<date>.json
 """
 
 from __future__ import annotations
@@ -156,14 +163,16 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def bento_server(onnx_dir: Path, file_name: str, device: str, log: Path):
+def bento_server(onnx_dir: Path, file_name: str, device: str, log: Path, settings: dict[str, str] | None = None):
+    """`bentoml serve` on 127.0.0.1 only; `settings` are STEUOPS_* overrides (default: a 60 s batching
+    deadline, so that the latency rows measure speed rather than shedding)."""
     import httpx
 
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("STEUOPS_")}
     env.update({"STEUOPS_ONNX_DIR": str(onnx_dir), "STEUOPS_ONNX_FILE": file_name, "STEUOPS_DEVICE": device,
-                "STEUOPS_MAX_LATENCY_MS": "60000", "BENTOML_HOME": str(log.parent / "bentoml"),
-                "BENTOML_DO_NOT_TRACK": "True"})
+                "BENTOML_HOME": str(log.parent / "bentoml"), "BENTOML_DO_NOT_TRACK": "True",
+                **({"STEUOPS_MAX_LATENCY_MS": "60000"} if settings is None else settings)})
     cmd = [sys.executable, "-m", "bentoml", "serve", "steuops.serving.service:Classifier", "--host", "127.0.0.1",
            "--port", str(port)]
     with open(log, "w") as fh:
@@ -234,10 +243,103 @@ def environment() -> dict[str, Any]:
 
     out = {"python": platform.python_version(), "torch": torch.__version__, "transformers": transformers.__version__,
            "onnxruntime": onnxruntime.__version__, "cpu_count": os.cpu_count(), "machine": platform.machine(),
-           "torch_threads": torch.get_num_threads(), "loadavg_start": os.getloadavg()}
+           "cpu_model": cpu_model(), "torch_threads": torch.get_num_threads(), "loadavg_start": os.getloadavg()}
     if torch.cuda.is_available():
         out["gpu"] = torch.cuda.get_device_name(0)
     return out
+
+
+def cpu_model() -> str:
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or "unknown"
+
+
+# ---------------------------------------------------------------- load test
+
+
+def load_test(base: str, texts: list[str], *, clients: int, seconds: float, max_requests: int) -> dict[str, Any]:
+    """`clients` threads, each with its own connection, post one text per request back to back until
+    `seconds` pass or `max_requests` were sent in all; every request's status and latency."""
+    import httpx
+
+    deadline = time.monotonic() + seconds
+    per_client = max(max_requests // clients, 1)
+
+    def client(i: int) -> list[tuple[int, float]]:
+        out = []
+        with httpx.Client(base_url=base, timeout=30) as http:
+            for j in range(per_client):
+                if time.monotonic() >= deadline:
+                    break
+                start = time.perf_counter()
+                try:
+                    status = http.post("/classify", json={"texts": [texts[(i * 7919 + j) % len(texts)]]}).status_code
+                except httpx.HTTPError:
+                    status = 0  # connection error or client timeout: counted as status 0
+                out.append((status, time.perf_counter() - start))
+        return out
+
+    start = time.perf_counter()
+    with cf.ThreadPoolExecutor(clients) as pool:
+        calls = [c for part in pool.map(client, range(clients)) for c in part]
+    return summarise(calls, time.perf_counter() - start, clients)
+
+
+def pct(latencies: list[float], q: float) -> float | None:
+    return round(float(np.percentile(np.asarray(latencies) * 1000.0, q)), 1) if latencies else None
+
+
+def summarise(calls: list[tuple[int, float]], wall: float, clients: int) -> dict[str, Any]:
+    counts: dict[str, int] = {}
+    for status, _ in calls:
+        counts[str(status)] = counts.get(str(status), 0) + 1
+    ok = [lat for status, lat in calls if status == 200]
+    every = [lat for _, lat in calls]
+    return {"clients": clients, "seconds": round(wall, 1), "requests": len(calls), "status_counts": counts,
+            "throughput_ok_per_s": round(len(ok) / wall, 1), "throughput_all_per_s": round(len(calls) / wall, 1),
+            "p50_ms_ok": pct(ok, 50), "p99_ms_ok": pct(ok, 99), "p50_ms_all": pct(every, 50), "p99_ms_all": pct(every, 99)}
+
+
+def log_summary(log: Path) -> dict[str, int]:
+    """How much the server wrote: the old server logged an ERROR traceback per shed request."""
+    lines = log.read_text(errors="replace").splitlines()
+    marks = {"access_lines": "(scheme=http", "shed_lines": "requests in the last", "error_lines": "[ERROR]",
+             "tracebacks": "Traceback"}
+    return {"lines": len(lines), **{key: sum(mark in line for line in lines) for key, mark in marks.items()}}
+
+
+def run_load(args: argparse.Namespace) -> int:
+    """Export the model at L=128, serve it with the service defaults, run the load test, write the JSON."""
+    from steuops.export import OPTIMIZED_FILE, write_export
+
+    model, tok, described = load_model()
+    texts = long_texts(tok, 64, 128)
+    result: dict[str, Any] = {"kind": "load", "model": described, "L": 128, "env": environment(),
+                              "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+                              "command": " ".join(["python", "bench/serve.py", *sys.argv[1:]]),
+                              "settings": {k: v for k, v in os.environ.items() if k.startswith("STEUOPS_")}}
+    with tempfile.TemporaryDirectory(prefix="steuops-bench-") as tmp:
+        onnx_dir = Path(tmp) / "onnx"
+        write_export(model, tok, onnx_dir, name="minilm-demo", version="bench", check_texts=texts[:8], max_length=128)
+        log = Path(tmp) / "server.log"
+        settings = {k: v for k, v in os.environ.items() if k.startswith("STEUOPS_MAX_")}  # the defaults unless set
+        with bento_server(onnx_dir, OPTIMIZED_FILE, "cpu", log, settings=settings) as base:
+            load_test(base, texts, clients=args.clients, seconds=3, max_requests=args.clients * 2)  # warm-up
+            warm_lines = len(log.read_text(errors="replace").splitlines())
+            result["load"] = load_test(base, texts, clients=args.clients, seconds=args.seconds,
+                                       max_requests=args.max_requests)
+            time.sleep(1.5)  # the last aggregate shed line comes up to a second later
+        result["server_log"] = log_summary(log) | {"lines_before_test": warm_lines}
+    result["env"]["loadavg_end"] = os.getloadavg()
+    out = args.out or RESULTS / f"serve-load-{dt.date.today().isoformat()}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps({"load": result["load"], "server_log": result["server_log"]}, indent=2))
+    print(f"wrote {out}")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -247,9 +349,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--calls", type=int, nargs=2, metavar=("B1", "B32"), help="timed calls at batch 1 / 32")
     parser.add_argument("--no-http", action="store_true", help="skip the BentoML server rows")
     parser.add_argument("--out", type=Path, help="result JSON (default bench/results/serve-<preset>-<date>.json)")
+    parser.add_argument("--load", action="store_true", help="run the load test instead of the latency rows")
+    parser.add_argument("--seconds", type=float, default=60.0, help="load test: how long (default 60)")
+    parser.add_argument("--clients", type=int, default=16, help="load test: concurrent clients (default 16)")
+    parser.add_argument("--max-requests", type=int, default=100_000, help="load test: at most this many requests")
     args = parser.parse_args(argv)
 
     from steuops import env  # noqa: F401  (telemetry off)
+
+    if args.load:
+        return run_load(args)
 
     preset = dict(PRESETS[args.preset])
     device = preset["device"]

@@ -8,12 +8,17 @@ imported inside the functions so that `steuops --help` never loads it.
 
 from __future__ import annotations
 
+import ast
+import codecs
 import hashlib
 import json
+import os
+import re
+import stat
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from steuops.errors import CohortError
+from steuops.errors import CohortError, ConfigError
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -25,17 +30,121 @@ PARQUET_SUFFIXES = (".parquet", ".pq")
 JSONL_SUFFIXES = (".jsonl", ".ndjson")
 OPTIONAL_COLUMNS = ("note_id", "patient_id", "split")
 _SUPPORTED = "csv, parquet/pq, jsonl/ndjson"
+MAX_BYTES_ENV = "STEUOPS_MAX_COHORT_BYTES"
+DEFAULT_MAX_BYTES = 2 << 30  # 2 GiB: far above any deletion cohort, far below what exhausts memory
+_CHUNK = 1 << 20
+# Column names shown in errors: a headerless CSV turns its first row (note text) into column
+# names, so only names that look like identifiers are echoed.
+_SHOWABLE_COLUMN = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,31}$")
 
 
 def load(path: str | Path) -> pd.DataFrame:
-    """Read a cohort file and normalise it; CohortError (exit 2) names the file and the problem."""
+    """Read a cohort file and normalise it; CohortError (exit 2) names the file and the problem.
+
+    Everything that can be checked without parsing (file kind, size, suffix, UTF-8) is checked
+    first, so a bad --cohort fails in well under a second and needs no model."""
     path = Path(path)
-    if not path.exists():
-        raise CohortError(f"{path}: no such file", hint="check the --cohort path")
-    if path.is_dir():
-        raise CohortError(f"{path}: is a directory, not a cohort file", hint=f"pass one file ({_SUPPORTED})")
+    size = _check_file(path)
+    suffix = _check_suffix(path)
+    if size == 0:
+        raise CohortError(f"{path}: the file is empty (0 bytes)", hint="export the cohort again; it has no rows")
+    if suffix not in PARQUET_SUFFIXES:  # Parquet is binary; its own reader reports corruption
+        _check_utf8(path)
     frame = _read(path)
     return normalise(frame, source=str(path))
+
+
+def max_cohort_bytes() -> int:
+    """The size limit: STEUOPS_MAX_COHORT_BYTES when set, else 2 GiB."""
+    raw = os.environ.get(MAX_BYTES_ENV, "").strip()
+    if not raw:
+        return DEFAULT_MAX_BYTES
+    try:
+        value = int(raw)
+    except ValueError:
+        value = -1
+    if value <= 0:
+        raise ConfigError(f"{MAX_BYTES_ENV}: must be a positive number of bytes, got {raw[:40]!r}",
+                          hint=f"e.g. {MAX_BYTES_ENV}={DEFAULT_MAX_BYTES} (2 GiB), or unset it")
+    return value
+
+
+def _check_file(path: Path) -> int:
+    """Refuse anything but a regular file within the size limit, before opening it: opening a FIFO
+    blocks and reading /dev/zero never ends. Returns the size in bytes."""
+    try:
+        info = path.stat()
+    except FileNotFoundError:
+        raise CohortError(f"{path}: no such file", hint="check the --cohort path") from None
+    except OSError as exc:
+        raise CohortError(f"{path}: cannot be read ({exc.strerror or type(exc).__name__})",
+                          hint="check the --cohort path and its permissions") from None
+    if stat.S_ISDIR(info.st_mode):
+        raise CohortError(f"{path}: is a directory, not a cohort file", hint=f"pass one file ({_SUPPORTED})")
+    if not stat.S_ISREG(info.st_mode):
+        raise CohortError(f"{path}: is a {_kind(info.st_mode)}, not a regular file",
+                          hint=f"save the cohort to a file first ({_SUPPORTED}) and pass that file")
+    limit = max_cohort_bytes()
+    if info.st_size > limit:
+        raise CohortError(f"{path}: {_size(info.st_size)} is over the cohort size limit of {_size(limit)}",
+                          hint=f"split the cohort, or raise the limit with {MAX_BYTES_ENV}=BYTES")
+    return info.st_size
+
+
+def _kind(mode: int) -> str:
+    for test, name in ((stat.S_ISCHR, "character device"), (stat.S_ISBLK, "block device"),
+                       (stat.S_ISFIFO, "FIFO (named pipe)"), (stat.S_ISSOCK, "socket")):
+        if test(mode):
+            return name
+    return "special file"
+
+
+def _size(n: int) -> str:
+    for unit, scale in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if n >= scale:
+            return f"{n / scale:.1f} {unit} ({n:,} bytes)"
+    return f"{n} bytes"
+
+
+def _check_suffix(path: Path) -> str:
+    suffix = path.suffix.lower()
+    if suffix not in CSV_SUFFIXES + PARQUET_SUFFIXES + JSONL_SUFFIXES:
+        raise CohortError(
+            f"{path}: unsupported file type '{suffix or '(none)'}'",
+            hint=f"use one of: {_SUPPORTED}",
+        )
+    return suffix
+
+
+def _check_utf8(path: Path) -> None:
+    """Decode the whole file once, in chunks, so the error gives the offset in the FILE: pandas
+    reports the offset within the line it was decoding (byte 16 for a bad byte at 63)."""
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    fed = 0  # bytes handed to the decoder so far
+    newlines = 0  # complete lines before the current chunk, for the line number
+    with path.open("rb") as handle:
+        while chunk := handle.read(_CHUNK):
+            pending = decoder.getstate()[0]  # undecoded tail of the previous chunk
+            try:
+                decoder.decode(chunk)
+            except UnicodeDecodeError as exc:
+                offset = fed - len(pending) + exc.start
+                # pending never holds a newline (it is the start of one multi-byte character)
+                line = newlines + chunk[: max(0, exc.start - len(pending))].count(b"\n") + 1
+                raise _not_utf8(path, offset, line) from None
+            fed += len(chunk)
+            newlines += chunk.count(b"\n")
+        try:
+            decoder.decode(b"", final=True)
+        except UnicodeDecodeError:  # the file ends inside a multi-byte character
+            raise _not_utf8(path, fed - len(decoder.getstate()[0]), newlines + 1) from None
+
+
+def _not_utf8(path: Path, offset: int, line: int) -> CohortError:
+    return CohortError(
+        f"{path}: not UTF-8 (byte {offset}, on line {line}, cannot be decoded)",
+        hint="re-save the file as UTF-8 (e.g. in Excel: 'CSV UTF-8'; or iconv -f latin1 -t utf-8)",
+    )
 
 
 def _read(path: Path) -> pd.DataFrame:
@@ -44,12 +153,7 @@ def _read(path: Path) -> pd.DataFrame:
         return _read_csv(path)
     if suffix in PARQUET_SUFFIXES:
         return _read_with(path, "parquet")
-    if suffix in JSONL_SUFFIXES:
-        return _read_jsonl(path)
-    raise CohortError(
-        f"{path}: unsupported file type '{suffix or '(none)'}'",
-        hint=f"use one of: {_SUPPORTED}",
-    )
+    return _read_jsonl(path)
 
 
 def _read_csv(path: Path) -> pd.DataFrame:
@@ -86,7 +190,7 @@ def _read_jsonl(path: Path) -> pd.DataFrame:
 
     rows: list[dict[str, Any]] = []
     try:
-        with path.open(encoding="utf-8") as handle:
+        with path.open(encoding="utf-8-sig") as handle:  # -sig: a BOM (Windows editors) is not JSON
             for number, line in enumerate(handle, start=1):
                 if not line.strip():
                     continue
@@ -119,7 +223,7 @@ def normalise(frame: pd.DataFrame, source: str = "cohort") -> pd.DataFrame:
     if "labels" not in frame.columns and "label" not in frame.columns:
         missing.append("labels (or label)")
     if missing:
-        found = ", ".join(frame.columns) or "(none)"
+        found = _columns_found(list(frame.columns))
         raise CohortError(
             f"{source}: missing column(s) {', '.join(missing)}; found: {found}",
             hint="a cohort needs a 'text' column and a 'labels' (list or a|b) or 'label' column",
@@ -137,16 +241,21 @@ def normalise(frame: pd.DataFrame, source: str = "cohort") -> pd.DataFrame:
     return frame.reset_index(drop=True)
 
 
+def _columns_found(columns: list[str]) -> str:
+    """The columns for an error line, without note text: a headerless file has data as its header."""
+    shown = [c for c in columns if _SHOWABLE_COLUMN.match(c)]
+    hidden = len(columns) - len(shown)
+    parts = shown + ([f"{hidden} more not shown (they look like data: is the header row missing?)"] if hidden else [])
+    return ", ".join(parts) or "(none)"
+
+
 def _as_list(value: Any) -> list[str]:
     if _is_missing(value):
         return []
     if isinstance(value, str):
         text = value.strip()
         if text.startswith("["):
-            try:
-                parsed = json.loads(text)
-            except json.JSONDecodeError:
-                parsed = None
+            parsed = _list_literal(text)
             if isinstance(parsed, list):
                 return [str(v).strip() for v in parsed if str(v).strip()]
         return [part.strip() for part in text.split("|") if part.strip()]
@@ -155,6 +264,18 @@ def _as_list(value: Any) -> list[str]:
     if isinstance(value, list | tuple | set):
         return [str(v).strip() for v in value if not _is_missing(v) and str(v).strip()]
     return [str(value).strip()]
+
+
+def _list_literal(text: str) -> Any:
+    """A JSON list, or the Python repr pandas' to_csv writes for a list column (['a', 'b'])."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        pass
+    try:
+        return ast.literal_eval(text)  # literals only: never runs code
+    except (ValueError, SyntaxError, MemoryError, RecursionError):
+        return None
 
 
 def _as_text(value: Any) -> str | None:

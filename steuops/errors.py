@@ -63,6 +63,10 @@ class ConflictError(UsageError):
     """An alias moved since the candidate was made (compare-and-set refused)."""
 
 
+class IncompleteVersionError(UsageError):
+    """A version a crash left half-made (missing artifacts): never gated or promoted."""
+
+
 class GateRejected(SteuopsError):
     """The policy gate rejected the candidate: nothing was promoted (exit 3)."""
 

@@ -2,14 +2,20 @@
 
 `export_onnx` writes one self-contained .onnx file (dynamic batch and sequence axes);
 `check_parity` compares ONNX Runtime with PyTorch on held-out texts and lists every
-mismatch; `optimize` applies ONNX Runtime's transformer fusions and makes an fp16 variant;
-`export_version` does all of it for a registered version and logs the files back on it.
+mismatch; `score_onnx` scores an ONNX file on held-out notes (forget F1 / retain macro-F1, the
+thresholds of steuops.metrics) and `require_agreement` refuses one that scores differently from
+the evaluated PyTorch model; `optimize` applies ONNX Runtime's transformer fusions and makes an
+fp16 variant; `export_version` does all of it for a registered version and logs the files back on it.
+
+Every step runs at one `InferenceSettings` (max length + truncation side): the version's, the
+one it was evaluated with (steuops.inference).
 
 No mlflow here: `export_version` receives a Registry object (engine-path rule).
 """
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import inspect
 import json
@@ -23,10 +29,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from steuops import env  # noqa: F401  (telemetry off before heavy imports)
-from steuops.errors import ExportParityError, ModelError
+from steuops.errors import ConfigError, ExportParityError, ModelError
+from steuops.inference import DEFAULT_MAX_LENGTH, InferenceSettings
 
 if TYPE_CHECKING:
     from torch import nn
+
+    from steuops.data import Notes
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +50,15 @@ EXPORTER_KEY = "steuops.exporter"
 FP32_ATOL = 1e-4
 OPTIMIZED_ATOL = 1e-3  # fusions reorder float sums
 FP16_ATOL = 5e-2  # half precision: ~3 significant digits
+SCORE_TOLERANCE = 0.01  # |F1 difference| ONNX vs PyTorch on the held-out notes that still counts as agreement
+SCORED_FIGURES = ("forget_f1", "retain_macro_f1")
+# metadata_props of every shipped .onnx file (lists are JSON-encoded)
+META_NAME, META_VERSION = "steuops.name", "steuops.version"
+META_LABELS, META_FORGOTTEN, META_MULTI_LABEL = "steuops.labels", "steuops.forgotten", "steuops.multi_label"
+
+
+class OnnxScoreMismatch(ExportParityError):
+    """The ONNX file scores differently from the evaluated PyTorch model on the held-out notes (exit 1)."""
 
 
 # ---------------------------------------------------------------- reports
@@ -100,6 +118,9 @@ class ExportResult:
     parity: dict[str, dict[str, Any]]  # "fp32" / "optimized" / "fp16" -> ParityReport.to_dict() or {"skipped": why}
     forgotten: list[str]
     tags: dict[str, str] = field(default_factory=dict)
+    inference: dict[str, Any] = field(default_factory=dict)  # InferenceSettings.to_dict() of every step
+    scores: dict[str, dict[str, Any]] = field(default_factory=dict)  # onnx file -> score_onnx() on held-out notes
+    agreement: dict[str, Any] = field(default_factory=dict)  # agreement() with the evaluated PyTorch figures
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -160,13 +181,16 @@ def export_onnx(
     out_dir: str | Path,
     *,
     opset: int | None = None,
-    max_length: int = 256,
+    max_length: int = DEFAULT_MAX_LENGTH,
     file_name: str = MODEL_FILE,
+    settings: InferenceSettings | None = None,
 ) -> Path:
     """Export `model` to one self-contained ONNX file with dynamic batch and sequence axes.
 
     Tries torch's default (dynamo) exporter, falls back to the legacy TorchScript exporter only
-    when that fails; the exporter used is stored in the file's metadata (`exporter_of`).
+    when that fails; the exporter used is stored in the file's metadata (`exporter_of`), with the
+    inference settings (`settings`, else `max_length` + the tokenizer's truncation side), the
+    labels (JSON list) and whether they are multi-label.
     """
     import torch
 
@@ -190,9 +214,21 @@ def export_onnx(
             torch.onnx.export(wrapper, args, str(path), input_names=names, output_names=["logits"],
                               dynamic_axes=axes, opset_version=opset or 17, dynamo=False)
             exporter = "torchscript"
-    _stamp(path, {EXPORTER_KEY: exporter, "steuops.max_length": str(max_length),
-                  "steuops.inputs": ",".join(names)})
+    settings = settings or settings_for(tokenizer, max_length)
+    _stamp(path, {EXPORTER_KEY: exporter, "steuops.inputs": ",".join(names), **settings.to_tags(), **_label_props(model)})
     return path
+
+
+def settings_for(tokenizer: Any, max_length: int = DEFAULT_MAX_LENGTH) -> InferenceSettings:
+    """The settings a bare `max_length` means: that limit, on the tokenizer's own truncation side."""
+    return InferenceSettings(max_length=int(max_length), truncation_side=getattr(tokenizer, "truncation_side", "right"))
+
+
+def _label_props(model: nn.Module) -> dict[str, str]:
+    from steuops import modeling
+
+    return {META_LABELS: json.dumps(modeling.label_names(model)),
+            META_MULTI_LABEL: json.dumps(modeling.is_multi_label(model))}
 
 
 def _export_dynamo(wrapper, args, names: list[str], path: Path, opset: int | None) -> str:
@@ -286,17 +322,33 @@ def _cuda_available() -> bool:
     return bool(torch.cuda.is_available())
 
 
-def ort_logits(sess, tokenizer, texts: Sequence[str], *, batch_size: int = 32, max_length: int = 256) -> np.ndarray:
-    """(n, C) float32 logits from an ONNX Runtime session."""
+def ort_logits(sess, tokenizer, texts: Sequence[str], *, batch_size: int = 32, max_length: int = DEFAULT_MAX_LENGTH,
+               settings: InferenceSettings | None = None) -> np.ndarray:
+    """(n, C) float32 logits from an ONNX Runtime session, tokenized at `settings` (else max_length)."""
+    settings = settings or settings_for(tokenizer, max_length)
     names = [i.name for i in sess.get_inputs()]
     out = []
-    for start in range(0, len(texts), batch_size):
-        enc = tokenizer(list(texts[start : start + batch_size]), padding=True, truncation=True,
-                        max_length=max_length, return_tensors="np")
-        feed = {n: np.asarray(enc[n], dtype=np.int64) if n in enc else np.zeros_like(enc["input_ids"], np.int64)
-                for n in names}
-        out.append(np.asarray(sess.run(["logits"], feed)[0], dtype=np.float32))
+    with settings.applied(tokenizer):
+        for start in range(0, len(texts), batch_size):
+            enc = tokenizer(list(texts[start : start + batch_size]), padding=True, truncation=True,
+                            max_length=settings.max_length, return_tensors="np")
+            feed = {n: np.asarray(enc[n], dtype=np.int64) if n in enc else np.zeros_like(enc["input_ids"], np.int64)
+                    for n in names}
+            out.append(np.asarray(sess.run(["logits"], feed)[0], dtype=np.float32))
     return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
+
+
+def torch_logits(model: nn.Module, tokenizer: Any, texts: Sequence[str], settings: InferenceSettings, *,
+                 batch_size: int = 16) -> np.ndarray:
+    """The PyTorch reference: fp32 on CPU at `settings`."""
+    import torch
+
+    from steuops import modeling
+
+    model = model.to("cpu").float().eval()
+    with settings.applied(tokenizer):
+        return modeling.logits(model, tokenizer, list(texts), batch_size=batch_size, max_length=settings.max_length,
+                               device=torch.device("cpu"))
 
 
 def check_parity(
@@ -306,25 +358,33 @@ def check_parity(
     texts: Sequence[str],
     *,
     atol: float = FP32_ATOL,
-    max_length: int = 256,
+    max_length: int = DEFAULT_MAX_LENGTH,
     batch_size: int = 16,
     sess: Any = None,
+    settings: InferenceSettings | None = None,
+    reference: np.ndarray | None = None,
 ) -> ParityReport:
     """Compare PyTorch (fp32, CPU) and ONNX Runtime logits text by text; every mismatch is listed.
 
-    A text mismatches when any logit differs by more than `atol` or its predicted labels differ.
+    Both sides tokenize at `settings` (else `max_length` on the tokenizer's side). A text mismatches
+    when any logit differs by more than `atol` or its predicted labels differ. `reference`: PyTorch
+    logits of `texts` already computed at the same settings.
     """
-    from steuops import modeling
-
     if not texts:
         raise ModelError("parity check needs at least one text", hint="pass held-out notes as check texts")
-    import torch
-
-    model = model.to("cpu").float().eval()
-    ref = modeling.logits(model, tokenizer, list(texts), batch_size=batch_size, max_length=max_length,
-                          device=torch.device("cpu"))
+    settings = settings or settings_for(tokenizer, max_length)
+    ref = reference if reference is not None else torch_logits(model, tokenizer, texts, settings,
+                                                               batch_size=batch_size)
     sess = sess or session(onnx_path)
-    got = ort_logits(sess, tokenizer, list(texts), batch_size=batch_size, max_length=max_length)
+    got = ort_logits(sess, tokenizer, list(texts), batch_size=batch_size, settings=settings)
+    return compare_logits(model, ref, got, atol=atol, providers=list(sess.get_providers()), onnx_file=str(onnx_path))
+
+
+def compare_logits(model: nn.Module, ref: np.ndarray, got: np.ndarray, *, atol: float, providers: list[str],
+                   onnx_file: str) -> ParityReport:
+    """The ParityReport of PyTorch logits `ref` against ONNX Runtime logits `got` (same texts, same order)."""
+    from steuops import modeling
+
     multi = modeling.is_multi_label(model)
     names = modeling.label_names(model)
     diff = np.abs(ref - got).max(axis=1) if len(ref) else np.zeros(0)
@@ -337,9 +397,9 @@ def check_parity(
          "onnx_labels": [names[j] for j in np.flatnonzero(pred_got[i])]}
         for i in bad
     ]
-    return ParityReport(n_texts=len(texts), atol=atol, max_abs_diff=float(diff.max()) if len(diff) else 0.0,
-                        label_agreement=float(agree.mean()), mismatches=mismatches,
-                        providers=list(sess.get_providers()), onnx_file=str(onnx_path))
+    return ParityReport(n_texts=len(ref), atol=atol, max_abs_diff=float(diff.max()) if len(diff) else 0.0,
+                        label_agreement=float(agree.mean()) if len(agree) else 1.0, mismatches=mismatches,
+                        providers=providers, onnx_file=onnx_file)
 
 
 def require_parity(report: ParityReport, what: str) -> None:
@@ -350,6 +410,94 @@ def require_parity(report: ParityReport, what: str) -> None:
             failures=report.failures(),
             hint="the ONNX file was not logged; check the exporter/opset, or report the model architecture",
         )
+
+
+# ---------------------------------------------------------------- held-out scores
+
+
+def score_onnx(
+    onnx_path: str | Path,
+    tokenizer: Any,
+    test_notes: Notes,
+    forget: Sequence[str],
+    settings: InferenceSettings,
+    *,
+    sess: Any = None,
+    batch_size: int = 32,
+) -> dict[str, Any]:
+    """The ONNX file's own figures on held-out notes: forget F1, retain macro-F1, macro-F1, per class.
+
+    Labels and multi-label come from the file's metadata_props (export_onnx writes them); predictions
+    use steuops.metrics' thresholds (logit > 0 multi-label, argmax single-label).
+    """
+    meta = metadata(onnx_path)
+    if META_LABELS not in meta:
+        raise ModelError(f"{Path(onnx_path).name}: no {META_LABELS} in its metadata_props",
+                         hint="export it with steuops.export.export_onnx")
+    labels, multi = json.loads(meta[META_LABELS]), json.loads(meta.get(META_MULTI_LABEL, "true"))
+    sess = sess or session(onnx_path)
+    got = ort_logits(sess, tokenizer, list(test_notes.texts), batch_size=batch_size, settings=settings)
+    return score_logits(got, test_notes, labels, multi, forget, settings=settings,
+                        file=Path(onnx_path).name, providers=list(sess.get_providers()))
+
+
+def score_logits(got: np.ndarray, test_notes: Notes, labels: Sequence[str], multi_label: bool,
+                 forget: Sequence[str], *, settings: InferenceSettings, file: str,
+                 providers: list[str]) -> dict[str, Any]:
+    """JSON-able held-out scores of logits `got` (text-free: figures and counts only)."""
+    from steuops import metrics, modeling
+
+    labels = list(labels)
+    result = metrics.scores(test_notes.multi_hot(labels), modeling.predict(got, multi_label), labels, list(forget))
+    return {"file": file, "forget_f1": result.forget_f1, "retain_macro_f1": result.retain_macro_f1,
+            "macro_f1": result.macro_f1, "per_class_f1": result.per_class_f1,
+            "forget_f1_per_class": result.forget_f1_per_class, "n_test": len(test_notes), "forget": list(forget),
+            "inference": settings.to_dict(), "providers": providers}
+
+
+def agreement(torch_eval: Any, onnx_eval: dict[str, Any], tolerance: float = SCORE_TOLERANCE) -> dict[str, Any]:
+    """Per ONNX file and figure, |ONNX - PyTorch| on the held-out notes, and whether all are <= tolerance.
+
+    torch_eval: the PyTorch figures (an Evaluation, its to_dict(), its `after` part, or a Scores);
+    onnx_eval: one score_onnx() dict, or {file: score_onnx() dict} (ExportResult.scores).
+    """
+    ref = _torch_figures(torch_eval)
+    runs = {onnx_eval.get("file", MODEL_FILE): onnx_eval} if "forget_f1" in onnx_eval else dict(onnx_eval)
+    if not runs:
+        raise ModelError("no ONNX scores to compare", hint="pass held-out notes to the export")
+    diffs = {name: {key: abs(float(got[key]) - ref[key]) for key in SCORED_FIGURES} for name, got in runs.items()}
+    worst = max(d for per in diffs.values() for d in per.values())
+    passed = all(d <= tolerance for per in diffs.values() for d in per.values())  # NaN fails
+    return {"tolerance": tolerance, "torch": ref, "onnx": {n: {k: float(g[k]) for k in SCORED_FIGURES}
+                                                           for n, g in runs.items()},
+            "abs_diff": diffs, "max_abs_diff": worst, "passed": passed}
+
+
+def require_agreement(torch_eval: Any, onnx_eval: dict[str, Any], tolerance: float = SCORE_TOLERANCE) -> dict[str, Any]:
+    """agreement(), or OnnxScoreMismatch (exit 1) listing every figure that differs by more than `tolerance`."""
+    result = agreement(torch_eval, onnx_eval, tolerance)
+    if result["passed"]:
+        return result
+    failures = [f"{name}: {key} onnx {result['onnx'][name][key]:.4f} vs torch {result['torch'][key]:.4f}"
+                for name, per in result["abs_diff"].items() for key, d in per.items() if not d <= tolerance]
+    raise OnnxScoreMismatch(
+        f"the ONNX export scores differently from the evaluated PyTorch model on the held-out notes: "
+        f"{len(failures)} figure(s) differ by more than {tolerance:g} F1 (max {result['max_abs_diff']:.4f})",
+        failures=failures,
+        hint="the served model would not be the gated one; do not promote it. Check that export and evaluation "
+             "used the same inference settings, and the device/precision of the evaluation",
+    )
+
+
+def _torch_figures(torch_eval: Any) -> dict[str, float]:
+    data = torch_eval.to_dict() if hasattr(torch_eval, "to_dict") else torch_eval
+    if not isinstance(data, dict):
+        data = asdict(data)  # a metrics.Scores
+    data = data.get("after", data)
+    missing = [k for k in SCORED_FIGURES if k not in data]
+    if missing:
+        raise ModelError(f"PyTorch figures lack {', '.join(missing)}", hint="pass metrics.evaluate(...).to_dict()")
+    return {k: float(data[k]) for k in SCORED_FIGURES}
 
 
 # ---------------------------------------------------------------- optimisation
@@ -432,6 +580,10 @@ def heads_and_hidden(model: nn.Module) -> tuple[int, int]:
 
 # ---------------------------------------------------------------- a registered version
 
+T_ONNX_FORGET_F1 = "steuops.onnx_forget_f1"
+T_ONNX_RETAIN_F1 = "steuops.onnx_retain_macro_f1"
+T_ONNX_AGREEMENT = "steuops.onnx_agreement"  # "passed" / "failed" against the evaluated PyTorch figures
+
 
 def export_version(
     registry: Any,
@@ -439,28 +591,81 @@ def export_version(
     *,
     out_dir: str | Path | None = None,
     check_texts: Sequence[str] | None = None,
-    max_length: int = 256,
+    max_length: int | None = None,
+    settings: InferenceSettings | None = None,
+    held_out: Notes | None = None,
+    torch_eval: Any = None,
+    tolerance: float = SCORE_TOLERANCE,
 ) -> ExportResult:
     """Export a registered version: ONNX + optimised + fp16, parity-checked, logged under onnx/.
 
-    Raises ExportParityError (nothing logged) when the fp32 or optimised file disagrees with
-    PyTorch. Sets tags steuops.onnx_sha256 (of model.onnx), steuops.onnx_exporter and
-    steuops.onnx_parity_max_diff on the version.
+    Runs at the version's inference settings (version_settings). With `held_out` notes, parity is
+    checked on them and every shipped ONNX file is scored on them; with `torch_eval` (the evaluation
+    the gate read) as well, an ONNX file scoring differently beyond `tolerance` raises
+    OnnxScoreMismatch: its figures are tagged on the version, its files are not logged.
+    Raises ExportParityError (nothing logged) when the fp32 or optimised file disagrees with PyTorch.
+    Sets tags steuops.onnx_sha256 (of model.onnx), steuops.onnx_exporter, steuops.onnx_parity_max_diff,
+    the settings' tags, and with held_out steuops.onnx_forget_f1 / steuops.onnx_retain_macro_f1 (model.onnx).
     """
     loaded = registry.load(ref)
     tags = dict(loaded.tags or {})
+    settings = version_settings(tags, loaded.tokenizer, max_length=max_length, settings=settings)
     with tempfile.TemporaryDirectory(prefix="steuops-onnx-") as tmp:  # removed after logging unless out_dir
         work = Path(out_dir) if out_dir else Path(tmp)
         result = write_export(loaded.model, loaded.tokenizer, work, name=ref.name, version=str(ref.version),
                               forgotten=forgotten_classes(tags), lineage=lineage_of(registry, ref, tags),
-                              check_texts=check_texts, max_length=max_length)
+                              check_texts=check_texts, settings=settings, held_out=held_out)
+        verdict = _check_agreement(registry, ref, result, torch_eval, tolerance)
         registry.log_artifacts(ref, {p.name: p for p in sorted(work.iterdir()) if p.is_file()}, ARTIFACT_PATH)
     if not out_dir:
         result.out_dir = None
     result.tags = {"steuops.onnx_sha256": result.onnx_sha256, "steuops.onnx_exporter": result.exporter,
-                   "steuops.onnx_parity_max_diff": f"{result.parity['fp32']['max_abs_diff']:.3g}"}
+                   "steuops.onnx_parity_max_diff": f"{result.parity['fp32']['max_abs_diff']:.3g}",
+                   **settings.to_tags(), **_score_tags(result), **verdict}
     registry.set_tags(ref, result.tags)
     return result
+
+
+def version_settings(tags: dict[str, str] | None, tokenizer: Any, *, max_length: int | None = None,
+                     settings: InferenceSettings | None = None) -> InferenceSettings:
+    """The settings to export a version at: the ones recorded on it (steuops.max_length/truncation_side tags),
+    else `settings`, else `max_length` on the tokenizer's side, else the tokenizer's own.
+
+    A caller asking for other settings than the recorded ones gets a ConfigError: the served model
+    must be the evaluated one.
+    """
+    recorded = InferenceSettings.from_tags(tags)
+    wanted = settings or (settings_for(tokenizer, max_length) if max_length else None)
+    if recorded is None:
+        return wanted or InferenceSettings.from_tokenizer(tokenizer)
+    if wanted is not None and (wanted.max_length != recorded.max_length
+                               or (settings is not None and settings != recorded)):
+        raise ConfigError(
+            f"the version was evaluated at max_length {recorded.max_length} ({recorded.truncation_side} truncation); "
+            f"exporting it at max_length {wanted.max_length} ({wanted.truncation_side}) would serve another model",
+            hint="omit --max-length: the export uses the version's recorded settings",
+        )
+    return recorded
+
+
+def _check_agreement(registry: Any, ref: Any, result: ExportResult, torch_eval: Any,
+                     tolerance: float) -> dict[str, str]:
+    """The agreement tag; OnnxScoreMismatch (after tagging the figures on the version) when the scores differ."""
+    if torch_eval is None or not result.scores:
+        return {}
+    result.agreement = agreement(torch_eval, result.scores, tolerance)
+    if not result.agreement["passed"]:
+        registry.set_tags(ref, {**_score_tags(result), T_ONNX_AGREEMENT: "failed"})
+        require_agreement(torch_eval, result.scores, tolerance)  # raises OnnxScoreMismatch
+    return {T_ONNX_AGREEMENT: "passed"}
+
+
+def _score_tags(result: ExportResult) -> dict[str, str]:
+    """ONNX figures of model.onnx on the held-out notes, as version tags (none without held-out notes)."""
+    main = result.scores.get(MODEL_FILE)
+    if not main:
+        return {}
+    return {T_ONNX_FORGET_F1: f"{main['forget_f1']:.4f}", T_ONNX_RETAIN_F1: f"{main['retain_macro_f1']:.4f}"}
 
 
 def write_export(
@@ -473,45 +678,120 @@ def write_export(
     forgotten: Sequence[str] = (),
     lineage: list[dict[str, Any]] | None = None,
     check_texts: Sequence[str] | None = None,
-    max_length: int = 256,
+    max_length: int | None = None,
+    settings: InferenceSettings | None = None,
+    held_out: Notes | None = None,
 ) -> ExportResult:
-    """The folder a server needs, parity-checked: onnx files, tokenizer, labels.json, manifest.json."""
+    """The folder a server needs, parity-checked: onnx files, tokenizer, labels.json, manifest.json.
+
+    Everything runs at `settings` (else `max_length` on the tokenizer's side, else the tokenizer's own
+    model_max_length/truncation_side); the saved tokenizer and manifest.json carry them for the server.
+    Parity texts: check_texts, else the held-out notes, else fresh synthetic notes. With `held_out`,
+    every shipped ONNX file is scored on it (ExportResult.scores, manifest "scores").
+    """
     work = Path(out_dir)
     work.mkdir(parents=True, exist_ok=True)
-    texts = list(check_texts) if check_texts else default_check_texts()
-    _files, parity, fused, exporter = build_onnx_dir(model, tokenizer, work, texts, max_length=max_length)
+    settings = settings or (settings_for(tokenizer, max_length) if max_length
+                            else InferenceSettings.from_tokenizer(tokenizer))
+    settings.check_model(model)
+    texts = list(check_texts) if check_texts else list(held_out.texts) if held_out is not None \
+        else default_check_texts()
     forgotten = list(forgotten)
+    built = build_onnx_dir(model, tokenizer, work, texts, settings=settings, held_out=held_out, forget=forgotten)
+    _stamp_shipped(built.files, model, name=name, version=version, forgotten=forgotten, settings=settings)
     _write_json(work / LABELS_FILE, labels_doc(model, forgotten))
     shas = {p.name: sha256_file(p) for p in sorted(work.iterdir()) if p.is_file() and p.name != MANIFEST_FILE}
-    manifest = {"name": name, "version": version, "files": shas, "exporter": exporter, "fused_ops": fused,
-                "forgotten": forgotten, "lineage": lineage or [{"version": version, "forgotten": forgotten}],
-                "max_length": max_length, "parity": {k: _brief(v) for k, v in parity.items()}}
+    manifest = {"name": name, "version": version, "files": shas, "exporter": built.exporter,
+                "fused_ops": built.fused_ops, "forgotten": forgotten,
+                "lineage": lineage or [{"version": version, "forgotten": forgotten}],
+                "max_length": settings.max_length, "truncation_side": settings.truncation_side,
+                "inference": settings.to_dict(), "parity": {k: _brief(v) for k, v in built.parity.items()},
+                "scores": {f: _brief_scores(v) for f, v in built.scores.items()}}
     _write_json(work / MANIFEST_FILE, manifest)
     return ExportResult(name=name, version=version, out_dir=work, files=shas, onnx_sha256=shas[MODEL_FILE],
-                        exporter=exporter, fused_ops=fused, parity=parity, forgotten=forgotten)
+                        exporter=built.exporter, fused_ops=built.fused_ops, parity=built.parity, forgotten=forgotten,
+                        inference=settings.to_dict(), scores=built.scores)
+
+
+def _stamp_shipped(files: Sequence[Path], model: nn.Module, *, name: str, version: str, forgotten: list[str],
+                   settings: InferenceSettings) -> None:
+    """Name, version, labels, forgotten classes (JSON lists) and settings into every shipped .onnx file."""
+    props = {META_NAME: name, META_VERSION: version, META_FORGOTTEN: json.dumps(forgotten),
+             **_label_props(model), **settings.to_tags()}
+    for path in files:
+        if path.is_file():
+            _stamp(path, props)
+
+
+@dataclass
+class OnnxBuild:
+    files: list[Path]
+    parity: dict[str, dict[str, Any]]  # "fp32" / "optimized" / "fp16" -> ParityReport.to_dict() or {"skipped": why}
+    fused_ops: dict[str, int]
+    exporter: str
+    scores: dict[str, dict[str, Any]]  # shipped file -> score_logits() on the held-out notes
 
 
 def build_onnx_dir(
-    model: nn.Module, tokenizer: Any, out_dir: Path, texts: Sequence[str], *, max_length: int = 256
-) -> tuple[list[Path], dict[str, dict[str, Any]], dict[str, int], str]:
-    """Everything the server needs in one folder, parity-checked: onnx files, tokenizer, labels.json."""
-    path = export_onnx(model, tokenizer, out_dir, max_length=max_length)
-    parity: dict[str, dict[str, Any]] = {}
-    fp32 = check_parity(model, tokenizer, path, texts, atol=FP32_ATOL, max_length=max_length)
-    require_parity(fp32, MODEL_FILE)
-    parity["fp32"] = fp32.to_dict()
+    model: nn.Module,
+    tokenizer: Any,
+    out_dir: Path,
+    texts: Sequence[str],
+    *,
+    max_length: int = DEFAULT_MAX_LENGTH,
+    settings: InferenceSettings | None = None,
+    held_out: Notes | None = None,
+    forget: Sequence[str] = (),
+) -> OnnxBuild:
+    """Everything the server needs in one folder, parity-checked at `settings`: onnx files, tokenizer."""
+    settings = settings or settings_for(tokenizer, max_length)
+    path = export_onnx(model, tokenizer, out_dir, settings=settings)
+    check = _FileCheck(model, tokenizer, texts, settings, held_out, forget)
+    parity = {"fp32": check.run(path, FP32_ATOL, MODEL_FILE)}
     heads, hidden = heads_and_hidden(model)
     opt = optimize(path, num_heads=heads, hidden_size=hidden, out_dir=out_dir)
-    opt_report = check_parity(model, tokenizer, opt.optimized, texts, atol=OPTIMIZED_ATOL, max_length=max_length)
-    require_parity(opt_report, OPTIMIZED_FILE)
-    parity["optimized"] = opt_report.to_dict()
-    parity["fp16"] = _fp16_parity(model, tokenizer, opt, texts, max_length)
-    tokenizer.save_pretrained(str(out_dir))
+    parity["optimized"] = check.run(opt.optimized, OPTIMIZED_ATOL, OPTIMIZED_FILE)
+    parity["fp16"] = _fp16_parity(check, opt)
+    settings.apply_to(copy.deepcopy(tokenizer)).save_pretrained(str(out_dir))  # the server truncates the same way
     files = [p for p in (path, opt.optimized, opt.fp16) if p]
-    return files, parity, opt.fused_ops, exporter_of(path)
+    return OnnxBuild(files=files, parity=parity, fused_ops=opt.fused_ops, exporter=exporter_of(path),
+                     scores={p.name: check.scores[p.name] for p in files if p.name in check.scores})
 
 
-def _fp16_parity(model, tokenizer, opt: OptimizeResult, texts, max_length: int) -> dict[str, Any]:
+class _FileCheck:
+    """Parity (PyTorch logits computed once) and held-out scores of each ONNX file, at one setting."""
+
+    def __init__(self, model: nn.Module, tokenizer: Any, texts: Sequence[str], settings: InferenceSettings,
+                 held_out: Notes | None, forget: Sequence[str]) -> None:
+        from steuops import modeling
+
+        self.model, self.tokenizer, self.texts, self.settings = model, tokenizer, list(texts), settings
+        self.held_out = held_out
+        self.labels = modeling.label_names(model)
+        self.forget = [c for c in forget if c in self.labels]
+        self.multi = modeling.is_multi_label(model)
+        self.reference = torch_logits(model, tokenizer, self.texts, settings)
+        self.scores: dict[str, dict[str, Any]] = {}
+
+    def run(self, path: Path, atol: float, what: str, sess: Any = None, *, required: bool = True) -> dict[str, Any]:
+        sess = sess or session(path)
+        got = ort_logits(sess, self.tokenizer, self.texts, batch_size=16, settings=self.settings)
+        report = compare_logits(self.model, self.reference, got, atol=atol, providers=list(sess.get_providers()),
+                                onnx_file=str(path))
+        if required:
+            require_parity(report, what)
+        if report.passed and self.held_out is not None:
+            self.scores[path.name] = self._score(path, sess, got)
+        return report.to_dict()
+
+    def _score(self, path: Path, sess: Any, got: np.ndarray) -> dict[str, Any]:
+        if list(self.held_out.texts) != self.texts:
+            got = ort_logits(sess, self.tokenizer, list(self.held_out.texts), settings=self.settings)
+        return score_logits(got, self.held_out, self.labels, self.multi, self.forget, settings=self.settings,
+                            file=path.name, providers=list(sess.get_providers()))
+
+
+def _fp16_parity(check: _FileCheck, opt: OptimizeResult) -> dict[str, Any]:
     """fp16 is checked where ONNX Runtime can run it; a file that disagrees is removed, not shipped."""
     if opt.fp16 is None:
         return {"skipped": opt.fp16_error or "fp16 not requested"}
@@ -519,12 +799,17 @@ def _fp16_parity(model, tokenizer, opt: OptimizeResult, texts, max_length: int) 
         sess = session(opt.fp16)
     except Exception as exc:  # noqa: BLE001  (CPU kernels may lack fp16 ops; the GPU path still wants the file)
         return {"skipped": f"ONNX Runtime cannot run the fp16 model here: {type(exc).__name__}: {exc}"[:500]}
-    report = check_parity(model, tokenizer, opt.fp16, texts, atol=FP16_ATOL, max_length=max_length, sess=sess)
-    if not report.passed:
-        log.warning("fp16 model disagrees with PyTorch on %d texts; not shipped", len(report.mismatches))
+    report = check.run(opt.fp16, FP16_ATOL, FP16_FILE, sess, required=False)
+    if not report["passed"]:
+        log.warning("fp16 model disagrees with PyTorch on %d texts; not shipped", len(report["mismatches"]))
         opt.fp16.unlink(missing_ok=True)
         opt.fp16 = None
-    return report.to_dict()
+    return report
+
+
+def _brief_scores(scores: dict[str, Any]) -> dict[str, Any]:
+    keep = ("forget_f1", "retain_macro_f1", "macro_f1", "per_class_f1", "n_test", "providers")
+    return {k: scores[k] for k in keep if k in scores}
 
 
 def _brief(report: dict[str, Any]) -> dict[str, Any]:

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from torch import nn
 
     from steuops.data import Notes
+    from steuops.inference import InferenceSettings
     from steuops.modeling import Progress
 
 
@@ -73,6 +74,7 @@ class Evaluation:
     forget: list[str]
     labels: list[str]
     support: dict[str, int] = field(default_factory=dict)  # test notes carrying each class
+    inference: dict[str, Any] = field(default_factory=dict)  # InferenceSettings.to_dict() the notes were scored at
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able; the input of gate.decide."""
@@ -115,25 +117,24 @@ def evaluate(
     batch_size: int = 32,
     max_length: int = 256,
     progress: Progress | None = None,
+    settings: InferenceSettings | None = None,
 ) -> Evaluation:
-    """Score both models on the held-out notes and diff their parameters."""
+    """Score both models on the held-out notes and diff their parameters.
+
+    `settings` (max length + truncation side) is what the notes are tokenized with; it wins over
+    `max_length`, which (with the tokenizer's own truncation side) is used only when settings is None.
+    """
     from steuops import modeling
 
     forget = list(forget)
     modeling.check_forget(original, forget)
+    settings = settings or _settings_for(tokenizer, max_length)
     labels = modeling.label_names(original)
     multi = modeling.is_multi_label(original)
     dev = modeling.resolve_device(device)
     y_true = test.multi_hot(labels)
-    preds = []
-    for model in (original, edited):
-        home = next(model.parameters()).device
-        model.to(dev)
-        out = modeling.logits(
-            model, tokenizer, test.texts, batch_size=batch_size, max_length=max_length, device=dev, progress=progress
-        )
-        model.to(home)
-        preds.append(modeling.predict(out, multi))
+    preds = [modeling.predict(_logits_on(model, tokenizer, test.texts, settings, dev, batch_size, progress), multi)
+             for model in (original, edited)]
     modified, total, l2 = param_diff(original, edited)
     return Evaluation(
         before=scores(y_true, preds[0], labels, forget),
@@ -146,4 +147,26 @@ def evaluate(
         forget=forget,
         labels=labels,
         support={name: int(n) for name, n in zip(labels, y_true.sum(axis=0), strict=True)},
+        inference=settings.to_dict(),
     )
+
+
+def _settings_for(tokenizer: Any, max_length: int) -> InferenceSettings:
+    from steuops.inference import InferenceSettings
+
+    return InferenceSettings(max_length=int(max_length), truncation_side=getattr(tokenizer, "truncation_side", "right"))
+
+
+def _logits_on(model: nn.Module, tokenizer: Any, texts: Sequence[str], settings: InferenceSettings, dev: Any,
+               batch_size: int, progress: Progress | None) -> np.ndarray:
+    """The model's logits on `dev` at `settings`; the model goes back to where it was."""
+    from steuops import modeling
+
+    home = next(model.parameters()).device
+    model.to(dev)
+    try:
+        with settings.applied(tokenizer):
+            return modeling.logits(model, tokenizer, list(texts), batch_size=batch_size,
+                                   max_length=settings.max_length, device=dev, progress=progress)
+    finally:
+        model.to(home)

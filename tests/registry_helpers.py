@@ -15,8 +15,9 @@ FAST_STEU = {"k": 16, "epochs": 1, "max_length": 64, "batch_size": 32}
 
 
 def write_policy(path: Path, *, params_fraction_max: float = 0.5, forget_f1_max: float = 1.0,
-                 on_pass: str | None = "production", name: str | None = None) -> Path:
-    """A policy whose thresholds the tiny model can meet (or, with params_fraction_max=0, cannot)."""
+                 on_pass: str | None = "production", name: str | None = None, require_onnx: bool = False) -> Path:
+    """A policy whose thresholds the tiny model can meet (or, with params_fraction_max=0, cannot).
+    require_onnx is off by default so tests can promote with export=False and stay fast."""
     on_pass_text = "null" if on_pass is None else on_pass
     path.write_text(textwrap.dedent(f"""\
         schema_version: 1
@@ -33,6 +34,7 @@ def write_policy(path: Path, *, params_fraction_max: float = 0.5, forget_f1_max:
           duplicate_text_fraction_max: 0.05
         promotion:
           on_pass: {on_pass_text}
+          require_onnx: {str(require_onnx).lower()}
         """), encoding="utf-8")
     return path
 

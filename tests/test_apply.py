@@ -5,6 +5,7 @@ exit 2, one line, and the registry byte-for-byte as before."""
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 from registry_helpers import FAST_STEU, MODEL, make_home, notes_frame, policies, trained_tiny  # noqa: F401
@@ -146,6 +147,9 @@ def _bad_cohorts(folder, frame):
     return files
 
 
+PROGRESS_LINE = re.compile(r"^\[\s*[\d.]+s\] ")
+
+
 def _files(home) -> set[str]:
     return {str(p.relative_to(home)) for p in (home / "artifacts").rglob("*")}
 
@@ -174,7 +178,8 @@ def test_bad_inputs_exit_2_and_change_nothing(make_home, policies, tmp_path, not
         err = capsys.readouterr().err
         assert code == 2, f"{name}: exit {code}\n{err}"
         flat = " ".join(err.split()).replace("/ ", "/")  # rich wraps long lines at the console width
-        assert err.lstrip().startswith("error:") and needle in err.replace("\n", ""), f"{name}: {flat}"
+        said = [line for line in err.splitlines() if not PROGRESS_LINE.match(line)]  # "[  0.3s] cohort started"
+        assert said[0].startswith("error:") and needle in "".join(said), f"{name}: {flat}"
         assert "Traceback" not in err, name
         assert registry.snapshot() == before, f"{name} changed the registry"
     assert _files(home) == files_before  # no artifact was written either

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 
 import pandas as pd
 import pytest
 
 from steuops import cohort
-from steuops.errors import CohortError
+from steuops.errors import CohortError, ConfigError
 
 ROWS = [
     {"note_id": "N1", "patient_id": "P1", "text": "fever and hypotension", "labels": ["sepsis"]},
@@ -158,3 +161,133 @@ def test_split_without_column_is_seeded_and_grouped_by_patient():
     assert len(train) + len(test) == n and 30 <= len(test) <= 70
     assert not set(train["patient_id"]) & set(test["patient_id"])
     assert test["labels"].map(lambda v: "sepsis" in v).any()
+
+
+# ---- inputs that must fail fast, before anything is parsed (issue 16) ----------------------------
+MARKER = "ZQXMARKER"
+
+
+def _load_in_child(path: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """cohort.load in a child with a memory cap and a timeout: if the check regresses, reading
+    /dev/zero or opening a FIFO fails this test instead of hanging or eating the machine's memory."""
+    code = (
+        "import resource, sys; resource.setrlimit(resource.RLIMIT_AS, (3 << 30, 3 << 30))\n"
+        "from steuops import cohort\n"
+        "from steuops.errors import CohortError\n"
+        "try:\n    cohort.load(sys.argv[1])\n"
+        "except CohortError as exc:\n    print(exc.exit_code, exc, '|', exc.hint)\n"
+    )
+    return subprocess.run([sys.executable, "-c", code, path], capture_output=True, text=True, timeout=60,
+                          env={**os.environ, **(env or {})})
+
+
+@pytest.mark.parametrize("device", ["/dev/zero", "/dev/null"])
+def test_character_device_refused_without_reading(device):
+    done = _load_in_child(device)
+    assert done.stdout.startswith(f"2 {device}: is a character device, not a regular file"), done.stdout + done.stderr
+
+
+def test_fifo_refused_without_opening(tmp_path):
+    fifo = tmp_path / "cohort.csv"
+    os.mkfifo(fifo)  # opening it for reading would block forever: no writer
+    done = _load_in_child(str(fifo))
+    assert done.stdout.startswith(f"2 {fifo}: is a FIFO (named pipe), not a regular file"), done.stdout + done.stderr
+
+
+def test_directory_refused(tmp_path):
+    with pytest.raises(CohortError, match="is a directory"):
+        cohort.load(tmp_path)
+
+
+def test_size_limit_stated_and_overridable(tmp_path, monkeypatch):
+    path = tmp_path / "big.csv"
+    pd.DataFrame({"text": [f"note {i}" for i in range(200)], "labels": ["sepsis"] * 200}).to_csv(path, index=False)
+    monkeypatch.setenv(cohort.MAX_BYTES_ENV, "1000")
+    with pytest.raises(CohortError) as info:
+        cohort.load(path)
+    assert "over the cohort size limit of 1000 bytes" in str(info.value)
+    assert cohort.MAX_BYTES_ENV in info.value.hint and info.value.exit_code == 2
+    monkeypatch.setenv(cohort.MAX_BYTES_ENV, str(path.stat().st_size))  # exactly at the limit is fine
+    assert len(cohort.load(path)) == 200
+    monkeypatch.delenv(cohort.MAX_BYTES_ENV)
+    assert cohort.max_cohort_bytes() == 2 << 30
+
+
+@pytest.mark.parametrize("value", ["lots", "0", "-5"])
+def test_size_limit_env_must_be_a_positive_integer(tmp_path, monkeypatch, value):
+    path = tmp_path / "c.csv"
+    path.write_text("text,labels\na,sepsis\n", encoding="utf-8")
+    monkeypatch.setenv(cohort.MAX_BYTES_ENV, value)
+    with pytest.raises(ConfigError, match=cohort.MAX_BYTES_ENV):
+        cohort.load(path)
+
+
+@pytest.mark.parametrize("name", ["c.csv", "c.jsonl"])
+def test_non_utf8_offset_is_the_byte_in_the_file(tmp_path, name):
+    head = "text,labels\n" if name.endswith(".csv") else ""
+    row = (lambda t, lab: f"{t},{lab}\n") if name.endswith(".csv") else \
+        (lambda t, lab: json.dumps({"text": t, "labels": [lab]}) + "\n")
+    data = (head + row("fever and hypotension overnight", "sepsis")
+            + row(f"cough {MARKER} with fever", "pneumonia")).encode("utf-8")
+    at = data.index(b"with fever")
+    path = tmp_path / name
+    path.write_bytes(data[:at] + b"\xe9" + data[at + 1:])  # one latin-1 byte in the middle of line 2/3
+    with pytest.raises(CohortError) as info:
+        cohort.load(path)
+    line = data[:at].count(b"\n") + 1
+    assert f"not UTF-8 (byte {at}, on line {line}," in str(info.value)
+    assert MARKER not in str(info.value) and MARKER not in (info.value.hint or "")
+
+
+def test_non_utf8_offset_across_chunks(tmp_path, monkeypatch):
+    """A multi-byte character split across two read chunks is fine; a bad byte after many chunks
+    is reported at its offset in the whole file."""
+    monkeypatch.setattr(cohort, "_CHUNK", 7)  # tiny chunks: every boundary case within a few rows
+    good = "text,labels\n" + "".join(f"fièvre {i} é,sepsis\n" for i in range(20))
+    path = tmp_path / "c.csv"
+    path.write_text(good, encoding="utf-8")
+    assert len(cohort.load(path)) == 20
+    data = good.encode() + b"bad \xff here,sepsis\n"
+    bad = data.index(b"\xff")
+    path.write_bytes(data)
+    with pytest.raises(CohortError, match=rf"byte {bad}, on line 22,"):
+        cohort.load(path)
+    path.write_bytes(good.encode() + "é".encode()[:1])  # ends inside a character
+    with pytest.raises(CohortError, match=rf"byte {len(good.encode())}, on line 22,"):
+        cohort.load(path)
+
+
+def test_jsonl_with_bom(tmp_path):
+    path = tmp_path / "c.jsonl"
+    path.write_bytes(b"\xef\xbb\xbf" + json.dumps({"text": "a b", "labels": ["sepsis"]}).encode("utf-8") + b"\n")
+    assert list(cohort.load(path)["text"]) == ["a b"]
+
+
+def test_headerless_csv_never_echoes_note_text(tmp_path):
+    """Without a header row the first note becomes the column names: the error must not show it."""
+    path = tmp_path / "noheader.csv"
+    path.write_text(f"patient {MARKER} febrile and hypotensive,sepsis\nproductive cough,pneumonia\n", encoding="utf-8")
+    with pytest.raises(CohortError) as info:
+        cohort.load(path)
+    message = str(info.value)
+    assert "noheader.csv: missing column(s) text" in message and "sepsis" in message  # 'sepsis' is a name
+    assert MARKER not in message and "header row" in message
+
+
+@pytest.mark.parametrize("content", [b"", b"text,labels\n", b"\n\n"])
+def test_empty_files(tmp_path, content):
+    path = tmp_path / "e.csv"
+    path.write_bytes(content)
+    with pytest.raises(CohortError, match="e.csv: the (file|table) is empty"):
+        cohort.load(path)
+    jsonl = tmp_path / "e.jsonl"
+    jsonl.write_bytes(content.replace(b"text,labels", b""))
+    with pytest.raises(CohortError, match="e.jsonl: the (file|table) is empty"):
+        cohort.load(jsonl)
+
+
+def test_labels_from_pandas_to_csv_of_a_list_column(tmp_path):
+    """pandas writes a list column as its Python repr (['a', 'b']), not JSON: both are read as lists."""
+    path = tmp_path / "c.csv"
+    _frame("list").to_csv(path, index=False)
+    assert list(cohort.load(path)["labels"]) == EXPECTED_LABELS

@@ -123,3 +123,25 @@ def test_cli_policy_check_bad_file_exit_2(tmp_path, capsys):
     envelope = json.loads(capsys.readouterr().out)
     assert not envelope["ok"] and envelope["result"]["type"] == "PolicyError"
     assert main(["policy", "check", str(tmp_path / "missing.yaml")]) == 2
+
+
+@pytest.mark.parametrize("text", ["", "\n\n", "# only a comment\n# and another\n", "null\n", "~\n", "---\n", "{}\n"])
+def test_empty_policy_file_refused(tmp_path, text):
+    """Issue 17: a policy that sets nothing (a truncated or half-written file) must not gate on the
+    defaults as if it were a decision."""
+    path = _write(tmp_path, text, "blank.yaml")
+    with pytest.raises(PolicyError) as info:
+        policy.load(path)
+    assert str(info.value) == f"{path}: the policy file is empty (no settings)"
+    assert info.value.exit_code == 2 and "default.yaml" in info.value.hint
+
+
+def test_cli_policy_check_empty_file_exit_2(tmp_path, capsys):
+    path = _write(tmp_path, "# TODO thresholds\n", "todo.yaml")
+    assert main(["policy", "check", str(path), "--json"]) == 2
+    envelope = json.loads(capsys.readouterr().out)
+    assert envelope["result"]["type"] == "PolicyError" and "todo.yaml" in envelope["result"]["message"]
+
+
+def test_minimal_policy_still_loads(tmp_path):
+    assert policy.load(_write(tmp_path, "schema_version: 1\n", "minimal.yaml")).gate.forget_f1_max == 0.01

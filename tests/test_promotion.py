@@ -24,7 +24,7 @@ def test_promotion_during_apply_is_refused(make_home, policies):
     moved = []
 
     def meanwhile(phase: str, done: int, total: int) -> None:
-        if not moved:  # the first progress tick: the other team promotes v2
+        if not moved and phase == "unlearn":  # while it trains, the other team promotes v2
             registry.move_alias(MODEL, "production", other.new_version, expected_version="1")
             moved.append(phase)
 

@@ -80,12 +80,38 @@ def test_served_model_drops_forgotten_and_matches_torch(trained, export_dir):
     assert meta["served_sha256"] == sha256_file(export_dir / "model.opt.onnx")
 
 
+def test_served_model_truncates_as_the_manifest_says(trained, export_dir, tmp_path):
+    """max_length and truncation side come from the exported folder (manifest.json), never a constant."""
+    import json
+    import shutil
+
+    from steuops.serving import ServedModel
+
+    _model, _tok, _train, test = trained
+    served = ServedModel(export_dir, device="cpu")
+    assert served.max_length == 32 and served.metadata()["max_length"] == 32
+    folder = Path(shutil.copytree(export_dir, tmp_path / "left"))
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["inference"] = {"max_length": 12, "truncation_side": "left"}
+    manifest["max_length"], manifest["truncation_side"] = 12, "left"
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    left = ServedModel(folder, device="cpu")
+    assert (left.max_length, left.metadata()["truncation_side"]) == (12, "left")
+    words = test.texts[0].split()
+    tail = " ".join((words * 4)[-10:])  # 10 one-token words: [CLS] + 10 + [SEP] = 12 tokens
+    long = " ".join(["orthopnea"] * 30) + " " + tail
+    np.testing.assert_allclose(left.logits([long]), left.logits([tail]), atol=1e-5)  # only the end was kept
+    assert not np.allclose(served.logits([long]), served.logits([tail]), atol=1e-3)  # 32 tokens from the start
+
+
 def test_limits_and_api_key_rules():
     from steuops.serving import Limits, api_key_ok
 
     limits = Limits(max_texts=2, max_chars=5)
     assert limits.check(["ab", "abcde"]) == ["ab", "abcde"]
-    for bad, words in (([], "empty"), (["a", "b", "c"], "limit is 2"), (["ok", "toolong"], "texts[1] has 7")):
+    assert limits.max_body_bytes == 2 * 5 * 6 + 65_536
+    for bad, words in (([], "empty"), (["a", "b", "c"], "limit is 2"), (["ok", "toolong"], "texts[1] has 7"),
+                       (["ok", ""], "texts[1] is empty"), ([" \n\t"], "texts[0] is empty or whitespace")):
         with pytest.raises(ValueError, match=re.escape(words)):
             limits.check(bad)
     assert api_key_ok({"authorization": "Bearer k1"}, "k1")
@@ -170,6 +196,9 @@ def test_bento_server_over_http(export_dir, trained, tmp_path):
         too_long = http.post("/classify", json={"texts": ["ok", "x" * 501]}, headers=key)
         assert too_long.status_code == 400 and "texts[1] has 501 characters" in too_long.text
         assert http.post("/classify", json={"texts": []}, headers=key).status_code == 400
+        for blank in ("", "   "):
+            empty = http.post("/classify", json={"texts": ["ok", blank]}, headers=key)
+            assert empty.status_code == 400 and "texts[1] is empty" in empty.text
         malformed = http.post("/classify", content=b'{"texts": ["a",', headers={**key, "content-type": "application/json"})
         assert malformed.status_code == 400 and "json" in malformed.text.lower()
         assert http.post("/classify", json={"text": ["a"]}, headers=key).status_code == 400

@@ -124,3 +124,29 @@ def test_whole_policy_accepted_for_thresholds():
     with pytest.raises(ValidationFailed, match="1 of"):
         validation.check(_cohort(n_forget=30), LABELS, ["sepsis"], strict)
     assert validation.check(_cohort(n_forget=31), LABELS, ["sepsis"], strict).thresholds["forget_rows_min"] == 31
+
+
+def _failed(df: pd.DataFrame) -> tuple[list[str], dict]:
+    with pytest.raises(ValidationFailed) as info:
+        validation.check(df, LABELS, ["sepsis"], {"duplicate_text_fraction_max": 0.0})
+    report = info.value.report
+    return info.value.failures, {e.name: (e.success, e.observed) for e in report.expectations}
+
+
+@pytest.mark.parametrize("blank", [" ", "   \t\n  ", "\u00a0\u2003"])
+def test_whitespace_only_text_fails_exactly_as_empty_text(blank):
+    """Issue 16: a blank note is no note; it fails the length check (and, twice, the uniqueness
+    check) with the same lines and counts as "" does."""
+    empty, blanks = _cohort(), _cohort()
+    for row in (3, 40):
+        empty.at[row, "text"] = ""
+        blanks.at[row, "text"] = blank if row == 3 else blank * 2  # different blanks are still "the same" text
+    assert _failed(blanks) == _failed(empty)
+    failures, _ = _failed(blanks)
+    assert "text: 2 rows are empty" in failures and any("2 rows share their text" in f for f in failures)
+
+
+def test_text_with_surrounding_whitespace_is_kept():
+    df = _cohort()
+    df.at[3, "text"] = "  septic shock, padded  "
+    assert validation.check(df, LABELS, ["sepsis"]).success

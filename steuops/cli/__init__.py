@@ -65,13 +65,14 @@ def main(argv: list[str] | None = None) -> int:
     _register()
     args = sys.argv[1:] if argv is None else argv
     try:
-        app(args=args, prog_name="steuops", standalone_mode=False)
-    except SystemExit as exc:  # typer.Exit / --help
+        # standalone_mode=False: click *returns* typer.Exit's code instead of raising it, so keep it
+        # (a rejected `gate --json` exits 3 through that path).
+        code = app(args=args, prog_name="steuops", standalone_mode=False)
+    except SystemExit as exc:  # --help and the like
         return int(exc.code or 0)
     except Exception as exc:  # noqa: BLE001  (the one place errors become exit codes)
-        code = report_error(exc, as_json="--json" in args)
-        return code
-    return 0
+        return report_error(exc, as_json="--json" in args)
+    return code if isinstance(code, int) else 0
 
 
 _register()

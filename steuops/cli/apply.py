@@ -46,11 +46,14 @@ def apply(
         from steuops.errors import UsageError
 
         raise UsageError("--alias and --version both given", hint="start from one: --alias NAME or --version N")
+    # Options that need no registry or model fail first, so a typo costs no model load.
+    method_config = _json_option(config, "--config")
+    check_writable(junit, "--junit")
     with progress_bar(enabled=not as_json) as progress:
         try:
             result = run_apply(
                 model, forget, alias=None if version else alias, version=version, cohort=cohort, method=method,
-                method_config=_json_option(config, "--config"), policy=policy, promote=promote, device=device,
+                method_config=method_config, policy=policy, promote=promote, device=device,
                 dry_run=dry_run, home=home, export=export, audit=audit, progress=progress,
             )
         except GateRejected as exc:
@@ -79,8 +82,50 @@ def _json_option(text: str | None, option: str) -> dict[str, Any] | None:
     except json.JSONDecodeError as exc:
         raise ConfigError(f"{option}: not valid JSON ({exc.msg})", hint='e.g. --config \'{"k": 128}\'') from None
     if not isinstance(value, dict):
-        raise ConfigError(f"{option}: must be a JSON object", hint='e.g. --config \'{"k": 128}\'')
+        raise ConfigError(f"{option}: must be a JSON object, got {type(value).__name__}",
+                          hint='e.g. --config \'{"k": 128}\'')
     return value
+
+
+def check_writable(path: Path | None, option: str) -> None:
+    """UsageError (exit 2) unless a file can be written at `path`; checked before any work so a
+    run is not lost at its last step. Leaves nothing behind: an existing file is opened for append
+    and closed unchanged; otherwise a nameless temporary file is made and dropped in the nearest
+    existing folder (missing folders are fine: write_junit creates them)."""
+    if path is None:
+        return
+    try:
+        problem = _write_problem(Path(path))
+    except OSError as exc:  # e.g. a folder on the way that cannot be searched
+        problem = f"cannot be checked ({exc.strerror})"
+    if problem:
+        from steuops.errors import UsageError
+
+        raise UsageError(f"{option} {path}: {problem}", hint=f"pass a file in a writable folder, e.g. {option} gate.xml")
+
+
+def _write_problem(path: Path) -> str | None:
+    import os
+    import tempfile
+
+    if path.is_dir():
+        return "is a directory, not a file"
+    if path.exists():
+        try:  # O_NONBLOCK: a FIFO without a reader fails at once instead of hanging
+            os.close(os.open(path, os.O_WRONLY | os.O_APPEND | os.O_NONBLOCK))
+        except OSError as exc:
+            return f"cannot be written ({exc.strerror})"
+        return None
+    folder = path.absolute().parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir():
+        return f"{folder} is not a folder"
+    try:
+        tempfile.TemporaryFile(dir=folder).close()
+    except OSError as exc:
+        return f"no file can be created in {folder} ({exc.strerror})"
+    return None
 
 
 def _junit(gate: dict[str, Any] | None, path: Path | None) -> None:

@@ -69,12 +69,13 @@ def gate_command(
     Uses the evaluation the candidate was registered with (its evaluation.json artifact, measured on
     the held-out split): the measurement does not depend on the policy, so no model is re-loaded.
     """
-    from steuops.cli.apply import _junit, class_table, decision_from_dict
+    from steuops.cli.apply import _junit, check_writable, class_table, decision_from_dict
     from steuops.cli.render import console, emit_json
     from steuops.errors import GateRejected
     from steuops.gate import render_table
     from steuops.pipeline import regate
 
+    check_writable(junit, "--junit")  # before the registry is touched
     out = regate(model, version, policy=policy, home=home)
     _junit(out["gate"], junit)
     if as_json:
@@ -162,6 +163,8 @@ def history(
     for row in rows:
         gate = row["gate"] or "-"
         shown = f"[green]{gate}[/]" if gate == "passed" else f"[red]{gate}[/]" if gate == "rejected" else gate
+        if row["status"] != "complete":  # a crash left it half-made: never gated or promoted as it is
+            shown += f" [yellow]({row['status']})[/]"
         rolled = row["tags"].get("steuops.rollback_reason")
         table.add_row(row["version"], row["parent"] or "-", ", ".join(row["forgotten"]) or "-", shown,
                       ", ".join(row["aliases"]) + (f" (rollback: {rolled})" if rolled else ""),

@@ -94,21 +94,119 @@ def _is_usage_error(exc: BaseException) -> bool:
 
 @contextmanager
 def progress_bar(enabled: bool = True):
-    """Yields a `progress(phase, done, total)` callback backed by a rich progress bar."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    """Yields a `progress(phase, done, total)` callback: rich bars on a terminal, plain lines in a CI log.
 
+    Phases named "step NAME" are the pipeline's steps (0/1 at the start, 1/1 at the end); others are
+    loops with a count (train, unlearn, predict, audit attacks)."""
     if not enabled:
         yield None
         return
+    if err_console.is_terminal:
+        with _rich_progress() as update:
+            yield update
+        return
+    reporter = PlainProgress(sys.stderr)
+    with reporter.heartbeat():
+        yield reporter
+
+
+@contextmanager
+def _rich_progress():
+    import time
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
     tasks: dict[str, Any] = {}
+    started: dict[str, float] = {}
     with Progress(
         TextColumn("{task.description:<18}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
         console=err_console, transient=False,
     ) as bar:
 
         def update(phase: str, done: int, total: int) -> None:
+            if phase.startswith("step "):  # a line when a step ends, not a bar
+                name = phase[5:]
+                if done == 0:
+                    started[name] = time.monotonic()
+                elif name in started:
+                    bar.console.print(f"[green]done[/green] {name} ({time.monotonic() - started.pop(name):.1f} s)",
+                                      highlight=False)
+                return
             if phase not in tasks:
                 tasks[phase] = bar.add_task(phase, total=total)
             bar.update(tasks[phase], completed=done, total=total)
 
         yield update
+
+
+def _shown(phase: str) -> str:
+    """Steps read as their name ("unlearn"); loops inside them as "unlearn: loop"."""
+    return phase[5:] if phase.startswith("step ") else f"  {phase} loop"
+
+
+class PlainProgress:
+    """Progress for logs (no terminal): a line when a phase starts and ends, and one at least every
+    `every` seconds while anything runs (percent and ETA where the phase has a count)."""
+
+    def __init__(self, stream: Any, every: float = 10.0) -> None:
+        import threading
+        import time
+
+        self.stream, self.every, self._clock = stream, every, time.monotonic
+        self.t0 = self._clock()
+        self.last_line = self.t0
+        self.active: dict[str, tuple[float, int, int]] = {}  # phase -> (started, done, total)
+        self._lock = threading.Lock()
+
+    def __call__(self, phase: str, done: int, total: int) -> None:
+        with self._lock:
+            now = self._clock()
+            step = phase.startswith("step ")
+            if phase not in self.active:
+                if step and done >= total:
+                    return  # the end of a step whose start was not shown
+                self.active[phase] = (now, done, total)
+                self._line(f"{_shown(phase)} started" + ("" if step else f" ({total} steps)"))
+                return
+            started, _, _ = self.active[phase]
+            self.active[phase] = (started, done, total)
+            if done >= total:
+                del self.active[phase]
+                self._line(f"{_shown(phase)} done in {now - started:.1f} s")
+            elif now - self.last_line >= self.every:
+                self._line(self._status(phase, now))
+
+    def _status(self, phase: str, now: float) -> str:
+        started, done, total = self.active[phase]
+        if total <= 1 or done <= 0:
+            return f"{_shown(phase)} running for {now - started:.0f} s"
+        eta = (now - started) / done * (total - done)
+        return f"{_shown(phase)} {100 * done / total:.0f}% ({done}/{total}), ETA {eta:.0f} s"
+
+    def _line(self, text: str) -> None:
+        now = self._clock()
+        self.last_line = now
+        self.stream.write(f"[{now - self.t0:6.1f}s] {text}\n")
+        self.stream.flush()
+
+    @contextmanager
+    def heartbeat(self):
+        """A line every `every` seconds even when no loop reports (loading, registering, exporting)."""
+        import threading
+
+        stop = threading.Event()
+
+        def beat() -> None:
+            while not stop.wait(self.every / 2):
+                with self._lock:
+                    now = self._clock()
+                    if self.active and now - self.last_line >= self.every:
+                        self._line(self._status(list(self.active)[-1], now))
+
+        thread = threading.Thread(target=beat, name="steuops-progress", daemon=True)
+        thread.start()
+        try:
+            yield self
+        finally:
+            stop.set()
+            thread.join(timeout=1)

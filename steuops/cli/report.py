@@ -174,7 +174,12 @@ def _audit_now(registry, ref, tags, evaluation, bypass_phrases, device, progress
     names = set(registry.artifact_names(ref, "edit"))
     if "edit/edit.safetensors" in names:
         edit_ids = TokenEdit.load(registry.download_artifact(ref, "edit")).token_ids
-    config = AuditConfig(bypass_phrases=load_phrases(bypass_phrases) if bypass_phrases else [])
+    from steuops.inference import InferenceSettings
+
+    settings = InferenceSettings.resolve(loaded.tags, loaded.tokenizer)  # what the version was gated at
+    settings.apply_to(loaded.tokenizer)
+    config = AuditConfig(bypass_phrases=load_phrases(bypass_phrases) if bypass_phrases else [],
+                         max_length=settings.max_length)
     reference = registry.load(reference_ref).model if reference_ref is not None else None
     report = run_audit(original, loaded.model, loaded.tokenizer, forget, cohorts.to_notes(train),
                        cohorts.to_notes(test), reference=reference, config=config, device=device,

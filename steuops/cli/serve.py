@@ -29,25 +29,25 @@ def export_command(
     alias: str | None = typer.Option(None, "--alias", help="Alias to export (default production)."),
     out: Path | None = typer.Option(None, "--out", help="Also keep the exported folder here."),
     home: Path | None = typer.Option(None, "--home", help="steuops home (default $STEUOPS_HOME or ~/.steuops)."),
-    max_length: int = typer.Option(256, "--max-length", help="Token limit the server truncates to."),
+    max_length: int | None = typer.Option(None, "--max-length", help="Token limit (default: the one the version "
+                                          "was evaluated with; a different one is refused)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON envelope instead of tables."),
 ) -> None:
     """Export a version to ONNX (+ optimised + fp16), check parity with PyTorch, log it under onnx/.
 
+    A version a crash left without its export is marked complete once the export is logged.
     Exit 1 listing every mismatching text when ONNX and PyTorch disagree (nothing is logged).
     """
     from steuops.cli.render import emit_json
-    from steuops.export import export_version
-    from steuops.registry import Registry
+    from steuops.pipeline import export
 
     _check_choice(alias, version)
-    registry = Registry(home=home)
-    ref = registry.resolve(model, alias=None if version else (alias or "production"), version=version)
-    result = export_version(registry, ref, out_dir=out, max_length=max_length)
+    result = export(model, alias=None if version else (alias or "production"), version=version, out_dir=out,
+                    max_length=max_length, home=home)
     if as_json:
-        emit_json("export", result.to_dict())
+        emit_json("export", result)
         return
-    _print_export(result.to_dict())
+    _print_export(result)
 
 
 def _print_export(doc: dict) -> None:
@@ -89,7 +89,10 @@ def serve_command(
 ) -> None:
     """Serve models:/MODEL@production (or --version) with BentoML: /classify, /metadata, /readyz, /livez.
 
-    Set STEUOPS_API_KEY to require a key; STEUOPS_MAX_TEXTS / STEUOPS_MAX_CHARS for request limits.
+    Set STEUOPS_API_KEY to require a key; STEUOPS_MAX_TEXTS / STEUOPS_MAX_CHARS for request limits
+    (400), STEUOPS_MAX_BODY_BYTES for the body limit (413), STEUOPS_MAX_INFLIGHT (429) and
+    STEUOPS_MAX_LATENCY_MS (503) for load shedding; both answers carry Retry-After. The ONNX files
+    are cached under HOME/cache/onnx/MODEL/VERSION and checked by sha256 before each reuse.
     """
     import sys
 

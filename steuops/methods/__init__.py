@@ -8,9 +8,13 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
-from collections.abc import Sequence
+import json
+import math
+import types
+import typing
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol
 
 from steuops.errors import ConfigError
 
@@ -36,6 +40,9 @@ class MethodConfig:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any] | None) -> MethodConfig:
+        if values is not None and not isinstance(values, Mapping):
+            raise ConfigError(f"{cls.__name__}: options must be a JSON object, got {_json_type(values)}",
+                              hint='e.g. --config \'{"epochs": 3}\'')
         values = dict(values or {})
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - known)
@@ -44,10 +51,95 @@ class MethodConfig:
                 f"unknown option(s) for {cls.__name__}: {', '.join(unknown)}",
                 hint=f"known options: {', '.join(sorted(known))}",
             )
-        return cls(**values)
+        # JSON gives any type for any key: check each against the field's annotation here, so a
+        # wrong type is exit 2 naming the option instead of a TypeError deep inside training.
+        hints = typing.get_type_hints(cls)
+        defaults = {f.name: f.default for f in dataclasses.fields(cls)}
+        typed = {name: _typed(cls, name, value, hints.get(name, Any), defaults[name]) for name, value in values.items()}
+        return cls(**typed)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+def _typed(cls: type, name: str, value: Any, annotation: Any, default: Any) -> Any:
+    """`value` converted to the field's type (2.0 -> 2 for an int, 3 -> 3.0 for a float), or ConfigError."""
+    ok, converted = _convert(value, annotation)
+    if ok:
+        return converted
+    example = default if default is not dataclasses.MISSING else None
+    raise ConfigError(
+        f"{cls.__name__}.{name}: expected {_describe(annotation)}, got {_json_type(value)}"
+        + ("" if value is None else f" {_shown(value)}"),
+        hint=f"e.g. --config '{{\"{name}\": {json.dumps(example)}}}'",
+    )
+
+
+def _convert(value: Any, annotation: Any) -> tuple[bool, Any]:
+    """(True, converted value) when `value` fits `annotation`, else (False, None)."""
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if annotation is Any:
+        return True, value
+    if annotation is None or annotation is type(None):
+        return value is None, None
+    if origin in (typing.Union, types.UnionType):
+        for option in args:
+            ok, converted = _convert(value, option)
+            if ok:
+                return True, converted
+        return False, None
+    if origin is Literal:
+        # type() as well as ==: True == 1, but a Literal[1] field does not take true
+        return any(value == a and type(value) is type(a) for a in args), value
+    if annotation is bool:  # before int: bool is an int subclass, and 1 is not "true"
+        return isinstance(value, bool), value
+    if annotation is int:
+        return _as_int(value)
+    if annotation is float:
+        number = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+        return number, float(value) if number else None
+    if origin is not None:  # list[int], dict[str, float], ...: the container kind only
+        return isinstance(value, origin), value
+    return isinstance(value, annotation), value
+
+
+def _as_int(value: Any) -> tuple[bool, Any]:
+    if isinstance(value, bool):
+        return False, None
+    if isinstance(value, int):
+        return True, value
+    if isinstance(value, float) and math.isfinite(value) and value.is_integer():
+        return True, int(value)  # JSON writers (and people) spell 2 as 2.0; 2.5 is refused
+    return False, None
+
+
+def _describe(annotation: Any) -> str:
+    if annotation is None or annotation is type(None):
+        return "null"
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_describe(a) for a in args)
+    if origin is Literal:
+        return "one of " + ", ".join(json.dumps(a) for a in args)
+    names = {bool: "true or false", int: "an integer", float: "a finite number", str: "a string"}
+    return names.get(annotation, getattr(origin or annotation, "__name__", str(annotation)))
+
+
+def _shown(value: Any, limit: int = 40) -> str:
+    try:
+        text = json.dumps(value)
+    except (TypeError, ValueError):  # from_dict called from Python with a non-JSON value
+        text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _json_type(value: Any) -> str:
+    """The JSON name of a value's type: what the user typed, not Python's name for it."""
+    for kind, name in ((bool, "boolean"), (int, "integer"), (float, "number"), (str, "string"),
+                       (type(None), "null"), (list, "array"), (dict, "object")):
+        if isinstance(value, kind):
+            return name
+    return type(value).__name__
 
 
 @dataclass

@@ -2,7 +2,8 @@
 
 `serving.service` (the only bentoml importer) wraps a `ServedModel` in a BentoML service; the
 benchmark and tests use `ServedModel` in-process too. Settings come from the environment so that
-`bentoml serve` and a container need nothing else:
+`bentoml serve` and a container need nothing else. ONNX files from the registry are cached under
+`$STEUOPS_HOME/cache/onnx/<model>/<version>/`, verified by sha256 before every reuse:
 
     STEUOPS_MODEL        registered model name (registry mode)
     STEUOPS_ALIAS        alias to serve (default production), or STEUOPS_VERSION
@@ -12,23 +13,35 @@ benchmark and tests use `ServedModel` in-process too. Settings come from the env
     STEUOPS_DEVICE       auto | cpu | cuda
     STEUOPS_THRESHOLD    multi-label decision threshold on the sigmoid (default 0.5)
     STEUOPS_MAX_TEXTS / STEUOPS_MAX_CHARS   request limits (default 64 texts, 20000 characters each)
-    STEUOPS_MAX_LATENCY_MS  adaptive-batching deadline; later requests get 503 (default 2000)
+    STEUOPS_MAX_LATENCY_MS  adaptive-batching deadline; later requests get 503 + Retry-After (default 2000)
+    STEUOPS_MAX_INFLIGHT    requests one worker holds at once; more get 429 + Retry-After (default 32)
+    STEUOPS_MAX_BODY_BYTES  request body limit, 413 before the body is read (default: from the text limits)
     STEUOPS_API_KEY      when set, every API call needs `Authorization: Bearer KEY` or `x-api-key: KEY`
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import re
+import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from steuops import env  # noqa: F401  (telemetry off before heavy imports)
 from steuops.errors import ConfigError, RegistryError
+
+if TYPE_CHECKING:
+    from steuops.inference import InferenceSettings
+
+# onnxruntime-gpu's Linux build has 1DS telemetry: on import it writes a `.ses` session file into the
+# system temp folder (and would report usage). Off before anything here imports onnxruntime.
+os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 
 FORGOTTEN_NOTE = "forgotten classes are removed from every /classify response"
 OPEN_PATHS = frozenset({"/readyz", "/livez", "/healthz", "/metrics"})
@@ -43,8 +56,20 @@ class Limits:
     def from_env(cls) -> Limits:
         return cls(max_texts=_env_int("STEUOPS_MAX_TEXTS", 64), max_chars=_env_int("STEUOPS_MAX_CHARS", 20_000))
 
+    @property
+    def max_body_bytes(self) -> int:
+        """Largest request body worth reading: every text at its limit, JSON-escaped, plus the envelope.
+
+        6 bytes a character covers `\\uXXXX` escapes (what json.dumps writes for non-ASCII by default) and
+        raw UTF-8; 64 KiB covers the keys, quotes and commas. STEUOPS_MAX_BODY_BYTES overrides it.
+        """
+        return _env_int("STEUOPS_MAX_BODY_BYTES", self.max_texts * self.max_chars * 6 + 65_536)
+
     def check(self, texts: list[str]) -> list[str]:
-        """Raise ValueError with a message a client can act on; BentoML turns it into a 400."""
+        """Raise ValueError with a message a client can act on; BentoML turns it into a 400.
+
+        Messages name the index and counts only: they end up in responses, never the text itself.
+        """
         if not texts:
             raise ValueError("'texts' is empty: send at least one text")
         if len(texts) > self.max_texts:
@@ -54,6 +79,8 @@ class Limits:
                 raise ValueError(
                     f"texts[{i}] has {len(text)} characters; the limit is {self.max_chars} (STEUOPS_MAX_CHARS)"
                 )
+            if not text.strip():  # nothing to classify: a 200 with made-up scores would mislead the caller
+                raise ValueError(f"texts[{i}] is empty or whitespace only")
         return texts
 
 
@@ -105,7 +132,9 @@ class ServedModel:
         self.session = session(self.file, device=device)
         self.tokenizer = AutoTokenizer.from_pretrained(str(self.dir))
         self.threshold = threshold
-        self.max_length = int(self.manifest.get("max_length", 256))
+        self.settings = served_settings(self.manifest, self.tokenizer)
+        self.max_length = self.settings.max_length
+        self.tokenizer.truncation_side = self.settings.truncation_side  # every call truncates as export did
         self.source = source or {"mode": "directory", "path": str(self.dir)}
         labels = list(self.labels_doc["labels"])
         forgotten = set(self.labels_doc.get("forgotten", []))
@@ -168,8 +197,22 @@ class ServedModel:
             "fused_ops": m.get("fused_ops", {}),
             "providers": list(self.session.get_providers()),
             "max_length": self.max_length,
+            "truncation_side": self.settings.truncation_side,
             "limits": vars(limits) if limits else None,
         }
+
+
+def served_settings(manifest: dict[str, Any], tokenizer: Any) -> InferenceSettings:
+    """The inference settings the folder was exported (and parity-checked) at: manifest.json's
+    `inference`, else its `max_length` on the saved tokenizer's side, else the saved tokenizer's own."""
+    from steuops.inference import InferenceSettings
+
+    if isinstance(manifest.get("inference"), dict):
+        return InferenceSettings.from_dict(manifest["inference"])
+    if "max_length" in manifest:
+        side = manifest.get("truncation_side") or getattr(tokenizer, "truncation_side", None) or "right"
+        return InferenceSettings(max_length=int(manifest["max_length"]), truncation_side=side)
+    return InferenceSettings.from_tokenizer(tokenizer)
 
 
 def from_env() -> ServedModel:
@@ -192,20 +235,78 @@ def from_env() -> ServedModel:
 
 def download(name: str, *, alias: str | None, version: str | None, home: str | None = None,
              dst: str | Path | None = None) -> tuple[Path, dict[str, Any]]:
-    """The onnx/ artifacts of models:/NAME@ALIAS (or /VERSION), downloaded to a local folder."""
+    """The onnx/ artifacts of models:/NAME@ALIAS (or /VERSION) in a local folder.
+
+    Without `dst` the folder is the cache `$STEUOPS_HOME/cache/onnx/<model>/<version>/`: reused when every
+    file still matches manifest.json and model.onnx matches the version's steuops.onnx_sha256 tag, else
+    downloaded again. Nothing is left in the system temp folder (a serve start used to leave 219 MB there).
+    """
     from steuops.export import ARTIFACT_PATH, MODEL_FILE
     from steuops.registry import Registry
 
     registry = Registry(home=home)
     ref = registry.resolve(name, alias=alias, version=version)
-    if f"{ARTIFACT_PATH}/{MODEL_FILE}" not in registry.artifact_names(ref, ARTIFACT_PATH):
-        raise RegistryError(f"{ref} has no ONNX export", hint=f"run: steuops export --model {name} --version {ref.version}")
-    target = Path(dst) if dst else Path(tempfile.mkdtemp(prefix="steuops-serve-"))
-    path = registry.download_artifact(ref, ARTIFACT_PATH, target)
     source = {"mode": "registry", "model": name, "version": ref.version, "alias": ref.alias,
               "uri": f"models:/{name}@{alias}" if version is None else ref.uri, "registry": registry.home.as_posix()
               if registry.embedded else "tracking server"}
-    return path, source
+    if f"{ARTIFACT_PATH}/{MODEL_FILE}" not in registry.artifact_names(ref, ARTIFACT_PATH):
+        raise RegistryError(f"{ref} has no ONNX export", hint=f"run: steuops export --model {name} --version {ref.version}")
+    if dst:
+        return registry.download_artifact(ref, ARTIFACT_PATH, dst), source
+    expected = registry.tags(ref).get("steuops.onnx_sha256")
+    folder = cache_dir(registry.home, name, ref.version)
+    source["cache"] = "reused" if verify_folder(folder, expected) else "downloaded"
+    if source["cache"] == "downloaded":
+        _download_into_cache(registry, ref, folder, expected)
+    return folder, source
+
+
+def cache_dir(home: str | Path, name: str, version: str) -> Path:
+    """`<home>/cache/onnx/<model>/<version>`; a name unsafe as a folder name gets a hash suffix."""
+    safe = re.sub(r"[^A-Za-z0-9._-]", "_", name)
+    if safe != name or safe in {".", ".."}:
+        safe = f"{safe}-{hashlib.sha256(name.encode()).hexdigest()[:10]}"
+    return Path(home).expanduser() / "cache" / "onnx" / safe / str(version)
+
+
+def verify_folder(folder: Path, expected_model_sha: str | None) -> bool:
+    """Every file manifest.json lists is there with its sha256, and model.onnx matches the registry tag."""
+    from steuops.export import MANIFEST_FILE, MODEL_FILE, sha256_file
+
+    manifest_path = folder / MANIFEST_FILE
+    if not manifest_path.is_file():
+        return False
+    try:
+        files = dict(json.loads(manifest_path.read_text()).get("files") or {})
+    except (OSError, ValueError, TypeError):
+        return False
+    if MODEL_FILE not in files or (expected_model_sha and files[MODEL_FILE] != expected_model_sha):
+        return False
+    return all((folder / f).is_file() and sha256_file(folder / f) == sha for f, sha in files.items())
+
+
+def _download_into_cache(registry: Any, ref: Any, folder: Path, expected: str | None) -> None:
+    """Download next to the cache folder, verify, then swap it in with a rename (never half a folder)."""
+    from steuops.export import ARTIFACT_PATH
+
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))  # same filesystem: rename works
+    try:
+        got = registry.download_artifact(ref, ARTIFACT_PATH, staging)
+        if not verify_folder(got, expected):
+            raise RegistryError(f"{ref}: downloaded onnx/ files do not match their sha256",
+                                hint="re-run `steuops export` for this version")
+        old = folder.with_name(f".{folder.name}-old-{os.getpid()}")
+        if folder.exists():
+            folder.rename(old)
+        try:
+            got.rename(folder)
+        except OSError:  # another server start won the race; its folder passed the same check
+            if not verify_folder(folder, expected):
+                raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+        shutil.rmtree(folder.with_name(f".{folder.name}-old-{os.getpid()}"), ignore_errors=True)
 
 
 def api_key_ok(headers: dict[str, str], key: str) -> bool:

@@ -1,0 +1,214 @@
+"""The verdict holds end to end: exit codes on every path, only complete versions go forward, a home
+moves, no temp folder is left behind, and no note text lands anywhere it was not put on purpose."""
+# ruff: noqa: F811  (pytest fixtures imported from registry_helpers are re-bound as test arguments)
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+from registry_helpers import FAST_STEU, MODEL, make_home, notes_frame, policies, trained_tiny  # noqa: F401
+
+MARKER = "Zqxmarkerq"
+
+
+def _both(capsys, argv: list[str]) -> tuple[int, int, dict]:
+    """Exit code plain, exit code with --json, and the --json envelope (which must parse)."""
+    from steuops.cli import main
+
+    plain = main(argv)
+    capsys.readouterr()
+    code = main([*argv, "--json"])
+    envelope = json.loads(capsys.readouterr().out)
+    assert envelope["ok"] is (code == 0), envelope
+    return plain, code, envelope
+
+
+def test_every_command_exits_0_2_3_with_and_without_json(make_home, policies, capsys, tmp_path):
+    home, registry = make_home()
+    h = ["--home", str(home)]
+    fast = ["--config", json.dumps(FAST_STEU), "--device", "cpu", "--no-export"]
+    apply = ["apply", "--model", MODEL, "--forget", "sepsis", *h, *fast]
+    # apply: pass / gate reject / bad input (each run plain and --json)
+    assert _both(capsys, [*apply, "--policy", str(policies["manual"])])[:2] == (0, 0)  # v2, v3: candidates
+    assert _both(capsys, [*apply, "--policy", str(policies["reject"])])[:2] == (3, 3)  # v4, v5: rejected
+    assert _both(capsys, [*apply, "--forget", "gout", "--policy", str(policies["loose"])])[:2] == (2, 2)
+    gate = ["gate", "--model", MODEL, *h]
+    assert _both(capsys, [*gate, "--version", "2", "--policy", str(policies["loose"])])[:2] == (0, 0)
+    assert _both(capsys, [*gate, "--version", "2", "--policy", str(policies["reject"])])[:2] == (3, 3)
+    assert _both(capsys, [*gate, "--version", "99", "--policy", str(policies["loose"])])[:2] == (2, 2)
+    promote = ["promote", "--model", MODEL, *h, "--policy", str(policies["loose"])]
+    assert _both(capsys, [*promote, "--version", "2", "--policy", str(policies["reject"])])[:2] == (3, 3)
+    assert _both(capsys, [*promote, "--version", "99"])[:2] == (2, 2)
+    from steuops.cli import main
+
+    assert main([*promote, "--version", "2"]) == 0  # production 1 -> 2
+    rollback = ["rollback", "--model", MODEL, *h]
+    assert main([*rollback, "--reason", "check"]) == 0  # back to 1
+    assert main([*promote, "--version", "3", "--json"]) == 0
+    capsys.readouterr()
+    assert _both(capsys, [*rollback, "--reason", " "])[:2] == (2, 2)
+    assert main([*rollback, "--reason", "check", "--json"]) == 0
+    capsys.readouterr()
+    assert _both(capsys, ["history", "--model", MODEL, *h])[:2] == (0, 0)
+    assert _both(capsys, ["history", "--model", "nope", *h])[:2] == (2, 2)
+    assert _both(capsys, ["policy", "check", str(policies["loose"])])[:2] == (0, 0)
+    assert _both(capsys, ["policy", "check", str(tmp_path / "missing.yaml")])[:2] == (2, 2)
+    assert _both(capsys, ["export", "--model", MODEL, "--version", "99", *h])[:2] == (2, 2)
+    assert _both(capsys, ["report", "--model", MODEL, "--version", "99", *h])[:2] == (2, 2)
+
+
+def _half_made(home: Path, registry, policies):
+    """A passing candidate whose export never happened (as after a crash): registered, incomplete."""
+    from steuops import registry as reg
+    from steuops.pipeline import apply
+
+    result = apply(MODEL, ["sepsis"], home=home, policy=policies["manual"], method_config=FAST_STEU, device="cpu",
+                   export=False)
+    ref = registry.resolve(MODEL, version=result.new_version)
+    required = json.loads(registry.tags(ref)[reg.T_REQUIRED])
+    registry.set_tags(ref, {reg.T_STATUS: reg.STATUS_INCOMPLETE, reg.T_REQUIRED: json.dumps([*required, "onnx"])})
+    return ref
+
+
+def test_an_incomplete_version_is_refused_until_its_export_completes_it(make_home, policies, capsys):
+    from steuops.cli import main
+
+    home, registry = make_home()
+    ref = _half_made(home, registry, policies)
+    for command in ("gate", "promote"):
+        assert main([command, "--model", MODEL, "--version", ref.version, "--home", str(home),
+                     "--policy", str(policies["loose"])]) == 2
+        err = capsys.readouterr().err
+        assert "incomplete" in err and "missing onnx" in err, err
+    assert main(["history", "--model", MODEL, "--home", str(home), "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)["result"]["versions"]
+    assert rows[-1]["status"] == "incomplete"
+    assert main(["export", "--model", MODEL, "--version", ref.version, "--home", str(home), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["result"]["completed"] is True
+    assert registry.tags(ref)["steuops.status"] == "complete"
+    assert main(["promote", "--model", MODEL, "--version", ref.version, "--home", str(home),
+                 "--policy", str(policies["loose"])]) == 0
+    assert registry.alias_version(MODEL, "production") == ref.version
+
+
+def test_the_default_policy_never_promotes_a_version_without_onnx(make_home, policies, capsys):
+    """promotion.require_onnx (default true): --no-export with promotion is refused up front, and a
+    complete version that has no onnx/ is refused by promote."""
+    from steuops.cli import main
+
+    home, registry = make_home()
+    strictish = policies["loose"].with_name("needs-onnx.yaml")
+    strictish.write_text(policies["loose"].read_text().replace("require_onnx: false", "require_onnx: true"))
+    before = registry.snapshot()
+    argv = ["apply", "--model", MODEL, "--forget", "sepsis", "--home", str(home), "--policy", str(strictish),
+            "--config", json.dumps(FAST_STEU), "--device", "cpu", "--no-export"]
+    assert main(argv) == 2 and "require_onnx" in capsys.readouterr().err
+    assert registry.snapshot() == before
+    assert main([*argv, "--no-promote"]) == 0  # v2: complete, no ONNX
+    capsys.readouterr()
+    assert main(["promote", "--model", MODEL, "--version", "2", "--home", str(home), "--policy", str(strictish)]) == 2
+    assert "missing onnx" in capsys.readouterr().err
+    assert registry.alias_version(MODEL, "production") == "1"
+
+
+def test_a_home_copied_elsewhere_works_after_the_original_is_gone(make_home, policies, tmp_path, capsys):
+    from steuops.cli import main
+    from steuops.registry import Registry
+    from steuops.serving import download
+
+    home, registry = make_home()
+    assert main(["apply", "--model", MODEL, "--forget", "sepsis", "--home", str(home), "--policy",
+                 str(policies["loose"]), "--config", json.dumps(FAST_STEU), "--device", "cpu"]) == 0
+    moved = tmp_path / "restored" / "home"
+    shutil.copytree(home, moved)
+    shutil.rmtree(home)
+    capsys.readouterr()
+    h = ["--home", str(moved)]
+    assert main(["gate", "--model", MODEL, "--version", "2", *h, "--policy", str(policies["loose"])]) == 0
+    assert main(["history", "--model", MODEL, *h]) == 0
+    copy = Registry(moved)
+    assert copy.load(copy.resolve(MODEL)).labels  # model files come from the copy
+    folder, _ = download(MODEL, alias="production", version=None, home=str(moved))
+    assert (folder / "model.onnx").is_file()
+    assert main(["rollback", "--model", MODEL, *h, "--reason", "moved"]) == 0
+    assert main(["apply", "--model", MODEL, "--forget", "pneumonia", *h, "--policy", str(policies["loose"]),
+                 "--config", json.dumps(FAST_STEU), "--device", "cpu", "--no-export"]) == 0
+    assert not home.exists()
+
+
+def _marked_cohort(frame, path: Path) -> Path:
+    marked = frame.copy()
+    for i in range(0, len(marked), 7):  # a unique marker inside many notes, of every class
+        marked.at[i, "text"] = f"{marked.at[i, 'text']} {MARKER} was here. Seen by {MARKER}."
+    marked.to_json(path, orient="records", lines=True)
+    return path
+
+
+def _every_text(registry, home: Path) -> str:
+    """Every tag, param, metric and artifact byte in the registry, as one searchable string."""
+    client = registry._client
+    parts: list[str] = []
+    for model in client.search_registered_models():
+        parts += [json.dumps(dict(model.tags or {})), model.description or ""]
+        for mv in client.search_model_versions(f"name='{model.name}'"):
+            parts += [json.dumps(dict(mv.tags or {})), mv.description or ""]
+    for exp in client.search_experiments():
+        for run in client.search_runs([exp.experiment_id]):
+            parts += [json.dumps(run.data.tags), json.dumps(run.data.params), json.dumps(run.data.metrics)]
+    for path in home.rglob("*"):
+        if path.is_file() and path.suffix != ".parquet":  # the logged dataset is the user's own, on purpose
+            parts.append(path.read_bytes().decode("utf-8", "replace"))
+    return "\n".join(parts)
+
+
+@pytest.mark.slow
+def test_no_note_text_reaches_the_registry_logs_or_reports(make_home, policies, notes_frame, tmp_path, capsys):
+    from steuops.cli import main
+
+    home, registry = make_home(dataset=False)
+    cohort = _marked_cohort(notes_frame, tmp_path / "cohort.jsonl")
+    audited = policies["loose"].with_name("audited.yaml")
+    audited.write_text(policies["loose"].read_text() + "audit:\n  bypass_f1_max: 1.0\n")
+    apply = ["apply", "--model", MODEL, "--forget", "sepsis", "--home", str(home), "--cohort", str(cohort),
+             "--config", json.dumps(FAST_STEU), "--device", "cpu"]
+    assert main([*apply, "--policy", str(audited), "--audit"]) == 0  # audit + report + export + promote
+    assert main([*apply, "--policy", str(policies["reject"])]) == 3  # a failed apply
+    assert main(["report", "--model", MODEL, "--version", "2", "--home", str(home), "--out",
+                 str(tmp_path / "report.html")]) == 0
+    assert main(["export", "--model", MODEL, "--version", "2", "--home", str(home), "--out",
+                 str(tmp_path / "onnx")]) == 0
+    said = capsys.readouterr()
+    haystack = "\n".join([_every_text(registry, home), said.out, said.err,
+                          (tmp_path / "report.html").read_text()])
+    assert len(haystack) > 10_000  # the search read real content
+    assert MARKER.lower() not in haystack.lower()
+
+
+def test_commands_leave_nothing_in_the_temp_folder(make_home, policies, tmp_path):
+    """apply, gate, promote, history, rollback and export in one process with a private TMPDIR:
+    after it exits, the folder is empty."""
+    import subprocess
+    import sys
+
+    home, registry = make_home()
+    private = tmp_path / "tmp"
+    private.mkdir()
+    h = ["--home", str(home)]
+    commands = [["apply", "--model", MODEL, "--forget", "sepsis", *h, "--policy", str(policies["manual"]),
+                 "--config", json.dumps(FAST_STEU), "--device", "cpu"],
+                ["gate", "--model", MODEL, "--version", "2", *h, "--policy", str(policies["loose"])],
+                ["promote", "--model", MODEL, "--version", "2", *h, "--policy", str(policies["loose"])],
+                ["history", "--model", MODEL, *h],
+                ["export", "--model", MODEL, "--version", "2", *h],
+                ["rollback", "--model", MODEL, *h, "--reason", "temp check"]]
+    script = ("import json, sys\nfrom steuops.cli import main\n"
+              "codes = [main(argv) for argv in json.loads(sys.argv[1])]\nprint(json.dumps(codes))\n")
+    done = subprocess.run([sys.executable, "-c", script, json.dumps(commands)], capture_output=True, text=True,
+                          env={**os.environ, "TMPDIR": str(private)}, timeout=600)
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == [0] * len(commands), done.stderr[-3000:]
+    left = sorted(p.name for p in private.iterdir())
+    assert left == [], left
