@@ -220,18 +220,19 @@ def _prepare(model_name: str, forget: list[str], *, alias, version, cohort, meth
         raise ForgetClassError("no forget class given", hint="name one with --forget CLASS")
     with clock.step("check"):
         loaded_policy = policies.load(policies.resolve(policy))
+        early = _cohort_file(cohort)  # a broken cohort file fails before MLflow or the model loads
         impl = methods.get(method)
         impl.config_class.from_dict(method_config)  # a bad option fails before the registry is touched
         modeling.resolve_device(device)
         registry = registry or Registry(home)
+        _check_writable(registry)
         parent = registry.resolve(model_name, alias=alias, version=version)
         config = impl.config_class.from_dict(_config_for(registry, parent, method, method_config))
         promote_alias = _promote_alias(loaded_policy, promote)
         _check_export_for_promotion(loaded_policy, promote_alias, export)
         expected = registry.alias_version(model_name, promote_alias) if promote_alias else None
-        _check_writable(registry)
-    with clock.step("cohort"):  # a broken cohort file is reported before the model is loaded
-        frame, source = _cohort_frame(registry, parent, cohort)
+    with clock.step("cohort"):
+        frame, source = early or _cohort_frame(registry, parent, None)
     with clock.step("load"):
         loaded = registry.load(parent)
     modeling.check_forget(loaded.model, requested)
@@ -321,6 +322,12 @@ def _promote_alias(policy: Any, promote: bool | None) -> str | None:
     if promote is True:
         return on_pass or DEFAULT_ALIAS
     return on_pass
+
+
+def _cohort_file(path: str | Path | None) -> tuple[Any, str] | None:
+    from steuops import cohort as cohorts
+
+    return (cohorts.load(path), str(path)) if path is not None else None
 
 
 def _cohort_frame(registry: Registry, parent: ModelRef, path: str | Path | None) -> tuple[Any, str]:

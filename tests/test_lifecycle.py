@@ -212,3 +212,53 @@ def test_commands_leave_nothing_in_the_temp_folder(make_home, policies, tmp_path
     assert json.loads(done.stdout.strip().splitlines()[-1]) == [0] * len(commands), done.stderr[-3000:]
     left = sorted(p.name for p in private.iterdir())
     assert left == [], left
+
+
+@pytest.fixture()
+def read_only_copy(tmp_path):
+    """Copy a folder onto a tmpfs, then remount it read-only (a home on a read-only disk). Needs root."""
+    import subprocess
+
+    mount = tmp_path / "ro"
+    mount.mkdir()
+    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256m", "tmpfs", str(mount)],
+                                           capture_output=True).returncode != 0:
+        pytest.skip("mounting a read-only file system needs root")
+
+    def copy(folder: Path) -> Path:
+        shutil.copytree(folder, mount / folder.name)
+        subprocess.run(["mount", "-o", "remount,ro", str(mount)], check=True)
+        return mount / folder.name
+
+    try:
+        yield copy
+    finally:
+        subprocess.run(["umount", str(mount)], check=False)
+
+
+def test_a_home_on_a_read_only_disk_is_refused_before_any_work(make_home, policies, read_only_copy, capsys):
+    from steuops.cli import main
+
+    home, _ = make_home()
+    frozen = read_only_copy(home)
+    code = main(["apply", "--model", MODEL, "--forget", "sepsis", "--home", str(frozen), "--policy",
+                 str(policies["loose"]), "--config", json.dumps(FAST_STEU), "--device", "cpu"])
+    err = capsys.readouterr().err
+    assert code == 2 and "not writable" in err and "Traceback" not in err, err
+    assert "load started" not in err and "unlearn started" not in err  # refused before the model loaded
+
+
+def test_a_broken_cohort_file_is_reported_before_the_model_is_loaded(make_home, policies, tmp_path, capsys):
+    """The registered model's weights are gone, so loading it would fail: the cohort error comes first."""
+    from steuops.cli import main
+
+    home, _ = make_home()
+    for weights in (home / "artifacts").rglob("model.safetensors"):
+        weights.unlink()
+    bad = tmp_path / "no_text.csv"
+    bad.write_text("note_id,labels\nN1,sepsis\n", encoding="utf-8")
+    code = main(["apply", "--model", MODEL, "--forget", "sepsis", "--home", str(home), "--cohort", str(bad),
+                 "--policy", str(policies["loose"]), "--config", json.dumps(FAST_STEU), "--device", "cpu"])
+    err = capsys.readouterr().err
+    assert code == 2 and "no_text.csv" in err and "text" in err, err
+    assert "load started" not in err

@@ -13,7 +13,7 @@ from rich.console import Console
 SCHEMA = "steuops/v1"
 
 console = Console(stderr=False)
-err_console = Console(stderr=True)
+err_console = Console(stderr=True, soft_wrap=True)  # an error line stays one line in a log
 
 
 def envelope(command: str, result: Any, ok: bool = True) -> dict[str, Any]:
