@@ -66,6 +66,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--cache", type=Path, default=None,
                    help="save the trained demo classifier here and reuse it on the next run (tuning)")
     p.add_argument("--steu", default="", help="STEU overrides, e.g. k=128,epochs=3,lr=0.02")
+    p.add_argument("--scorers", default="",
+                   help="run STEU once per token scorer, as rows steu:pmi, steu:specific (e.g. pmi,specific)")
     p.add_argument("--notes", type=int, default=None, help="override the preset's number of notes")
     p.add_argument("--no-throughput", action="store_true")
     p.add_argument("--resume", action="store_true",
@@ -148,7 +150,7 @@ def run_methods(model, tokenizer, train, test, forget: list[str], names: list[st
         if any(r["name"] == name for r in rows):  # kept from --resume
             continue
         log(f"{name}: {configs[name]}")
-        result = unlearn(name, model, tokenizer, forget, train, configs[name], device=device)
+        result = unlearn(name.split(":")[0], model, tokenizer, forget, train, configs[name], device=device)
         ev = evaluate(model, result.model, tokenizer, test, forget, device=device,
                       max_length=configs[name]["max_length"], batch_size=64)
         original = original or ev.before  # every evaluate() scores the same original on the same notes
@@ -166,6 +168,7 @@ def run_methods(model, tokenizer, train, test, forget: list[str], names: list[st
         }
         if "tokens" in result.info:
             row["top_tokens"] = [t["token"] for t in result.info["tokens"][:20]]
+        row.update(selection_row(result.info))
         if "losses" in result.info:
             row["losses"] = result.info["losses"]
         log(f"{name}: forget F1 {row['forget_f1']:.4f}  retain macro-F1 {row['retain_macro_f1']:.4f}  "
@@ -177,6 +180,26 @@ def run_methods(model, tokenizer, train, test, forget: list[str], names: list[st
         if checkpoint:  # a long CPU run leaves every finished method on disk
             checkpoint(rows, original, ev.params_total)
     return rows, original, (ev.params_total if ev else None)
+
+
+def selection_row(info: dict[str, Any]) -> dict[str, Any]:
+    """What a sparse method says about its rows: how many, the share of retain notes they touch, how many
+    tokens the min-patients rule held back, how many notes took the head-only shortcut."""
+    keys = ("retain_touched_fraction", "tokens_below_min_patients", "shortcut")
+    out = {k: info[k] for k in keys if k in info}
+    if "selection" in info:
+        out["selection"] = info["selection"]
+    return out
+
+
+def with_scorers(names: list[str], configs: dict[str, dict[str, Any]], scorers: list[str]) -> list[str]:
+    """Replace "steu" by one run per scorer ("steu:pmi", ...), each with its own config."""
+    if not scorers or "steu" not in names:
+        return names
+    for scorer in scorers:
+        configs[f"steu:{scorer}"] = {**configs["steu"], "scorer": scorer}
+    at = names.index("steu")
+    return names[:at] + [f"steu:{s}" for s in scorers] + names[at + 1 :]
 
 
 def audit_rows(rows, model, tokenizer, train, test, forget, kept, preset: Preset, device: str) -> None:
@@ -339,6 +362,7 @@ def main(argv: list[str] | None = None) -> int:
     log(f"{len(train)} train / {len(test)} test notes; training the demo classifier on {encoder}")
     model, tokenizer, original_seconds = demo_classifier(train, preset, encoder, args.device, args.cache)
     configs = method_configs(preset, encoder, overrides(args.steu))
+    names = with_scorers(names, configs, [x for x in args.scorers.split(",") if x])
 
     def checkpoint(rows, original, total) -> None:
         partial = build(rows, original, total)

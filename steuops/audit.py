@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import copy
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -166,12 +167,14 @@ def f1(y_true: np.ndarray, y_pred: np.ndarray) -> float:
 # ---- forward passes ------------------------------------------------------------------------------
 @dataclass
 class _Pass:
-    """One model over one list of texts: logits, the head's input features, and (optionally) the
-    encoder outputs + inputs per batch, so that a head can be re-fit without re-running the encoder."""
+    """One model over one list of texts: logits, the head's input features, and (optionally) what the
+    head reads of the encoder's output per note (steuops.features), so that a head can be re-fit or
+    re-run without the encoder. `exact`: replaying that cache reproduces the model's logits."""
 
     logits: np.ndarray
     features: np.ndarray
-    batches: list[tuple[dict[str, Any], Any]] | None = None
+    cache: Any = None  # steuops.features.FeatureCache | None
+    exact: bool = False
 
 
 def _head_modules(model) -> list[Any]:
@@ -182,61 +185,113 @@ def _head_modules(model) -> list[Any]:
     return [children[name] for name in tops if name in children]
 
 
-def _forward_pass(model, tokenizer, texts: Sequence[str], *, batch_size: int, max_length: int, device,
-                  keep_batches: bool = False) -> _Pass:
-    """Eval-mode pass. Features = the input of the first head module called (BERT: the pooled output;
-    DistilBERT: hidden[:, 0]; RoBERTa-style heads get the sequence, so its first position is taken)."""
+@contextmanager
+def _tapped(model) -> Iterator[dict[str, Any]]:
+    """Features = the input of the first head module called (BERT: the pooled output; DistilBERT:
+    hidden[:, 0]; RoBERTa-style heads get the sequence, so its first position is taken). Eval mode."""
     import torch
-
-    from steuops.modeling import autocast, tokenize
 
     seen: dict[str, Any] = {}
 
     def tap(_module, args, kwargs):
         if "features" not in seen:
-            value = args[0] if args else next(v for v in kwargs.values() if torch.is_tensor(v))
-            seen["features"] = value
-
-    def keep(_module, _args, output):
-        seen["base"] = output
+            seen["features"] = args[0] if args else next(v for v in kwargs.values() if torch.is_tensor(v))
 
     hooks = [m.register_forward_pre_hook(tap, with_kwargs=True) for m in _head_modules(model)]
-    if keep_batches:
-        hooks.append(model.base_model.register_forward_hook(keep))
     was_training = model.training
     model.eval()
-    logits, feats, batches = [], [], []
     try:
         with torch.no_grad():
-            for start in range(0, len(texts), batch_size):
-                seen.clear()
-                enc = tokenize(tokenizer, texts[start : start + batch_size], max_length).to(device)
-                with autocast(device):
-                    out = model(**enc)
-                logits.append(out.logits.float().cpu().numpy())
-                f = seen["features"]
-                feats.append((f[:, 0] if f.dim() == 3 else f).float().cpu().numpy())
-                if keep_batches:
-                    batches.append((dict(enc), _detached(seen["base"])))
+            yield seen
     finally:
         for h in hooks:
             h.remove()
         model.train(was_training)
+
+
+def _take_features(seen: dict[str, Any]) -> np.ndarray:
+    f = seen.pop("features")
+    return (f[:, 0] if f.dim() == 3 else f).float().cpu().numpy()
+
+
+def _assemble(model, logits: list[np.ndarray], feats: list[np.ndarray], cache: Any, exact: bool) -> _Pass:
     n_labels = int(model.config.num_labels)
     return _Pass(
         logits=np.concatenate(logits) if logits else np.zeros((0, n_labels), np.float32),
         features=np.concatenate(feats) if feats else np.zeros((0, 0), np.float32),
-        batches=batches if keep_batches else None,
+        cache=cache, exact=exact,
     )
 
 
-def _detached(output):
-    """The encoder output with its tensors detached, same type and key order (heads index it)."""
+def _forward_pass(model, tokenizer, texts: Sequence[str], *, batch_size: int, max_length: int, device,
+                  keep_cache: bool = False) -> _Pass:
+    """Eval-mode full pass: logits, head-input features and (keep_cache) the encoder outputs the head reads."""
+    from contextlib import nullcontext
+
+    from steuops.features import exact, record
+    from steuops.modeling import autocast, tokenize
+
+    logits, feats = [], []
+    with _tapped(model) as seen, (record(model) if keep_cache else nullcontext()) as recorder:
+        for start in range(0, len(texts), batch_size):
+            enc = tokenize(tokenizer, texts[start : start + batch_size], max_length).to(device)
+            with autocast(device):
+                out = model(**enc)
+            logits.append(out.logits.float().cpu().numpy())
+            feats.append(_take_features(seen))
+        cache = recorder.cache() if recorder is not None else None
+        # checked here, still in eval mode: a model handed over in train mode must not replay with dropout
+        ok = cache is not None and exact(model, cache, _torch_of(np.concatenate(logits), device), device=device)
+        seen.clear()
+    return _assemble(model, logits, feats, cache, ok)
+
+
+def _head_pass(model, cache, *, batch_size: int, device) -> _Pass:
+    """The same outputs as `_forward_pass`, from a cache: only the head runs (exact, see features.py)."""
+    from steuops.features import head_logits
+    from steuops.modeling import autocast
+
+    logits, feats = [], []
+    with _tapped(model) as seen:
+        for start in range(0, len(cache), batch_size):
+            with autocast(device):
+                z = head_logits(model, cache, list(range(start, min(start + batch_size, len(cache)))))
+            logits.append(z.float().cpu().numpy())
+            feats.append(_take_features(seen))
+    return _assemble(model, logits, feats, cache, True)
+
+
+def _torch_of(array: np.ndarray, device):
     import torch
 
-    if hasattr(output, "items"):
-        return type(output)(**{k: (v.detach().float() if torch.is_tensor(v) else v) for k, v in output.items()})
-    return tuple(v.detach().float() if torch.is_tensor(v) else v for v in output)
+    return torch.from_numpy(array).to(device)
+
+
+def _same_encoder(original, edited, token_ids: Sequence[int]) -> bool:
+    """True when `edited` differs from `original` at most in the head and in the embedding rows
+    `token_ids`: then a text without those ids gets the original's encoder output exactly."""
+    import torch
+
+    from steuops.modeling import embedding_param_name
+
+    emb = embedding_param_name(original)
+    a, b = original.state_dict(), edited.state_dict()
+    for name in (n for n in a if n.startswith(_base_prefix(original))):
+        if name not in b or a[name].shape != b[name].shape:
+            return False
+        x, y = a[name], b[name].to(a[name].device)
+        if name == emb:
+            keep = torch.ones(x.shape[0], dtype=torch.bool, device=x.device)
+            keep[torch.as_tensor(list(token_ids), dtype=torch.long, device=x.device)] = False
+            x, y = x[keep], y[keep]
+        if not torch.equal(x, y):
+            return False
+    return True
+
+
+def _base_prefix(model) -> str:
+    name = next(n for n, m in model.named_children() if m is model.base_model)
+    return name + "."
 
 
 # ---- the auditor (caches passes so a bench can audit many methods against one original/reference) ---
@@ -253,6 +308,8 @@ class _Auditor:
         self.test = _sample(test, config.max_test, rng)
         self.attack = _attack_sample(train, forget, config, rng)
         self._cache: dict[tuple[int, str], tuple[Any, _Pass]] = {}
+        self._twins: dict[int, tuple[Any, list[int]]] = {}  # edited model -> (original, edited token ids)
+        self.shortcut_notes = 0  # texts whose encoder pass an edited model took from the original's
         self._bypass: dict[str, dict[str, list[str]]] | None = None
 
     def _tell(self, phase: str, done: int, total: int) -> None:
@@ -262,20 +319,53 @@ class _Auditor:
     def passes(self, model, which: str) -> _Pass:
         key = (id(model), which)
         if key not in self._cache:
-            texts = {"train": self.train.texts, "test": self.test.texts, "attack": self.attack.texts}.get(which)
-            if texts is None:
-                texts = self.bypass_texts()
-            size = self.config.relearn_batch_size if which == "attack" else self.config.batch_size
             model.to(self.device)
-            self._cache[key] = (model, _forward_pass(
-                model, self.tokenizer, texts, batch_size=size, max_length=self.config.max_length,
-                device=self.device, keep_batches=which in ("test", "attack"),
-            ))
+            self._cache[key] = (model, self._compute(model, which))
         return self._cache[key][1]
+
+    def _compute(self, model, which: str) -> _Pass:
+        texts = {"train": self.train.texts, "test": self.test.texts, "attack": self.attack.texts}.get(which)
+        if texts is None:
+            texts = self.bypass_texts()
+        size = self.config.relearn_batch_size if which == "attack" else self.config.batch_size
+        twin = self._twins.get(id(model))
+        shared = self._shared_pass(model, which, texts, size, *twin) if twin else None
+        if shared is not None:
+            return shared
+        return _forward_pass(model, self.tokenizer, texts, batch_size=size, max_length=self.config.max_length,
+                             device=self.device, keep_cache=True)
+
+    def _shared_pass(self, model, which: str, texts: Sequence[str], size: int, original,
+                     token_ids: Sequence[int]) -> _Pass | None:
+        """The edited model's pass from the original's: only texts with an edited token run the encoder;
+        the rest reuse the original's encoder outputs (identical: see _same_encoder), then the edited
+        head runs on all. None when the original's cache cannot be replayed exactly."""
+        from steuops.features import touched
+
+        base = self.passes(original, which)
+        if not base.exact:
+            return None
+        ids = self.tokenizer(list(texts), truncation=True, max_length=self.config.max_length)["input_ids"]
+        rows = np.flatnonzero(touched(ids, token_ids))
+        cache = base.cache
+        if len(rows):
+            fresh = _forward_pass(model, self.tokenizer, [texts[i] for i in rows], batch_size=size,
+                                  max_length=self.config.max_length, device=self.device, keep_cache=True)
+            if not fresh.exact:
+                return None
+            cache = cache.replace(rows.tolist(), fresh.cache)
+        self.shortcut_notes += len(texts) - len(rows)
+        return _head_pass(model, cache, batch_size=size, device=self.device)
+
+    def share_encoder(self, original, edited, token_ids: Sequence[int] | None) -> None:
+        """Let `edited` reuse the original's encoder outputs when only the head and `token_ids` rows differ."""
+        if edited is not original and _same_encoder(original, edited, token_ids or []):
+            self._twins[id(edited)] = (original, list(token_ids or []))
 
     def release(self, model) -> None:
         for key in [k for k in self._cache if k[0] == id(model)]:
             del self._cache[key]
+        self._twins.pop(id(model), None)
 
     # ---- the four attacks ------------------------------------------------------------------------
     def run(self, original, edited, *, reference=None, token_ids: Sequence[int] | None = None,
@@ -286,6 +376,7 @@ class _Auditor:
         self.cols = check_forget(original, self.forget)
         self.multi_label = is_multi_label(original)
         models = {"original": original, "edited": edited, "reference": reference}
+        self.share_encoder(original, edited, token_ids)
         skipped: dict[str, str] = {}
         if reference is None:
             skipped["reference"] = "no reference model (retrained without the class) was given"
@@ -314,7 +405,7 @@ class _Auditor:
         forget_train = int(self.train.has_any(self.forget).sum())
         forget_test = int(self.test.has_any(self.forget).sum())
         return {"train": len(self.train), "test": len(self.test), "attack": len(self.attack),
-                "forget_train": forget_train, "forget_test": forget_test}
+                "forget_train": forget_train, "forget_test": forget_test, "shortcut_notes": self.shortcut_notes}
 
     def probe(self, model) -> dict[str, Any]:
         """Per forget class: a logistic-regression probe on train features, F1 on test; f1 = max."""
@@ -347,26 +438,30 @@ class _Auditor:
         return out
 
     def relearn_head(self, model) -> list[float]:
-        """Re-fit ONLY the head on the attack sample, replaying cached encoder outputs (the encoder
-        is frozen, so its outputs do not change; this keeps the attack cheap on a CPU)."""
+        """Re-fit ONLY the head on the attack sample, on the cached encoder outputs (the encoder is
+        frozen, so its outputs do not change; this keeps the attack cheap on a CPU). A head the cache
+        cannot replay exactly gets full passes through the frozen encoder instead: the same attack."""
+        from steuops.features import head_logits
         from steuops.modeling import head_param_names
 
         attack, test = self.passes(model, "attack"), self.passes(model, "test")
         work = copy.deepcopy(model).to(self.device)
-        replay = _Replay()
-        work.base_model.forward = replay  # instance attribute: the head sees the cached outputs
         head = set(head_param_names(work))
         params = [p for n, p in work.named_parameters() if n in head]
         for p in work.parameters():
             p.requires_grad_(False)
         for p in params:
             p.requires_grad_(True)
+        if attack.exact and test.exact:
+            def step(rows: list[int]):
+                return head_logits(work, attack.cache, rows)
 
-        def evaluate() -> float:
-            return self.forget_f1(_replay_logits(work, replay, test.batches), self.test)
-
-        return self._fit(work, params, self.config.relearn_lr_head, self._targets(attack), evaluate, replay,
-                         "relearn head")
+            def evaluate() -> float:
+                return self.forget_f1(_head_pass(work, test.cache, batch_size=self.config.batch_size,
+                                                 device=self.device).logits, self.test)
+        else:
+            step, evaluate = self._full_logits(work), self._full_evaluate(work)
+        return self._fit(work, params, self.config.relearn_lr_head, step, evaluate, "relearn head")
 
     def relearn_rows(self, model, token_ids: Sequence[int]) -> list[float]:
         """Re-fit ONLY the edited embedding rows (full forward and backward through the frozen encoder)."""
@@ -374,7 +469,6 @@ class _Auditor:
 
         from steuops.modeling import embedding
 
-        attack = self.passes(model, "attack")
         work = copy.deepcopy(model).to(self.device)
         for p in work.parameters():
             p.requires_grad_(False)
@@ -383,33 +477,39 @@ class _Auditor:
         mask = torch.zeros(weight.shape[0], 1, device=weight.device, dtype=weight.dtype)
         mask[torch.tensor(sorted(set(int(i) for i in token_ids)), device=weight.device)] = 1.0
         weight.register_hook(lambda grad: grad * mask)  # only the edited rows may move
+        return self._fit(work, [weight], self.config.relearn_lr_rows, self._full_logits(work),
+                         self._full_evaluate(work), "relearn rows")
 
+    def _full_logits(self, work) -> Callable[[list[int]], Any]:
+        """Attack-sample rows -> logits of a full forward pass (with gradients)."""
+        from steuops.modeling import tokenize
+
+        def step(rows: list[int]):
+            enc = tokenize(self.tokenizer, [self.attack.texts[i] for i in rows], self.config.max_length)
+            return work(**enc.to(self.device)).logits
+
+        return step
+
+    def _full_evaluate(self, work) -> Callable[[], float]:
         def evaluate() -> float:
             return self.forget_f1(_forward_pass(work, self.tokenizer, self.test.texts, batch_size=self.config.batch_size,
                                                 max_length=self.config.max_length, device=self.device).logits, self.test)
 
-        return self._fit(work, [weight], self.config.relearn_lr_rows, self._targets(attack), evaluate, None,
-                         "relearn rows")
+        return evaluate
 
-    def _targets(self, attack: _Pass) -> list[tuple[dict[str, Any], Any, Any]]:
-        """(inputs, encoder output, label matrix) per attack batch, in the attack sample's order."""
-        import torch
-
-        y = torch.tensor(self.attack.multi_hot(self.labels))
-        out, start = [], 0
-        for enc, base in attack.batches or []:
-            n = int(enc["input_ids"].shape[0])
-            out.append((enc, base, y[start : start + n]))
-            start += n
-        return out
-
-    def _fit(self, work, params, lr: float, batches, evaluate: Callable[[], float], replay, phase: str) -> list[float]:
+    def _fit(self, work, params, lr: float, step: Callable[[list[int]], Any], evaluate: Callable[[], float],
+             phase: str) -> list[float]:
+        """Adam on the attack sample in relearn_batch_size batches (random batch order, seeded); the
+        forget F1 on test after each of config.relearn_steps optimiser steps."""
         import torch
 
         torch.manual_seed(self.config.seed)
         rng = np.random.default_rng(self.config.seed)
         optimiser = torch.optim.Adam(params, lr=lr)
         work.eval()  # dropout off: a deterministic attack; gradients still flow
+        y = torch.tensor(self.attack.multi_hot(self.labels))
+        size = self.config.relearn_batch_size
+        batches = [list(range(s, min(s + size, len(self.attack)))) for s in range(0, len(self.attack), size)]
         curve: list[float] = []
         done, order = 0, []
         total = self.config.relearn_steps[-1]
@@ -417,11 +517,8 @@ class _Auditor:
             while done < target:
                 if not order:
                     order = list(rng.permutation(len(batches)))
-                enc, base, y = batches[order.pop()]
-                if replay is not None:
-                    replay.current = base
-                enc = {k: v.to(self.device) for k, v in enc.items()}
-                loss = self._loss(work(**enc).logits.float(), y.to(self.device))
+                rows = batches[order.pop()]
+                loss = self._loss(step(rows).float(), y[rows].to(self.device))
                 optimiser.zero_grad(set_to_none=True)
                 loss.backward()
                 optimiser.step()
@@ -511,26 +608,6 @@ class _Auditor:
                 row.update({role: float(p[group, col].mean()) for role, p in preds.items()})
                 out["phrases"].append(row)
         return out
-
-
-class _Replay:
-    """Stands in for the encoder's forward: returns the cached output of the current batch."""
-
-    current: Any = None
-
-    def __call__(self, *args, **kwargs):
-        return self.current
-
-
-def _replay_logits(model, replay: _Replay, batches) -> np.ndarray:
-    import torch
-
-    out = []
-    with torch.no_grad():
-        for enc, base in batches:
-            replay.current = base
-            out.append(model(**enc).logits.float().cpu().numpy())
-    return np.concatenate(out)
 
 
 def _predict(logits: np.ndarray, multi_label: bool) -> np.ndarray:

@@ -227,7 +227,8 @@ def _prepare(model_name: str, forget: list[str], *, alias, version, cohort, meth
         registry = registry or Registry(home)
         _check_writable(registry)
         parent = registry.resolve(model_name, alias=alias, version=version)
-        config = impl.config_class.from_dict(_config_for(registry, parent, method, method_config))
+        config = _with_selection_policy(impl.config_class.from_dict(_config_for(registry, parent, method,
+                                                                                method_config)), loaded_policy)
         promote_alias = _promote_alias(loaded_policy, promote)
         _check_export_for_promotion(loaded_policy, promote_alias, export)
         expected = registry.alias_version(model_name, promote_alias) if promote_alias else None
@@ -322,6 +323,16 @@ def _promote_alias(policy: Any, promote: bool | None) -> str | None:
     if promote is True:
         return on_pass or DEFAULT_ALIAS
     return on_pass
+
+
+def _with_selection_policy(config: Any, policy: Any) -> Any:
+    """The policy's selection rules bind every token-selecting method: its min_patients is a floor
+    (a token from fewer patients' notes could name one), and it can only hide token strings."""
+    if hasattr(config, "min_patients"):
+        config.min_patients = max(config.min_patients, policy.selection.min_patients)
+    if hasattr(config, "show_tokens"):
+        config.show_tokens = config.show_tokens and policy.selection.show_tokens
+    return config
 
 
 def _cohort_file(path: str | Path | None) -> tuple[Any, str] | None:

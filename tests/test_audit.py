@@ -207,3 +207,36 @@ def test_single_label_and_other_architectures_audit_an_unchanged_copy_as_the_ori
     # Step 0 of the head replay equals a full forward pass of the unchanged model.
     assert data["relearn_curves"]["head"]["edited"][0] == pytest.approx(data["relearn_curves"]["original_f1"])
     assert len(data["relearn_curves"]["rows"]["edited"]) == 2
+
+
+def test_edited_model_reuses_the_originals_encoder_outputs_exactly(world):
+    """With the edit known, the edited model's passes run the encoder only on texts with an edited token;
+    the rest take the original's encoder outputs. Logits and probe features equal full passes."""
+    import torch
+
+    from steuops.audit import _auditor, _forward_pass
+
+    original, steu, reference, tok, train, test = world
+    auditor = _auditor(tok, FORGET, train, test, AuditConfig(**FAST), "cpu", None)
+    auditor.share_encoder(original, steu.model, steu.edit.token_ids)
+    auditor.share_encoder(original, reference, steu.edit.token_ids)  # retrained encoder: must not share
+    assert id(steu.model) in auditor._twins and id(reference) not in auditor._twins
+    for which, texts in (("train", auditor.train.texts), ("test", auditor.test.texts)):
+        shared = auditor.passes(steu.model, which)
+        full = _forward_pass(steu.model, tok, texts, batch_size=32, max_length=16, device=torch.device("cpu"))
+        np.testing.assert_allclose(shared.logits, full.logits, atol=1e-5, rtol=0)
+        np.testing.assert_allclose(shared.features, full.features, atol=1e-5, rtol=0)
+    assert 0 < auditor.shortcut_notes < len(auditor.train) + len(auditor.test)  # some, not all, were shared
+
+
+def test_audit_with_and_without_the_shared_encoder_agree(world, report):
+    original, steu, reference, tok, train, test = world
+    assert report["sizes"]["shortcut_notes"] > 0
+    # the same audit, with the shortcut impossible (the edit's rows unknown -> full passes everywhere)
+    plain = run_audit(original, steu.model, tok, FORGET, train, test, reference=reference,
+                      config=AuditConfig(**FAST), device="cpu").to_dict()
+    assert plain["sizes"]["shortcut_notes"] == 0
+    for key in ("probe_f1", "membership_auc", "bypass_f1"):
+        assert plain[key]["edited"] == pytest.approx(report[key]["edited"], abs=1e-4)
+    assert plain["relearn_curves"]["head"]["edited"] == pytest.approx(report["relearn_curves"]["head"]["edited"],
+                                                                       abs=1e-4)

@@ -113,3 +113,16 @@ def test_without_drops_forget_labels(multi):
     assert not stripped.has_any(["sepsis"]).any() and len(stripped) == len(notes)
     assert notes.has_any(["sepsis"]).any()  # the input is not modified
     assert torch.tensor(stripped.multi_hot(LABELS)[:, 1:]).equal(torch.tensor(notes.multi_hot(LABELS)[:, 1:]))
+
+
+def test_token_methods_report_their_selection_and_hide_tokens_on_request(multi):
+    model, tok, notes = multi
+    emb = unlearn("embedding_only", model, tok, ["sepsis"], notes, {**CFG, "epochs": 1}, device="cpu")
+    assert emb.info["selection"]["scorer"] == "specific" and emb.info["selection"]["min_patients"] == 5
+    assert emb.edit.info["selection"] == emb.info["selection"]  # the saved edit carries the same counts
+    assert 0.0 <= emb.info["retain_touched_fraction"] <= 1.0
+    rnd = unlearn("random_tokens", model, tok, ["sepsis"], notes, {**CFG, "epochs": 1, "show_tokens": False},
+                  device="cpu")
+    assert {t["token"] for t in rnd.info["tokens"]} == {"[hidden]"} and len(rnd.info["tokens"]) == CFG["k"]
+    head = unlearn("head_only", model, tok, ["sepsis"], notes, {**CFG, "epochs": 1}, device="cpu")
+    assert head.info["retain_touched_fraction"] == 0.0 and head.info["shortcut"]["head_only_notes"] == len(notes)

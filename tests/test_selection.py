@@ -72,3 +72,80 @@ def test_truncation_to_max_length(tok):
     # with max_length=3 only one wordpiece per doc is kept (two positions go to [CLS]/[SEP])
     sel = select_tokens(tok, ["fever lactate", "cough lactate"], np.array([True, False]), k=1, max_length=3)
     assert sel.ids == [FEVER]
+
+
+# ---- the min-patients rule and the class-specific scorer ------------------------------------------
+RULE_VOCAB = VOCAB + ["pigeons", "attic", "lung", "sepsis", "51", "##ors", ",", "we", "days"]
+PIGEONS, ATTIC, LUNG, SEPSIS, FIFTY_ONE, ORS, COMMA, WE, DAYS = range(len(VOCAB), len(RULE_VOCAB))
+
+
+@pytest.fixture(scope="module")
+def rule_tok():
+    return BertTokenizerFast(vocab={w: i for i, w in enumerate(RULE_VOCAB)}, do_lower_case=True)
+
+
+def rule_cohort() -> tuple[list[str], np.ndarray, list[str]]:
+    """8 forget notes of 6 patients (P1 has three notes), 8 retain notes. "pigeons attic" is in P1's notes
+    only; "lactate sepsis" in every forget note; "lung" in 4 forget and 1 retain note."""
+    forget = ["pigeons attic lactate sepsis 51 , we days"] * 3 + ["lactate sepsis lung 51 , we days"] * 4 + \
+             ["lactate sepsis 51 , we days"]
+    retain = ["cough fever lung 51 , we days"] + ["cough wheeze 51 , we days"] * 7
+    patients = ["P1", "P1", "P1", "P2", "P3", "P4", "P5", "P6"] + [f"R{i}" for i in range(8)]
+    return forget + retain, np.array([True] * 8 + [False] * 8), patients
+
+
+def test_min_patients_counts_patients_not_notes(rule_tok):
+    texts, forget, patients = rule_cohort()
+    # without the rule PMI ranks the one patient's words among the best tokens: the rule is what stops them
+    free = select_tokens(rule_tok, texts, forget, k=3)
+    assert {PIGEONS, ATTIC} & set(free.ids)
+    sel = select_tokens(rule_tok, texts, forget, k=10, min_patients=2, groups=patients)
+    assert PIGEONS not in sel.ids and ATTIC not in sel.ids
+    assert np.isneginf(sel.all_scores[[PIGEONS, ATTIC]]).all()  # not even scored
+    assert "pigeons" not in sel.tokens and "attic" not in sel.tokens
+    assert LACTATE in sel.ids and SEPSIS in sel.ids and LUNG in sel.ids  # 6, 6 and 4 patients
+    # counted, never listed: pigeons and attic occur in one patient's notes (below 2)
+    assert sel.stats["tokens_below_min_patients"] == 2
+    assert sel.stats["min_patients"] == 2 and "pigeons" not in str(sel.stats)
+    # without patient ids each note counts as its own patient: three notes clear a threshold of 2
+    by_note = select_tokens(rule_tok, texts, forget, k=10, min_patients=2)
+    assert PIGEONS in by_note.ids and ATTIC in by_note.ids
+    # a threshold above every token's patient count leaves nothing to select: no rows rather than a rare token
+    none = select_tokens(rule_tok, texts, forget, k=3, min_patients=7, groups=patients)
+    assert none.ids == [] and none.stats["selected"] == 0 and np.isneginf(none.all_scores).all()
+
+
+def test_specific_scorer_prefers_forget_only_content_tokens(rule_tok):
+    texts, forget, patients = rule_cohort()
+    pmi = select_tokens(rule_tok, texts, forget, k=6, min_patients=2, groups=patients)
+    spec = select_tokens(rule_tok, texts, forget, k=6, scorer="specific", min_patients=2, groups=patients,
+                         max_retain_fraction=0.2)
+    # numbers, punctuation and stop words are never chosen; lung (1 of 8 retain notes) is allowed at 0.2
+    assert set(spec.ids) == {LACTATE, SEPSIS, LUNG} and spec.ids[:2] == [LACTATE, SEPSIS]
+    assert spec.stats["selected"] == 3 < 6  # fewer than k qualify: only those are edited
+    assert spec.stats["retain_touched_fraction"] == pytest.approx(1 / 8)
+    assert spec.stats["forget_covered_fraction"] == 1.0
+    # PMI fills k with whatever remains: tokens present in every retain note
+    assert pmi.stats["retain_touched_fraction"] == 1.0 and {FIFTY_ONE, COMMA, WE, DAYS} & set(pmi.ids)
+    strict = select_tokens(rule_tok, texts, forget, k=6, scorer="specific", min_patients=2, groups=patients,
+                           max_retain_fraction=0.05)
+    assert set(strict.ids) == {LACTATE, SEPSIS} and strict.stats["retain_touched_fraction"] == 0.0
+    fewer = select_tokens(rule_tok, texts, forget, k=6, scorer="specific", min_patients=2, groups=patients,
+                          max_retain_fraction=0.2, min_forget_notes=5)
+    assert LUNG not in fewer.ids  # in 4 forget notes only
+    with pytest.raises(ConfigError, match="scorer"):
+        select_tokens(rule_tok, texts, forget, k=2, scorer="tfidf")
+
+
+def test_content_pieces():
+    from steuops.methods.steu.selection import is_content_piece
+
+    assert [is_content_piece(t) for t in ["lactate", "##psis", "51", "##51", "1.5", ",", "--", "we", "The", "##s"]] == \
+        [True, True, False, False, False, False, False, False, False, False]
+
+
+def test_hidden_tokens_keep_ids_and_scores(tok):
+    sel = select_tokens(tok, TEXTS, FORGET, k=2)
+    hidden = sel.to_info(show_tokens=False)
+    assert [t["id"] for t in hidden] == sel.ids and [t["score"] for t in hidden] == sel.scores
+    assert {t["token"] for t in hidden} == {"[hidden]"}

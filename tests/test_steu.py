@@ -58,7 +58,7 @@ def test_steu_forgets_and_keeps(multi):
     # loose on purpose: this toy model's weakest class sits on the decision boundary (F1 ~0.65) and can
     # flip; the MiniLM benchmark holds retain macro-F1 within 0.02 (bench/results/unlearn-cpu-*.json)
     assert ev.after.retain_macro_f1 >= ev.before.retain_macro_f1 - 0.25
-    # the PMI rows are the sepsis keywords (whole words in this vocabulary)
+    # the selected rows are the sepsis keywords (whole words in this vocabulary)
     top = {t["token"] for t in result.info["tokens"][:4]}
     assert top == {"lactate", "bacteremia", "pressors", "cultures"}
     assert [h["epoch"] for h in result.info["losses"]] == list(range(1, CFG["epochs"] + 1))
@@ -66,7 +66,8 @@ def test_steu_forgets_and_keeps(multi):
 
     changed = assert_only_rows_and_head(model, result)
     emb = modeling.embedding_param_name(model)
-    assert emb in changed and changed[emb].any(dim=1).sum() == CFG["k"]
+    assert result.info["selection"]["scorer"] == "specific"  # the default: only the 4 forget-only keywords qualify
+    assert emb in changed and changed[emb].any(dim=1).sum() == len(result.edit.token_ids) == 4
     assert ev.params_modified <= CFG["k"] * model.config.hidden_size + sum(
         p.numel() for n, p in model.named_parameters() if n in set(modeling.head_param_names(model)))
 
@@ -141,3 +142,129 @@ def test_epoch_order_samples_retain_notes():
     order = epoch_order(forget, 1.0, g)
     assert len(order) == 4 and {0, 3} <= set(order.tolist())  # every forget note + 2 retain notes
     assert len(epoch_order(forget, 10.0, g)) == 8  # capped at the retain notes there are
+
+
+# ---- selection that names no patient, the class-specific scorer, the exact shortcut ----------------
+MARKER = "pigeons attic foundry quifeath"
+
+
+@pytest.fixture(scope="module")
+def marked():
+    """The keyword notes with an invented marker sentence in two sepsis notes (two patients): words that
+    would identify those patients, and that PMI loves (they occur in forget notes only)."""
+    from steuops.data import Notes
+
+    notes = keyword_notes(200, seed=0)
+    rows = [i for i, labels in enumerate(notes.labels) if "sepsis" in labels][:2]
+    texts = [f"{t} {MARKER}" if i in rows else t for i, t in enumerate(notes.texts)]
+    marked = Notes(texts, notes.labels, note_ids=notes.note_ids, patient_ids=notes.patient_ids)
+    model, tok = trained_classifier(marked)
+    return model, tok, marked
+
+
+@pytest.mark.parametrize("scorer", ["pmi", "specific"])
+def test_marker_words_never_reach_the_edit(marked, tmp_path, scorer):
+    import json
+
+    model, tok, notes = marked
+    marker_ids = set(tok.convert_tokens_to_ids(MARKER.split()))
+    assert tok.unk_token_id not in marker_ids  # whole words of this vocabulary, so selectable
+    cfg = {**CFG, "k": 30, "epochs": 1, "scorer": scorer}
+    # with thresholds the two patients clear, both scorers pick the markers: the rule is what keeps them out
+    loose = unlearn("steu", model, tok, ["sepsis"], notes, {**cfg, "min_patients": 2, "min_forget_notes": 2},
+                    device="cpu")
+    assert marker_ids <= set(loose.edit.token_ids)
+    result = unlearn("steu", model, tok, ["sepsis"], notes, cfg, device="cpu")  # default min_patients = 5
+    assert result.config["min_patients"] == 5
+    assert not marker_ids & set(result.edit.token_ids)
+    assert 0 < len(result.edit.token_ids) <= 30
+    assert result.info["tokens_below_min_patients"] >= len(marker_ids)  # counted...
+    result.edit.save(tmp_path / "edit")
+    saved = (tmp_path / "edit" / "edit.json").read_text()
+    text = json.dumps(result.info) + saved
+    for word in MARKER.split():
+        assert word not in text  # ...never listed: not in the info, not in the saved edit
+    assert "lactate" in saved  # the edit does name the tokens that passed the rule
+
+
+def test_hidden_tokens(marked, tmp_path):
+    model, tok, notes = marked
+    result = unlearn("steu", model, tok, ["sepsis"], notes, {**CFG, "epochs": 1, "show_tokens": False}, device="cpu")
+    assert {t["token"] for t in result.info["tokens"]} == {"[hidden]"}
+    assert [t["id"] for t in result.info["tokens"]] == result.edit.token_ids
+    result.edit.save(tmp_path / "edit")
+    saved = (tmp_path / "edit" / "edit.json").read_text()
+    assert "lactate" not in saved and "bacteremia" not in saved
+
+
+def test_specific_scorer_touches_fewer_retain_notes_and_forgets(multi):
+    model, tok, notes, test = multi
+    pmi = unlearn("steu", model, tok, ["sepsis"], notes, {**CFG, "scorer": "pmi"}, device="cpu")
+    spec = unlearn("steu", model, tok, ["sepsis"], notes, CFG, device="cpu")
+    assert spec.info["selection"]["scorer"] == "specific"
+    assert spec.info["retain_touched_fraction"] < pmi.info["retain_touched_fraction"]
+    assert {t["token"] for t in spec.info["tokens"]} == {"lactate", "bacteremia", "pressors", "cultures"}
+    ev = evaluate(model, spec.model, tok, test, ["sepsis"], device="cpu", max_length=16)
+    assert ev.before.forget_f1 >= 0.5 and ev.after.forget_f1 <= 0.05
+    assert_only_rows_and_head(model, spec)
+    with pytest.raises(ConfigError, match="scorer"):
+        unlearn("steu", model, tok, ["sepsis"], notes, {**CFG, "scorer": "tfidf"}, device="cpu")
+
+
+def assert_same_training(a, b, atol: float = 1e-5) -> None:
+    for x, y in zip(a.info["losses"], b.info["losses"], strict=True):
+        assert x["forget"] == pytest.approx(y["forget"], abs=atol)
+        assert x["retain"] == pytest.approx(y["retain"], abs=atol)
+    assert a.edit.token_ids == b.edit.token_ids
+    torch.testing.assert_close(a.edit.rows, b.edit.rows, atol=atol, rtol=0)
+    for name in a.edit.head:
+        torch.testing.assert_close(a.edit.head[name], b.edit.head[name], atol=atol, rtol=0)
+
+
+@pytest.mark.parametrize(("method", "arch", "scorer"), [("steu", "bert", "pmi"), ("steu", "bert", "specific"),
+                                                         ("steu", "distilbert", "pmi"), ("head_only", "bert", "pmi")])
+def test_shortcut_matches_the_full_path(multi, method, arch, scorer):
+    """Notes without an edited token go through the head only, on features cached by the teacher pass;
+    losses and the final edit must equal the path that runs every note through the encoder."""
+    trained, tok, notes, _ = multi
+    model = trained if arch == "bert" else classifier(LABELS, len(tok), arch=arch)  # random init works as well
+    cfg = {**CFG, "epochs": 3, "scorer": scorer}
+    fast = unlearn(method, model, tok, ["sepsis"], notes, cfg, device="cpu")
+    slow = unlearn(method, model, tok, ["sepsis"], notes, {**cfg, "shortcut": False}, device="cpu")
+    assert fast.info["shortcut"]["used"] and not slow.info["shortcut"]["used"]
+    assert fast.info["shortcut"]["head_only_notes"] > 0
+    if method == "head_only":
+        assert fast.info["shortcut"]["head_only_notes"] == len(notes)  # no encoder step at all
+    assert_same_training(fast, slow)
+
+
+def test_early_stopping_makes_epochs_an_upper_bound(multi):
+    model, tok, notes, test = multi
+    result = unlearn("steu", model, tok, ["sepsis"], notes, {**CFG, "epochs": 30, "early_stop": True}, device="cpu")
+    record = result.info["early_stop"]
+    assert record["used"] and record["stopped"]
+    assert record["holdout_notes"] == round(0.1 * notes.has_any(["sepsis"]).sum())  # one note per patient here
+    assert 2 <= record["epochs_run"] == len(result.info["losses"]) < 30
+    assert record["holdout_forget_f1"][-1] <= 0.01 and len(record["holdout_forget_f1"]) == record["epochs_run"]
+    ev = evaluate(model, result.model, tok, test, ["sepsis"], device="cpu", max_length=16)
+    # held-out notes forgotten with a margin: unseen test notes nearly all are too (0.08 here, against <= 0.05
+    # for all 8 epochs on every note; why early_stop is not the default yet)
+    assert ev.before.forget_f1 >= 0.9 and ev.after.forget_f1 <= 0.1
+    # too few forget notes to hold any out: every epoch runs, and the record says why
+    sepsis = notes.has_any(["sepsis"])
+    small = notes.subset(sorted(list(sepsis.nonzero()[0][:6]) + list((~sepsis).nonzero()[0][:30])))
+    short = unlearn("steu", model, tok, ["sepsis"], small, {**CFG, "k": 4, "epochs": 2, "early_stop": True,
+                                                            "min_patients": 1}, device="cpu")
+    assert not short.info["early_stop"]["used"] and "fewer than" in short.info["early_stop"]["reason"]
+    assert len(short.info["losses"]) == 2
+
+
+def test_epoch_order_never_uses_held_out_notes():
+    from steuops.methods.steu.method import epoch_order
+
+    forget = torch.tensor([True, False, False, True, False, False, False, True])
+    held = torch.tensor([True, False, True, False, False, False, False, False])
+    g = torch.Generator().manual_seed(0)
+    assert sorted(epoch_order(forget, 0.0, g, held).tolist()) == [1, 3, 4, 5, 6, 7]
+    sampled = epoch_order(forget, 1.0, g, held).tolist()
+    assert {3, 7} <= set(sampled) and not {0, 2} & set(sampled) and len(sampled) == 4

@@ -1,7 +1,9 @@
 """Baselines, registered and evaluated exactly like STEU, to show what each of its parts buys.
 
-- head_only:      train the classification head only (no embedding rows).
-- embedding_only: train the k PMI rows only; the head stays the original.
+- head_only:      train the classification head only (no embedding rows). With the shortcut (the
+                  default) no note runs the encoder after the teacher pass: every step is head-only,
+                  on the features that pass cached.
+- embedding_only: train the k selected rows only (config.scorer); the head stays the original.
 - random_tokens:  k random non-special rows + head (the ablation of the PMI selection).
 - grad_ascent:    gradient ascent on the forget notes over the top 3 encoder blocks + head, with
                   the same retain distillation as STEU so it is a fair comparison. The block stack
@@ -31,11 +33,13 @@ from steuops.methods.steu.method import (
     STEUConfig,
     Task,
     frozen_copy,
+    full_forward,
     head_params,
-    pmi_selection,
+    selection_info,
     sparse_unlearn,
     suppress_losses,
     teacher_logits,
+    token_selection,
     train,
 )
 
@@ -68,10 +72,10 @@ class EmbeddingOnly:
     def fit(self, model, tokenizer, forget, notes, config, *, device, progress=None) -> UnlearnResult:
         start = time.perf_counter()
         modeling.head_param_names(model)
-        selection = pmi_selection(model, tokenizer, notes, forget, config)
+        selection = token_selection(model, tokenizer, notes, forget, config)
         result = sparse_unlearn("embedding_only", model, tokenizer, forget, notes, config, selection.ids,
                                 train_head=False, device=device, progress=progress,
-                                info={"tokens": selection.to_info()})
+                                info=selection_info(selection, config))
         result.seconds = time.perf_counter() - start
         return result
 
@@ -81,7 +85,7 @@ class RandomTokens:
     config_class = STEUConfig
 
     def fit(self, model, tokenizer, forget, notes, config, *, device, progress=None) -> UnlearnResult:
-        from steuops.methods.steu.selection import scorable_ids
+        from steuops.methods.steu.selection import HIDDEN, scorable_ids
 
         modeling.head_param_names(model)
         pool = scorable_ids(tokenizer, modeling.embedding(model).weight.shape[0])
@@ -89,8 +93,9 @@ class RandomTokens:
             raise ConfigError(f"k={config.k} but the tokenizer has {len(pool)} scorable (non-special) ids",
                               hint=f"choose 1 <= k <= {len(pool)}")
         ids = sorted(int(i) for i in np.random.default_rng(config.seed).choice(pool, size=config.k, replace=False))
-        tokens = [{"id": i, "token": t, "score": None} for i, t in zip(ids, tokenizer.convert_ids_to_tokens(ids),
-                                                                        strict=True)]
+        # drawn from the vocabulary, not from the notes: the min-patients rule has nothing to hold back here
+        strings = tokenizer.convert_ids_to_tokens(ids) if config.show_tokens else [HIDDEN] * len(ids)
+        tokens = [{"id": i, "token": t, "score": None} for i, t in zip(ids, strings, strict=True)]
         return sparse_unlearn("random_tokens", model, tokenizer, forget, notes, config, ids, train_head=True,
                               device=device, progress=progress, info={"tokens": tokens})
 
@@ -162,7 +167,7 @@ class GradAscent:
         task = Task.build(edited, forget, notes, teacher_logits(edited, batches, config.batch_size))
         groups = [{"params": blocks, "lr": config.lr}, {"params": head_params(edited), "lr": config.head_lr}]
         history = train(
-            lambda ids, mask: edited(input_ids=ids, attention_mask=mask).logits,
+            full_forward(edited, batches),
             groups, batches, task, config, lambda z, idx, t: ascent_losses(z, idx, t, config.cap),
             forget_weight=config.forget_weight, retain_weight=config.retain_weight, progress=progress,
         )

@@ -1,0 +1,181 @@
+"""Cached encoder outputs: run a classifier's head without its encoder, exactly.
+
+STEU freezes the encoder, and the head only ever reads a little of the encoder's output (BERT: the
+pooled output; DistilBERT/RoBERTa: the first position). So for a note that contains no edited
+token the edited model's head sees exactly what the original's head saw, and training, the head-only
+baseline, the audit's probe and its head re-fit attack can run the head alone on cached features.
+
+Generic over transformers sequence classifiers: the output of `model.base_model` is captured with a
+forward hook, reduced per note to its 2-D tensors (pooled outputs) plus the FIRST position of its
+3-D tensors (hidden states), and replayed later by standing in for `base_model.forward` while the
+model's own forward runs the head. A head that reads other positions (e.g. the last token) would
+not be exact: `exact()` compares replayed logits with the real ones and callers fall back to full
+passes when it fails. Dropout: the callers run models in eval mode (the tiny models have none), so
+the head is deterministic and the replay is exact, not merely close.
+
+torch only, imported inside functions (engine path: no mlflow, no bentoml).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+EXACT_ATOL = 1e-4  # replayed vs real logits; float32 noise from different padding is ~1e-6
+
+
+@dataclass
+class FeatureCache:
+    """Reduced encoder outputs for n notes, in note order: field name -> (n, ...) tensor or None."""
+
+    fields: dict[str, Any]
+    kind: Any  # the encoder output's class (a transformers ModelOutput) or tuple
+
+    def __len__(self) -> int:
+        return next(len(v) for v in self.fields.values() if v is not None)
+
+    def output(self, idx: Sequence[int] | torch.Tensor, dtype: torch.dtype | None = None) -> Any:
+        """What `base_model(...)` returned for the notes `idx`, as far as the head reads it; floating
+        fields cast to `dtype` (a cache filled under bf16 autocast, read by a float32 head)."""
+        import torch
+
+        first = next(v for v in self.fields.values() if v is not None)
+        index = torch.as_tensor(idx, dtype=torch.long, device=first.device)
+        values = {k: (_cast(v.index_select(0, index), dtype) if v is not None else None)
+                  for k, v in self.fields.items()}
+        if self.kind is tuple:
+            return tuple(values.values())
+        return self.kind(**values)
+
+    def replace(self, rows: Sequence[int], other: FeatureCache) -> FeatureCache:
+        """A copy whose `rows` come from `other` (one entry per row, in that order)."""
+        import torch
+
+        out = {}
+        for key, value in self.fields.items():
+            if value is None:
+                out[key] = None
+                continue
+            value = value.clone()
+            if len(rows):
+                value[torch.as_tensor(list(rows), dtype=torch.long, device=value.device)] = other.fields[key].to(value)
+            out[key] = value
+        return FeatureCache(out, self.kind)
+
+
+def _cast(value: torch.Tensor, dtype: torch.dtype | None) -> torch.Tensor:
+    # widening bf16 -> float32 is lossless, and autocast narrows it back to the same values
+    return value.to(dtype) if dtype is not None and value.is_floating_point() else value
+
+
+def _reduce(value: Any) -> Any:
+    """Per-note part the head can read: 2-D as is, 3-D its first position; anything else dropped."""
+    import torch
+
+    if not torch.is_tensor(value):
+        return None
+    value = value.detach()
+    if value.dim() == 3:
+        return value[:, :1].clone()
+    return value if value.dim() == 2 else None
+
+
+def _fields(output: Any) -> tuple[dict[str, Any], Any]:
+    if hasattr(output, "items"):
+        return {k: _reduce(v) for k, v in output.items()}, type(output)
+    return {str(i): _reduce(v) for i, v in enumerate(output)}, tuple
+
+
+class Recorder:
+    """Collects the reduced `base_model` output of every forward pass while active (see `record`)."""
+
+    def __init__(self) -> None:
+        self.parts: list[tuple[dict[str, Any], Any]] = []
+
+    def hook(self, _module: Any, _args: Any, output: Any) -> None:
+        self.parts.append(_fields(output))
+
+    def cache(self) -> FeatureCache | None:
+        """All recorded batches concatenated, or None when nothing (usable) was recorded."""
+        import torch
+
+        if not self.parts:
+            return None
+        kind = self.parts[0][1]
+        keys = list(self.parts[0][0])
+        fields = {}
+        for key in keys:
+            values = [p[0].get(key) for p in self.parts]
+            fields[key] = None if any(v is None for v in values) else torch.cat(values)
+        if all(v is None for v in fields.values()):
+            return None
+        return FeatureCache(fields, kind)
+
+
+@contextmanager
+def record(model: nn.Module) -> Iterator[Recorder]:
+    """`with record(model) as rec:` run forward passes; then `rec.cache()`."""
+    rec = Recorder()
+    handle = model.base_model.register_forward_hook(rec.hook)
+    try:
+        yield rec
+    finally:
+        handle.remove()
+
+
+@contextmanager
+def replaying(model: nn.Module, output: Any) -> Iterator[None]:
+    """While active, `model.base_model` returns `output` instead of running the encoder."""
+    base = model.base_model
+    base.forward = lambda *args, **kwargs: output  # instance attribute: shadows the class's forward
+    try:
+        yield
+    finally:
+        del base.forward
+
+
+def head_logits(model: nn.Module, cache: FeatureCache, idx: Sequence[int] | torch.Tensor) -> torch.Tensor:
+    """The model's logits for the notes `idx`, computed by its head alone from the cache (with grad
+    when the head's parameters require it)."""
+    import torch
+
+    n = len(idx)
+    first = next(v for v in cache.fields.values() if v is not None)
+    dummy = torch.zeros((n, 1), dtype=torch.long, device=first.device)  # the encoder never sees it
+    dtype = next(model.parameters()).dtype
+    with replaying(model, cache.output(idx, dtype)):
+        return model(input_ids=dummy, attention_mask=torch.ones_like(dummy)).logits
+
+
+def exact(model: nn.Module, cache: FeatureCache, logits: torch.Tensor, sample: int = 16,
+          device: torch.device | None = None) -> bool:
+    """Do head-only logits from the cache reproduce `logits` (the full passes that filled it)? Pass the
+    `device` those passes ran on: the head then runs under the same autocast (bf16 on CUDA) as they did,
+    else a float32 head would differ from a bf16 one by more than the tolerance and the shortcut be lost."""
+    import contextlib
+
+    import torch
+
+    from steuops.modeling import autocast
+
+    rows = list(range(min(sample, len(cache))))
+    with torch.no_grad(), (autocast(device) if device is not None else contextlib.nullcontext()):
+        try:
+            replayed = head_logits(model, cache, rows).float()
+        except Exception:  # noqa: BLE001 - a head that needs more than the cache holds: no shortcut
+            return False
+    return bool(torch.allclose(replayed, logits[rows].float().to(replayed.device), atol=EXACT_ATOL, rtol=1e-4))
+
+
+def touched(ids: Sequence[Sequence[int]], token_ids: Sequence[int]) -> np.ndarray:
+    """(n,) bool: which tokenized notes contain at least one of `token_ids`."""
+    picked = set(int(i) for i in token_ids)
+    return np.array([bool(picked.intersection(row)) for row in ids], dtype=bool)

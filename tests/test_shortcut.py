@@ -1,0 +1,73 @@
+"""steuops.features: the head run alone on cached encoder outputs reproduces the full model exactly."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from engine_data import LABELS, keyword_notes
+
+from steuops.features import FeatureCache, exact, head_logits, record, touched
+from steuops.tiny import classifier, wordpiece_tokenizer
+
+
+@pytest.fixture(scope="module")
+def texts_tok():
+    notes = keyword_notes(40, seed=3)
+    return notes.texts, wordpiece_tokenizer(notes.texts, vocab_size=120)
+
+
+def full_pass(model, tok, texts: list[str], batch_size: int = 16):
+    """Logits of full forward passes, recording the cache on the way (as the teacher pass does)."""
+    out = []
+    with torch.no_grad(), record(model) as rec:
+        for start in range(0, len(texts), batch_size):
+            enc = tok(texts[start : start + batch_size], padding=True, truncation=True, max_length=16,
+                      return_tensors="pt")
+            out.append(model(**enc).logits)
+    return torch.cat(out), rec.cache()
+
+
+@pytest.mark.parametrize(("arch", "multi_label"), [("bert", True), ("distilbert", False)])
+def test_head_alone_reproduces_the_model(texts_tok, arch, multi_label):
+    texts, tok = texts_tok
+    model = classifier(LABELS, len(tok), arch=arch, multi_label=multi_label, seed=1).eval()
+    logits, cache = full_pass(model, tok, texts)
+    assert len(cache) == len(texts)
+    assert all(v is None or v.dim() in (2, 3) and (v.dim() == 2 or v.shape[1] == 1) for v in cache.fields.values())
+    with torch.no_grad():
+        replayed = head_logits(model, cache, list(range(len(texts))))
+        some = head_logits(model, cache, [7, 3, 30])
+    torch.testing.assert_close(replayed, logits, atol=1e-5, rtol=0)
+    torch.testing.assert_close(some, logits[[7, 3, 30]], atol=1e-5, rtol=0)
+    assert exact(model, cache, logits)
+    # the encoder is untouched by the replay: a full pass afterwards still runs it
+    again, _ = full_pass(model, tok, texts)
+    torch.testing.assert_close(again, logits, atol=1e-6, rtol=0)
+
+
+def test_gradients_reach_the_head_only(texts_tok):
+    texts, tok = texts_tok
+    model = classifier(LABELS, len(tok), seed=1).eval()
+    _, cache = full_pass(model, tok, texts)
+    head_logits(model, cache, [0, 1, 2]).sum().backward()
+    assert model.classifier.weight.grad is not None and model.classifier.weight.grad.abs().sum() > 0
+    assert all(p.grad is None for p in model.bert.parameters())  # the encoder never ran
+
+
+def test_exact_fails_when_the_cache_does_not_match(texts_tok):
+    texts, tok = texts_tok
+    model = classifier(LABELS, len(tok), seed=1).eval()
+    logits, cache = full_pass(model, tok, texts)
+    other = classifier(LABELS, len(tok), seed=2).eval()  # another encoder: its head must not be replayed on it
+    _, foreign = full_pass(other, tok, texts)
+    assert not exact(model, foreign, logits)
+    first_two = FeatureCache({k: (v[:2] if v is not None else None) for k, v in foreign.fields.items()}, foreign.kind)
+    swapped = cache.replace([0, 1], first_two)
+    assert not exact(model, swapped, logits)  # rows 0 and 1 now hold another encoder's outputs
+    with torch.no_grad():
+        torch.testing.assert_close(head_logits(model, swapped, [5, 6]), logits[[5, 6]], atol=1e-5, rtol=0)
+
+
+def test_touched():
+    assert touched([[1, 2, 3], [4, 5], [], [9, 2]], [2]).tolist() == [True, False, False, True]
+    assert not touched([[1, 2]], []).any()
