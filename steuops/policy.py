@@ -33,6 +33,9 @@ class CohortPolicy(_Strict):
     forget_rows_min: int = Field(20, ge=1, description="rows carrying a forget class, at least")
     retain_rows_min: int = Field(100, ge=0, description="rows carrying no forget class, at least")
     duplicate_text_fraction_max: float = Field(0.0, ge=0.0, le=1.0, description="rows sharing their text")
+    expectation_suite: str | None = Field(
+        None, min_length=1, description="a GX expectation-suite JSON run alongside steuops' own (relative: to the policy file)"
+    )
 
 
 class PromotionPolicy(_Strict):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -25,6 +26,9 @@ from steuops.errors import ConflictError, RegistryError
 EXPERIMENT = "steuops"
 DATASET_SOURCE_TYPE = "steuops_run_artifact"
 DATASET_ARTIFACT = "dataset/notes.parquet"
+COHORT_SOURCE_TYPE = "steuops_cohort"
+COHORT_CONTEXT = "unlearning"
+DIGEST_CHARS = 36  # MLflow stores a dataset digest in 36 characters: the cohort sha256's first 36
 
 # Tag names on model versions (the contract of DESIGN.md).
 T_PARENT = "steuops.parent_version"
@@ -123,6 +127,91 @@ def version_status(tags: dict[str, str]) -> str:
 
 def split_list(value: str | None) -> list[str]:
     return [part.strip() for part in (value or "").split(",") if part.strip()]
+
+
+def metric_key(*parts: str) -> str:
+    """An MLflow-safe metric name from parts joined by '.': anything but letters, digits, _ - . becomes
+    '_' (MLflow also allows ' ', '/' and ':', but '/' nests and ' ' is awkward to query), e.g.
+    metric_key("f1_after", "heart failure") == "f1_after.heart_failure"."""
+    return ".".join(re.sub(r"[^0-9A-Za-z_.-]+", "_", str(part)).strip("_.") or "_" for part in parts)
+
+
+@dataclass(frozen=True)
+class CohortSummary:
+    """What MLflow records about a deletion cohort: digest, row counts and column types. Never note text."""
+
+    sha256: str
+    columns: dict[str, str]  # column -> MLflow type name: string, long, double, boolean, array<string>
+    counts: dict[str, int]
+
+    @classmethod
+    def from_frame(cls, frame: Any, sha256: str, counts: dict[str, Any]) -> CohortSummary:
+        """Column names and types (dtypes; a list column is array<string>) and the integer counts given."""
+        columns = {str(name): _column_type(frame[name]) for name in frame.columns}
+        numbers = {str(k): int(v) for k, v in counts.items() if isinstance(v, int | float) and not isinstance(v, bool)}
+        return cls(sha256, columns, {"rows": int(len(frame)), **numbers})
+
+
+def _column_type(series: Any) -> str:
+    kind = series.dtype.kind
+    if kind == "b":
+        return "boolean"
+    if kind in "iu":
+        return "long"
+    if kind == "f":
+        return "double"
+    first = series.dropna().head(1).tolist()  # only its type is read: a list (or numpy array) of labels
+    value = first[0] if first else None
+    is_array = isinstance(value, list | tuple) or getattr(value, "ndim", 0) > 0
+    return "array<string>" if is_array else "string"
+
+
+def _cohort_dataset(name: str, cohort: CohortSummary) -> Any:
+    """A metadata-only mlflow Dataset: digest + schema + counts profile; its source names no file or text."""
+    from mlflow.data.dataset_source import DatasetSource
+    from mlflow.data.meta_dataset import MetaDataset
+    from mlflow.types import DataType
+    from mlflow.types.schema import Array, ColSpec, Schema
+
+    class CohortSource(DatasetSource):
+        def __init__(self, sha256: str) -> None:
+            self.sha256 = sha256
+
+        @staticmethod
+        def _get_source_type() -> str:
+            return COHORT_SOURCE_TYPE
+
+        def load(self, dst_path: str | None = None) -> str:
+            raise NotImplementedError("steuops logs a cohort's digest and counts, never the cohort itself")
+
+        @staticmethod
+        def _can_resolve(raw_source: Any) -> bool:
+            return False
+
+        @classmethod
+        def _resolve(cls, raw_source: Any):
+            return cls(str(raw_source))
+
+        def to_dict(self) -> dict[str, Any]:
+            return {"cohort_sha256": self.sha256}
+
+        @classmethod
+        def from_dict(cls, source_dict: dict[str, Any]):
+            return cls(source_dict["cohort_sha256"])
+
+    class CohortDataset(MetaDataset):
+        @property
+        def profile(self) -> dict[str, int]:
+            return dict(cohort.counts)
+
+        def to_dict(self) -> dict[str, str]:
+            return {**super().to_dict(), "profile": json.dumps(self.profile)}
+
+    def spec(column: str, kind: str) -> Any:
+        return ColSpec(Array(DataType.string) if kind == "array<string>" else DataType[kind], column)
+
+    schema = Schema([spec(column, kind) for column, kind in cohort.columns.items()])
+    return CohortDataset(CohortSource(cohort.sha256), name=name, digest=cohort.sha256[:DIGEST_CHARS], schema=schema)
 
 
 def _dataset_source_class():
@@ -376,8 +465,12 @@ class Registry:
         run_name: str | None = None,
         settings: Any = None,
         metadata: dict[str, Any] | None = None,
+        metrics: dict[str, float] | None = None,
+        cohort: CohortSummary | None = None,
+        description: str | None = None,
     ) -> ModelRef:
-        """A new version of `name` in its own run: artifacts first, then the model, then tags + alias."""
+        """A new version of `name` in its own run: metrics, the cohort as a dataset input (digest, counts
+        and schema only), artifacts, then the model, then tags, description and alias."""
         import mlflow
 
         from steuops import __version__
@@ -394,9 +487,15 @@ class Registry:
                 mlflow.set_tags({"steuops.model": name, **{k: v for k, v in all_tags.items() if k != T_GATE_SHORT}})
                 if params:
                     mlflow.log_params({k: _param(v) for k, v in params.items()})
+                if metrics:
+                    mlflow.log_metrics({metric_key(k): float(v) for k, v in metrics.items()})
+                if cohort is not None:
+                    mlflow.log_input(_cohort_dataset(f"{name}-deletion-cohort", cohort), context=COHORT_CONTEXT)
                 self._log_files(run.info.run_id, artifacts or {}, None)
                 info = self._log_transformers(model, tokenizer, settings, metadata)
                 version = _quietly(mlflow.register_model, info.model_uri, name, tags=all_tags)
+            if description:
+                self._client.update_model_version(name, version.version, description=description)
             if alias:
                 self._client.set_registered_model_alias(name, alias, version.version)
         return ModelRef(name, str(version.version), alias)
@@ -524,18 +623,20 @@ class Registry:
             try:
                 self._client.create_registered_model(lock, tags=tags, description=_LOCK_DESCRIPTION)
                 return True
-            except MlflowException as exc:
-                if exc.error_code == "RESOURCE_ALREADY_EXISTS" or _is_busy(exc):
-                    return False
-                raise
+            except Exception as exc:  # noqa: BLE001  (sqlite's "database is locked" is not an MlflowException)
+                exists = isinstance(exc, MlflowException) and exc.error_code == "RESOURCE_ALREADY_EXISTS"
+                if not (exists or _is_busy(exc)):
+                    raise
+        # A busy database may have answered after committing our create: then the lock is ours.
+        return (self._lock_tags(lock) or {}).get(T_LOCK_OWNER) == owner
 
     def _lock_tags(self, lock: str) -> dict[str, str] | None:
         from mlflow.exceptions import MlflowException
 
         try:
             return dict(self._client.get_registered_model(lock).tags or {})
-        except MlflowException as exc:
-            if exc.error_code == "RESOURCE_DOES_NOT_EXIST" or _is_busy(exc):
+        except Exception as exc:  # noqa: BLE001
+            if (isinstance(exc, MlflowException) and exc.error_code == "RESOURCE_DOES_NOT_EXIST") or _is_busy(exc):
                 return None
             raise
 
@@ -555,16 +656,23 @@ class Registry:
 
     def _unlock(self, lock: str, owner: str) -> None:
         """Delete the lock if `owner` still holds it (never someone else's fresh one)."""
+        import time
+
         from mlflow.exceptions import MlflowException
 
-        tags = self._lock_tags(lock)
-        if tags is None or tags.get(T_LOCK_OWNER) != owner:
-            return
-        try:
-            self._client.delete_registered_model(lock)
-        except MlflowException as exc:
-            if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
-                raise
+        for _ in range(50):  # sqlite may be busy with another writer for a moment
+            tags = self._lock_tags(lock)
+            if tags is None or tags.get(T_LOCK_OWNER) != owner:
+                return
+            try:
+                self._client.delete_registered_model(lock)
+                return
+            except Exception as exc:  # noqa: BLE001
+                if isinstance(exc, MlflowException) and exc.error_code == "RESOURCE_DOES_NOT_EXIST":
+                    return
+                if not _is_busy(exc):
+                    raise
+            time.sleep(0.1)
 
     def set_alias(self, name: str, alias: str, version: str | int) -> None:
         """Point an alias that carries no promise (e.g. `candidate`) at a version, without compare-and-set."""
@@ -574,6 +682,28 @@ class Registry:
     def delete_alias(self, name: str, alias: str) -> None:
         with self._guard(f"delete alias {alias!r}"):
             self._client.delete_registered_model_alias(name, alias)
+
+    def clear_alias(self, name: str, alias: str, version: str | int) -> bool:
+        """Delete `alias` only while it points at `version` (e.g. `candidate` once that version is promoted);
+        True when it was deleted. An alias someone moved elsewhere stays."""
+        if self.alias_version(name, alias) != str(version):
+            return False
+        self.delete_alias(name, alias)
+        return True
+
+    def log_metrics(self, ref: ModelRef, metrics: dict[str, float]) -> None:
+        """Metrics onto the run of a version (e.g. seconds of the steps that ran after it was registered)."""
+        import time
+
+        from mlflow.entities import Metric
+
+        run_id = self.run_id(ref) if metrics else None
+        if not run_id:
+            return
+        now = int(time.time() * 1000)
+        with self._guard(f"log metrics on {ref}"):
+            self._client.log_batch(run_id, metrics=[Metric(metric_key(k), float(v), now, 0)
+                                                    for k, v in metrics.items()])
 
     def set_tags(self, ref: ModelRef, tags: dict[str, Any]) -> None:
         self._require_store()

@@ -31,7 +31,7 @@ def test_apply_end_to_end(make_home, policies):
     assert result.promoted == {"alias": "production", "version": "2", "previous": "1"}
     # Aliases and tags on the registry, not just in the result.
     assert registry.alias_version(MODEL, "production") == "2"
-    assert registry.alias_version(MODEL, "candidate") == "2"
+    assert registry.alias_version(MODEL, "candidate") is None  # promoted: no longer a mere candidate
     tags = registry.tags(registry.resolve(MODEL, version=2))
     assert tags["steuops.parent_version"] == "1"
     assert tags["steuops.forgotten"] == "sepsis"
@@ -73,7 +73,7 @@ def test_gate_reject_keeps_version_and_production(make_home, policies):
         _apply(home, ["sepsis"], policies["reject"])
     assert exc.value.exit_code == 3 and "params_fraction" in str(exc.value)
     assert registry.alias_version(MODEL, "production") == "1"
-    assert registry.alias_version(MODEL, "candidate") == "2"
+    assert registry.alias_version(MODEL, "candidate") is None  # promoted: no longer a mere candidate
     tags = registry.tags(registry.resolve(MODEL, version=2))
     assert tags["steuops.gate"] == "rejected" and tags["gate"] == "rejected"
     assert registry.read_json_artifact(registry.resolve(MODEL, version=2), "gate.json")["passed"] is False

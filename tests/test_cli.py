@@ -47,7 +47,7 @@ def test_apply_help_lists_the_options(capsys):
         assert option in out, option
 
 
-def test_apply_json_envelope_then_history(make_home, policies, capsys, monkeypatch):
+def test_apply_json_envelope_then_history(make_home, policies, notes_frame, capsys, monkeypatch):
     from steuops.cli import main
 
     monkeypatch.setenv("COLUMNS", "200")  # the history table folds long cells at 80 columns
@@ -61,12 +61,18 @@ def test_apply_json_envelope_then_history(make_home, policies, capsys, monkeypat
     result = envelope["result"]
     assert result["new_version"] == "2" and result["promoted"]["alias"] == "production"
     assert result["evaluation"]["before"]["per_class_f1"].keys() == result["evaluation"]["after"]["per_class_f1"].keys()
+    ref = registry.resolve(MODEL, version="2")  # GX's own JSON is logged on the version, without note text
+    assert registry.artifact_names(ref, "gx") == ["gx/expectation_suite.json", "gx/validation_result.json"]
+    gx_result = registry.read_json_artifact(ref, "gx/validation_result.json")
+    assert gx_result["success"] is True and gx_result["statistics"]["evaluated_expectations"] > 5
+    logged = json.dumps(gx_result) + json.dumps(registry.read_json_artifact(ref, "gx/expectation_suite.json"))
+    assert not any(text in logged for text in notes_frame["text"][:50])
 
     assert main(["history", "--model", MODEL, "--home", str(home), "--json"]) == 0
     rows = json.loads(capsys.readouterr().out)["result"]["versions"]
     assert [r["version"] for r in rows] == ["1", "2"]
     assert rows[1]["parent"] == "1" and rows[1]["forgotten"] == ["sepsis"] and rows[1]["gate"] == "passed"
-    assert rows[1]["policy"] == "loose" and set(rows[1]["aliases"]) == {"candidate", "production"}
+    assert rows[1]["policy"] == "loose" and set(rows[1]["aliases"]) == {"production"}  # promoted: no longer a candidate
     assert main(["history", "--model", MODEL, "--home", str(home)]) == 0
     table = capsys.readouterr().out
     assert "sepsis" in table and "passed" in table and "production" in table

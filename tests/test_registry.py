@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import time
@@ -191,3 +192,53 @@ def test_home_from_environment(monkeypatch, tmp_path):
     assert registry.tracking_uri == f"sqlite:///{(tmp_path / 'h' / 'mlflow.db').resolve()}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://example.invalid:5000")
     assert Registry(tmp_path).tracking_uri == "http://example.invalid:5000" and not Registry(tmp_path).embedded
+
+
+def test_metric_keys_are_names_mlflow_accepts():
+    from mlflow.utils.validation import _validate_metric_name
+
+    from steuops.registry import metric_key
+
+    assert metric_key("f1_after", "heart failure") == "f1_after.heart_failure"
+    assert metric_key("f1_after", "copd/asthma: (severe)") == "f1_after.copd_asthma_severe"
+    assert metric_key("seconds", "..") == "seconds._"
+    for name in ("f1_after.heart_failure", "f1_after.copd_asthma_severe", "seconds._", metric_key("a", "é ü/../x")):
+        _validate_metric_name(name)  # raises on a name a server would refuse
+
+
+def test_cohort_dataset_input_carries_digest_counts_and_schema_never_text(base, frame, tmp_path):
+    """Register with metrics, a cohort summary and a description: the run holds all three, the dataset
+    entity holds no note text (a marker string in every note), and the parent's notes stay the cohort source."""
+    from steuops.registry import COHORT_SOURCE_TYPE, CohortSummary
+
+    registry, ref, _ = base
+    loaded = registry.load(ref)
+    marked = frame.assign(text=frame["text"] + " ZEBRA-MARKER-7731")
+    summary = CohortSummary.from_frame(marked, "ab" * 32, {"rows": len(marked), "forget_rows": 12, "source": "x.csv"})
+    assert summary.columns["labels"] == "array<string>" and summary.columns["text"] == "string"
+    assert summary.counts == {"rows": len(marked), "forget_rows": 12}
+    new = registry.register("clinical-dx", loaded.model, loaded.tokenizer, parent=ref, tags={}, alias=None,
+                            metrics={"f1_after.heart failure": 0.5, "seconds.unlearn": 1.25}, cohort=summary,
+                            description="Forgets sepsis from clinical-dx v1")
+    run = registry._client.get_run(registry.run_id(new))
+    assert run.data.metrics == {"f1_after.heart_failure": 0.5, "seconds.unlearn": 1.25}
+    (item,) = run.inputs.dataset_inputs
+    dataset = item.dataset
+    assert dataset.digest == "ab" * 18 and dataset.source_type == COHORT_SOURCE_TYPE
+    assert json.loads(dataset.profile) == summary.counts
+    assert [c["name"] for c in json.loads(dataset.schema)["mlflow_colspec"]] == list(marked.columns)
+    assert {t.key: t.value for t in item.tags}["mlflow.data.context"] == "unlearning"
+    entity = json.dumps([dataset.name, dataset.digest, dataset.source, dataset.schema, dataset.profile])
+    assert "ZEBRA" not in entity and not any(t[:20] in entity for t in frame["text"])
+    assert registry._model_version(new).description == "Forgets sepsis from clinical-dx v1"
+    assert registry.logged_dataset(new) is not None  # the digest-only input is skipped; the parent's notes load
+
+
+def test_clear_alias_only_when_it_names_that_version(base):
+    registry, ref, _ = base
+    registry.set_alias("clinical-dx", "scratch", ref.version)
+    assert registry.clear_alias("clinical-dx", "scratch", "99") is False
+    assert registry.alias_version("clinical-dx", "scratch") == ref.version
+    assert registry.clear_alias("clinical-dx", "scratch", ref.version) is True
+    assert registry.alias_version("clinical-dx", "scratch") is None
+    assert registry.clear_alias("clinical-dx", "scratch", ref.version) is False

@@ -97,3 +97,23 @@ def test_serve_start_and_stop_leave_nothing_in_the_temp_folder(home, tmp_path):
         assert sorted(p.name for p in tmp.iterdir()) == [], f"start {start} left files in TMPDIR"
     assert seen == ["downloaded", "reused"]
     assert (home / "cache" / "onnx" / "dx" / "1" / "model.onnx").is_file()
+
+
+def test_pack_version_copies_the_registry_export_into_the_bento_model_store(home, tmp_path):
+    """pack_version: models:/dx@production's onnx/ folder becomes `steuops-dx:v1-<sha8>` in BENTOML_HOME."""
+    import json
+    import subprocess
+
+    from steuops.registry import Registry
+    from steuops.serving import verify_folder
+
+    reg = Registry(home=home)
+    sha = reg.tags(reg.resolve("dx", alias="production"))["steuops.onnx_sha256"]
+    env = _server_env(tmp_path, BENTOML_HOME=str(tmp_path / "bentoml"))
+    code = f"from steuops.serving.service import pack_version; print(pack_version('dx', home={str(home)!r}))"
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    tag = done.stdout.strip().splitlines()[-1]
+    assert tag == f"steuops-dx:v1-{sha[:8]}"
+    stored = tmp_path / "bentoml" / "models" / "steuops-dx" / tag.split(":")[1]
+    assert verify_folder(stored, sha) and json.loads((stored / "manifest.json").read_text())["version"] == "1"

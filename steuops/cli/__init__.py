@@ -20,11 +20,25 @@ app = typer.Typer(
         "Typical use:  steuops demo  (set up a home with a demo model), then\n"
         "steuops apply --model clinical-dx --forget sepsis"
     ),
+    epilog=(
+        "Exit codes (every command): 0 done; 1 unexpected error (a bug: please report it); "
+        "2 bad input or an unusable registry, nothing was changed; 3 the policy gate rejected the candidate.\n\n"
+        "Shell completion: steuops --install-completion (or --show-completion to print the script)."
+    ),
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,
     pretty_exceptions_enable=False,
     rich_markup_mode="rich",
 )
+
+
+def epilog(*examples: str, codes: str) -> str:
+    """The help epilog of a command: its examples, then what its exit codes mean (shown by --help)."""
+    shown = "\n\n".join(f"  {line}" for line in examples)
+    return f"Example{'s' if len(examples) > 1 else ''}:\n\n{shown}\n\nExit codes: {codes}."
+
+
+EXIT_BAD_INPUT = "2 bad input (unknown model/version, bad option or file), nothing was changed; 1 unexpected error"
 
 # Command modules register themselves on import; keep this list in help order.
 _COMMANDS = ("apply", "gate", "serve", "report")

@@ -5,17 +5,25 @@ Heavy imports (torch, mlflow, pandas) stay inside the functions so that `steuops
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import typer
 
-from steuops.cli import app
+from steuops.cli import app, epilog
 
 DEMO_MODEL = "clinical-dx"
 
 
-@app.command()
+@app.command(epilog=epilog(
+    "steuops apply --model clinical-dx --forget sepsis",
+    "steuops apply -m my-dx -f \"heart failure\" --cohort cohort.csv --policy strict --json --junit gate.xml",
+    "steuops apply -m my-dx -f sepsis --dry-run --data-docs gx-docs   (validate only; GX Data Docs in gx-docs/)",
+    codes="0 done (promoted, or registered when the policy promotes nothing); 2 bad input or a cohort that fails "
+          "validation, nothing was changed; 3 the gate rejected the candidate (kept as 'candidate', production "
+          "unchanged); 1 unexpected error"))
 def apply(
     model: str = typer.Option(..., "--model", "-m", help="Registered model name, e.g. clinical-dx."),
     forget: list[str] = typer.Option(..., "--forget", "-f", help="Class to remove (repeat for several)."),
@@ -36,6 +44,8 @@ def apply(
     home: Path | None = typer.Option(None, "--home", help="steuops home (default $STEUOPS_HOME or ~/.steuops)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON envelope instead of tables."),
     junit: Path | None = typer.Option(None, "--junit", help="Write the gate decision as JUnit XML."),
+    data_docs: Path | None = typer.Option(None, "--data-docs", help="Also build a Great Expectations Data Docs "
+                                          "site (HTML, no note text) of the cohort validation into this folder."),
 ) -> None:
     """Remove class(es) from a registered model, gate the result, register and promote it."""
     from steuops.cli.render import emit_json, progress_bar
@@ -49,7 +59,8 @@ def apply(
     # Options that need no registry or model fail first, so a typo costs no model load.
     method_config = _json_option(config, "--config")
     check_writable(junit, "--junit")
-    with progress_bar(enabled=not as_json) as progress:
+    check_folder(data_docs, "--data-docs")
+    with progress_bar(enabled=not as_json) as progress, _data_docs(data_docs):
         try:
             result = run_apply(
                 model, forget, alias=None if version else alias, version=version, cohort=cohort, method=method,
@@ -68,6 +79,37 @@ def apply(
         emit_json("apply", result.to_dict())
         return
     show_apply(result.to_dict())
+
+
+@contextmanager
+def _data_docs(folder: Path | None) -> Iterator[None]:
+    """Inside: every cohort validation also builds GX Data Docs into `folder`; after (pass or fail),
+    one line on stderr says where (stdout stays the tables or the --json envelope)."""
+    if folder is None:
+        yield
+        return
+    from steuops.validation import data_docs_into
+
+    try:
+        with data_docs_into(folder):
+            yield
+    finally:
+        index = Path(folder) / "index.html"
+        if index.is_file():
+            from steuops.cli.render import err_console
+
+            err_console.print(f"data docs: {index.resolve()}", highlight=False)
+
+
+def check_folder(path: Path | None, option: str) -> None:
+    """UsageError (exit 2) unless `path` is a folder or can be made one; checked before any work."""
+    if path is None:
+        return
+    problem = "is a file, not a folder" if path.exists() and not path.is_dir() else _write_problem(path / "index.html")
+    if problem:
+        from steuops.errors import UsageError
+
+        raise UsageError(f"{option} {path}: {problem}", hint=f"pass a writable folder, e.g. {option} gx-docs")
 
 
 def _json_option(text: str | None, option: str) -> dict[str, Any] | None:
@@ -261,7 +303,10 @@ def _show_outcome(result: dict[str, Any]) -> None:
 
 
 # ---- demo ------------------------------------------------------------------------------------
-@app.command()
+@app.command(epilog=epilog(
+    "steuops demo", "steuops demo --home /tmp/steuops-demo --device cpu",
+    codes="0 done; 2 the home already holds the demo model (nothing was changed); 3 the gate rejected the "
+          "demo's deletion; 1 unexpected error"))
 def demo(
     home: Path | None = typer.Option(None, "--home", help="Home to create (default $STEUOPS_HOME or ~/.steuops)."),
     notes: int | None = typer.Option(None, "--notes", help="Number of synthetic notes (default: the demo's)."),

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import typer
 
-from steuops.cli import app
+from steuops.cli import EXIT_BAD_INPUT, app, epilog
 
 policy_app = typer.Typer(
     help="Inspect and check policy files (the rules the promotion gate applies).",
@@ -19,7 +19,9 @@ policy_app = typer.Typer(
 app.add_typer(policy_app, name="policy")
 
 
-@policy_app.command("check")
+@policy_app.command("check", epilog=epilog(
+    "steuops policy check policies/default.yaml", "steuops policy check my-policy.yaml --json",
+    codes="0 the policy is valid; 2 a bad field or file (each one named); 1 unexpected error"))
 def policy_check(
     file: Path = typer.Argument(..., help="Policy YAML file, e.g. policies/default.yaml."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON envelope instead of a table."),
@@ -30,10 +32,25 @@ def policy_check(
 
     policy = policy_mod.load(file)
     summary = policy.summary()
+    suite = _check_suite(policy)
     if as_json:
         emit_json("policy check", summary)
         return
     _print_policy(summary)
+    if suite:
+        from steuops.cli.render import console
+
+        console.print(f"expectation suite {suite}", highlight=False)
+
+
+def _check_suite(policy) -> str | None:
+    """The policy's own GX suite, loaded (exit 2 naming the file and the expectation when it is bad)."""
+    if not policy.cohort.expectation_suite:
+        return None
+    from steuops import validation
+
+    label, path = validation.suite_path(policy)
+    return f"{label} ({path}): {len(validation.load_suite(path, label))} expectations, run alongside steuops' own"
 
 
 def _print_policy(summary: dict) -> None:
@@ -49,13 +66,17 @@ def _print_policy(summary: dict) -> None:
             shown = "not checked" if value is None and section == "audit" else value
             if value is None and section == "promotion":
                 shown = "never (register only)"
+            if value is None and key == "expectation_suite":
+                shown = "none (steuops' own expectations only)"
             table.add_row(f"{section}.{key}", str(shown))
     console.print(table)
     console.print(f"file {summary['path']}  sha256 {summary['sha256']}", highlight=False)
 
 
 # ---- gate / promote / rollback / history (registry commands) ------------------------------------
-@app.command("gate")
+@app.command("gate", epilog=epilog(
+    "steuops gate --model clinical-dx --version 3 --policy strict --junit gate.xml",
+    codes="0 the candidate passes; 3 the policy rejects it (nothing was changed); " + EXIT_BAD_INPUT))
 def gate_command(
     model: str = typer.Option(..., "--model", "-m", help="Registered model name."),
     version: str = typer.Option(..., "--version", help="Candidate version to gate."),
@@ -92,7 +113,10 @@ def gate_command(
                            hint="nothing was changed")
 
 
-@app.command()
+@app.command(epilog=epilog(
+    "steuops promote --model clinical-dx --version 3",
+    codes="0 promoted; 3 the gate rejects the candidate; 2 also when production moved since the candidate was "
+          "made (compare-and-set refused) or the version is incomplete; " + EXIT_BAD_INPUT))
 def promote(
     model: str = typer.Option(..., "--model", "-m", help="Registered model name."),
     version: str = typer.Option(..., "--version", help="Candidate version to promote."),
@@ -115,7 +139,10 @@ def promote(
                   f"gate passed under policy {out['policy']['name']}", highlight=False)
 
 
-@app.command()
+@app.command(epilog=epilog(
+    'steuops rollback --model clinical-dx --reason "F1 drop reported by the ward"',
+    'steuops rollback --model clinical-dx --to 1 --reason "audit request"',
+    codes="0 rolled back; " + EXIT_BAD_INPUT))
 def rollback(
     model: str = typer.Option(..., "--model", "-m", help="Registered model name."),
     reason: str = typer.Option(..., "--reason", help="Why (recorded as a tag on both versions)."),
@@ -139,7 +166,10 @@ def rollback(
                       f"{', '.join(out['reinstated_classes'])}, which v{out['from']} had forgotten", highlight=False)
 
 
-@app.command()
+@app.command(epilog=epilog(
+    "steuops history --model clinical-dx", "steuops history --model clinical-dx | grep production",
+    "steuops history --model clinical-dx --json",
+    codes="0 done; " + EXIT_BAD_INPUT + ". Piped, the table is never wrapped: one line per version"))
 def history(
     model: str = typer.Option(..., "--model", "-m", help="Registered model name."),
     home: Path | None = typer.Option(None, "--home", help="steuops home (default $STEUOPS_HOME or ~/.steuops)."),

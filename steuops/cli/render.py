@@ -8,11 +8,28 @@ from contextlib import contextmanager
 from typing import Any
 
 import typer
-from rich.console import Console
+from rich.console import Console, ConsoleDimensions
 
 SCHEMA = "steuops/v1"
+PIPED_WIDTH = 100_000  # "no limit": a table row is one line however long its cells are
 
-console = Console(stderr=False)
+
+class _StdoutConsole(Console):
+    """stdout. On a terminal, its width (cells fold, never cut). Piped or captured (`steuops history |
+    grep production`, a CI log), no width limit whatever COLUMNS or the terminal on stderr say: a table
+    row stays one line, so grep keeps a version's number on the line of its aliases."""
+
+    @property
+    def size(self) -> ConsoleDimensions:
+        size = Console.size.fget(self)  # type: ignore[attr-defined]
+        return size if self.is_terminal else ConsoleDimensions(PIPED_WIDTH, size.height)
+
+    @size.setter
+    def size(self, new_size: tuple[int, int]) -> None:
+        Console.size.fset(self, new_size)  # type: ignore[attr-defined]
+
+
+console = _StdoutConsole(stderr=False)
 err_console = Console(stderr=True, soft_wrap=True)  # an error line stays one line in a log
 
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import typer
 
-from steuops.cli import app
+from steuops.cli import EXIT_BAD_INPUT, app, epilog
 
 AUDIT_FILE = "audit.json"
 CONFUSION_FILE = "confusion.json"
@@ -25,7 +25,10 @@ EDIT_META = "edit/edit.json"
 REPORT_JSON = "report.json"
 
 
-@app.command("report")
+@app.command("report", epilog=epilog(
+    "steuops report --model clinical-dx --version 2 --out report.html",
+    "steuops report --model clinical-dx --version 2 --reference 3   (next to a retrained version)",
+    codes="0 report written; " + EXIT_BAD_INPUT))
 def report_command(
     model: str = typer.Option(..., "--model", "-m", help="Registered model name."),
     version: str = typer.Option(..., "--version", help="Version made by `steuops apply`."),

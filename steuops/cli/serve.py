@@ -10,7 +10,7 @@ from pathlib import Path
 
 import typer
 
-from steuops.cli import app
+from steuops.cli import app, epilog
 
 SERVICE = "steuops.serving.service:Classifier"
 
@@ -22,7 +22,10 @@ def _check_choice(alias: str | None, version: str | None) -> None:
         raise UsageError("--alias and --version both given", hint="name the version one way: --alias A or --version N")
 
 
-@app.command("export")
+@app.command("export", epilog=epilog(
+    "steuops export --model clinical-dx", "steuops export --model clinical-dx --version 3 --out onnx-v3",
+    codes="0 exported and logged; 1 ONNX and PyTorch disagree (nothing is logged) or an unexpected error; "
+          "2 bad input (unknown model/version, bad option), nothing was changed"))
 def export_command(
     model: str = typer.Option(..., "--model", "-m", help="Registered model name."),
     version: str | None = typer.Option(None, "--version", help="Version to export."),
@@ -73,7 +76,11 @@ def _print_export(doc: dict) -> None:
     console.print(f"steuops.onnx_sha256 {doc['onnx_sha256']}", highlight=False)
 
 
-@app.command("serve")
+@app.command("serve", epilog=epilog(
+    "steuops serve --model clinical-dx --port 3000",
+    "steuops serve --onnx-dir onnx-v3 --host 0.0.0.0",
+    codes="runs until stopped; 0 stopped cleanly (SIGTERM, Ctrl-C); 2 nothing to serve (unknown model, no ONNX export), "
+          "checked before the server starts; 1 unexpected error"))
 def serve_command(
     model: str | None = typer.Option(None, "--model", "-m", envvar="STEUOPS_MODEL", help="Registered model name."),
     alias: str | None = typer.Option(None, "--alias", envvar="STEUOPS_ALIAS",

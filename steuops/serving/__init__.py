@@ -9,6 +9,8 @@ benchmark and tests use `ServedModel` in-process too. Settings come from the env
     STEUOPS_ALIAS        alias to serve (default production), or STEUOPS_VERSION
     STEUOPS_HOME / MLFLOW_TRACKING_URI   where the registry is
     STEUOPS_ONNX_DIR     serve an exported folder instead of the registry (local mode)
+    STEUOPS_BENTO_MODEL  serve a model packed into BentoML's model store (service.pack); a Bento built with it
+                         set carries the model and serves it with no registry (checked before the two above)
     STEUOPS_ONNX_FILE    which ONNX file of the folder (default: fp16 on GPU, optimised on CPU)
     STEUOPS_DEVICE       auto | cpu | cuda
     STEUOPS_THRESHOLD    multi-label decision threshold on the sigmoid (default 0.5)

@@ -2,6 +2,11 @@
 
     bentoml serve steuops.serving.service:Classifier --host 127.0.0.1 --port 3000
 
+Requests and answers are pydantic models (steuops.serving.schema), so /docs.json types them and shows the
+limits; it also carries the model version, GET /metadata (answered like POST) and, with STEUOPS_API_KEY, the
+key scheme and its 401. `pack(onnx_dir)` saves an export in BentoML's model store; STEUOPS_BENTO_MODEL=TAG
+serves it, and `bentoml build` with that variable set puts it into the Bento.
+
 Configured by environment variables (see steuops.serving). The model is resolved and loaded in
 __init__, so /readyz turns ready only once it can answer. Request limits are checked per request
 by the input model (before adaptive batching merges requests), so one oversized request fails
@@ -22,15 +27,20 @@ import json
 import logging
 import os
 import traceback
-from typing import Annotated, Any
+import re
+import shutil
+from pathlib import Path
+from typing import Any
 
 from steuops import env  # noqa: F401  (telemetry off before bentoml loads)
 
 import bentoml  # noqa: E402
 from bentoml.exceptions import BentoMLException, ServiceUnavailable  # noqa: E402
-from pydantic import AfterValidator, ValidationError  # noqa: E402
+from pydantic import ValidationError  # noqa: E402
 
-from steuops.serving import OPEN_PATHS, Limits, _env_int, api_key_ok, from_env  # noqa: E402
+from steuops.errors import ConfigError  # noqa: E402
+from steuops.serving import OPEN_PATHS, Limits, ServedModel, _env_int, api_key_ok, from_env  # noqa: E402
+from steuops.serving.schema import Metadata, Prediction, request_model  # noqa: E402
 
 LIMITS = Limits.from_env()
 # Adaptive batching may merge several requests; one request alone must always fit.
@@ -45,7 +55,8 @@ MAX_BODY_BYTES = LIMITS.max_body_bytes
 RETRY_AFTER_S = 1
 log = logging.getLogger("steuops.serving")
 
-Texts = Annotated[list[str], AfterValidator(LIMITS.check)]
+ClassifyRequest = request_model(LIMITS)
+SERVED: dict[str, Any] = {}  # what this worker serves (model, version), for /docs.json
 
 
 class ApiKeyMiddleware:
@@ -277,24 +288,188 @@ def install_log_filters() -> None:
             logger.addFilter(cls())
 
 
+# ---------------------------------------------------------------- the model store (a Bento carries its model)
+
+STORE_PREFIX = "steuops-"
+
+
+def store_name(name: str) -> str:
+    """BentoML model name for registered model `name`: lowercase letters, digits, `-`, `_`, `.` only."""
+    safe = re.sub(r"[^a-z0-9._-]", "-", name.lower()).strip("-._") or "model"
+    return f"{STORE_PREFIX}{safe}"
+
+
+def pack(onnx_dir: str | Path) -> str:
+    """Save an exported onnx/ folder in BentoML's model store ($BENTOML_HOME/models); returns the tag.
+
+    The tag is `steuops-<model>:v<version>-<sha8 of model.onnx>`, so packing the same export twice
+    returns the existing entry. Serve it with STEUOPS_BENTO_MODEL=<tag>; `bentoml build` with that
+    variable set puts the model into the Bento, and the container then needs no registry.
+    """
+    from steuops.serving import verify_folder
+
+    folder = Path(onnx_dir)
+    if not verify_folder(folder, None):
+        raise ConfigError(f"{folder}: not an export whose files match manifest.json",
+                          hint="point at a folder written by `steuops export`")
+    manifest = json.loads((folder / "manifest.json").read_text())
+    tag = f"{store_name(str(manifest.get('name') or 'model'))}:{_store_version(manifest)}"
+    try:
+        return str(bentoml.models.get(tag).tag)
+    except bentoml.exceptions.NotFound:
+        pass
+    meta = {k: manifest.get(k) for k in ("name", "version", "forgotten")}
+    with bentoml.models.create(tag, labels={"project": "steuops"}, metadata=meta) as model:
+        shutil.copytree(folder, model.path, dirs_exist_ok=True)
+    return str(model.tag)
+
+
+def pack_version(name: str, *, alias: str | None = "production", version: str | None = None,
+                 home: str | None = None) -> str:
+    """pack() the ONNX export of models:/NAME@ALIAS (or /VERSION) from the registry."""
+    from steuops.serving import download
+
+    folder, _source = download(name, alias=None if version else alias, version=version, home=home)
+    return pack(folder)
+
+
+def _store_version(manifest: dict[str, Any]) -> str:
+    sha = str((manifest.get("files") or {}).get("model.onnx") or "")[:8]
+    version = re.sub(r"[^A-Za-z0-9._-]", "-", str(manifest.get("version") or "0"))
+    return f"v{version}-{sha}" if sha else f"v{version}"
+
+
+def packed_tag() -> str | None:
+    """STEUOPS_BENTO_MODEL, else the steuops model the Bento being served carries (None: not packed)."""
+    if os.environ.get("STEUOPS_BENTO_MODEL"):
+        return os.environ["STEUOPS_BENTO_MODEL"]
+    bento = getattr(Classifier, "bento", None)
+    tags = [str(m.tag) for m in (bento.info.all_models if bento else []) if m.tag.name.startswith(STORE_PREFIX)]
+    return tags[0] if tags else None
+
+
+def load_model() -> ServedModel:
+    """A packed model (packed_tag) first; else the export folder or registry `from_env` names."""
+    tag = packed_tag()
+    if not tag:
+        return from_env()
+    from steuops.serving import _env_float
+
+    try:
+        stored = bentoml.models.get(tag)
+    except bentoml.exceptions.NotFound:
+        raise ConfigError(f"STEUOPS_BENTO_MODEL={tag} is not in the BentoML model store",
+                          hint="pack it first (steuops.serving.service.pack) or check BENTOML_HOME") from None
+    source = {"mode": "bento", "tag": str(stored.tag), "path": stored.path}
+    return ServedModel(stored.path, device=os.environ.get("STEUOPS_DEVICE", "auto"), source=source,
+                       file_name=os.environ.get("STEUOPS_ONNX_FILE") or None,
+                       threshold=_env_float("STEUOPS_THRESHOLD", 0.5))
+
+
+# ---------------------------------------------------------------- GET /metadata and the OpenAPI document
+
+DOCS_PATH = "/docs.json"
+ERROR_SCHEMA = {"type": "object", "properties": {"error": {"type": "string"}}, "required": ["error"]}
+
+
+class HttpExtras:
+    """GET /metadata (BentoML routes APIs as POST only: answered as POST {}) and /docs.json completed
+    with the model version, GET /metadata, the API key scheme (401) and the load-shedding answers."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope.get("method") == "GET" and scope.get("path") == "/metadata":
+            await self.app(_as_empty_post(scope), _empty_json_body, send)
+        elif scope["type"] == "http" and scope.get("method") == "GET" and scope.get("path") == DOCS_PATH:
+            await _send_json(send, openapi_document(Classifier.openapi_spec.asdict(), SERVED,
+                                                    bool(os.environ.get("STEUOPS_API_KEY"))))
+        else:
+            await self.app(scope, receive, send)
+
+
+def _as_empty_post(scope: dict[str, Any]) -> dict[str, Any]:
+    headers = [(k, v) for k, v in scope.get("headers", []) if k.lower() not in (b"content-type", b"content-length")]
+    headers += [(b"content-type", b"application/json"), (b"content-length", b"2")]
+    return {**scope, "method": "POST", "headers": headers}
+
+
+async def _empty_json_body() -> dict[str, Any]:
+    return {"type": "http.request", "body": b"{}", "more_body": False}
+
+
+async def _send_json(send: Any, doc: dict[str, Any]) -> None:
+    body = json.dumps(doc).encode()
+    await send({"type": "http.response.start", "status": 200,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})
+
+
+def openapi_document(spec: dict[str, Any], served: dict[str, Any], api_key: bool) -> dict[str, Any]:
+    """BentoML's generated spec plus what it cannot know: version, GET /metadata, 401/413/429/503."""
+    spec["info"]["version"] = str(served.get("version") or "unknown")
+    spec["info"]["description"] = f"{spec['info'].get('description') or ''}\n\nModel: {served.get('model')} " \
+                                  f"version {served.get('version')} ({served.get('mode')})".strip()
+    spec["info"].pop("contact", None)
+    metadata = spec["paths"]["/metadata"]
+    metadata["get"] = {k: v for k, v in metadata["post"].items() if k != "requestBody"} | {
+        "operationId": f"{metadata['post']['operationId']}_get"}
+    schemas = spec.setdefault("components", {}).setdefault("schemas", {})
+    schemas["Error"] = ERROR_SCHEMA
+    _add_answers(spec["paths"]["/classify"]["post"], {
+        413: "request body over STEUOPS_MAX_BODY_BYTES", 429: "STEUOPS_MAX_INFLIGHT requests in flight; "
+        "retry after Retry-After seconds", 503: "the request would miss STEUOPS_MAX_LATENCY_MS; retry after Retry-After"})
+    if api_key:
+        _secure(spec)
+    return spec
+
+
+def _add_answers(operation: dict[str, Any], answers: dict[int, str]) -> None:
+    for status, description in answers.items():
+        operation["responses"][str(status)] = {
+            "description": description, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+
+
+def _secure(spec: dict[str, Any]) -> None:
+    """Every API operation needs the key (Bearer or x-api-key) and may answer 401; health probes stay open."""
+    spec["components"]["securitySchemes"] = {
+        "bearer": {"type": "http", "scheme": "bearer", "description": "Authorization: Bearer STEUOPS_API_KEY"},
+        "apiKey": {"type": "apiKey", "in": "header", "name": "x-api-key"}}
+    for path in ("/classify", "/metadata"):
+        for operation in spec["paths"][path].values():
+            operation["security"] = [{"bearer": []}, {"apiKey": []}]
+            _add_answers(operation, {401: "missing or wrong API key"})
+
+
+# ---------------------------------------------------------------- the service
+
+
 @bentoml.service(name="steuops-classifier", traffic={"timeout": 60})
 class Classifier:
     """A clinical text classifier with its forgotten classes removed from every answer."""
 
-    def __init__(self) -> None:
-        self.model = from_env()
+    # Declared, so that `bentoml build` with STEUOPS_BENTO_MODEL set puts the packed model into the Bento.
+    packed = bentoml.models.BentoModel(os.environ["STEUOPS_BENTO_MODEL"]) if os.environ.get("STEUOPS_BENTO_MODEL") \
+        else None
 
-    @bentoml.api(batchable=True, max_batch_size=MAX_BATCH, max_latency_ms=MAX_LATENCY_MS)
-    def classify(self, texts: Texts) -> list[dict[str, Any]]:
+    def __init__(self) -> None:
+        self.model = load_model()
+        meta = self.model.metadata()
+        SERVED.update(model=meta["model"], version=meta["version"], mode=meta["source"].get("mode"))
+
+    @bentoml.api(batchable=True, max_batch_size=MAX_BATCH, max_latency_ms=MAX_LATENCY_MS, input_spec=ClassifyRequest)
+    def classify(self, texts: list[str]) -> list[Prediction]:
         """{"texts": [...]} -> per text {"labels": [...], "scores": {class: p}}; forgotten classes never appear."""
-        return self.model.classify(list(texts))
+        return self.model.classify(list(texts))  # type: ignore[return-value]  (dicts; BentoML validates them)
 
     @bentoml.api
-    def metadata(self) -> dict[str, Any]:
-        """Model name, version, forgotten classes, lineage, ONNX sha256 and the runtime providers."""
-        return self.model.metadata(LIMITS)
+    def metadata(self) -> Metadata:
+        """Model name, version, forgotten classes, lineage, ONNX sha256 and the runtime providers (GET or POST)."""
+        return Metadata(**self.model.metadata(LIMITS))
 
 
 # Added first = outermost: an unauthenticated caller is refused before it can take capacity.
 Classifier.add_asgi_middleware(ApiKeyMiddleware)
 Classifier.add_asgi_middleware(RequestGuard)
+Classifier.add_asgi_middleware(HttpExtras)
