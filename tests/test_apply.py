@@ -73,7 +73,7 @@ def test_gate_reject_keeps_version_and_production(make_home, policies):
         _apply(home, ["sepsis"], policies["reject"])
     assert exc.value.exit_code == 3 and "params_fraction" in str(exc.value)
     assert registry.alias_version(MODEL, "production") == "1"
-    assert registry.alias_version(MODEL, "candidate") is None  # promoted: no longer a mere candidate
+    assert registry.alias_version(MODEL, "candidate") == "2"  # rejected, kept to inspect
     tags = registry.tags(registry.resolve(MODEL, version=2))
     assert tags["steuops.gate"] == "rejected" and tags["gate"] == "rejected"
     assert registry.read_json_artifact(registry.resolve(MODEL, version=2), "gate.json")["passed"] is False

@@ -158,8 +158,8 @@ def test_demo_with_real_minilm_then_apply_as_typed(tmp_path):
     result = envelope["result"]["apply"] if done.returncode == 0 else envelope["result"]["result"]
     assert envelope["ok"] == (done.returncode == 0) and result["gate"]["passed"] == (done.returncode == 0)
     assert result["forget"] == ["sepsis"] and result["new_version"] == "2"
+    # exactly as the README types it (the default policy promotes only with the ONNX export, so no --no-export)
     done = subprocess.run([sys.executable, "-m", "steuops", "apply", "--model", "clinical-dx", "--forget",
-                           "pneumonia", "--no-export"], capture_output=True, text=True, env=env, timeout=1800,
-                          cwd=tmp_path)
+                           "pneumonia"], capture_output=True, text=True, env=env, timeout=1800, cwd=tmp_path)
     assert done.returncode in (0, 3), done.stderr[-3000:]
     assert "pneumonia" in done.stdout and "F1 before" in done.stdout
