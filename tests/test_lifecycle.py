@@ -262,3 +262,42 @@ def test_a_broken_cohort_file_is_reported_before_the_model_is_loaded(make_home, 
     err = capsys.readouterr().err
     assert code == 2 and "no_text.csv" in err and "text" in err, err
     assert "load started" not in err
+
+
+def test_apply_selects_no_word_that_only_a_few_patients_notes_contain(tiny_notes, tmp_path):
+    """Marker words that the tokenizer knows, in two forget notes: the default policy's min_patients
+    keeps them out of the selection, so no artifact of the new version names them."""
+    import pandas as pd
+    from registry_helpers import write_policy
+
+    from steuops.demo.notes import to_frame
+    from steuops.pipeline import apply
+    from steuops.registry import Registry
+    from steuops.tiny import classifier, wordpiece_tokenizer
+
+    words = ["pigeons", "attic", "foundry", "quifeath"]
+    frame = to_frame(tiny_notes)
+    sepsis = [i for i, labels in enumerate(frame["labels"]) if "sepsis" in labels][:2]
+    for i in sepsis:
+        frame.at[i, "text"] = " ".join(words * 3) + f". {frame.at[i, 'text']}"  # first: inside max_length
+    tokenizer = wordpiece_tokenizer(list(frame["text"]), vocab_size=5000)
+    assert all(tokenizer.convert_tokens_to_ids(w) != tokenizer.unk_token_id for w in words)  # real vocabulary
+    labels = sorted({c for names in frame["labels"] for c in names})
+    home = tmp_path / "home"
+    registry = Registry(home)
+    registry.log_base_model(MODEL, classifier(labels, vocab_size=len(tokenizer)), tokenizer)
+    cohort = tmp_path / "cohort.parquet"
+    pd.DataFrame(frame).to_parquet(cohort, index=False)
+    config = {**FAST_STEU, "k": 400, "scorer": "pmi", "min_patients": 1}  # the policy's floor (5) must still win
+    result = apply(MODEL, ["sepsis"], home=home, cohort=cohort, policy=write_policy(tmp_path / "p.yaml"),
+                   method_config=config, device="cpu", export=False)
+    assert result.params["min_patients"] == 5 and result.edit["k"] > 0
+    ref = registry.resolve(MODEL, version=result.new_version)
+    texts = [json.dumps(result.to_dict())]
+    for name in registry.artifact_names(ref):
+        local = registry.download_artifact(ref, name, tmp_path / "dl" / Path(name).name)
+        files = [local] if local.is_file() else [p for p in local.rglob("*") if p.is_file()]
+        texts += [p.read_bytes().decode("utf-8", "replace") for p in files]
+    found = "\n".join(texts).lower()
+    assert "edit.json" in found or any("token_ids" in t for t in texts)  # the edit was among what we read
+    assert [w for w in words if w in found] == []
