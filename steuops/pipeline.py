@@ -200,8 +200,7 @@ def _complete(prep: _Prepared, ref: ModelRef) -> None:
     from steuops import registry as reg
 
     registry = prep.registry
-    registry.mark_complete(ref)
-    registry.set_alias(ref.name, CANDIDATE_ALIAS, ref.version)
+    _make_candidate(registry, ref)
     for row in registry.versions(ref.name):
         if (row.status == reg.STATUS_INCOMPLETE and row.version != ref.version
                 and row.parent == prep.parent.version and sorted(row.forgotten) == sorted(prep.forget)):
@@ -237,7 +236,7 @@ def _prepare(model_name: str, forget: list[str], *, alias, version, cohort, meth
         _check_export_for_promotion(loaded_policy, promote_alias, export)
         expected = registry.alias_version(model_name, promote_alias) if promote_alias else None
     with clock.step("cohort"):
-        frame, source = early or _cohort_frame(registry, parent, None)
+        frame, source = early or _logged_cohort(registry, parent)
     with clock.step("load"):
         loaded = registry.load(parent)
     modeling.check_forget(loaded.model, requested)
@@ -293,6 +292,12 @@ def _config_for(registry: Registry, parent: ModelRef, method: str, given: dict[s
     return {**recorded, **(given or {})} if isinstance(recorded, dict) else dict(given or {})
 
 
+def _make_candidate(registry: Registry, ref: ModelRef) -> None:
+    """The last write of a version: it is complete, and the candidate."""
+    registry.mark_complete(ref)
+    registry.set_alias(ref.name, CANDIDATE_ALIAS, ref.version)
+
+
 def _check_export_for_promotion(policy: Any, promote_alias: str | None, export: bool) -> None:
     from steuops.errors import UsageError
 
@@ -345,11 +350,9 @@ def _cohort_file(path: str | Path | None) -> tuple[Any, str] | None:
     return (cohorts.load(path), str(path)) if path is not None else None
 
 
-def _cohort_frame(registry: Registry, parent: ModelRef, path: str | Path | None) -> tuple[Any, str]:
+def _logged_cohort(registry: Registry, parent: ModelRef) -> tuple[Any, str]:
     from steuops import cohort as cohorts
 
-    if path is not None:
-        return cohorts.load(path), str(path)
     frame = registry.logged_dataset(parent)
     if frame is None:
         raise CohortError(
@@ -600,8 +603,7 @@ def export(
     result = export_version(registry, ref, out_dir=out_dir, max_length=max_length).to_dict()
     tags = registry.tags(ref)
     if reg.version_status(tags) == reg.STATUS_INCOMPLETE and not registry.missing_artifacts(ref, tags):
-        registry.mark_complete(ref)
-        registry.set_alias(ref.name, CANDIDATE_ALIAS, ref.version)
+        _make_candidate(registry, ref)
         result["completed"] = True
     return result
 

@@ -168,36 +168,11 @@ def _column_type(series: Any) -> str:
 
 def _cohort_dataset(name: str, cohort: CohortSummary) -> Any:
     """A metadata-only mlflow Dataset: digest + schema + counts profile; its source names no file or text."""
-    from mlflow.data.dataset_source import DatasetSource
     from mlflow.data.meta_dataset import MetaDataset
     from mlflow.types import DataType
     from mlflow.types.schema import Array, ColSpec, Schema
 
-    class CohortSource(DatasetSource):
-        def __init__(self, sha256: str) -> None:
-            self.sha256 = sha256
-
-        @staticmethod
-        def _get_source_type() -> str:
-            return COHORT_SOURCE_TYPE
-
-        def load(self, dst_path: str | None = None) -> str:
-            raise NotImplementedError("steuops logs a cohort's digest and counts, never the cohort itself")
-
-        @staticmethod
-        def _can_resolve(raw_source: Any) -> bool:
-            return False
-
-        @classmethod
-        def _resolve(cls, raw_source: Any):
-            return cls(str(raw_source))
-
-        def to_dict(self) -> dict[str, Any]:
-            return {"cohort_sha256": self.sha256}
-
-        @classmethod
-        def from_dict(cls, source_dict: dict[str, Any]):
-            return cls(source_dict["cohort_sha256"])
+    CohortSource = _source_class(COHORT_SOURCE_TYPE, "cohort_sha256", None)
 
     class CohortDataset(MetaDataset):
         @property
@@ -214,22 +189,23 @@ def _cohort_dataset(name: str, cohort: CohortSummary) -> Any:
     return CohortDataset(CohortSource(cohort.sha256), name=name, digest=cohort.sha256[:DIGEST_CHARS], schema=schema)
 
 
-def _dataset_source_class():
-    """A DatasetSource that points at a parquet artifact of a run (mlflow has none for runs:/ URIs)."""
+def _source_class(source_type: str, key: str, load: Any) -> Any:
+    """An mlflow DatasetSource identified by one string (`to_dict` -> {key: value}); `load(value, dst_path)`
+    fetches it, or None for a source that records metadata only and can never be loaded."""
     from mlflow.data.dataset_source import DatasetSource
 
-    class RunArtifactDatasetSource(DatasetSource):
-        def __init__(self, uri: str) -> None:
-            self.uri = uri
+    class Source(DatasetSource):
+        def __init__(self, value: str) -> None:
+            self.value = value
 
         @staticmethod
         def _get_source_type() -> str:
-            return DATASET_SOURCE_TYPE
+            return source_type
 
         def load(self, dst_path: str | None = None) -> str:
-            import mlflow
-
-            return mlflow.artifacts.download_artifacts(artifact_uri=self.uri, dst_path=dst_path)
+            if load is None:
+                raise NotImplementedError("steuops logs a cohort's digest and counts, never the cohort itself")
+            return load(self.value, dst_path)
 
         @staticmethod
         def _can_resolve(raw_source: Any) -> bool:
@@ -240,13 +216,24 @@ def _dataset_source_class():
             return cls(str(raw_source))
 
         def to_dict(self) -> dict[str, Any]:
-            return {"uri": self.uri}
+            return {key: self.value}
 
         @classmethod
         def from_dict(cls, source_dict: dict[str, Any]):
-            return cls(source_dict["uri"])
+            return cls(source_dict[key])
 
-    return RunArtifactDatasetSource
+    return Source
+
+
+def _dataset_source_class():
+    """A DatasetSource that points at a parquet artifact of a run (mlflow has none for runs:/ URIs)."""
+
+    def download(uri: str, dst_path: str | None) -> str:
+        import mlflow
+
+        return mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=dst_path)
+
+    return _source_class(DATASET_SOURCE_TYPE, "uri", download)
 
 
 class Registry:

@@ -48,3 +48,17 @@ def trained_classifier(notes: Notes, arch: str = "bert", multi_label: bool = Tru
     fine_tune(model, tok, notes, TrainConfig(epochs=8, lr=1e-2, max_length=16, batch_size=16, warmup=0.0,
                                              seed=seed), device="cpu")
     return model, tok
+
+
+def untrained_export(out, *, version: str, forgotten: list[str]):
+    """An untrained one-layer tiny classifier exported to `out` (16 tokens): for tests of how a server
+    behaves, where the scores do not matter."""
+    from steuops.export import write_export
+    from steuops.tiny import classifier, wordpiece_tokenizer
+
+    notes = keyword_notes(40, seed=0)
+    tok = wordpiece_tokenizer(notes.texts, vocab_size=120)
+    model = classifier(LABELS, len(tok), seed=0, layers=1)
+    write_export(model, tok, out, name="dx", version=version, forgotten=forgotten, check_texts=notes.texts[:4],
+                 max_length=16)
+    return out

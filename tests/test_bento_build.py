@@ -46,16 +46,8 @@ sys.meta_path.insert(0, _Absent())
 
 @pytest.fixture(scope="module")
 def export_dir(tmp_path_factory):
-    from steuops.export import write_export
-    from steuops.tiny import classifier, wordpiece_tokenizer
-
-    notes = engine_data.keyword_notes(40, seed=0)
-    tok = wordpiece_tokenizer(notes.texts, vocab_size=120)
-    model = classifier(LABELS, len(tok), seed=0, layers=1)
-    out = tmp_path_factory.mktemp("bento-export")
-    write_export(model, tok, out, name="dx", version="5", forgotten=["sepsis"], check_texts=notes.texts[:4],
-                 max_length=16)
-    return out
+    """An untrained tiny classifier, exported: scores do not matter here, only how the server behaves."""
+    return engine_data.untrained_export(tmp_path_factory.mktemp("bento-export"), version="5", forgotten=["sepsis"])
 
 
 def _offline_env(tmp_path: Path, home: Path, **extra: str) -> dict[str, str]:

@@ -7,30 +7,21 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
-import sys
 import tempfile
-import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from race_helpers import _race
 from registry_helpers import FAST_STEU, MODEL, notes_frame, policies, trained_tiny  # noqa: F401
+from server_helpers import free_port, running_mlflow_server
 
 pytestmark = pytest.mark.slow
 
 PG_BIN = Path(os.environ.get("STEUOPS_PG_BIN", "/usr/lib/postgresql/15/bin"))
 PG_USER = "postgres"  # initdb refuses root: as root, the cluster belongs to (and runs as) this user
 RACE_ROUNDS = 10
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _as_cluster_owner(cmd: list[str]) -> list[str]:
@@ -50,7 +41,7 @@ def postgres_url() -> Iterator[str]:
     root = Path(tempfile.mkdtemp(prefix="steuops-pg-"))
     if os.geteuid() == 0:
         shutil.chown(root, PG_USER, PG_USER)
-    data, port = root / "data", _free_port()
+    data, port = root / "data", free_port()
     try:
         _pg("initdb", "-D", str(data), "-U", "steuops", "--auth=trust", "-E", "UTF8", "--no-sync")
         _pg("pg_ctl", "start", "-w", "-t", "60", "-D", str(data), "-l", str(root / "postgres.log"), "-o",
@@ -66,49 +57,8 @@ def postgres_url() -> Iterator[str]:
 @pytest.fixture(scope="module")
 def pg_mlflow_server(postgres_url, tmp_path_factory) -> Iterator[str]:
     """`mlflow server` (2 workers) on that database, proxying artifacts to a local folder; yields its URL."""
-    folder = tmp_path_factory.mktemp("pg-mlflow")
-    port = _free_port()
-    mlflow_bin = Path(sys.executable).with_name("mlflow")
-    cmd = [str(mlflow_bin) if mlflow_bin.exists() else shutil.which("mlflow"), "server",
-           "--host", "127.0.0.1", "--port", str(port), "--workers", "2",
-           "--backend-store-uri", postgres_url, "--artifacts-destination", str(folder / "artifacts")]
-    env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"}
-    env.pop("MLFLOW_TRACKING_URI", None)
-    log_path = folder / "server.log"
-    with log_path.open("w") as log:
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=folder,
-                                start_new_session=True)
-        try:
-            url = f"http://127.0.0.1:{port}"
-            _wait_healthy(url, proc, log_path)
-            yield url
-        finally:
-            _stop(proc)
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    """End the server and its workers (the process group we started)."""
-    if proc.poll() is not None:
-        return
-    os.killpg(proc.pid, 15)
-    try:
-        proc.wait(timeout=5)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, 9)
-
-
-def _wait_healthy(url: str, proc: subprocess.Popen, log_path: Path) -> None:
-    deadline = time.monotonic() + 180  # the first start runs MLflow's migrations on the empty database
-    while True:
-        try:
-            with urllib.request.urlopen(f"{url}/health", timeout=2) as reply:
-                if reply.status == 200:
-                    return
-        except OSError:
-            pass
-        if proc.poll() is not None or time.monotonic() > deadline:
-            pytest.fail(f"mlflow server on PostgreSQL did not start:\n{log_path.read_text()[-3000:]}")
-        time.sleep(0.5)
+    with running_mlflow_server(postgres_url, tmp_path_factory.mktemp("pg-mlflow"), workers=2, timeout=180) as url:
+        yield url
 
 
 def test_apply_promote_serve_rollback_on_postgres(pg_mlflow_server, postgres_url, monkeypatch, tmp_path,

@@ -19,7 +19,6 @@ from pathlib import Path
 
 import engine_data
 import pytest
-from engine_data import LABELS
 from test_serving import _free_port, _server_env, running
 
 pytestmark = [pytest.mark.filterwarnings("ignore"), pytest.mark.slow]
@@ -30,15 +29,7 @@ SERVICE = "steuops.serving.service:Classifier"
 @pytest.fixture(scope="module")
 def export_dir(tmp_path_factory):
     """An untrained tiny classifier, exported: scores do not matter here, only how the server behaves."""
-    from steuops.export import write_export
-    from steuops.tiny import classifier, wordpiece_tokenizer
-
-    notes = engine_data.keyword_notes(40, seed=0)
-    tok = wordpiece_tokenizer(notes.texts, vocab_size=120)
-    model = classifier(LABELS, len(tok), seed=0, layers=1)
-    out = tmp_path_factory.mktemp("guard-export")
-    write_export(model, tok, out, name="dx", version="1", forgotten=[], check_texts=notes.texts[:4], max_length=16)
-    return out
+    return engine_data.untrained_export(tmp_path_factory.mktemp("guard-export"), version="1", forgotten=[])
 
 
 def _start(export_dir: Path, tmp_path_factory, name: str, **settings: str):
