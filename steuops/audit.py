@@ -9,10 +9,10 @@ to the gold reference (a model retrained without the class), with four attacks:
   forget + retain sample; forget F1 on test after 0..N optimiser steps;
 - membership: do the forget-cohort notes (used in unlearning) score differently from held-out notes
   of the same class? Per-example ROC AUC of a loss score (0.5 = no signal);
-- bypass: rewordings and abbreviations of the class composed into short notes (steuops.demo.bypass)
+- bypass: rewordings and abbreviations of the class composed into short notes (steuops.bypass)
   plus user phrases; forget F1 with other classes' rewordings as negatives.
 
-torch + numpy only (no mlflow): it runs on the GPU box too. Heavy imports stay inside functions.
+torch, numpy and scikit-learn (no mlflow): it runs on the GPU box too. Heavy imports stay inside functions.
 """
 
 from __future__ import annotations
@@ -44,9 +44,8 @@ class AuditConfig:
     max_length: int = 256
     max_train: int | None = 1000  # train notes used for probe features and the membership cohort
     max_test: int | None = 500  # test notes used for probe / relearn / membership evaluation
-    probe_steps: int = 300
-    probe_lr: float = 0.05
-    probe_l2: float = 1e-3
+    probe_steps: int = 300  # lbfgs iterations at most (it converges well before on these features)
+    probe_l2: float = 1e-3  # the penalty: mean log-loss + probe_l2 * |w|^2 (intercept unpenalised)
     relearn_forget: int = 32  # labelled forget-class notes the attacker has
     relearn_retain: int = 32  # and retain notes, so the re-fit does not just say "yes" to everything
     relearn_steps: list[int] = field(default_factory=lambda: [0, 5, 10, 25, 50])
@@ -76,6 +75,8 @@ class AuditConfig:
         for name in ("batch_size", "relearn_batch_size", "probe_steps", "relearn_forget", "relearn_retain"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"audit {name} must be >= 1, got {getattr(self, name)}", hint=f"set {name} to 1 or more")
+        if not self.probe_l2 > 0:
+            raise ConfigError(f"audit probe_l2 must be > 0, got {self.probe_l2}", hint="e.g. 1e-3")
         return self
 
     def to_dict(self) -> dict[str, Any]:
@@ -127,41 +128,29 @@ def _last(curve: Sequence[float] | None) -> float | None:
     return float(curve[-1]) if curve else None
 
 
-# ---- small numeric helpers (numpy, no sklearn) -----------------------------------------------------
+# ---- small metric helpers (scikit-learn, imported when called) ------------------------------------
 def roc_auc(positive: Sequence[float], negative: Sequence[float]) -> float | None:
-    """P(score of a random positive > score of a random negative), ties count one half (Mann-Whitney U
-    from average ranks). None when either side is empty."""
+    """P(score of a random positive > score of a random negative), ties count one half (the Mann-Whitney
+    U statistic, sklearn's roc_auc_score). None when either side is empty."""
+    from sklearn.metrics import roc_auc_score
+
     pos = np.asarray(positive, dtype=np.float64)
     neg = np.asarray(negative, dtype=np.float64)
     if len(pos) == 0 or len(neg) == 0:
         return None
-    ranks = _average_ranks(np.concatenate([pos, neg]))
-    u = ranks[: len(pos)].sum() - len(pos) * (len(pos) + 1) / 2.0
-    return float(u / (len(pos) * len(neg)))
-
-
-def _average_ranks(values: np.ndarray) -> np.ndarray:
-    """1-based ranks; tied values share the mean of their ranks."""
-    order = np.argsort(values, kind="mergesort")
-    ranks = np.empty(len(values), dtype=np.float64)
-    sorted_vals = values[order]
-    start = 0
-    while start < len(values):
-        end = start
-        while end + 1 < len(values) and sorted_vals[end + 1] == sorted_vals[start]:
-            end += 1
-        ranks[order[start : end + 1]] = (start + end) / 2.0 + 1.0
-        start = end + 1
-    return ranks
+    truth = np.r_[np.ones(len(pos), dtype=np.int8), np.zeros(len(neg), dtype=np.int8)]
+    return float(roc_auc_score(truth, np.r_[pos, neg]))
 
 
 def f1(y_true: np.ndarray, y_pred: np.ndarray) -> float:
     """Binary F1; 0.0 when there are no true and no predicted positives (nothing to find, nothing found)."""
-    y_true = np.asarray(y_true).astype(bool)
-    y_pred = np.asarray(y_pred).astype(bool)
-    tp = float(np.sum(y_true & y_pred))
-    denom = float(np.sum(y_true) + np.sum(y_pred))
-    return 2.0 * tp / denom if denom else 0.0
+    from sklearn.metrics import f1_score
+
+    y_true = np.asarray(y_true).astype(bool).astype(np.int8)
+    y_pred = np.asarray(y_pred).astype(bool).astype(np.int8)
+    if y_true.size == 0:  # sklearn refuses empty input; no notes: nothing found
+        return 0.0
+    return float(f1_score(y_true, y_pred, zero_division=0.0))
 
 
 # ---- forward passes ------------------------------------------------------------------------------
@@ -562,7 +551,7 @@ class _Auditor:
         return texts
 
     def bypass_sets(self) -> dict[str, dict[str, list[str]]]:
-        from steuops.demo.bypass import bypass_sets
+        from steuops.bypass import bypass_sets
 
         if self._bypass is None:
             self._bypass = bypass_sets(self.labels, self.forget, self.config.bypass_phrases)
@@ -571,7 +560,7 @@ class _Auditor:
     def bypass(self, models: dict[str, Any], skipped: dict[str, str]) -> dict[str, Any]:
         """Forget F1 on rewordings: positives name the forgotten class in other words, negatives
         reword the model's other classes and unrelated diagnoses. recall = the positive rate."""
-        from steuops.demo.bypass import TEMPLATES
+        from steuops.bypass import TEMPLATES
 
         sets = self.bypass_sets()
         if not sets:
@@ -644,30 +633,43 @@ def _attack_sample(train: Notes, forget: Sequence[str], config: AuditConfig, rng
 
 def _probe_f1(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, y_test: np.ndarray,
               config: AuditConfig) -> float | None:
-    """L2 logistic regression (full-batch Adam, standardised features); the threshold is the one that
-    maximises F1 on the probe's own training data (a strong but honest attacker). None when a class
-    has no positive or no negative train example."""
-    import torch
-
+    """F1 on test of a logistic-regression probe fitted on train (`_fit_probe`), at the threshold that
+    maximises F1 on the probe's own training data (a strong but honest attacker). None when a class has
+    no positive or no negative train example."""
+    y_train = np.asarray(y_train).astype(bool).astype(np.int8)
     if len(x_train) == 0 or y_train.min() == y_train.max():
         return None
-    torch.manual_seed(config.seed)
-    mean, std = x_train.mean(axis=0), x_train.std(axis=0) + 1e-6
-    xt = torch.tensor((x_train - mean) / std, dtype=torch.float32)
-    yt = torch.tensor(y_train, dtype=torch.float32)
-    w = torch.zeros(xt.shape[1], requires_grad=True)
-    b = torch.zeros(1, requires_grad=True)
-    optimiser = torch.optim.Adam([w, b], lr=config.probe_lr)
-    for _ in range(config.probe_steps):
-        optimiser.zero_grad()
-        loss = torch.nn.functional.binary_cross_entropy_with_logits(xt @ w + b, yt) + config.probe_l2 * (w @ w)
-        loss.backward()
-        optimiser.step()
-    with torch.no_grad():
-        train_scores = (xt @ w + b).numpy()
-        test_scores = (torch.tensor((x_test - mean) / std, dtype=torch.float32) @ w + b).numpy()
-    threshold = max(np.unique(train_scores), key=lambda t: f1(y_train, train_scores >= t))
+    probe = _fit_probe(x_train, y_train, config)
+    threshold = _best_f1_threshold(y_train, probe.decision_function(np.asarray(x_train, dtype=np.float64)))
+    if len(x_test) == 0:
+        return 0.0
+    test_scores = probe.decision_function(np.asarray(x_test, dtype=np.float64))
     return round(f1(y_test, test_scores >= threshold), 6)
+
+
+def _fit_probe(x: np.ndarray, y: np.ndarray, config: AuditConfig) -> Any:
+    """Standardised features + L2 logistic regression (sklearn, lbfgs) at the optimum of mean log-loss +
+    probe_l2 * |w|^2, intercept unpenalised: sklearn's C = 1 / (2 n probe_l2). The audit used to run 300
+    full-batch Adam steps (lr 0.05) on this objective: the same figures where they converge, short of the
+    optimum where features outnumber notes or nearly separate them (tests/test_library_parity.py pins both)."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    c = 1.0 / (2.0 * len(x) * config.probe_l2)
+    # tol 1e-8: the optimum itself (lbfgs needs < 120 iterations on audit features), not a point near it
+    probe = make_pipeline(StandardScaler(), LogisticRegression(C=c, tol=1e-8, max_iter=config.probe_steps))
+    return probe.fit(np.asarray(x, dtype=np.float64), np.asarray(y).astype(bool).astype(np.int8))
+
+
+def _best_f1_threshold(y: np.ndarray, scores: np.ndarray) -> float:
+    """The score t for which `scores >= t` has the highest F1 against `y` (the lowest such t on ties),
+    from sklearn's counts at every distinct score. `y` must hold at least one positive."""
+    from sklearn.metrics import confusion_matrix_at_thresholds
+
+    _, fp, fn, tp, thresholds = confusion_matrix_at_thresholds(y, scores)  # thresholds decreasing
+    f1s = 2.0 * tp / (2.0 * tp + fp + fn)
+    return float(thresholds[np.flatnonzero(f1s == f1s.max())[-1]])
 
 
 # ---- public entry points -------------------------------------------------------------------------

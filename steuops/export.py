@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from steuops import env  # noqa: F401  (telemetry off before heavy imports)
+from steuops import env, lineage  # noqa: F401  (env: telemetry off before heavy imports)
 from steuops.errors import ConfigError, ExportParityError, ModelError
 from steuops.inference import DEFAULT_MAX_LENGTH, InferenceSettings
 
@@ -44,17 +44,17 @@ OPTIMIZED_FILE = "model.opt.onnx"
 FP16_FILE = "model.fp16.onnx"
 LABELS_FILE = "labels.json"
 MANIFEST_FILE = "manifest.json"
-ARTIFACT_PATH = "onnx"
+ARTIFACT_PATH = lineage.ONNX_DIR
 FUSED_OPS = ("Attention", "MultiHeadAttention", "SkipLayerNormalization", "FastGelu", "BiasGelu")
-EXPORTER_KEY = "steuops.exporter"
+EXPORTER_KEY = lineage.META_EXPORTER
 FP32_ATOL = 1e-4
 OPTIMIZED_ATOL = 1e-3  # fusions reorder float sums
 FP16_ATOL = 5e-2  # half precision: ~3 significant digits
 SCORE_TOLERANCE = 0.01  # |F1 difference| ONNX vs PyTorch on the held-out notes that still counts as agreement
 SCORED_FIGURES = ("forget_f1", "retain_macro_f1")
-# metadata_props of every shipped .onnx file (lists are JSON-encoded)
-META_NAME, META_VERSION = "steuops.name", "steuops.version"
-META_LABELS, META_FORGOTTEN, META_MULTI_LABEL = "steuops.labels", "steuops.forgotten", "steuops.multi_label"
+# metadata_props of every shipped .onnx file (lists are JSON-encoded); the names live in steuops.lineage
+META_NAME, META_VERSION = lineage.META_NAME, lineage.META_VERSION
+META_LABELS, META_FORGOTTEN, META_MULTI_LABEL = lineage.META_LABELS, lineage.META_FORGOTTEN, lineage.META_MULTI_LABEL
 
 
 class OnnxScoreMismatch(ExportParityError):
@@ -215,7 +215,7 @@ def export_onnx(
                               dynamic_axes=axes, opset_version=opset or 17, dynamo=False)
             exporter = "torchscript"
     settings = settings or settings_for(tokenizer, max_length)
-    _stamp(path, {EXPORTER_KEY: exporter, "steuops.inputs": ",".join(names), **settings.to_tags(), **_label_props(model)})
+    _stamp(path, {EXPORTER_KEY: exporter, lineage.META_INPUTS: lineage.encode_list(names), **settings.to_tags(), **_label_props(model)})
     return path
 
 
@@ -580,11 +580,6 @@ def heads_and_hidden(model: nn.Module) -> tuple[int, int]:
 
 # ---------------------------------------------------------------- a registered version
 
-T_ONNX_FORGET_F1 = "steuops.onnx_forget_f1"
-T_ONNX_RETAIN_F1 = "steuops.onnx_retain_macro_f1"
-T_ONNX_AGREEMENT = "steuops.onnx_agreement"  # "passed" / "failed" against the evaluated PyTorch figures
-
-
 def export_version(
     registry: Any,
     ref: Any,
@@ -613,14 +608,15 @@ def export_version(
     with tempfile.TemporaryDirectory(prefix="steuops-onnx-") as tmp:  # removed after logging unless out_dir
         work = Path(out_dir) if out_dir else Path(tmp)
         result = write_export(loaded.model, loaded.tokenizer, work, name=ref.name, version=str(ref.version),
-                              forgotten=forgotten_classes(tags), lineage=lineage_of(registry, ref, tags),
+                              forgotten=lineage.forgotten(tags, loaded.labels),
+                              lineage=lineage_of(registry, ref, tags, loaded.labels),
                               check_texts=check_texts, settings=settings, held_out=held_out)
         verdict = _check_agreement(registry, ref, result, torch_eval, tolerance)
-        registry.log_artifacts(ref, {p.name: p for p in sorted(work.iterdir()) if p.is_file()}, ARTIFACT_PATH)
+        registry.log_artifacts(ref, {p.name: p for p in sorted(work.iterdir()) if p.is_file()}, lineage.ONNX_DIR)
     if not out_dir:
         result.out_dir = None
-    result.tags = {"steuops.onnx_sha256": result.onnx_sha256, "steuops.onnx_exporter": result.exporter,
-                   "steuops.onnx_parity_max_diff": f"{result.parity['fp32']['max_abs_diff']:.3g}",
+    result.tags = {lineage.ONNX_SHA: result.onnx_sha256, lineage.ONNX_EXPORTER: result.exporter,
+                   lineage.ONNX_PARITY_MAX_DIFF: f"{result.parity['fp32']['max_abs_diff']:.3g}",
                    **settings.to_tags(), **_score_tags(result), **verdict}
     registry.set_tags(ref, result.tags)
     return result
@@ -655,9 +651,9 @@ def _check_agreement(registry: Any, ref: Any, result: ExportResult, torch_eval: 
         return {}
     result.agreement = agreement(torch_eval, result.scores, tolerance)
     if not result.agreement["passed"]:
-        registry.set_tags(ref, {**_score_tags(result), T_ONNX_AGREEMENT: "failed"})
+        registry.set_tags(ref, {**_score_tags(result), lineage.ONNX_AGREEMENT: "failed"})
         require_agreement(torch_eval, result.scores, tolerance)  # raises OnnxScoreMismatch
-    return {T_ONNX_AGREEMENT: "passed"}
+    return {lineage.ONNX_AGREEMENT: "passed"}
 
 
 def _score_tags(result: ExportResult) -> dict[str, str]:
@@ -665,7 +661,7 @@ def _score_tags(result: ExportResult) -> dict[str, str]:
     main = result.scores.get(MODEL_FILE)
     if not main:
         return {}
-    return {T_ONNX_FORGET_F1: f"{main['forget_f1']:.4f}", T_ONNX_RETAIN_F1: f"{main['retain_macro_f1']:.4f}"}
+    return {lineage.ONNX_FORGET_F1: f"{main['forget_f1']:.4f}", lineage.ONNX_RETAIN_F1: f"{main['retain_macro_f1']:.4f}"}
 
 
 def write_export(
@@ -828,30 +824,17 @@ def labels_doc(model: nn.Module, forgotten: Sequence[str]) -> dict[str, Any]:
             "multi_label": modeling.is_multi_label(model), "forgotten": [c for c in forgotten if c in names]}
 
 
-def forgotten_classes(tags: dict[str, str]) -> list[str]:
-    """The steuops.forgotten tag: a JSON list, or a comma-separated string."""
-    raw = (tags or {}).get("steuops.forgotten", "")
-    if not raw:
-        return []
-    try:
-        value = json.loads(raw)
-    except ValueError:
-        value = raw.split(",")
-    if isinstance(value, str):
-        value = [value]
-    return [str(v).strip() for v in value if str(v).strip()]
-
-
-def lineage_of(registry: Any, ref: Any, tags: dict[str, str], limit: int = 50) -> list[dict[str, Any]]:
-    """This version and its parents, newest first, following steuops.parent_version tags."""
-    chain = [{"version": str(ref.version), "forgotten": forgotten_classes(tags), "method": tags.get("steuops.method")}]
-    parent = tags.get("steuops.parent_version")
-    seen = {str(ref.version)}
+def lineage_of(registry: Any, ref: Any, tags: dict[str, str], labels: Sequence[str] | None = None,
+               limit: int = 50) -> list[dict[str, Any]]:
+    """This version and its parents, newest first, following their parent-version tags."""
+    record = lineage.VersionRecord.from_tags(tags, labels)
+    chain = [{"version": str(ref.version), "forgotten": record.forgotten, "method": record.method}]
+    parent, seen = record.parent_version, {str(ref.version)}
     while parent and parent not in seen and len(chain) < limit:
         seen.add(parent)
-        ptags = _version_tags(registry, type(ref)(ref.name, parent))
-        chain.append({"version": parent, "forgotten": forgotten_classes(ptags), "method": ptags.get("steuops.method")})
-        parent = ptags.get("steuops.parent_version")
+        above = lineage.VersionRecord.from_tags(_version_tags(registry, type(ref)(ref.name, parent)), labels)
+        chain.append({"version": parent, "forgotten": above.forgotten, "method": above.method})
+        parent = above.parent_version
     return chain
 
 
@@ -864,21 +847,21 @@ def _version_tags(registry: Any, ref: Any) -> dict[str, str]:
     return {}
 
 
+# Parity texts when a caller has no notes of the version's own (a bare `export_onnx`): clinical-style
+# sentences of several lengths, so truncation and padding are exercised. Scoring needs real notes.
+_FALLBACK_TEXTS = (
+    "patient admitted with fever and hypotension, lactate elevated, started on broad spectrum antibiotics",
+    "chest x-ray shows right lower lobe consolidation; productive cough and crackles",
+    "worsening dyspnea, bilateral edema, reduced ejection fraction on echo, diuresed",
+    "creatinine rose from 1.0 to 2.4 after contrast; urine output low",
+    "wheezing, increased sputum, home oxygen, treated with nebulisers and steroids",
+    "glucose 540, anion gap acidosis, ketones positive, insulin drip started",
+)
+
+
 def default_check_texts(n: int = 64) -> list[str]:
-    """Held-out notes for parity when the caller gives none: fresh synthetic notes (a seed unused in training)."""
-    try:
-        from steuops.demo.notes import generate
-    except ImportError:
-        generate = None
-    if generate is not None:
-        return list(generate(n=n, seed=987_654).texts)
-    base = ["patient admitted with fever and hypotension, lactate elevated, started on broad spectrum antibiotics",
-            "chest x-ray shows right lower lobe consolidation; productive cough and crackles",
-            "worsening dyspnea, bilateral edema, reduced ejection fraction on echo, diuresed",
-            "creatinine rose from 1.0 to 2.4 after contrast; urine output low",
-            "wheezing, increased sputum, home oxygen, treated with nebulisers and steroids",
-            "glucose 540, anion gap acidosis, ketones positive, insulin drip started"]
-    return [base[i % len(base)] + (" stable on discharge." * (i % 4)) for i in range(n)]
+    """Parity texts for a caller without held-out notes (fixed, note-free sentences)."""
+    return [_FALLBACK_TEXTS[i % len(_FALLBACK_TEXTS)] + (" stable on discharge." * (i % 4)) for i in range(n)]
 
 
 def sha256_file(path: str | Path) -> str:

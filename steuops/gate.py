@@ -60,9 +60,6 @@ class GateDecision:
         names = ", ".join(r.name for r in self.failed)
         return f"gate rejected: {len(self.failed)} of {len(self.rules)} rules of policy '{self.policy_name}' failed ({names})"
 
-    def failure_lines(self) -> list[str]:
-        return [_failure_text(r) for r in self.failed]
-
     def to_dict(self) -> dict[str, Any]:
         return {
             "passed": self.passed,
@@ -73,6 +70,13 @@ class GateDecision:
             "n_failed": len(self.failed),
             "rules": [asdict(r) for r in self.rules],
         }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> GateDecision:
+        """The decision back from `to_dict()` (gate.json, an --json envelope): `from_dict(d.to_dict()) == d`."""
+        return cls(passed=bool(data["passed"]), rules=[RuleResult(**r) for r in data.get("rules", [])],
+                   policy_name=str(data.get("policy_name", "policy")), policy_sha256=str(data.get("policy_sha256", "")),
+                   forget=[str(c) for c in data.get("forget", [])])
 
 
 def decide(
@@ -229,13 +233,15 @@ def write_junit(decision: GateDecision, path: str | Path) -> Path:
     """JUnit XML for CI: one testsuite 'steuops-gate', one testcase per rule, <failure> on failed ones."""
     import xml.etree.ElementTree as ET
 
+    from steuops.lineage import encode_list
+
     root = ET.Element("testsuites", name="steuops", tests=str(len(decision.rules)),
                       failures=str(len(decision.failed)))
     suite = ET.SubElement(root, "testsuite", name="steuops-gate", tests=str(len(decision.rules)),
                           failures=str(len(decision.failed)), errors="0", skipped="0")
     props = ET.SubElement(suite, "properties")
     for key, value in (("policy", decision.policy_name), ("policy_sha256", decision.policy_sha256),
-                       ("forget", ",".join(decision.forget))):
+                       ("forget", encode_list(decision.forget))):
         ET.SubElement(props, "property", name=key, value=value)
     for rule in decision.rules:
         case = ET.SubElement(suite, "testcase", classname=f"steuops.gate.{decision.policy_name}", name=rule.name)

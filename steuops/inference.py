@@ -16,10 +16,10 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from steuops import lineage
 from steuops.errors import ConfigError
 
-T_MAX_LENGTH = "steuops.max_length"
-T_TRUNCATION_SIDE = "steuops.truncation_side"
+T_MAX_LENGTH, T_TRUNCATION_SIDE = lineage.MAX_LENGTH, lineage.TRUNCATION_SIDE
 DEFAULT_MAX_LENGTH = 256
 SIDES = ("right", "left")
 MIN_LENGTH = 2  # [CLS] + [SEP]

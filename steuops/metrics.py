@@ -1,7 +1,7 @@
 """Forget/retain F1 before and after an edit, and parameter accounting by state-dict diff.
 
 F1 is binary per label column: F1 = 2tp / (2tp + fp + fn). When a column has no true and no
-predicted positives (tp + fp + fn == 0) its F1 is defined as 0.0 (sklearn's zero_division=0), so
+predicted positives (tp + fp + fn == 0) its F1 is defined as 0.0 (sklearn's zero_division=0.0), so
 an empty class never inflates a macro average. A model that never predicts the forget class on
 notes that carry it has tp = 0 and therefore forget F1 = 0. `support` in the report says how many
 test notes carry each class, so a forget F1 of 0 on zero support can be told apart.
@@ -27,16 +27,17 @@ if TYPE_CHECKING:
 
 
 def f1_scores(y_true: np.ndarray, y_pred: np.ndarray) -> np.ndarray:
-    """Per-column binary F1 of two (n, C) 0/1 matrices; 0.0 where tp + fp + fn == 0."""
-    t = np.asarray(y_true).astype(bool)
-    p = np.asarray(y_pred).astype(bool)
+    """Per-column binary F1 of two (n, C) 0/1 matrices; 0.0 where tp + fp + fn == 0 (sklearn's f1_score
+    with zero_division=0.0, one column at a time: a one-column matrix would otherwise read as binary)."""
+    from sklearn.metrics import f1_score
+
+    t = np.asarray(y_true).astype(bool).astype(np.int8)
+    p = np.asarray(y_pred).astype(bool).astype(np.int8)
     if t.shape != p.shape:
         raise ValueError(f"y_true {t.shape} and y_pred {p.shape} differ in shape")
-    tp = (t & p).sum(axis=0).astype(np.float64)
-    fp = (~t & p).sum(axis=0).astype(np.float64)
-    fn = (t & ~p).sum(axis=0).astype(np.float64)
-    denom = 2 * tp + fp + fn
-    return np.divide(2 * tp, denom, out=np.zeros_like(denom), where=denom > 0)
+    if t.shape[0] == 0:  # sklearn refuses empty input; no notes: every column 0.0
+        return np.zeros(t.shape[1], dtype=np.float64)
+    return np.array([f1_score(t[:, j], p[:, j], zero_division=0.0) for j in range(t.shape[1])], dtype=np.float64)
 
 
 @dataclass

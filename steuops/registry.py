@@ -20,33 +20,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from steuops import env  # noqa: F401  (telemetry off before mlflow loads)
+from steuops import env, lineage  # noqa: F401  (env: telemetry off before mlflow loads)
 from steuops.errors import ConflictError, RegistryError
 
 EXPERIMENT = "steuops"
 DATASET_SOURCE_TYPE = "steuops_run_artifact"
-DATASET_ARTIFACT = "dataset/notes.parquet"
 COHORT_SOURCE_TYPE = "steuops_cohort"
 COHORT_CONTEXT = "unlearning"
 DIGEST_CHARS = 36  # MLflow stores a dataset digest in 36 characters: the cohort sha256's first 36
-
-# Tag names on model versions (the contract of DESIGN.md).
-T_PARENT = "steuops.parent_version"
-T_FORGOTTEN = "steuops.forgotten"
-T_METHOD = "steuops.method"
-T_POLICY = "steuops.policy"
-T_POLICY_SHA = "steuops.policy_sha256"
-T_COHORT_SHA = "steuops.cohort_sha256"
-T_GATE = "steuops.gate"
-T_VERSION = "steuops.version"
-T_GATE_SHORT = "gate"  # the short tag the issue names, for people filtering in the MLflow UI
-# Lifecycle of a version steuops makes: "incomplete" from the moment it is registered until every
-# artifact it needs (T_REQUIRED, the ONNX export included) is logged, then "complete"; a rerun that
-# replaces a crashed one marks it "superseded". Versions without the tag predate it (complete).
-T_STATUS = "steuops.status"
-T_REQUIRED = "steuops.required_artifacts"  # JSON list of artifact names (top-level files / folders)
-T_SUPERSEDED_BY = "steuops.superseded_by"
-STATUS_INCOMPLETE, STATUS_COMPLETE, STATUS_SUPERSEDED = "incomplete", "complete", "superseded"
 
 # Promotion lock: a registered model of this name exists exactly while someone holds the lock.
 # Creating a registered model is refused when the name exists, on sqlite, PostgreSQL and an HTTP
@@ -54,8 +35,6 @@ STATUS_INCOMPLETE, STATUS_COMPLETE, STATUS_SUPERSEDED = "incomplete", "complete"
 LOCK_MARK = ".steuops-lock."
 LOCK_TTL_S = 120.0  # a holder that crashed stops blocking others after this long
 LOCK_WAIT_S = 60.0
-T_LOCK_OWNER = "steuops.lock_owner"
-T_LOCK_EXPIRES = "steuops.lock_expires"
 
 
 def default_home() -> Path:
@@ -90,8 +69,12 @@ class LoadedModel:
     run_id: str | None
 
     @property
+    def record(self) -> lineage.VersionRecord:
+        return lineage.VersionRecord.from_tags(self.tags, self.labels)
+
+    @property
     def forgotten(self) -> list[str]:
-        return split_list(self.tags.get(T_FORGOTTEN, ""))
+        return lineage.forgotten(self.tags, self.labels)
 
 
 @dataclass
@@ -107,7 +90,7 @@ class VersionInfo:
     aliases: list[str]
     run_id: str | None
     tags: dict[str, str] = field(default_factory=dict)
-    status: str = STATUS_COMPLETE
+    status: str = lineage.STATUS_COMPLETE
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -119,14 +102,6 @@ def lock_name(name: str, alias: str) -> str:
 
 def is_lock(name: str) -> bool:
     return LOCK_MARK in name
-
-
-def version_status(tags: dict[str, str]) -> str:
-    return tags.get(T_STATUS) or STATUS_COMPLETE
-
-
-def split_list(value: str | None) -> list[str]:
-    return [part.strip() for part in (value or "").split(",") if part.strip()]
 
 
 def metric_key(*parts: str) -> str:
@@ -407,7 +382,7 @@ class Registry:
         return self._model_version(ref).run_id
 
     def parent(self, ref: ModelRef) -> ModelRef | None:
-        parent = self.tags(ref).get(T_PARENT)
+        parent = self.tags(ref).get(lineage.PARENT)
         return ModelRef(ref.name, parent) if parent else None
 
     # ---- models ----------------------------------------------------------------------------
@@ -463,15 +438,15 @@ class Registry:
         from steuops import __version__
 
         all_tags = {str(k): str(v) for k, v in tags.items()}
-        all_tags[T_VERSION] = __version__
+        all_tags[lineage.VERSION] = __version__
         if parent is not None:
-            all_tags[T_PARENT] = str(parent.version)
-        if T_GATE in all_tags:
-            all_tags[T_GATE_SHORT] = all_tags[T_GATE]
+            all_tags[lineage.PARENT] = str(parent.version)
+        if lineage.GATE in all_tags:
+            all_tags[lineage.GATE_SHORT] = all_tags[lineage.GATE]
         with self._guard(f"register a new version of {name!r}"), self._active():
             experiment_id = self._experiment_id()
             with mlflow.start_run(experiment_id=experiment_id, run_name=run_name) as run:
-                mlflow.set_tags({"steuops.model": name, **{k: v for k, v in all_tags.items() if k != T_GATE_SHORT}})
+                mlflow.set_tags({lineage.RUN_MODEL: name, **{k: v for k, v in all_tags.items() if k != lineage.GATE_SHORT}})
                 if params:
                     mlflow.log_params({k: _param(v) for k, v in params.items()})
                 if metrics:
@@ -549,10 +524,10 @@ class Registry:
         import mlflow
 
         with tempfile.TemporaryDirectory() as tmp:
-            path = Path(tmp) / Path(DATASET_ARTIFACT).name
+            path = Path(tmp) / Path(lineage.DATASET_ARTIFACT).name
             frame.to_parquet(path, index=False)
-            self._client.log_artifact(run_id, str(path), artifact_path=str(Path(DATASET_ARTIFACT).parent))
-        source = _dataset_source_class()(f"runs:/{run_id}/{DATASET_ARTIFACT}")
+            self._client.log_artifact(run_id, str(path), artifact_path=str(Path(lineage.DATASET_ARTIFACT).parent))
+        source = _dataset_source_class()(f"runs:/{run_id}/{lineage.DATASET_ARTIFACT}")
         dataset = mlflow.data.from_pandas(frame, source=source, name=f"{name}-notes")
         mlflow.log_input(dataset, context="training")
 
@@ -605,7 +580,7 @@ class Registry:
 
         from mlflow.exceptions import MlflowException
 
-        tags = {T_LOCK_OWNER: owner, T_LOCK_EXPIRES: f"{time.time() + LOCK_TTL_S:.3f}"}
+        tags = {lineage.LOCK_OWNER: owner, lineage.LOCK_EXPIRES: f"{time.time() + LOCK_TTL_S:.3f}"}
         with self._guard("take the promotion lock"):
             try:
                 self._client.create_registered_model(lock, tags=tags, description=_LOCK_DESCRIPTION)
@@ -615,7 +590,7 @@ class Registry:
                 if not (exists or _is_busy(exc)):
                     raise
         # A busy database may have answered after committing our create: then the lock is ours.
-        return (self._lock_tags(lock) or {}).get(T_LOCK_OWNER) == owner
+        return (self._lock_tags(lock) or {}).get(lineage.LOCK_OWNER) == owner
 
     def _lock_tags(self, lock: str) -> dict[str, str] | None:
         from mlflow.exceptions import MlflowException
@@ -634,10 +609,10 @@ class Registry:
         if tags is None:
             return
         try:
-            expires = float(tags.get(T_LOCK_EXPIRES, "0"))
+            expires = float(tags.get(lineage.LOCK_EXPIRES, "0"))
         except ValueError:
             expires = 0.0
-        owner = tags.get(T_LOCK_OWNER, "")
+        owner = tags.get(lineage.LOCK_OWNER, "")
         if time.time() > expires or _holder_died(owner):
             self._unlock(lock, owner)
 
@@ -649,7 +624,7 @@ class Registry:
 
         for _ in range(50):  # sqlite may be busy with another writer for a moment
             tags = self._lock_tags(lock)
-            if tags is None or tags.get(T_LOCK_OWNER) != owner:
+            if tags is None or tags.get(lineage.LOCK_OWNER) != owner:
                 return
             try:
                 self._client.delete_registered_model(lock)
@@ -666,16 +641,13 @@ class Registry:
         with self._guard(f"set alias {alias!r}"):
             self._client.set_registered_model_alias(name, alias, str(version))
 
-    def delete_alias(self, name: str, alias: str) -> None:
-        with self._guard(f"delete alias {alias!r}"):
-            self._client.delete_registered_model_alias(name, alias)
-
     def clear_alias(self, name: str, alias: str, version: str | int) -> bool:
         """Delete `alias` only while it points at `version` (e.g. `candidate` once that version is promoted);
         True when it was deleted. An alias someone moved elsewhere stays."""
         if self.alias_version(name, alias) != str(version):
             return False
-        self.delete_alias(name, alias)
+        with self._guard(f"delete alias {alias!r}"):
+            self._client.delete_registered_model_alias(name, alias)
         return True
 
     def log_metrics(self, ref: ModelRef, metrics: dict[str, float]) -> None:
@@ -702,10 +674,7 @@ class Registry:
     def missing_artifacts(self, ref: ModelRef, tags: dict[str, str] | None = None) -> list[str]:
         """Which of the version's required artifacts (tag steuops.required_artifacts) are not logged."""
         tags = self.tags(ref) if tags is None else tags
-        try:
-            required = json.loads(tags.get(T_REQUIRED) or "[]")
-        except ValueError:
-            required = []
+        required = lineage.decode_list(tags.get(lineage.REQUIRED))
         present = {Path(name).name for name in self.artifact_names(ref)}
         return [name for name in required if name not in present]
 
@@ -714,21 +683,21 @@ class Registry:
         missing = self.missing_artifacts(ref)
         if missing:
             raise RegistryError(f"{ref} cannot be marked complete: missing {', '.join(missing)}")
-        self.set_tags(ref, {T_STATUS: STATUS_COMPLETE})
+        self.set_tags(ref, {lineage.STATUS: lineage.STATUS_COMPLETE})
 
     def require_complete(self, ref: ModelRef, *, onnx: bool = False) -> dict[str, str]:
         """Refuse (exit 2) a version a crash left half-made, naming what is missing; returns its tags."""
         from steuops.errors import IncompleteVersionError
 
         tags = self.tags(ref)
-        status = version_status(tags)
-        missing = self.missing_artifacts(ref, tags) if status != STATUS_COMPLETE else []
+        status = lineage.status(tags)
+        missing = self.missing_artifacts(ref, tags) if status != lineage.STATUS_COMPLETE else []
         if onnx and "onnx" not in {Path(n).name for n in self.artifact_names(ref)} and "onnx" not in missing:
             missing.append("onnx")
-        if status == STATUS_COMPLETE and not missing:
+        if status == lineage.STATUS_COMPLETE and not missing:
             return tags
         what = f"missing {', '.join(missing)}" if missing else "its last write never happened"
-        later = f"; superseded by v{tags[T_SUPERSEDED_BY]}" if tags.get(T_SUPERSEDED_BY) else ""
+        later = f"; superseded by v{tags[lineage.SUPERSEDED_BY]}" if tags.get(lineage.SUPERSEDED_BY) else ""
         raise IncompleteVersionError(
             f"{ref} is {status} ({what}){later}",
             hint="a crash interrupted it: re-run `steuops apply` (or `steuops export` when only onnx is missing)",
@@ -846,38 +815,19 @@ class Registry:
                 VersionInfo(
                     name=name,
                     version=str(mv.version),
-                    parent=tags.get(T_PARENT),
-                    forgotten=split_list(tags.get(T_FORGOTTEN)),
-                    gate=tags.get(T_GATE),
-                    policy=tags.get(T_POLICY),
-                    method=tags.get(T_METHOD),
+                    parent=tags.get(lineage.PARENT),
+                    forgotten=lineage.forgotten(tags),
+                    gate=tags.get(lineage.GATE),
+                    policy=tags.get(lineage.POLICY),
+                    method=tags.get(lineage.METHOD),
                     created=datetime.fromtimestamp(mv.creation_timestamp / 1000, UTC).isoformat(timespec="seconds"),
                     aliases=sorted(by_version.get(str(mv.version), [])),
                     run_id=mv.run_id,
                     tags=tags,
-                    status=version_status(tags),
+                    status=lineage.status(tags),
                 )
             )
         return rows
-
-    def snapshot(self, name: str | None = None) -> dict[str, Any]:
-        """Everything a failed command must leave unchanged: models, versions, aliases, tags, runs."""
-        self._require_store()
-        out: dict[str, Any] = {}
-        with self._guard("read the registry"):
-            models = self._client.search_registered_models(max_results=200)
-            for model in models:
-                if (name and model.name != name) or is_lock(model.name):
-                    continue
-                rows = self._client.search_model_versions(f"name='{model.name}'", max_results=10000)
-                out[model.name] = {
-                    "aliases": {a: str(v) for a, v in (model.aliases or {}).items()},
-                    "tags": dict(model.tags or {}),
-                    "versions": {str(v.version): dict(v.tags or {}) for v in rows},
-                }
-            exp = self._client.get_experiment_by_name(EXPERIMENT)
-            out["_runs"] = len(self._client.search_runs([exp.experiment_id])) if exp else 0
-        return out
 
 
 _LOCK_DESCRIPTION = (

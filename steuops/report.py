@@ -4,7 +4,7 @@ external assets) plus the same facts as JSON next to it.
 What a compliance reviewer needs on one page: which model and version, what was forgotten, by which
 method, under which policy and cohort (hashes), when; utility before/after; what changed (the
 selected tokens); how much of the class is still recoverable (the audit, next to the retrained
-reference); and the gate's verdict rule by rule. Pure Python + numpy: no heavy imports.
+reference); and the gate's verdict rule by rule. numpy, plus scikit-learn inside `confusion`.
 """
 
 from __future__ import annotations
@@ -32,23 +32,26 @@ META_ORDER = [
 ]
 
 
-# ---- confusion (numpy) ---------------------------------------------------------------------------
+# ---- confusion (sklearn) -------------------------------------------------------------------------
 def confusion(y_true: np.ndarray, before: np.ndarray, after: np.ndarray, labels: Sequence[str],
               multi_label: bool) -> dict[str, Any]:
     """Per-class 2x2 counts (multi-label) or a CxC matrix (single-label; rows = truth), before and after.
-    Inputs are (n, C) 0/1 matrices: the truth and the two models' predictions."""
+    Inputs are (n, C) 0/1 matrices: the truth and the two models' predictions. Counted by sklearn's
+    confusion_matrix (imported here: the rest of this module stays numpy only)."""
+    from sklearn.metrics import confusion_matrix
+
     y = np.asarray(y_true).astype(bool)
     out: dict[str, Any] = {"labels": list(labels), "multi_label": bool(multi_label), "n": int(len(y))}
     for name, pred in (("before", before), ("after", after)):
         p = np.asarray(pred).astype(bool)
         if multi_label:
-            out[name] = {label: {"tp": int((y[:, j] & p[:, j]).sum()), "fp": int((~y[:, j] & p[:, j]).sum()),
-                                 "fn": int((y[:, j] & ~p[:, j]).sum()), "tn": int((~y[:, j] & ~p[:, j]).sum())}
-                         for j, label in enumerate(labels)}
+            cells = [confusion_matrix(y[:, j], p[:, j], labels=[False, True]).ravel() if len(y) else np.zeros(4, int)
+                     for j in range(len(labels))]
+            out[name] = {label: {"tp": int(tp), "fp": int(fp), "fn": int(fn), "tn": int(tn)}
+                         for label, (tn, fp, fn, tp) in zip(labels, cells, strict=True)}
         else:
-            matrix = np.zeros((len(labels), len(labels)), dtype=int)
-            for t, q in zip(y.argmax(axis=1), p.argmax(axis=1), strict=True):
-                matrix[t, q] += 1
+            matrix = (confusion_matrix(y.argmax(axis=1), p.argmax(axis=1), labels=list(range(len(labels))))
+                      if len(y) else np.zeros((len(labels), len(labels)), dtype=int))
             out[name] = matrix.tolist()
     return out
 

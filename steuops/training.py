@@ -33,7 +33,7 @@ class TrainConfig:
     max_length: int = 128
     seed: int = 0
     weight_decay: float = 0.01
-    warmup: float = 0.1  # fraction of the steps with a linear warm-up; then linear decay to 0
+    warmup: float = 0.1  # fraction of the steps with a linear warm-up from 0; then linear decay to 0 (transformers')
     freeze_embeddings: bool = False  # keep the embedding block (tokens, positions, LayerNorm) fixed
     head_lr: float | None = None  # a larger rate for the fresh head converges in fewer epochs; None = lr
     grad_clip: float = 1.0
@@ -84,6 +84,7 @@ def fine_tune(
     """Train every parameter (but the embeddings if `freeze_embeddings`) in place; returns the model
     on `device`, in eval mode. Seeded: the same inputs give the same weights on CPU."""
     import torch
+    from transformers import get_linear_schedule_with_warmup
 
     config = config or TrainConfig()
     device = modeling.resolve_device(device) if isinstance(device, str) else device
@@ -101,7 +102,7 @@ def fine_tune(
     optimizer = _optimizer(model, config)
     steps_per_epoch = math.ceil(len(texts) / config.batch_size)
     total = steps_per_epoch * config.epochs
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(total, config.warmup))
+    scheduler = get_linear_schedule_with_warmup(optimizer, _warmup_steps(total, config.warmup), total)
     loss_fn = _loss_fn(model, _pos_weight(y, device) if config.balance and modeling.is_multi_label(model) else None)
     model.train()
     step = 0
@@ -125,25 +126,6 @@ def fine_tune(
             param.requires_grad_(True)
         model.eval()
     return model
-
-
-def mean_loss(
-    model: nn.Module,
-    tokenizer: Any,
-    notes: Notes,
-    *,
-    batch_size: int = 32,
-    max_length: int = 128,
-    device: torch.device | str | None = None,
-) -> float:
-    """The training loss of `model` over `notes` (eval mode, no gradients): a check that training helped."""
-    import torch
-
-    device = modeling.resolve_device(device) if isinstance(device, str) else device
-    rows, y = targets(model, notes)
-    logits = modeling.logits(model, tokenizer, [notes.texts[i] for i in rows], batch_size=batch_size,
-                             max_length=max_length, device=device)
-    return float(_loss_fn(model)(torch.from_numpy(logits), torch.from_numpy(y)))
 
 
 def _step(model, tokenizer, texts: list[str], y: np.ndarray, loss_fn, config: TrainConfig, device) -> torch.Tensor:
@@ -189,15 +171,9 @@ def _optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
     return torch.optim.AdamW(param_groups)
 
 
-def _schedule(total: int, warmup: float):
-    warm = max(1, int(total * warmup)) if warmup > 0 else 0
-
-    def factor(step: int) -> float:
-        if step < warm:
-            return (step + 1) / warm
-        return max(0.0, (total - step) / max(1, total - warm))
-
-    return factor
+def _warmup_steps(total: int, warmup: float) -> int:
+    """Optimiser steps of linear warm-up: the fraction `warmup` of `total`, at least 1 when warmup > 0."""
+    return max(1, int(total * warmup)) if warmup > 0 else 0
 
 
 def _freeze_embeddings(model: nn.Module) -> list:

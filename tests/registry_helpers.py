@@ -1,13 +1,12 @@
-"""Shared fixtures for the registry / apply / CLI / promotion tests: a briefly trained tiny model,
-homes with it registered as clinical-dx@production (with its notes as a logged dataset), small STEU
-settings and policy files. Import the fixtures into a test module to use them."""
+"""Plain helpers for the registry / apply / CLI / promotion tests: the model name, small STEU settings,
+policy files and a snapshot of a registry. The fixtures that use them (notes_frame, trained_tiny,
+policies, make_home) are in conftest.py and need no import."""
 
 from __future__ import annotations
 
 import textwrap
 from pathlib import Path
-
-import pytest
+from typing import Any
 
 MODEL = "clinical-dx"
 # Small enough that one apply takes seconds on a shared 2-core machine.
@@ -39,48 +38,28 @@ def write_policy(path: Path, *, params_fraction_max: float = 0.5, forget_f1_max:
     return path
 
 
-@pytest.fixture(scope="session")
-def notes_frame(tiny_notes):
-    from steuops.demo.notes import to_frame
+def registry_snapshot(registry: Any, name: str | None = None) -> dict[str, Any]:
+    """Everything a failed command must leave unchanged, read with MLflow's public client: per registered
+    model (promotion locks left out) its aliases, tags and versions with their tags, plus the number of
+    runs in the steuops experiment under "_runs". Compare two snapshots with ==."""
+    from mlflow import MlflowClient
 
-    return to_frame(tiny_notes)
+    from steuops.registry import EXPERIMENT, is_lock
 
-
-@pytest.fixture(scope="session")
-def trained_tiny(tiny_notes, tiny_tokenizer, notes_frame):
-    """A tiny BERT fine-tuned for a few epochs on the train split, so F1 before/after means something."""
-    from steuops import cohort as cohorts
-    from steuops.tiny import classifier
-    from steuops.training import TrainConfig, fine_tune
-
-    labels = ["sepsis", "pneumonia", "heart failure", "acute kidney injury", "copd exacerbation",
-              "diabetic ketoacidosis"]
-    model = classifier(labels, vocab_size=len(tiny_tokenizer), hidden=32, layers=2)
-    train = cohorts.to_notes(notes_frame[notes_frame["split"] == "train"].reset_index(drop=True))
-    fine_tune(model, tiny_tokenizer, train, TrainConfig(epochs=4, lr=3e-3, batch_size=32, max_length=64),
-              device="cpu")
-    return model.eval()
-
-
-@pytest.fixture(scope="session")
-def policies(tmp_path_factory) -> dict[str, Path]:
-    folder = tmp_path_factory.mktemp("policies")
-    return {
-        "loose": write_policy(folder / "loose.yaml"),
-        "reject": write_policy(folder / "reject.yaml", params_fraction_max=0.0),
-        "manual": write_policy(folder / "manual.yaml", on_pass=None),
-    }
-
-
-@pytest.fixture()
-def make_home(tmp_path, trained_tiny, tiny_tokenizer, notes_frame):
-    """Build a fresh embedded home holding clinical-dx v1 @production; returns (home, Registry)."""
-    from steuops.registry import Registry
-
-    def build(name: str = "home", dataset: bool = True):
-        home = tmp_path / name
-        registry = Registry(home)
-        registry.log_base_model(MODEL, trained_tiny, tiny_tokenizer, dataset=notes_frame if dataset else None)
-        return home, registry
-
-    return build
+    if registry.embedded:
+        # The client would create an empty database; a home that was never set up has nothing to snapshot.
+        assert (registry.home / "mlflow.db").exists(), f"no steuops registry at {registry.home}"
+    client = MlflowClient(tracking_uri=registry.tracking_uri, registry_uri=registry.tracking_uri)
+    out: dict[str, Any] = {}
+    for model in client.search_registered_models(max_results=200):
+        if (name and model.name != name) or is_lock(model.name):
+            continue
+        rows = client.search_model_versions(f"name='{model.name}'", max_results=10000)
+        out[model.name] = {
+            "aliases": {alias: str(version) for alias, version in (model.aliases or {}).items()},
+            "tags": dict(model.tags or {}),
+            "versions": {str(v.version): dict(v.tags or {}) for v in rows},
+        }
+    experiment = client.get_experiment_by_name(EXPERIMENT)
+    out["_runs"] = len(client.search_runs([experiment.experiment_id])) if experiment else 0
+    return out

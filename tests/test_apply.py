@@ -1,6 +1,5 @@
 """steuops.pipeline.apply end to end on an embedded registry, and every bad input through the CLI:
 exit 2, one line, and the registry byte-for-byte as before."""
-# ruff: noqa: F811  (pytest fixtures imported from registry_helpers are re-bound as test arguments)
 
 from __future__ import annotations
 
@@ -8,7 +7,7 @@ import json
 import re
 
 import pytest
-from registry_helpers import FAST_STEU, MODEL, make_home, notes_frame, policies, trained_tiny  # noqa: F401
+from registry_helpers import FAST_STEU, MODEL, registry_snapshot
 
 from steuops.errors import GateRejected
 
@@ -21,20 +20,24 @@ def _apply(home, forget, policy, **kw):
 
 
 def test_apply_end_to_end(make_home, policies):
+    import torch
+
+    from steuops import lineage, modeling
     from steuops import policy as policy_mod
+    from steuops.edit import TokenEdit
 
     home, registry = make_home()
     result = _apply(home, ["sepsis"], policies["loose"], export=True)
     assert result.parent_version == "1" and result.new_version == "2"
     assert result.forget == ["sepsis"] and result.inherited == []
-    assert result.gate["passed"] is True
-    assert result.promoted == {"alias": "production", "version": "2", "previous": "1"}
+    assert result.passed is True
+    assert result.to_dict()["promoted"] == {"alias": "production", "version": "2", "previous": "1"}
     # Aliases and tags on the registry, not just in the result.
     assert registry.alias_version(MODEL, "production") == "2"
     assert registry.alias_version(MODEL, "candidate") is None  # promoted: no longer a mere candidate
     tags = registry.tags(registry.resolve(MODEL, version=2))
     assert tags["steuops.parent_version"] == "1"
-    assert tags["steuops.forgotten"] == "sepsis"
+    assert lineage.forgotten(tags) == ["sepsis"]
     assert tags["steuops.method"] == "steu"
     assert tags["steuops.policy"] == "loose"
     assert tags["steuops.policy_sha256"] == policy_mod.sha256(policies["loose"])
@@ -58,8 +61,22 @@ def test_apply_end_to_end(make_home, policies):
     assert {"check", "load", "cohort", "validate", "unlearn", "evaluate", "register", "promote", "export"} <= set(
         data["seconds"])
     assert data["cohort"]["split"] == "column" and data["cohort"]["test_rows"] > 0
-    # The new version loads and is a different model from its parent.
-    assert registry.load(ref).labels == registry.load(registry.resolve(MODEL, version=1)).labels
+    # The new version loads and is a different model from its parent, by exactly its edit: the edited
+    # embedding rows and the head hold the edit's values, every other weight is the parent's, bit for bit.
+    parent, child = registry.load(registry.resolve(MODEL, version=1)), registry.load(ref)
+    assert child.labels == parent.labels
+    edit = TokenEdit.load(registry.download_artifact(ref, "edit"))
+    assert 0 < len(edit.token_ids) == result.edit["k"] <= FAST_STEU["k"]  # k at most: few eligible tokens here
+    before, after = parent.model.state_dict(), child.model.state_dict()
+    assert before.keys() == after.keys()
+    changed = {name for name in before if not torch.equal(before[name], after[name])}
+    embedding, head = modeling.embedding_param_name(child.model), set(modeling.head_param_names(child.model))
+    assert embedding in changed and changed <= {embedding, *head}, changed
+    rows = set((before[embedding] != after[embedding]).any(dim=1).nonzero().flatten().tolist())
+    assert rows and rows <= set(edit.token_ids)
+    assert torch.equal(after[embedding][edit.token_ids], edit.rows)
+    assert torch.equal(before[embedding][edit.token_ids], edit.original_rows)
+    assert set(edit.head) == head and all(torch.equal(after[name], edit.head[name]) for name in head)
 
 
 def notes_frame_text(registry) -> list[str]:
@@ -80,6 +97,8 @@ def test_gate_reject_keeps_version_and_production(make_home, policies):
 
 
 def test_sequential_deletions_keep_both_forgotten(make_home, policies):
+    from steuops import lineage
+
     home, registry = make_home()
     first = _apply(home, ["sepsis"], policies["loose"])
     # No cohort (the logged dataset, found via the parent) and no method options (v2 recorded them).
@@ -91,7 +110,7 @@ def test_sequential_deletions_keep_both_forgotten(make_home, policies):
     assert second.new_version == "3"
     assert second.requested == ["pneumonia"] and second.inherited == ["sepsis"]
     assert set(second.evaluation["forget"]) == {"sepsis", "pneumonia"}
-    assert registry.tags(registry.resolve(MODEL))["steuops.forgotten"] == "pneumonia,sepsis"
+    assert lineage.forgotten(registry.tags(registry.resolve(MODEL))) == ["pneumonia", "sepsis"]
     assert registry.alias_version(MODEL, "production") == "3"
     rows = {r.version: r for r in registry.versions(MODEL)}
     assert rows["3"].parent == "2" and rows["2"].parent == "1" and rows["1"].parent is None
@@ -99,11 +118,11 @@ def test_sequential_deletions_keep_both_forgotten(make_home, policies):
 
 def test_dry_run_writes_nothing(make_home, policies):
     home, registry = make_home()
-    before = registry.snapshot()
+    before = registry_snapshot(registry)
     result = _apply(home, ["sepsis"], policies["loose"], dry_run=True)
     assert result.dry_run and result.new_version is None and result.evaluation is None
     assert result.params["k"] == FAST_STEU["k"] and result.cohort["forget_rows"] > 0
-    assert registry.snapshot() == before
+    assert registry_snapshot(registry) == before
 
 
 def test_cohort_file_and_no_promote(make_home, policies, tmp_path, notes_frame):
@@ -158,7 +177,7 @@ def test_bad_inputs_exit_2_and_change_nothing(make_home, policies, tmp_path, not
     from steuops.cli import main
 
     home, registry = make_home()
-    before, files_before = registry.snapshot(), _files(home)
+    before, files_before = registry_snapshot(registry), _files(home)
     base = ["apply", "--model", MODEL, "--home", str(home), "--policy", str(policies["loose"]), "--device", "cpu",
             "--config", json.dumps(FAST_STEU)]
     cases = {
@@ -181,7 +200,7 @@ def test_bad_inputs_exit_2_and_change_nothing(make_home, policies, tmp_path, not
         said = [line for line in err.splitlines() if not PROGRESS_LINE.match(line)]  # "[  0.3s] cohort started"
         assert said[0].startswith("error:") and needle in "".join(said), f"{name}: {flat}"
         assert "Traceback" not in err, name
-        assert registry.snapshot() == before, f"{name} changed the registry"
+        assert registry_snapshot(registry) == before, f"{name} changed the registry"
     assert _files(home) == files_before  # no artifact was written either
 
 
@@ -194,11 +213,12 @@ def test_audit_runs_before_the_gate_and_is_logged(make_home, policies, tmp_path)
     home, registry = make_home()
     result = _apply(home, ["sepsis"], policy)
     assert "audit" in result.seconds and result.audit is not None
-    assert any(r["name"] == "audit_relearn_f1" for r in result.gate["rules"])
+    gate = result.to_dict()["gate"]
+    assert any(r["name"] == "audit_relearn_f1" for r in gate["rules"])
     names = set(registry.artifact_names(registry.resolve(MODEL, version=result.new_version)))
     assert {"audit.json", "report.html", "report.json"} <= names
     # the logged report is rendered after the verdict: it carries the gate table
     ref = registry.resolve(MODEL, version=result.new_version)
     logged = registry.read_json_artifact(ref, "report.json")
-    assert logged["gate"]["passed"] == result.gate["passed"] and len(logged["gate"]["rules"]) == len(result.gate["rules"])
+    assert logged["gate"]["passed"] == gate["passed"] and len(logged["gate"]["rules"]) == len(gate["rules"])
     assert "audit_relearn_f1" in registry.download_artifact(ref, "report.html", tmp_path / "page").read_text()

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from engine_data import LABELS
 
+from steuops import bypass
 from steuops.audit import AuditConfig, audit_methods, roc_auc, run_audit
 from steuops.data import Notes, split_notes
-from steuops.demo import bypass
 from steuops.errors import ConfigError
 
 FORGET = ["sepsis"]
@@ -85,14 +85,50 @@ def test_report_is_json_with_the_keys_the_gate_reads(report):
     assert data["config"]["relearn_steps"] == [0, 5, 25, 60]
 
 
-def test_probe_finds_the_class_in_the_original_and_reports_f1_in_range(report):
-    probe = report["probe_f1"]
-    for role in ("original", "edited", "reference"):
-        assert 0.0 <= probe[role] <= 1.0
+def test_probe_is_perfect_on_separable_features_and_chance_on_shuffled_ones():
+    from steuops.audit import _probe_f1
+
+    rng = np.random.default_rng(0)
+    y = (rng.random(300) < 0.3).astype(np.int8)
+    x = rng.normal(0, 0.1, (300, 8))
+    x[:, 2] += 3.0 * y  # one feature separates the class with a wide margin
+    cfg = AuditConfig()
+    assert _probe_f1(x[:200], y[:200], x[200:], y[200:], cfg) == 1.0
+    # rows shuffled against the labels: nothing to read; no better than calling every note positive
+    p = y[200:].mean()
+    shuffled = [_probe_f1(x[:200][rng.permutation(200)], y[:200], x[200:], y[200:], cfg) for _ in range(8)]
+    assert np.mean(shuffled) < 2 * p / (1 + p)
+    assert _probe_f1(x[:200], np.zeros(200), x[200:], y[200:], cfg) is None  # no positive: nothing to probe
+
+
+def test_probe_figures_come_from_each_models_features(world, report):
+    """The report's probe figure equals a probe on features taken by a separate forward pass; it is high
+    where the class is readable (the keyword original; the STEU model, whose encoder is frozen) and falls
+    below the all-positive F1 once the train features are shuffled against their labels."""
+    import torch
+
+    from steuops.audit import _forward_pass, _probe_f1
+    from steuops.modeling import label_names
+
+    original, steu, reference, tok, train, test = world
+    cfg = AuditConfig(**FAST)
+    col = label_names(original).index("sepsis")
+    y_train, y_test = train.multi_hot(LABELS)[:, col], test.multi_hot(LABELS)[:, col]
+    for role, model in (("original", original), ("edited", steu.model), ("reference", reference)):
+        x_train, x_test = (_forward_pass(model, tok, notes.texts, batch_size=32, max_length=16,
+                                         device=torch.device("cpu")).features for notes in (train, test))
+        assert report["probe_f1"][role] == report["probe"][role]["per_class"]["sepsis"]
+        assert report["probe_f1"][role] == pytest.approx(_probe_f1(x_train, y_train, x_test, y_test, cfg), abs=1e-6)
+        if role == "original":
+            rng = np.random.default_rng(1)
+            shuffled = [_probe_f1(x_train[rng.permutation(len(x_train))], y_train, x_test, y_test, cfg)
+                        for _ in range(8)]
+            p = y_test.mean()
+            assert np.mean(shuffled) < 2 * p / (1 + p) < report["probe_f1"]["original"] - 0.3
     # The class is learnable from the keywords: a probe on the trained original's features finds it.
-    assert probe["original"] >= 0.8
+    assert report["probe_f1"]["original"] >= 0.8
     # STEU leaves the encoder frozen: the class stays linearly readable from the edited features.
-    assert probe["edited"] >= 0.6
+    assert report["probe_f1"]["edited"] >= 0.6
 
 
 def test_relearn_curve_rises_from_the_unlearned_start(world, report):
@@ -105,15 +141,32 @@ def test_relearn_curve_rises_from_the_unlearned_start(world, report):
     assert curves["original_f1"] >= 0.8
     assert len(curves["rows"]["edited"]) == 4
     assert len(curves["head"]["reference"]) == 4
-    # The relearn attack works on copies: the edited model itself still forgets.
-    original, steu, *_ = world
-    assert curves["head"]["edited"][0] == report["relearn_curves"]["head"]["edited"][0]
+    # The relearn attack works on copies: after it, the edited model itself still forgets, and its forget F1
+    # from a plain forward pass is the curve's step 0.
+    from steuops import modeling
+    from steuops.metrics import f1_scores
+
+    _original, steu, _reference, tok, _train, test = world
+    pred = modeling.predict(modeling.logits(steu.model, tok, test.texts, max_length=16), True)
+    col = LABELS.index("sepsis")
+    assert f1_scores(test.multi_hot(LABELS), pred)[col] == pytest.approx(head[0], abs=1e-6)
 
 
-def test_membership_auc_in_range_for_every_model(report):
-    for role in ("original", "edited", "reference"):
-        assert 0.0 <= report["membership_auc"][role] <= 1.0
-    assert report["membership"]["edited"]["members"] == report["sizes"]["forget_train"]
+def test_membership_auc_equals_a_pairwise_count_on_the_sepsis_log_likelihood(world, report):
+    """Members: train notes with sepsis; non-members: test notes with it; score: log sigmoid of the sepsis
+    logit. The AUC is the share of (member, non-member) pairs the member wins, ties one half."""
+    from steuops import modeling
+
+    original, steu, reference, tok, train, test = world
+    col = LABELS.index("sepsis")
+    for role, model in (("original", original), ("edited", steu.model), ("reference", reference)):
+        scores = [-np.logaddexp(0.0, -modeling.logits(model, tok, notes.texts, max_length=16)[:, col].astype(float))
+                  for notes in (train, test)]
+        members, held_out = scores[0][train.has_any(FORGET)], scores[1][test.has_any(FORGET)]
+        pairs = np.mean([(a > b) + 0.5 * (a == b) for a in members for b in held_out])
+        assert report["membership_auc"][role] == pytest.approx(pairs, abs=1e-9), role
+        assert report["membership"][role]["members"] == len(members) == report["sizes"]["forget_train"]
+        assert report["membership"][role]["non_members"] == len(held_out) == report["sizes"]["forget_test"]
 
 
 def test_no_reference_gives_nulls_and_no_edit_skips_the_rows_attack(world):

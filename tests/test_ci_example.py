@@ -1,6 +1,5 @@
 """The commands of examples/github-actions-unlearning-gate.yml, run as the workflow runs them
 (bash -eo pipefail, in the checkout, $GITHUB_OUTPUT), against a registry holding a real candidate."""
-# ruff: noqa: F811  (pytest fixtures imported from registry_helpers are re-bound as test arguments)
 
 from __future__ import annotations
 
@@ -10,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from registry_helpers import FAST_STEU, MODEL, make_home, notes_frame, policies, trained_tiny  # noqa: F401
+from registry_helpers import FAST_STEU, MODEL
 
 ROOT = Path(__file__).resolve().parents[1]
 WORKFLOW = ROOT / "examples" / "github-actions-unlearning-gate.yml"
@@ -39,7 +38,7 @@ def test_workflow_commands_gate_a_candidate(make_home, policies, tmp_path):
     home, registry = make_home()
     apply(MODEL, ["sepsis"], home=home, policy=policies["manual"], method_config=FAST_STEU, device="cpu",
           export=False)  # the candidate the workflow gates (v2, not promoted)
-    expected = 0 if regate(MODEL, "2", policy=ROOT / "policies" / "default.yaml", home=home)["gate"]["passed"] else 3
+    expected = 0 if regate(MODEL, "2", policy=ROOT / "policies" / "default.yaml", home=home).gate.passed else 3
     steps = _steps()
     output = tmp_path / "github_output"
     env = {**os.environ, "STEUOPS_HOME": str(home), "MLFLOW_TRACKING_URI": "", "MODEL": MODEL, "VERSION": "2",

@@ -1,5 +1,4 @@
 """The CLI for CI: piped tables never wrap; `apply --data-docs`; a policy's own GX suite through `apply`."""
-# ruff: noqa: F811  (pytest fixtures imported from registry_helpers are re-bound as test arguments)
 
 from __future__ import annotations
 
@@ -8,7 +7,7 @@ import re
 from pathlib import Path
 
 import pytest
-from registry_helpers import MODEL, make_home, notes_frame, trained_tiny, write_policy  # noqa: F401
+from registry_helpers import MODEL, registry_snapshot, write_policy
 
 LONG_MODEL = "clinical-dx-" + "very-long-model-name-" * 5 + "end"
 LONG_ALIAS = "production-approved-by-the-clinical-governance-board-of-the-hospital"
@@ -61,7 +60,7 @@ def test_apply_data_docs_for_a_failing_cohort_has_no_text(make_home, notes_frame
     from steuops.cli import main
 
     home, registry = make_home()
-    before = registry.snapshot()
+    before = registry_snapshot(registry)
     cohort = _cohort_csv(notes_frame, tmp_path / "cohort.csv", duplicate=True)
     policy = write_policy(tmp_path / "strict-dups.yaml")
     docs = tmp_path / "docs"
@@ -74,7 +73,7 @@ def test_apply_data_docs_for_a_failing_cohort_has_no_text(make_home, notes_frame
         in " ".join(captured.err.split())
     assert (docs / "index.html").is_file() and _files_with_marker(docs) == []
     assert MARKER not in captured.out + captured.err
-    assert registry.snapshot() == before
+    assert registry_snapshot(registry) == before
 
 
 def test_apply_data_docs_for_a_passing_cohort_json_stdout_untouched(make_home, notes_frame, tmp_path, capsys):
@@ -106,7 +105,7 @@ def test_policy_suite_failures_through_apply(make_home, notes_frame, tmp_path, c
     from steuops.cli import main
 
     home, registry = make_home()
-    before = registry.snapshot()
+    before = registry_snapshot(registry)
     suite = tmp_path / "ward-suite.json"
     suite.write_text(json.dumps({"name": "ward", "expectations": [
         {"type": "expect_table_row_count_to_be_between", "kwargs": {"min_value": 1, "max_value": 10}},
@@ -128,4 +127,4 @@ def test_policy_suite_failures_through_apply(make_home, notes_frame, tmp_path, c
         f"{suite}: expectation 2 expect_column_values_to_match_regex on column 'text' failed: "
         f"{rows} of {rows} rows unexpected",
     ], captured
-    assert MARKER not in captured.out + captured.err and registry.snapshot() == before
+    assert MARKER not in captured.out + captured.err and registry_snapshot(registry) == before

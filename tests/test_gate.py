@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -207,3 +208,14 @@ def test_real_evaluation_dict_and_zero_support():
     evaluation["support"]["sepsis"] = 0  # F1 0 because nothing was tested, not because it was forgotten
     rule = _rule(gate.decide(evaluation, _policy()), "forget_f1")
     assert not rule.passed and rule.detail.startswith("not measured: no held-out note carries 'sepsis'")
+
+
+def test_a_decision_round_trips_through_its_dict():
+    from steuops.gate import GateDecision, RuleResult
+
+    decision = GateDecision(passed=False, rules=[RuleResult("forget_f1", 0.4, 0.05, "<=", False, "sepsis=0.4000"),
+                                                 RuleResult("params_fraction", 0.001, 0.01, "<=", True)],
+                            policy_name="strict", policy_sha256="ab" * 32, forget=["Sepsis, unspecified organism"])
+    data = json.loads(json.dumps(decision.to_dict()))
+    assert GateDecision.from_dict(data) == decision
+    assert data["n_failed"] == 1 and data["rules"][0]["detail"] == "sepsis=0.4000"

@@ -4,7 +4,6 @@ field or file (and a hint), no traceback, no note text, and nothing changed in t
 Cohort texts carry MARKER, a string that must never reach the output. The registry is a real
 embedded one holding the tiny model (registry_helpers); bad options are shown to fail before any
 work by pointing --home at a folder that must still not exist afterwards."""
-# ruff: noqa: F811  (pytest fixtures imported from registry_helpers are re-bound as test arguments)
 
 from __future__ import annotations
 
@@ -17,7 +16,7 @@ from pathlib import Path
 from typing import Literal
 
 import pytest
-from registry_helpers import MODEL, notes_frame, write_policy  # noqa: F401
+from registry_helpers import MODEL, write_policy
 
 from steuops.cli import main
 from steuops.methods import MethodConfig

@@ -1,7 +1,6 @@
 """`apply` killed with SIGKILL in each phase: production never changes to a half-made version, a
 half-registered version is recognisably incomplete and refused by gate/promote, and a rerun succeeds
 (marking the crashed version superseded)."""
-# ruff: noqa: F811  (pytest fixtures imported from registry_helpers are re-bound as test arguments)
 
 from __future__ import annotations
 
@@ -13,7 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from registry_helpers import FAST_STEU, MODEL, make_home, notes_frame, policies, trained_tiny  # noqa: F401
+from registry_helpers import FAST_STEU, MODEL
 
 pytestmark = pytest.mark.slow
 PHASES = ("validate", "unlearn", "register", "export", "promote")
@@ -48,7 +47,7 @@ def _run(argv: list[str]) -> subprocess.CompletedProcess:
 
 @pytest.mark.parametrize("phase", PHASES)
 def test_sigkill_in_each_phase_leaves_production_safe_and_a_rerun_succeeds(phase, make_home, policies):
-    from steuops.registry import STATUS_COMPLETE, STATUS_INCOMPLETE, STATUS_SUPERSEDED
+    from steuops.lineage import STATUS_COMPLETE, STATUS_INCOMPLETE, STATUS_SUPERSEDED
 
     home, registry = make_home()
     assert _kill_at(_apply_argv(home, policies["loose"]), phase), f"apply finished before {phase}"

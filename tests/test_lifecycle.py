@@ -1,6 +1,5 @@
 """The verdict holds end to end: exit codes on every path, only complete versions go forward, a home
 moves, no temp folder is left behind, and no note text lands anywhere it was not put on purpose."""
-# ruff: noqa: F811  (pytest fixtures imported from registry_helpers are re-bound as test arguments)
 
 from __future__ import annotations
 
@@ -10,7 +9,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from registry_helpers import FAST_STEU, MODEL, make_home, notes_frame, policies, trained_tiny  # noqa: F401
+from registry_helpers import FAST_STEU, MODEL, registry_snapshot, write_policy
 
 MARKER = "Zqxmarkerq"
 
@@ -63,14 +62,14 @@ def test_every_command_exits_0_2_3_with_and_without_json(make_home, policies, ca
 
 def _half_made(home: Path, registry, policies):
     """A passing candidate whose export never happened (as after a crash): registered, incomplete."""
-    from steuops import registry as reg
+    from steuops import lineage
     from steuops.pipeline import apply
 
     result = apply(MODEL, ["sepsis"], home=home, policy=policies["manual"], method_config=FAST_STEU, device="cpu",
                    export=False)
     ref = registry.resolve(MODEL, version=result.new_version)
-    required = json.loads(registry.tags(ref)[reg.T_REQUIRED])
-    registry.set_tags(ref, {reg.T_STATUS: reg.STATUS_INCOMPLETE, reg.T_REQUIRED: json.dumps([*required, "onnx"])})
+    required = json.loads(registry.tags(ref)[lineage.REQUIRED])
+    registry.set_tags(ref, {lineage.STATUS: lineage.STATUS_INCOMPLETE, lineage.REQUIRED: json.dumps([*required, "onnx"])})
     return ref
 
 
@@ -103,11 +102,11 @@ def test_the_default_policy_never_promotes_a_version_without_onnx(make_home, pol
     home, registry = make_home()
     strictish = policies["loose"].with_name("needs-onnx.yaml")
     strictish.write_text(policies["loose"].read_text().replace("require_onnx: false", "require_onnx: true"))
-    before = registry.snapshot()
+    before = registry_snapshot(registry)
     argv = ["apply", "--model", MODEL, "--forget", "sepsis", "--home", str(home), "--policy", str(strictish),
             "--config", json.dumps(FAST_STEU), "--device", "cpu", "--no-export"]
     assert main(argv) == 2 and "require_onnx" in capsys.readouterr().err
-    assert registry.snapshot() == before
+    assert registry_snapshot(registry) == before
     assert main([*argv, "--no-promote"]) == 0  # v2: complete, no ONNX
     capsys.readouterr()
     assert main(["promote", "--model", MODEL, "--version", "2", "--home", str(home), "--policy", str(strictish)]) == 2
@@ -268,7 +267,6 @@ def test_apply_selects_no_word_that_only_a_few_patients_notes_contain(tiny_notes
     """Marker words that the tokenizer knows, in two forget notes: the default policy's min_patients
     keeps them out of the selection, so no artifact of the new version names them."""
     import pandas as pd
-    from registry_helpers import write_policy
 
     from steuops.demo.notes import to_frame
     from steuops.pipeline import apply

@@ -1,7 +1,6 @@
 """MLflow as its users read it: after `apply` against a real `mlflow server`, plain REST queries (no
 mlflow client) find the unlearning run's metrics, the cohort dataset input (digest, counts, schema,
 never note text), the report and gate artifacts, the version's description and tidy aliases."""
-# ruff: noqa: F811  (pytest fixtures imported from registry_helpers are re-bound as test arguments)
 
 from __future__ import annotations
 
@@ -11,7 +10,7 @@ import urllib.request
 from typing import Any
 
 import pytest
-from registry_helpers import FAST_STEU, MODEL, notes_frame, policies, trained_tiny  # noqa: F401
+from registry_helpers import FAST_STEU, MODEL
 
 pytestmark = pytest.mark.slow
 
@@ -53,7 +52,7 @@ def test_rest_clients_see_metrics_dataset_description_and_aliases(mlflow_server,
     notes_frame.assign(text=notes_frame["text"] + f" {MARKER}").to_parquet(cohort, index=False)
     result = apply(MODEL, ["heart failure"], cohort=cohort, policy=_audited_policy(policies, tmp_path),
                    method_config=FAST_STEU, device="cpu", export=False)
-    assert result.promoted == {"alias": "production", "version": "2", "previous": "1"}
+    assert result.to_dict()["promoted"] == {"alias": "production", "version": "2", "previous": "1"}
 
     run = _unlearning_run(mlflow_server)
     _check_metrics(run, result)

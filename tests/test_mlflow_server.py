@@ -1,10 +1,9 @@
 """apply against a REAL `mlflow server` over HTTP (sqlite backend, proxied artifacts), started here."""
-# ruff: noqa: F811  (pytest fixtures imported from registry_helpers are re-bound as test arguments)
 
 from __future__ import annotations
 
 import pytest
-from registry_helpers import FAST_STEU, MODEL, notes_frame, policies, trained_tiny  # noqa: F401
+from registry_helpers import FAST_STEU, MODEL
 
 pytestmark = pytest.mark.slow
 

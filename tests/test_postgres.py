@@ -1,7 +1,6 @@
 """A registry that outgrows one machine: `mlflow server` on PostgreSQL 15 with MLflow's artifact proxy
 (--artifacts-destination), started here from the PostgreSQL binaries. Through it: apply (with the ONNX
 export), promote, serve the export, roll back, and ten simultaneous promotions with one winner each."""
-# ruff: noqa: F811  (pytest fixtures imported from registry_helpers are re-bound as test arguments)
 
 from __future__ import annotations
 
@@ -14,7 +13,7 @@ from pathlib import Path
 
 import pytest
 from race_helpers import _race
-from registry_helpers import FAST_STEU, MODEL, notes_frame, policies, trained_tiny  # noqa: F401
+from registry_helpers import FAST_STEU, MODEL
 from server_helpers import free_port, running_mlflow_server
 
 pytestmark = pytest.mark.slow
@@ -76,7 +75,7 @@ def test_apply_promote_serve_rollback_on_postgres(pg_mlflow_server, postgres_url
     assert registry.alias_version(MODEL, "candidate") == "2"
 
     promoted = promote(MODEL, "2", policy=policies["loose"])
-    assert promoted["promoted"] == {"alias": "production", "version": "2", "previous": "1"}
+    assert promoted.to_dict()["promoted"] == {"alias": "production", "version": "2", "previous": "1"}
     assert registry.alias_version(MODEL, "production") == "2" and registry.alias_version(MODEL, "candidate") is None
 
     folder, source = download(MODEL, alias="production", version=None, home=str(tmp_path / "serve-home"))
@@ -85,7 +84,7 @@ def test_apply_promote_serve_rollback_on_postgres(pg_mlflow_server, postgres_url
     predictions = served.classify(list(notes_frame["text"][:4]))
     assert len(predictions) == 4 and all("sepsis" not in p["scores"] for p in predictions)
 
-    back = rollback(MODEL, reason="retain F1 dropped in production")
+    back = rollback(MODEL, reason="retain F1 dropped in production").to_dict()
     assert (back["from"], back["to"], back["reinstated_classes"]) == ("2", "1", ["sepsis"])
     assert Registry(tmp_path / "another").alias_version(MODEL, "production") == "1"  # a second client agrees
     _assert_rows_in_postgres(postgres_url)

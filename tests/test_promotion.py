@@ -1,12 +1,11 @@
 """Promotion is compare-and-set; gate re-decides without retraining; rollback records why."""
-# ruff: noqa: F811  (pytest fixtures imported from registry_helpers are re-bound as test arguments)
 
 from __future__ import annotations
 
 import json
 
 import pytest
-from registry_helpers import FAST_STEU, MODEL, make_home, notes_frame, policies, trained_tiny  # noqa: F401
+from registry_helpers import FAST_STEU, MODEL, registry_snapshot
 
 from steuops.errors import ConflictError
 
@@ -44,12 +43,12 @@ def test_promote_refuses_a_candidate_whose_parent_is_no_longer_production(make_h
     first = _apply(home, ["sepsis"], policies["manual"])  # v2 from v1, not promoted
     second = _apply(home, ["pneumonia"], policies["loose"])  # v3 from v1, promoted
     assert (first.new_version, second.new_version) == ("2", "3")
-    before = registry.snapshot()
+    before = registry_snapshot(registry)
     code = main(["promote", "--model", MODEL, "--version", "2", "--home", str(home), "--policy",
                  str(policies["loose"])])
     err = capsys.readouterr().err
     assert code == 2 and "now points at v3" in " ".join(err.split())
-    assert registry.snapshot() == before  # production still v3: v3's deletion is not undone
+    assert registry_snapshot(registry) == before  # production still v3: v3's deletion is not undone
 
 
 def test_gate_and_promote_a_candidate(make_home, policies, capsys, tmp_path):
@@ -65,11 +64,11 @@ def test_gate_and_promote_a_candidate(make_home, policies, capsys, tmp_path):
     assert out["ok"] and out["result"]["gate"]["passed"] and out["result"]["version"] == "2"
     assert "<testsuite" in junit.read_text()
     # The same candidate under a stricter policy: exit 3, JUnit lists the failure, nothing moves.
-    before = registry.snapshot()
+    before = registry_snapshot(registry)
     assert main(["gate", *args, "--policy", str(policies["reject"]), "--junit", str(junit)]) == 3
     assert "<failure" in junit.read_text() and "params_fraction" in capsys.readouterr().out
     assert main(["promote", *args, "--policy", str(policies["reject"])]) == 3
-    assert registry.snapshot() == before
+    assert registry_snapshot(registry) == before
     capsys.readouterr()
     assert main(["promote", *args, "--policy", str(policies["loose"])]) == 0
     assert "production -> v2" in capsys.readouterr().out

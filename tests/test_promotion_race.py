@@ -25,19 +25,20 @@ def test_twenty_simultaneous_promotions_on_a_real_server_have_one_winner_each(tm
 
 def test_a_crashed_holder_does_not_wedge_the_lock(tmp_path, monkeypatch):
     """A lock whose holder died is broken once it expires; a live one is waited for, then refused."""
+    from steuops import lineage
     from steuops import registry as reg
     from steuops.errors import ConflictError
 
     registry = _setup(tmp_path / "home", None)
     registry.set_alias(MODEL, "production", "1")
     lock = reg.lock_name(MODEL, "production")
-    registry._client.create_registered_model(lock, tags={reg.T_LOCK_OWNER: "dead:1:x",
-                                                         reg.T_LOCK_EXPIRES: f"{time.time() + 60:.3f}"})
+    registry._client.create_registered_model(lock, tags={lineage.LOCK_OWNER: "dead:1:x",
+                                                         lineage.LOCK_EXPIRES: f"{time.time() + 60:.3f}"})
     with pytest.raises(ConflictError, match="held the 'production' lock"), \
             registry.alias_lock(MODEL, "production", wait_s=0.5):
         pass
     assert registry.alias_version(MODEL, "production") == "1"
-    registry._client.set_registered_model_tag(lock, reg.T_LOCK_EXPIRES, f"{time.time() - 1:.3f}")
+    registry._client.set_registered_model_tag(lock, lineage.LOCK_EXPIRES, f"{time.time() - 1:.3f}")
     registry.move_alias(MODEL, "production", "2", expected_version="1")
     assert registry.alias_version(MODEL, "production") == "2"
     assert lock not in _all_names(registry)

@@ -65,8 +65,7 @@ def test_logged_dataset_round_trip(base, frame):
 
 
 def test_register_new_version_tags_artifacts_alias(base, tmp_path):
-    from steuops import __version__
-    from steuops.registry import T_GATE, T_PARENT
+    from steuops import __version__, lineage
 
     registry, ref, model = base
     loaded = registry.load(ref)
@@ -80,7 +79,7 @@ def test_register_new_version_tags_artifacts_alias(base, tmp_path):
                             params={"k": 3})
     assert new.alias == "candidate" and int(new.version) == int(ref.version) + 1
     got = registry.tags(new)
-    assert got[T_PARENT] == ref.version and got[T_GATE] == "rejected" and got["gate"] == "rejected"
+    assert got[lineage.PARENT] == ref.version and got[lineage.GATE] == "rejected" and got["gate"] == "rejected"
     assert got["steuops.version"] == __version__ and got["steuops.forgotten"] == "sepsis"
     assert registry.alias_version("clinical-dx", "candidate") == new.version
     assert registry.alias_version("clinical-dx", "production") == ref.version  # untouched
@@ -123,7 +122,7 @@ def test_move_alias_is_compare_and_set(base):
         registry.move_alias("clinical-dx", "staging", "2", expected_version="5")
     assert "'staging'" in str(exc.value) and "v1" in str(exc.value) and exc.value.exit_code == 2
     assert registry.alias_version("clinical-dx", "staging") == ref.version
-    registry.delete_alias("clinical-dx", "staging")
+    assert registry.clear_alias("clinical-dx", "staging", ref.version) is True
     assert registry.alias_version("clinical-dx", "staging") is None
 
 

@@ -7,6 +7,7 @@ import re
 
 import numpy as np
 import pytest
+from registry_helpers import FAST_STEU, MODEL, write_policy
 
 from steuops.report import confusion, render_html, write_report
 
@@ -140,11 +141,14 @@ def test_audit_and_report_writes_the_files_the_pipeline_logs(tiny_run, tmp_path)
 
 
 # ---- `steuops report` against a real embedded (sqlite) registry -----------------------------------
-from registry_helpers import FAST_STEU, MODEL, make_home, notes_frame, policies, trained_tiny  # noqa: E402, F401
 
 
-def test_report_cli_audits_a_version_once_and_renders_it(make_home, policies, tmp_path, capsys):  # noqa: F811
+def test_report_cli_audits_a_version_once_and_renders_it(make_home, policies, tmp_path, capsys):
+    import torch
+
+    from steuops import modeling
     from steuops.cli import main
+    from steuops.inference import InferenceSettings
     from steuops.pipeline import apply
     from steuops.registry import Registry
 
@@ -164,7 +168,35 @@ def test_report_cli_audits_a_version_once_and_renders_it(make_home, policies, tm
     assert data["meta"]["parent_version"] == "1" and data["meta"]["cohort_sha256"]
     assert data["tokens"], "the edit's selected tokens are in the report"
     assert data["audit"]["probe_f1"]["edited"] is not None
-    assert data["confusion"]["after"]["sepsis"]["tp"] >= 0
+    # The confusion counts are the parent's (before) and the version's (after) predictions on the held-out
+    # notes of split.json, at the inference settings it was evaluated with: counted again here, per class.
+    ref = registry.resolve(MODEL, version="2")
+    evaluation = registry.read_json_artifact(ref, "evaluation.json")
+    held_out = {str(i) for i in registry.read_json_artifact(ref, "split.json")["test_note_ids"]}
+    frame = registry.logged_dataset(ref)
+    test = frame[frame["note_id"].astype(str).isin(held_out)]
+    labels = evaluation["labels"]
+    truth = np.array([[label in row for label in labels] for row in test["labels"]])
+    assert len(test) == evaluation["n_test"] == data["confusion"]["n"]
+    assert dict(zip(labels, truth.sum(axis=0).tolist(), strict=True)) == evaluation["support"]
+    found = 0
+    for side, version in (("before", "1"), ("after", "2")):
+        loaded = registry.load(registry.resolve(MODEL, version=version))
+        assert loaded.labels == labels
+        tokenizer = InferenceSettings.from_dict(evaluation["inference"]).apply_to(loaded.tokenizer)
+        predicted = modeling.logits(loaded.model, tokenizer, list(test["text"]), max_length=tokenizer.model_max_length,
+                                    device=torch.device("cpu")) > 0.0
+        for j, label in enumerate(labels):
+            t, p = truth[:, j], predicted[:, j]
+            expected = {"tp": int((t & p).sum()), "fp": int((~t & p).sum()), "fn": int((t & ~p).sum()),
+                        "tn": int((~t & ~p).sum())}
+            assert data["confusion"][side][label] == expected, (side, label)
+            # ...and they give the F1 the gate was given at apply time
+            tp, fp, fn = expected["tp"], expected["fp"], expected["fn"]
+            f1 = 2 * tp / (2 * tp + fp + fn) if 2 * tp + fp + fn else 0.0
+            assert f1 == pytest.approx(evaluation[side]["per_class_f1"][label], abs=1e-9), (side, label)
+            found += tp
+    assert found > 0, "no class is ever predicted right: the counts would check nothing"
     # The audit is now logged on the version: a second report reads it instead of recomputing.
     assert "audit.json" in Registry(home).artifact_names(Registry(home).resolve(MODEL, version="2"))
     assert main(args) == 0
@@ -175,10 +207,8 @@ def test_report_cli_audits_a_version_once_and_renders_it(make_home, policies, tm
         "the confusion counts are logged with the audit, not lost on the next report"
 
 
-def test_report_cli_audits_next_to_a_retrained_reference_version(  # noqa: F811
-        make_home, policies, tmp_path, capsys, trained_tiny, tiny_tokenizer):  # noqa: F811
-    from registry_helpers import write_policy
-
+def test_report_cli_audits_next_to_a_retrained_reference_version(
+        make_home, policies, tmp_path, capsys, trained_tiny, tiny_tokenizer):
     from steuops.cli import main
     from steuops.pipeline import apply
     from steuops.tiny import classifier
@@ -206,7 +236,7 @@ def test_report_cli_audits_next_to_a_retrained_reference_version(  # noqa: F811
     assert "--reference 1" in error["message"] and "same classes" in error["message"]
 
 
-def test_report_cli_on_a_version_steuops_did_not_make_exits_2(make_home, capsys):  # noqa: F811
+def test_report_cli_on_a_version_steuops_did_not_make_exits_2(make_home, capsys):
     from steuops.cli import main
 
     home, _ = make_home()

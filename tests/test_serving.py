@@ -121,6 +121,38 @@ def test_limits_and_api_key_rules():
     assert not api_key_ok({}, "k1")
 
 
+def test_settings_come_from_the_environment_and_name_a_bad_variable(monkeypatch):
+    from steuops.errors import ConfigError
+    from steuops.serving import Limits, from_env, serve_settings
+
+    for name in [k for k in os.environ if k.upper().startswith("STEUOPS_")]:
+        monkeypatch.delenv(name)
+    s = serve_settings()
+    assert (s.max_texts, s.max_chars, s.max_latency_ms, s.max_inflight, s.threshold, s.device, s.alias) == (
+        64, 20_000, 2000, 32, 0.5, "auto", "production")
+    assert Limits.from_env() == Limits() and Limits().max_body_bytes == 64 * 20_000 * 6 + 65_536
+    monkeypatch.setenv("STEUOPS_MAX_TEXTS", "8")
+    monkeypatch.setenv("STEUOPS_MAX_CHARS", " 500 ")
+    monkeypatch.setenv("STEUOPS_MAX_INFLIGHT", "")  # empty = unset, as before
+    monkeypatch.setenv("STEUOPS_THRESHOLD", "0.25")
+    assert Limits.from_env() == Limits(max_texts=8, max_chars=500)
+    assert Limits(max_texts=8, max_chars=500).max_body_bytes == 8 * 500 * 6 + 65_536
+    assert serve_settings().max_inflight == 32 and serve_settings().threshold == 0.25
+    monkeypatch.setenv("STEUOPS_MAX_BODY_BYTES", "1000")
+    assert Limits.from_env().max_body_bytes == 1000
+    for name, value, message in (("STEUOPS_MAX_TEXTS", "lots", "STEUOPS_MAX_TEXTS='lots' is not an integer"),
+                                 ("STEUOPS_MAX_CHARS", "0", "STEUOPS_MAX_CHARS=0 must be at least 1"),
+                                 ("STEUOPS_MAX_LATENCY_MS", "-5", "STEUOPS_MAX_LATENCY_MS=-5 must be at least 1"),
+                                 ("STEUOPS_THRESHOLD", "high", "STEUOPS_THRESHOLD='high' is not a number")):
+        with monkeypatch.context() as m:
+            m.setenv(name, value)
+            with pytest.raises(ConfigError) as err:
+                Limits.from_env()
+            assert str(err.value) == message and "\n" not in str(err.value) and name in err.value.hint
+    with pytest.raises(ConfigError, match="STEUOPS_MODEL .* is unset"):
+        from_env()
+
+
 # ---------------------------------------------------------------- a real server
 
 
@@ -179,6 +211,10 @@ def test_bento_server_over_http(export_dir, trained, tmp_path):
     key = {"Authorization": "Bearer k-123"}
     with running(cmd, env, port, tmp_path / "server.log") as base, httpx.Client(base_url=base, timeout=30) as http:
         assert http.get("/livez").status_code == 200  # probes need no key
+        for page in ("/", "/docs"):  # the Swagger UI, from local files only: no tracker, no CDN
+            html = http.get(page, headers=key)
+            assert html.status_code == 200 and "swagger-initializer.js" in html.text
+            assert "googletagmanager" not in html.text and "https://" not in html.text
 
         r = http.post("/classify", json={"texts": test.texts[:5]}, headers=key)
         assert r.status_code == 200, r.text
@@ -191,6 +227,8 @@ def test_bento_server_over_http(export_dir, trained, tmp_path):
         assert http.get("/metadata", headers=key).json() == meta  # GET too, same answer
         assert http.get("/metadata").status_code == 401
         _check_openapi(http.get("/docs.json", headers=key).json())
+        description = http.get("/docs.json", headers=key).json()["info"]["description"]
+        assert "version 7" in description and "sepsis" in description and "BentoML" not in description
         assert meta["providers"] == ["CPUExecutionProvider"] and meta["limits"] == {"max_texts": 8, "max_chars": 500}
         assert len(meta["onnx_sha256"]) == 64 and meta["fused_ops"]["Attention"] == 2
 

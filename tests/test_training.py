@@ -10,7 +10,7 @@ from steuops import modeling
 from steuops.data import Notes, split_notes
 from steuops.errors import ConfigError
 from steuops.tiny import classifier
-from steuops.training import TrainConfig, fine_tune, mean_loss, targets
+from steuops.training import TrainConfig, fine_tune, targets
 
 LABELS = ["sepsis", "pneumonia", "heart failure", "acute kidney injury", "copd exacerbation", "diabetic ketoacidosis"]
 FAST = TrainConfig(epochs=3, lr=3e-3, batch_size=16, max_length=96, seed=0, warmup=0.1)
@@ -18,6 +18,16 @@ FAST = TrainConfig(epochs=3, lr=3e-3, batch_size=16, max_length=96, seed=0, warm
 
 def _weights(model) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def mean_loss(model, tokenizer, notes: Notes, *, max_length: int, device: str = "cpu", batch_size: int = 32) -> float:
+    """The training objective (unweighted) of `model` over `notes`, in eval mode: BCE on the multi-hot targets
+    or cross-entropy on each note's first known label, as fine_tune trains (a check that training helped)."""
+    rows, y = targets(model, notes)
+    logits = torch.from_numpy(modeling.logits(model, tokenizer, [notes.texts[i] for i in rows], batch_size=batch_size,
+                                              max_length=max_length, device=torch.device(device)))
+    loss = torch.nn.BCEWithLogitsLoss() if modeling.is_multi_label(model) else torch.nn.CrossEntropyLoss()
+    return float(loss(logits, torch.from_numpy(y)))
 
 
 def test_fine_tune_lowers_the_loss(tiny_notes, tiny_tokenizer, tiny_model):

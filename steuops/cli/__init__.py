@@ -41,7 +41,7 @@ def epilog(*examples: str, codes: str) -> str:
 EXIT_BAD_INPUT = "2 bad input (unknown model/version, bad option or file), nothing was changed; 1 unexpected error"
 
 # Command modules register themselves on import; keep this list in help order.
-_COMMANDS = ("apply", "gate", "serve", "report")
+_COMMANDS = ("apply", "demo", "gate", "serve", "report")
 
 
 def _register() -> None:
@@ -76,7 +76,6 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point: run the app, turn errors into one line, a hint and an exit code."""
     from steuops.cli.render import report_error
 
-    _register()
     args = sys.argv[1:] if argv is None else argv
     try:
         # standalone_mode=False: click *returns* typer.Exit's code instead of raising it, so keep it

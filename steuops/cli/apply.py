@@ -1,4 +1,4 @@
-"""`steuops apply` and `steuops demo`: thin commands over steuops.pipeline.
+"""`steuops apply`: a thin command over steuops.pipeline.apply.
 
 Heavy imports (torch, mlflow, pandas) stay inside the functions so that `steuops --help` is instant.
 """
@@ -8,14 +8,15 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 
 from steuops.cli import app, epilog
 
-DEMO_MODEL = "clinical-dx"
-
+if TYPE_CHECKING:
+    from steuops.gate import GateDecision
+    from steuops.pipeline import ApplyResult
 
 @app.command(epilog=epilog(
     "steuops apply --model clinical-dx --forget sepsis",
@@ -70,15 +71,15 @@ def apply(
         except GateRejected as exc:
             rejected = getattr(exc, "result", None)
             if rejected is not None:
-                _junit(rejected.gate, junit)
+                write_junit(rejected.gate, junit)
                 if not as_json:
-                    show_apply(rejected.to_dict())
+                    show_apply(rejected)
             raise
-    _junit(result.gate, junit)
+    write_junit(result.gate, junit)
     if as_json:
         emit_json("apply", result.to_dict())
         return
-    show_apply(result.to_dict())
+    show_apply(result)
 
 
 @contextmanager
@@ -170,65 +171,56 @@ def _write_problem(path: Path) -> str | None:
     return None
 
 
-def _junit(gate: dict[str, Any] | None, path: Path | None) -> None:
-    if gate is None or path is None:
+def write_junit(decision: GateDecision | None, path: Path | None) -> None:
+    if decision is None or path is None:
         return
-    from steuops.gate import write_junit
+    from steuops import gate
 
-    write_junit(decision_from_dict(gate), path)
-
-
-def decision_from_dict(data: dict[str, Any]):
-    """A GateDecision back from its to_dict() (the pipeline and the artifacts keep dicts)."""
-    from steuops.gate import GateDecision, RuleResult
-
-    return GateDecision(passed=bool(data["passed"]), rules=[RuleResult(**r) for r in data.get("rules", [])],
-                        policy_name=data.get("policy_name", "policy"), policy_sha256=data.get("policy_sha256", ""),
-                        forget=list(data.get("forget", [])))
+    gate.write_junit(decision, path)
 
 
 # ---- rendering -------------------------------------------------------------------------------
-def show_apply(result: dict[str, Any]) -> None:
+def show_apply(result: ApplyResult) -> None:
     from steuops.cli.render import console
 
-    requested = ", ".join(result["requested"])
-    inherited = f" (still forgetting {', '.join(result['inherited'])})" if result["inherited"] else ""
-    console.print(f"[bold]{result['model']}[/bold] v{result['parent_version']} -> forget [bold]{requested}[/bold]"
-                  f"{inherited} with {result['method']}", highlight=False)
+    requested = ", ".join(result.requested)
+    inherited = f" (still forgetting {', '.join(result.inherited)})" if result.inherited else ""
+    console.print(f"[bold]{result.model}[/bold] v{result.parent_version} -> forget [bold]{requested}[/bold]"
+                  f"{inherited} with {result.method}", highlight=False)
     _show_cohort(result)
-    if result["dry_run"]:
+    if result.dry_run:
         _show_plan(result)
         return
-    if result.get("evaluation"):
-        console.print(class_table(result["evaluation"]))
+    if result.evaluation:
+        console.print(class_table(result.evaluation))
         _show_params(result)
-    _show_audit(result.get("audit"))
-    _show_seconds(result["seconds"])
-    if result.get("gate"):
+    _show_audit(result.audit)
+    _show_seconds(result.seconds)
+    if result.gate is not None:
         from steuops.gate import render_table
 
-        console.print(render_table(decision_from_dict(result["gate"])))
+        console.print(render_table(result.gate))
     _show_outcome(result)
 
 
-def _show_cohort(result: dict[str, Any]) -> None:
+def _show_cohort(result: ApplyResult) -> None:
     from steuops.cli.render import console
 
-    c = result["cohort"]
+    c = result.cohort
     console.print(f"cohort: {c['rows']} notes from {c['source']} ({c['forget_rows']} carry a forget class, "
                   f"{c['retain_rows']} do not); split {c['split']}: {c['train_rows']} train / {c['test_rows']} "
-                  f"held out; validation passed {result['validation']['expectations']} expectations",
+                  f"held out; validation passed {result.validation['expectations']} expectations",
                   highlight=False)
 
 
-def _show_plan(result: dict[str, Any]) -> None:
+def _show_plan(result: ApplyResult) -> None:
     from steuops.cli.render import console
 
-    p = result["policy"]
-    k = result["params"].get("k")
-    promote = f"alias {p['promote_alias']!r} (now v{p['expected_version']})" if p["promote_alias"] else "nothing"
-    console.print(f"plan: {result['method']}" + (f" k={k}" if k is not None else "") +
-                  f", epochs={result['params'].get('epochs')}; policy {p['name']} ({(p['sha256'] or '')[:12]}); "
+    p = result.policy
+    k = result.params.get("k")
+    promote = f"alias {p.promote_alias!r} (now v{p.expected_version})" if p.promote_alias else "nothing"
+    console.print(f"plan: {result.method}" + (f" k={k}" if k is not None else "") +
+                  f", epochs={result.params.get('epochs')}; policy {p.name} ({(p.sha256 or '')[:12]}); "
                   f"on a pass promote {promote}", highlight=False)
     console.print("[yellow]dry run: nothing was trained or written[/yellow]")
 
@@ -252,11 +244,11 @@ def class_table(evaluation: dict[str, Any]):
     return table
 
 
-def _show_params(result: dict[str, Any]) -> None:
+def _show_params(result: ApplyResult) -> None:
     from steuops.cli.render import console
 
-    e = result["evaluation"]
-    k = (result.get("edit") or {}).get("k")
+    e = result.evaluation or {}
+    k = (result.edit or {}).get("k")
     rows = f" ({k} token-embedding rows + the head)" if k is not None else ""
     console.print(f"parameters modified: {e['params_modified']:,} of {e['params_total']:,} "
                   f"({100 * e['params_fraction']:.3f}%){rows}", highlight=False)
@@ -281,56 +273,22 @@ def _show_seconds(seconds: dict[str, float]) -> None:
     console.print(f"time: {parts} (total {sum(seconds.values()):.1f}s)", highlight=False)
 
 
-def _show_outcome(result: dict[str, Any]) -> None:
+def _show_outcome(result: ApplyResult) -> None:
     from steuops.cli.render import console
 
-    new = result.get("new_version")
+    new = result.new_version
     if new is None:
         return
-    verdict = "passed" if result["gate"]["passed"] else "rejected"
-    console.print(f"registered {result['model']} v{new} (alias candidate, gate={verdict})", highlight=False)
-    promoted = result.get("promoted")
+    verdict = "passed" if result.passed else "rejected"
+    console.print(f"registered {result.model} v{new} (alias candidate, gate={verdict})", highlight=False)
+    promoted = result.promoted
     if promoted:
-        was = f" (was v{promoted['previous']})" if promoted.get("previous") else ""
-        console.print(f"[green]promoted:[/green] {promoted['alias']} -> v{promoted['version']}{was}", highlight=False)
-    elif result["gate"]["passed"]:
+        was = f" (was v{promoted.previous})" if promoted.previous else ""
+        console.print(f"[green]promoted:[/green] {promoted.alias} -> v{promoted.version}{was}", highlight=False)
+    elif result.passed:
         console.print("not promoted (the policy or --no-promote says a person promotes): "
-                      f"steuops promote --model {result['model']} --version {new}", highlight=False)
-    if result.get("export"):
-        ex = result["export"]
+                      f"steuops promote --model {result.model} --version {new}", highlight=False)
+    if result.export:
+        ex = result.export
         console.print(f"exported ONNX ({ex.get('exporter')}), parity max |diff| {ex.get('parity_max_abs_diff')}",
                       highlight=False)
-
-
-# ---- demo ------------------------------------------------------------------------------------
-@app.command(epilog=epilog(
-    "steuops demo", "steuops demo --home /tmp/steuops-demo --device cpu",
-    codes="0 done; 2 the home already holds the demo model (nothing was changed); 3 the gate rejected the "
-          "demo's deletion; 1 unexpected error"))
-def demo(
-    home: Path | None = typer.Option(None, "--home", help="Home to create (default $STEUOPS_HOME or ~/.steuops)."),
-    notes: int | None = typer.Option(None, "--notes", help="Number of synthetic notes (default: the demo's)."),
-    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
-    as_json: bool = typer.Option(False, "--json", help="Print one JSON envelope instead of tables."),
-) -> None:
-    """Set up a home: synthetic notes, a MiniLM classifier registered as clinical-dx@production,
-    then forget sepsis with the default policy."""
-    from steuops.cli.render import console, emit_json, progress_bar
-    from steuops.errors import GateRejected
-    from steuops.pipeline import run_demo
-
-    with progress_bar(enabled=not as_json) as progress:
-        try:
-            out = run_demo(home=home, n_notes=notes, device=device, progress=progress,
-                           say=None if as_json else lambda text: console.print(text, highlight=False))
-        except GateRejected as exc:  # show what was measured before the verdict, then exit 3
-            rejected = getattr(exc, "result", None)
-            if rejected is not None and not as_json:
-                show_apply(rejected.to_dict())
-            raise
-    if as_json:
-        emit_json("demo", out)
-        return
-    show_apply(out["apply"])
-    console.print(f"next: steuops apply --model {DEMO_MODEL} --forget pneumonia"
-                  + (f" --home {out['home']}" if home else ""), highlight=False)

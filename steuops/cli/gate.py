@@ -90,7 +90,7 @@ def gate_command(
     Uses the evaluation the candidate was registered with (its evaluation.json artifact, measured on
     the held-out split): the measurement does not depend on the policy, so no model is re-loaded.
     """
-    from steuops.cli.apply import _junit, check_writable, class_table, decision_from_dict
+    from steuops.cli.apply import check_writable, class_table, write_junit
     from steuops.cli.render import console, emit_json
     from steuops.errors import GateRejected
     from steuops.gate import render_table
@@ -98,18 +98,18 @@ def gate_command(
 
     check_writable(junit, "--junit")  # before the registry is touched
     out = regate(model, version, policy=policy, home=home)
-    _junit(out["gate"], junit)
+    write_junit(out.gate, junit)
     if as_json:
-        emit_json("gate", out, ok=bool(out["gate"]["passed"]))
+        emit_json("gate", out.to_dict(), ok=out.gate.passed)
     else:
-        console.print(f"[bold]{model}[/bold] v{out['version']} (parent v{out['parent_version']}), "
-                      f"from the {out['source']}", highlight=False)
-        console.print(class_table(out["evaluation"]))
-        console.print(render_table(decision_from_dict(out["gate"])))
-    if not out["gate"]["passed"]:
+        console.print(f"[bold]{model}[/bold] v{out.version} (parent v{out.parent_version}), "
+                      f"from the {out.source}", highlight=False)
+        console.print(class_table(out.evaluation))
+        console.print(render_table(out.gate))
+    if not out.gate.passed:
         if as_json:  # the envelope is already printed; only the exit code is left to give
             raise typer.Exit(GateRejected.exit_code)
-        raise GateRejected(f"the policy {out['policy']['name']!r} rejects {model} v{out['version']}",
+        raise GateRejected(f"the policy {out.policy.name!r} rejects {model} v{out.version}",
                            hint="nothing was changed")
 
 
@@ -132,11 +132,11 @@ def promote(
 
     out = run_promote(model, version, policy=policy, alias=alias, home=home)
     if as_json:
-        emit_json("promote", out)
+        emit_json("promote", out.to_dict())
         return
-    p = out["promoted"]
-    console.print(f"[green]promoted:[/green] {model} {p['alias']} -> v{p['version']} (was v{p['previous']}); "
-                  f"gate passed under policy {out['policy']['name']}", highlight=False)
+    p = out.promoted
+    console.print(f"[green]promoted:[/green] {model} {p.alias} -> v{p.version} (was v{p.previous}); "
+                  f"gate passed under policy {out.policy.name}", highlight=False)
 
 
 @app.command(epilog=epilog(
@@ -157,13 +157,13 @@ def rollback(
 
     out = run_rollback(model, reason=reason, to=to, alias=alias, home=home)
     if as_json:
-        emit_json("rollback", out)
+        emit_json("rollback", out.to_dict())
         return
-    console.print(f"rolled back: {model} {out['alias']} v{out['from']} -> v{out['to']} ({out['reason']})",
+    console.print(f"rolled back: {model} {out.alias} v{out.from_version} -> v{out.to_version} ({out.reason})",
                   highlight=False)
-    if out["reinstated_classes"]:
-        console.print(f"[bold yellow]warning:[/bold yellow] v{out['to']} still predicts "
-                      f"{', '.join(out['reinstated_classes'])}, which v{out['from']} had forgotten", highlight=False)
+    if out.reinstated_classes:
+        console.print(f"[bold yellow]warning:[/bold yellow] v{out.to_version} still predicts "
+                      f"{', '.join(out.reinstated_classes)}, which v{out.from_version} had forgotten", highlight=False)
 
 
 @app.command(epilog=epilog(
@@ -178,10 +178,11 @@ def history(
     """Every version: parent, forgotten classes, gate verdict, policy, created time, aliases."""
     from rich.table import Table
 
+    from steuops import lineage
     from steuops.cli.render import console, emit_json
-    from steuops.registry import Registry
+    from steuops.pipeline import history as versions
 
-    rows = [row.to_dict() for row in Registry(home).versions(model)]
+    rows = [row.to_dict() for row in versions(model, home=home)]
     if as_json:
         emit_json("history", {"model": model, "versions": rows})
         return
@@ -195,7 +196,7 @@ def history(
         shown = f"[green]{gate}[/]" if gate == "passed" else f"[red]{gate}[/]" if gate == "rejected" else gate
         if row["status"] != "complete":  # a crash left it half-made: never gated or promoted as it is
             shown += f" [yellow]({row['status']})[/]"
-        rolled = row["tags"].get("steuops.rollback_reason")
+        rolled = row["tags"].get(lineage.ROLLBACK_REASON)
         table.add_row(row["version"], row["parent"] or "-", ", ".join(row["forgotten"]) or "-", shown,
                       ", ".join(row["aliases"]) + (f" (rollback: {rolled})" if rolled else ""),
                       row["policy"] or "-", row["created"][:16].replace("T", " "))

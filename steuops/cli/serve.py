@@ -1,4 +1,5 @@
-"""`steuops export` (ONNX + parity, logged on the version) and `steuops serve` (BentoML).
+"""`steuops export` (ONNX + parity, logged on the version), `steuops pack` (into BentoML's model store) and
+`steuops serve` (BentoML).
 
 Library imports stay inside the commands so that `steuops --help` loads none of them.
 """
@@ -76,10 +77,54 @@ def _print_export(doc: dict) -> None:
     console.print(f"steuops.onnx_sha256 {doc['onnx_sha256']}", highlight=False)
 
 
+@app.command("pack", epilog=epilog(
+    "steuops pack --model clinical-dx", "steuops pack --model clinical-dx --version 3 --json",
+    "steuops pack --onnx-dir onnx-v3",
+    codes="0 packed (or already in the store: same tag); 2 bad input (unknown model/version, no ONNX export, "
+          "a folder whose files do not match its manifest), nothing was changed; 1 unexpected error"))
+def pack_command(
+    model: str | None = typer.Option(None, "--model", "-m", help="Registered model name."),
+    version: str | None = typer.Option(None, "--version", help="Version to pack."),
+    alias: str | None = typer.Option(None, "--alias", help="Alias to pack (default production)."),
+    onnx_dir: Path | None = typer.Option(None, "--onnx-dir", help="Pack an exported folder, no registry."),
+    home: Path | None = typer.Option(None, "--home", help="steuops home (default $STEUOPS_HOME or ~/.steuops)."),
+    as_json: bool = typer.Option(False, "--json", help='Print one JSON envelope ({"tag": ...}) instead of the tag.'),
+) -> None:
+    """Save a version's ONNX export in BentoML's model store ($BENTOML_HOME/models) and print its tag.
+
+    The tag is steuops-MODEL:vVERSION-SHA8 (of model.onnx), so packing the same export again prints the
+    same tag and stores nothing. Serve it with `steuops serve --packed TAG`; `STEUOPS_BENTO_MODEL=TAG
+    bentoml build` puts it into a Bento that needs no registry.
+    """
+    from steuops.errors import UsageError
+
+    _check_choice(alias, version)
+    if onnx_dir and (model or alias or version):
+        raise UsageError("--onnx-dir and a registered model both given",
+                         hint="pack a folder (--onnx-dir DIR) or a version (--model M [--alias A | --version N])")
+    if not (onnx_dir or model):
+        raise UsageError("nothing to pack", hint="pass --model NAME (or --onnx-dir DIR)")
+    from steuops.serving.service import pack, pack_version
+
+    if onnx_dir:
+        tag = pack(onnx_dir)
+    else:
+        tag = pack_version(model, alias=None if version else (alias or "production"), version=version,
+                           home=str(home) if home else None)
+    if as_json:
+        from steuops.cli.render import emit_json
+
+        emit_json("pack", {"tag": tag})
+        return
+    typer.echo(tag)  # the tag alone on stdout: TAG=$(steuops pack --model M)
+
+
 @app.command("serve", epilog=epilog(
     "steuops serve --model clinical-dx --port 3000",
     "steuops serve --onnx-dir onnx-v3 --host 0.0.0.0",
-    codes="runs until stopped; 0 stopped cleanly (SIGTERM, Ctrl-C); 2 nothing to serve (unknown model, no ONNX export), "
+    "steuops serve --packed steuops-clinical-dx:v3-1a2b3c4d",
+    codes="runs until stopped; 0 stopped cleanly (SIGTERM, Ctrl-C); 2 nothing to serve (unknown model, no ONNX export, "
+          "a --packed tag not in the model store), "
           "checked before the server starts; 1 unexpected error"))
 def serve_command(
     model: str | None = typer.Option(None, "--model", "-m", envvar="STEUOPS_MODEL", help="Registered model name."),
@@ -89,6 +134,9 @@ def serve_command(
                                        help="Serve this version instead of an alias."),
     onnx_dir: Path | None = typer.Option(None, "--onnx-dir", envvar="STEUOPS_ONNX_DIR",
                                          help="Serve an exported folder, no registry."),
+    packed: str | None = typer.Option(None, "--packed", envvar="STEUOPS_BENTO_MODEL",
+                                      help="Serve this tag from BentoML's model store (`steuops pack`); wins over "
+                                           "--model and --onnx-dir."),
     host: str = typer.Option("127.0.0.1", "--host", help="Interface to bind (0.0.0.0 in a container)."),
     port: int = typer.Option(3000, "--port", envvar="STEUOPS_PORT", help="HTTP port."),
     home: Path | None = typer.Option(None, "--home", envvar="STEUOPS_HOME",
@@ -103,7 +151,7 @@ def serve_command(
     """
     import sys
 
-    child_env = serve_env(model, alias=alias, version=version, onnx_dir=onnx_dir, home=home)
+    child_env = serve_env(model, alias=alias, version=version, onnx_dir=onnx_dir, home=home, packed=packed)
     cmd = [sys.executable, "-m", "bentoml", "serve", SERVICE, "--host", host, "--port", str(port)]
     sys.stdout.flush()
     sys.stderr.flush()
@@ -112,12 +160,23 @@ def serve_command(
 
 
 def serve_env(model: str | None, *, alias: str | None, version: str | None, onnx_dir: Path | None,
-              home: Path | None) -> dict[str, str]:
-    """The environment of the server process; checks up front that there is something to serve."""
+              home: Path | None, packed: str | None = None) -> dict[str, str]:
+    """The environment of the server process; checks up front that there is something to serve.
+
+    A packed tag wins (as in the server, which loads STEUOPS_BENTO_MODEL first): it is resolved to its full
+    tag here, so `steuops-clinical-dx` serves the entry that is latest now, and a tag not in the local store
+    fails with exit 2 before the server starts. Without one, STEUOPS_BENTO_MODEL is not passed on.
+    """
     from steuops.errors import ConfigError, RegistryError
 
     child = dict(os.environ)
     _check_choice(alias, version)
+    if packed:
+        from steuops.serving.service import packed_model
+
+        child["STEUOPS_BENTO_MODEL"] = str(packed_model(packed).tag)
+        return child
+    child.pop("STEUOPS_BENTO_MODEL", None)
     if onnx_dir:
         if not (onnx_dir / "labels.json").is_file():
             raise ConfigError(f"--onnx-dir {onnx_dir}: no labels.json", hint="point at a folder from `steuops export --out`")

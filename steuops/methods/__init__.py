@@ -171,12 +171,25 @@ class Method(Protocol):
 
 
 def register(name: str):
+    """Class decorator: make `cls` the method called `name`. A name is taken once: another class
+    registering it raises ValueError (a programming error, not a user's) instead of silently
+    replacing the method every `--method NAME` runs. The same class again, or its re-definition
+    when its module is reloaded (same module and qualified name), is accepted."""
+
     def wrap(cls: type[Method]) -> type[Method]:
+        existing = _REGISTRY.get(name)
+        if existing is not None and _qualified(existing) != _qualified(cls):
+            raise ValueError(f"method name {name!r} is already registered by {_qualified(existing)}; "
+                             f"{_qualified(cls)} must register under another name")
         cls.name = name
         _REGISTRY[name] = cls
         return cls
 
     return wrap
+
+
+def _qualified(cls: type) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
 
 
 def _load_providers() -> None:

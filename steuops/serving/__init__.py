@@ -2,7 +2,8 @@
 
 `serving.service` (the only bentoml importer) wraps a `ServedModel` in a BentoML service; the
 benchmark and tests use `ServedModel` in-process too. Settings come from the environment so that
-`bentoml serve` and a container need nothing else. ONNX files from the registry are cached under
+`bentoml serve` and a container need nothing else; `ServeSettings` (pydantic-settings) reads and checks them,
+an empty variable counts as unset. ONNX files from the registry are cached under
 `$STEUOPS_HOME/cache/onnx/<model>/<version>/`, verified by sha256 before every reuse:
 
     STEUOPS_MODEL        registered model name (registry mode)
@@ -34,8 +35,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from pydantic import Field, SecretStr, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from steuops import env  # noqa: F401  (telemetry off before heavy imports)
+from steuops import env, lineage  # noqa: F401  (env: telemetry off before heavy imports)
 from steuops.errors import ConfigError, RegistryError
 
 if TYPE_CHECKING:
@@ -49,14 +52,68 @@ FORGOTTEN_NOTE = "forgotten classes are removed from every /classify response"
 OPEN_PATHS = frozenset({"/readyz", "/livez", "/healthz", "/metrics"})
 
 
+class ServeSettings(BaseSettings):
+    """The STEUOPS_* variables above (field `max_texts` <- STEUOPS_MAX_TEXTS), read when constructed.
+    Use `serve_settings()`: it turns a bad value into a one-line ConfigError naming the variable."""
+
+    model_config = SettingsConfigDict(env_prefix="STEUOPS_", env_ignore_empty=True, frozen=True)
+
+    model: str | None = None
+    alias: str = "production"
+    version: str | None = None
+    home: str | None = None
+    onnx_dir: str | None = None
+    onnx_file: str | None = None
+    bento_model: str | None = None
+    device: str = "auto"
+    threshold: float = 0.5
+    max_texts: int = Field(64, ge=1)
+    max_chars: int = Field(20_000, ge=1)
+    max_latency_ms: int = Field(2000, ge=1)
+    max_inflight: int = Field(32, ge=1)
+    max_body_bytes: int | None = Field(None, ge=1)  # None: from the text limits (Limits.max_body_bytes)
+    api_key: SecretStr | None = None
+
+
+def serve_settings() -> ServeSettings:
+    """The serving settings in the environment now; ConfigError (one line, every bad variable) if any is invalid."""
+    try:
+        return ServeSettings()
+    except ValidationError as err:
+        raise _settings_error(err) from None
+
+
+def _settings_error(err: ValidationError) -> ConfigError:
+    """The messages the hand-written parsers gave: `STEUOPS_X='abc' is not an integer`, `STEUOPS_X=0 must be
+    at least 1`, `STEUOPS_X='abc' is not a number`; the hint says what to set for the first of them."""
+    messages, hints = [], []
+    for e in err.errors():
+        name = "STEUOPS_" + str(e["loc"][0]).upper()
+        raw = e.get("input")
+        if e["type"] == "greater_than_equal":
+            messages.append(f"{name}={str(raw).strip()} must be at least {e['ctx']['ge']}")
+            hints.append(f"set {name} to a positive integer")
+        elif e["type"].startswith("int_"):
+            messages.append(f"{name}={raw!r} is not an integer")
+            hints.append(f"set {name} to a positive integer")
+        elif e["type"].startswith("float_"):
+            messages.append(f"{name}={raw!r} is not a number")
+            hints.append(f"set {name} to e.g. 0.5")
+        else:
+            messages.append(f"{name}={raw!r}: {e['msg']}")
+            hints.append(f"fix or unset {name}")
+    return ConfigError("; ".join(messages), hint=hints[0])
+
+
 @dataclass(frozen=True)
 class Limits:
-    max_texts: int = 64
-    max_chars: int = 20_000
+    max_texts: int = ServeSettings.model_fields["max_texts"].default
+    max_chars: int = ServeSettings.model_fields["max_chars"].default
 
     @classmethod
     def from_env(cls) -> Limits:
-        return cls(max_texts=_env_int("STEUOPS_MAX_TEXTS", 64), max_chars=_env_int("STEUOPS_MAX_CHARS", 20_000))
+        settings = serve_settings()
+        return cls(max_texts=settings.max_texts, max_chars=settings.max_chars)
 
     @property
     def max_body_bytes(self) -> int:
@@ -65,7 +122,7 @@ class Limits:
         6 bytes a character covers `\\uXXXX` escapes (what json.dumps writes for non-ASCII by default) and
         raw UTF-8; 64 KiB covers the keys, quotes and commas. STEUOPS_MAX_BODY_BYTES overrides it.
         """
-        return _env_int("STEUOPS_MAX_BODY_BYTES", self.max_texts * self.max_chars * 6 + 65_536)
+        return serve_settings().max_body_bytes or self.max_texts * self.max_chars * 6 + 65_536
 
     def check(self, texts: list[str]) -> list[str]:
         """Raise ValueError with a message a client can act on; BentoML turns it into a 400.
@@ -84,29 +141,6 @@ class Limits:
             if not text.strip():  # nothing to classify: a 200 with made-up scores would mislead the caller
                 raise ValueError(f"texts[{i}] is empty or whitespace only")
         return texts
-
-
-def _env_int(name: str, default: int) -> int:
-    raw = os.environ.get(name)
-    if not raw:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ConfigError(f"{name}={raw!r} is not an integer", hint=f"set {name} to a positive integer") from None
-    if value < 1:
-        raise ConfigError(f"{name}={value} must be at least 1", hint=f"set {name} to a positive integer")
-    return value
-
-
-def _env_float(name: str, default: float) -> float:
-    raw = os.environ.get(name)
-    if not raw:
-        return default
-    try:
-        return float(raw)
-    except ValueError:
-        raise ConfigError(f"{name}={raw!r} is not a number", hint=f"set {name} to e.g. 0.5") from None
 
 
 class ServedModel:
@@ -219,19 +253,14 @@ def served_settings(manifest: dict[str, Any], tokenizer: Any) -> InferenceSettin
 
 def from_env() -> ServedModel:
     """The model the environment names: STEUOPS_ONNX_DIR, else STEUOPS_MODEL resolved in the registry."""
-    device = os.environ.get("STEUOPS_DEVICE", "auto")
-    opts = {"device": device, "file_name": os.environ.get("STEUOPS_ONNX_FILE") or None,
-            "threshold": _env_float("STEUOPS_THRESHOLD", 0.5)}
-    local = os.environ.get("STEUOPS_ONNX_DIR")
-    if local:
-        return ServedModel(local, **opts)
-    name = os.environ.get("STEUOPS_MODEL")
-    if not name:
+    settings = serve_settings()
+    opts = {"device": settings.device, "file_name": settings.onnx_file, "threshold": settings.threshold}
+    if settings.onnx_dir:
+        return ServedModel(settings.onnx_dir, **opts)
+    if not settings.model:
         raise ConfigError("no model to serve: STEUOPS_MODEL (or STEUOPS_ONNX_DIR) is unset",
                           hint="steuops serve --model NAME sets it")
-    onnx_dir, source = download(name, alias=os.environ.get("STEUOPS_ALIAS") or "production",
-                                version=os.environ.get("STEUOPS_VERSION") or None,
-                                home=os.environ.get("STEUOPS_HOME") or None)
+    onnx_dir, source = download(settings.model, alias=settings.alias, version=settings.version, home=settings.home)
     return ServedModel(onnx_dir, source=source, **opts)
 
 
@@ -255,7 +284,7 @@ def download(name: str, *, alias: str | None, version: str | None, home: str | N
         raise RegistryError(f"{ref} has no ONNX export", hint=f"run: steuops export --model {name} --version {ref.version}")
     if dst:
         return registry.download_artifact(ref, ARTIFACT_PATH, dst), source
-    expected = registry.tags(ref).get("steuops.onnx_sha256")
+    expected = registry.tags(ref).get(lineage.ONNX_SHA)
     folder = cache_dir(registry.home, name, ref.version)
     source["cache"] = "reused" if verify_folder(folder, expected) else "downloaded"
     if source["cache"] == "downloaded":

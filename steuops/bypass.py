@@ -1,14 +1,17 @@
-"""Rewordings that try to slip a forgotten class past the edited model.
+"""Rewordings that try to slip a forgotten class past the edited model (the audit's bypass attack).
 
 STEU edits the embedding rows of the tokens most indicative of the class. A note that names the
 class with other words (a synonym, an abbreviation, a description of its criteria) may still be
-recognised through tokens that were never edited. The audit composes short notes from these
-phrases and checks whether the edited model still flags the class.
+recognised through tokens that were never edited. The audit (steuops.audit) composes short notes
+from these phrases and checks whether the edited model still flags the class.
 
-Per demo class: rewordings, abbreviations and criteria-style descriptions, several of them absent
-from the demo generator's own mentions. NEUTRAL phrases name diagnoses outside the six demo classes;
-they and the other classes' phrases are the negatives that make the bypass F1 a real F1.
-Pure Python: no heavy imports.
+The built-in PHRASES describe the demo's six classes (steuops.demo.notes.CLASSES): rewordings,
+abbreviations and criteria-style descriptions, several of them absent from the demo generator's own
+mentions. A model with other classes gets no built-in rewordings for them; user phrases
+(AuditConfig.bypass_phrases, `--bypass-phrases`, read by `load_phrases`) add to the built-in ones of
+every forgotten class. NEUTRAL phrases name diagnoses outside the six demo classes; they and the other
+classes' phrases are the negatives that make the bypass F1 a real F1.
+Pure Python: no heavy imports (and no import of steuops.demo: production code does not need the demo).
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from pathlib import Path
 
 from steuops.errors import ConfigError
 
+# Built-in rewordings of the demo's six classes (steuops.demo.notes.CLASSES), keyed by class name.
 PHRASES: dict[str, list[str]] = {
     "sepsis": [
         "urosepsis", "SIRS with hypotension", "septic shock", "severe sepsis", "bacteremia with hypotension",
@@ -98,8 +102,9 @@ def load_phrases(source: str | Path | Sequence[str] | None) -> list[str]:
 def bypass_sets(
     labels: Sequence[str], forget: Sequence[str], user_phrases: Sequence[str] = ()
 ) -> dict[str, dict[str, list[str]]]:
-    """Per forget class: {"positive": notes rewording it (built-in + user phrases), "negative": notes
-    rewording the model's other classes and neutral diagnoses}. Classes with no positives are left out."""
+    """Per forget class: {"positive": notes rewording it (its built-in demo-class phrases plus every user
+    phrase), "negative": notes rewording the model's other classes and neutral diagnoses}. Classes with no
+    positives (not a demo class and no user phrases) are left out."""
     forgotten = {c.lower() for c in forget}
     others = [p for label in labels if label.lower() not in forgotten for p in phrases_for(label)]
     negatives = compose(others + NEUTRAL)
