@@ -57,18 +57,27 @@ class FeatureCache:
 
     def replace(self, rows: Sequence[int], other: FeatureCache) -> FeatureCache:
         """A copy whose `rows` come from `other` (one entry per row, in that order)."""
+        copy = FeatureCache({k: (v.clone() if v is not None else None) for k, v in self.fields.items()}, self.kind)
+        copy.write(rows, other)
+        return copy
+
+    def blank(self, n: int) -> FeatureCache:
+        """A cache of `n` notes shaped like this one (same fields, dtypes, device), every entry zero: for
+        callers that fill it note by note (`write`) as the notes are first run."""
         import torch
 
-        out = {}
+        return FeatureCache({k: (torch.zeros((n, *v.shape[1:]), dtype=v.dtype, device=v.device)
+                                 if v is not None else None) for k, v in self.fields.items()}, self.kind)
+
+    def write(self, rows: Sequence[int], other: FeatureCache) -> None:
+        """In place: `rows` take `other`'s entries (one per row, in that order)."""
+        import torch
+
+        if not len(rows):
+            return
         for key, value in self.fields.items():
-            if value is None:
-                out[key] = None
-                continue
-            value = value.clone()
-            if len(rows):
+            if value is not None:
                 value[torch.as_tensor(list(rows), dtype=torch.long, device=value.device)] = other.fields[key].to(value)
-            out[key] = value
-        return FeatureCache(out, self.kind)
 
 
 def _cast(value: torch.Tensor, dtype: torch.dtype | None) -> torch.Tensor:
@@ -156,17 +165,19 @@ def head_logits(model: nn.Module, cache: FeatureCache, idx: Sequence[int] | torc
 
 
 def exact(model: nn.Module, cache: FeatureCache, logits: torch.Tensor, sample: int = 16,
-          device: torch.device | None = None) -> bool:
+          device: torch.device | None = None, rows: Sequence[int] | None = None) -> bool:
     """Do head-only logits from the cache reproduce `logits` (the full passes that filled it)? Pass the
     `device` those passes ran on: the head then runs under the same autocast (bf16 on CUDA) as they did,
-    else a float32 head would differ from a bf16 one by more than the tolerance and the shortcut be lost."""
+    else a float32 head would differ from a bf16 one by more than the tolerance and the shortcut be lost.
+    Checked on the first `sample` notes, or on the first `sample` of `rows` (a cache filled note by note:
+    the notes that have been run)."""
     import contextlib
 
     import torch
 
     from steuops.modeling import autocast
 
-    rows = list(range(min(sample, len(cache))))
+    rows = list(range(min(sample, len(cache)))) if rows is None else [int(i) for i in list(rows)[:sample]]
     with torch.no_grad(), (autocast(device) if device is not None else contextlib.nullcontext()):
         try:
             replayed = head_logits(model, cache, rows).float()

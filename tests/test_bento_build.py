@@ -17,7 +17,7 @@ from pathlib import Path
 import engine_data
 import pytest
 from engine_data import LABELS
-from test_serving import _free_port, _server_env, running
+from server_helpers import bento_env, free_port, running_server
 
 pytestmark = [pytest.mark.filterwarnings("ignore"), pytest.mark.slow]
 ROOT = Path(__file__).resolve().parents[1]
@@ -52,7 +52,7 @@ def export_dir(tmp_path_factory):
 
 def _offline_env(tmp_path: Path, home: Path, **extra: str) -> dict[str, str]:
     """No index, no hub, `uv` from this environment on PATH (BentoML downloads it otherwise)."""
-    env = _server_env(tmp_path, BENTOML_HOME=str(home), HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1",
+    env = bento_env(tmp_path, BENTOML_HOME=str(home), HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1",
                       PIP_NO_INDEX="1", UV_OFFLINE="1", UV_NO_CACHE="1", **extra)
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     return env
@@ -127,10 +127,10 @@ def test_exported_bento_serves_its_packed_model_without_registry_or_training_sta
                        STEUOPS_MODEL="clinical-dx", STEUOPS_TEST_BLOCK=",".join(HEAVY),
                        STEUOPS_TEST_BLOCK_LOG=str(tmp_path / "imports.log"), PYTHONPATH=str(blocker))
     _run([sys.executable, "-m", "bentoml", "import", str(archive)], env)
-    port = _free_port()
+    port = free_port()
     cmd = [sys.executable, "-m", "bentoml", "serve", f"steuops-classifier:{bento.name}", "--host", "127.0.0.1",
            "--port", str(port)]
-    with running(cmd, env, port, tmp_path / "server.log") as base, httpx.Client(base_url=base, timeout=30) as http:
+    with running_server(cmd, env, port, tmp_path / "server.log") as base, httpx.Client(base_url=base, timeout=30) as http:
         meta = http.get("/metadata").json()
         answer = http.post("/classify", json={"texts": ["lactate cultures", "bnp edema"]})
         docs = http.get("/docs.json").json()

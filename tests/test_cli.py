@@ -5,13 +5,13 @@ from __future__ import annotations
 import json
 import os
 import resource
-import socket
 import subprocess
 import sys
 import time
 
 import pytest
 from registry_helpers import FAST_STEU, MODEL, registry_snapshot
+from server_helpers import free_port
 
 HEAVY = ("torch", "transformers", "mlflow", "bentoml", "great_expectations", "onnx", "onnxruntime", "pandas")
 
@@ -121,16 +121,10 @@ def test_demo_refuses_a_home_that_already_has_the_model(make_home, capsys):
     assert registry_snapshot(registry) == before
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_registry_down_is_one_line_exit_2():
     """Exit 2 (unusable input: the registry the user pointed at cannot be used; nothing was changed),
     not 1 (a bug in steuops)."""
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{port}"}
     for argv in (["history", "--model", MODEL], ["apply", "--model", MODEL, "--forget", "sepsis"]):
         started = time.perf_counter()

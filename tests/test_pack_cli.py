@@ -16,7 +16,7 @@ import engine_data
 import httpx
 import pytest
 from engine_data import LABELS
-from test_serving import _free_port, _server_env, running
+from server_helpers import bento_env, free_port, running_server
 from typer.testing import CliRunner
 
 pytestmark = pytest.mark.filterwarnings("ignore")
@@ -74,7 +74,7 @@ def test_pack_prints_the_tag_and_packing_again_stores_nothing(home, tmp_path):
     from steuops.serving import cache_dir, verify_folder
 
     home_dir, sha = home
-    env = _server_env(tmp_path)  # BENTOML_HOME=tmp_path/bentoml
+    env = bento_env(tmp_path)  # BENTOML_HOME=tmp_path/bentoml
     done = _steuops(["pack", "--model", "dx", "--home", str(home_dir)], env)
     assert done.returncode == 0, done.stderr[-3000:]
     tag = done.stdout.strip()
@@ -95,7 +95,7 @@ def test_pack_prints_the_tag_and_packing_again_stores_nothing(home, tmp_path):
 def test_serve_packed_serves_the_store_entry_and_refuses_a_missing_tag(home, tmp_path):
     """`steuops serve --packed TAG` with STEUOPS_MODEL naming a model that does not exist: the packed one wins."""
     home_dir, sha = home
-    env = _server_env(tmp_path, STEUOPS_MODEL="nope", STEUOPS_HOME=str(tmp_path / "empty-home"))
+    env = bento_env(tmp_path, STEUOPS_MODEL="nope", STEUOPS_HOME=str(tmp_path / "empty-home"))
     packed = _steuops(["pack", "--model", "dx", "--home", str(home_dir)], env)
     assert packed.returncode == 0, packed.stderr[-3000:]
     tag = packed.stdout.strip()
@@ -103,9 +103,9 @@ def test_serve_packed_serves_the_store_entry_and_refuses_a_missing_tag(home, tmp
     missing = _steuops(["serve", "--packed", "steuops-dx:v9-00000000"], env)
     assert missing.returncode == 2 and "is not in the BentoML model store" in missing.stderr, missing.stderr[-2000:]
 
-    port = _free_port()
+    port = free_port()
     cmd = [sys.executable, "-m", "steuops", "serve", "--packed", "steuops-dx", "--port", str(port)]  # latest
-    with running(cmd, env, port, tmp_path / "serve.log") as base:
+    with running_server(cmd, env, port, tmp_path / "serve.log") as base:
         meta = httpx.get(f"{base}/metadata", timeout=30).json()
         assert httpx.post(f"{base}/classify", json={"texts": ["edema"]}, timeout=30).status_code == 200
     assert meta["source"]["mode"] == "bento" and meta["source"]["tag"] == tag

@@ -149,3 +149,53 @@ def test_hidden_tokens_keep_ids_and_scores(tok):
     hidden = sel.to_info(show_tokens=False)
     assert [t["id"] for t in hidden] == sel.ids and [t["score"] for t in hidden] == sel.scores
     assert {t["token"] for t in hidden} == {"[hidden]"}
+
+
+def test_retain_sample_counts_a_seeded_sample_of_retain_notes(tok, monkeypatch):
+    """retain_sample = m: every forget note and m retain notes are tokenized; retain counts are scaled up, so
+    where every retain note is alike the scores are the exact ones; forget counts (min_patients) stay exact."""
+    from steuops.methods.steu import selection
+
+    texts = ["lactate fever", "lactate fever cough", "lactate", "fever lactate"] + ["the cough wheeze"] * 30
+    forget = np.array([True] * 4 + [False] * 30)
+    seen: list[str] = []
+    encode = selection.encode
+
+    def counting(tokenizer, texts, max_length=None):
+        seen.extend(texts)
+        return encode(tokenizer, texts, max_length)
+
+    monkeypatch.setattr(selection, "encode", counting)
+    for scorer in ("pmi", "specific"):
+        exact = select_tokens(tok, texts, forget, k=3, scorer=scorer, min_patients=2, max_retain_fraction=0.5)
+        seen.clear()
+        sampled = select_tokens(tok, texts, forget, k=3, scorer=scorer, min_patients=2, max_retain_fraction=0.5,
+                                retain_sample=5, seed=1)
+        assert len(seen) == 4 + 5 and seen[:4] == texts[:4]  # all forget notes + 5 retain notes
+        np.testing.assert_allclose(sampled.all_scores, exact.all_scores, rtol=1e-12)
+        assert sampled.ids == exact.ids
+        assert sampled.stats["retain_notes"] == 30 and sampled.stats["retain_notes_counted"] == 5
+        assert sampled.stats["forget_notes"] == 4 and sampled.stats["retain_touched_fraction"] == \
+            exact.stats["retain_touched_fraction"]
+        assert sampled.stats["tokens_below_min_patients"] == exact.stats["tokens_below_min_patients"]
+        assert "retain_notes_counted" not in exact.stats
+    # as many or more than there are: every retain note, the exact selection
+    seen.clear()
+    whole = select_tokens(tok, texts, forget, k=3, retain_sample=30)
+    assert len(seen) == 34 and "retain_notes_counted" not in whole.stats
+    np.testing.assert_array_equal(whole.all_scores, select_tokens(tok, texts, forget, k=3).all_scores)
+    with pytest.raises(ConfigError, match="retain_sample"):
+        select_tokens(tok, texts, forget, k=3, retain_sample=-1)
+
+
+def test_retain_sample_estimates_the_retain_share(tok):
+    """Retain notes that differ: the sample's share stands in for the true share (seeded: same seed, same pick)."""
+    texts = ["lactate fever"] * 4 + ["cough"] * 40 + ["wheeze"] * 60
+    forget = np.array([True] * 4 + [False] * 100)
+    one = select_tokens(tok, texts, forget, k=3, scorer="specific", min_patients=0, max_retain_fraction=1.0,
+                        retain_sample=50, seed=0)
+    assert one.ids == select_tokens(tok, texts, forget, k=3, scorer="specific", min_patients=0,
+                                    max_retain_fraction=1.0, retain_sample=50, seed=0).ids
+    assert set(one.ids) == {LACTATE, FEVER}
+    touched = one.stats["retain_touched_fraction"]
+    assert touched == 0.0 and one.stats["retain_notes_counted"] == 50

@@ -6,20 +6,16 @@ registers + exports the result in a real sqlite registry and serves it with `ste
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
-import signal
-import socket
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import engine_data
 import numpy as np
 import pytest
 from engine_data import LABELS
+from server_helpers import bento_env, free_port, running_server
 
 pytestmark = pytest.mark.filterwarnings("ignore")
 
@@ -156,60 +152,18 @@ def test_settings_come_from_the_environment_and_name_a_bad_variable(monkeypatch)
 # ---------------------------------------------------------------- a real server
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@contextlib.contextmanager
-def running(cmd: list[str], env: dict[str, str], port: int, log: Path, timeout: float = 120.0):
-    """Start a server in its own process group, wait for /readyz, stop the whole group afterwards."""
-    import httpx
-
-    with open(log, "w") as fh:
-        proc = subprocess.Popen(cmd, env=env, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + timeout
-        while True:
-            if proc.poll() is not None:
-                raise AssertionError(f"server exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
-                    break
-            if time.monotonic() > deadline:
-                raise AssertionError(f"server not ready in {timeout}s:\n{log.read_text()[-3000:]}")
-            time.sleep(0.5)
-        yield base
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-
-
-def _server_env(tmp_path: Path, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("STEUOPS_")}
-    env.update({"BENTOML_HOME": str(tmp_path / "bentoml"), "BENTOML_DO_NOT_TRACK": "True", **extra})
-    return env
-
-
 @pytest.mark.slow
 def test_bento_server_over_http(export_dir, trained, tmp_path):
     import httpx
 
     _model, _tok, _train, test = trained
-    port = _free_port()
-    env = _server_env(tmp_path, STEUOPS_ONNX_DIR=str(export_dir), STEUOPS_API_KEY="k-123",
+    port = free_port()
+    env = bento_env(tmp_path, STEUOPS_ONNX_DIR=str(export_dir), STEUOPS_API_KEY="k-123",
                       STEUOPS_MAX_TEXTS="8", STEUOPS_MAX_CHARS="500")
     cmd = [sys.executable, "-m", "bentoml", "serve", "steuops.serving.service:Classifier",
            "--host", "127.0.0.1", "--port", str(port)]
     key = {"Authorization": "Bearer k-123"}
-    with running(cmd, env, port, tmp_path / "server.log") as base, httpx.Client(base_url=base, timeout=30) as http:
+    with running_server(cmd, env, port, tmp_path / "server.log") as base, httpx.Client(base_url=base, timeout=30) as http:
         assert http.get("/livez").status_code == 200  # probes need no key
         for page in ("/", "/docs"):  # the Swagger UI, from local files only: no tracker, no CDN
             html = http.get(page, headers=key)
@@ -309,9 +263,9 @@ def test_steu_unlearned_model_served_from_registry(trained, tmp_path):
                          tags={"steuops.forgotten": "sepsis", "steuops.method": "steu"})
     export_version(reg, child, check_texts=test.texts[:16], max_length=32)
 
-    port = _free_port()
+    port = free_port()
     cmd = [sys.executable, "-m", "steuops", "serve", "--model", "dx", "--home", str(home), "--port", str(port)]
-    with running(cmd, _server_env(tmp_path), port, tmp_path / "serve.log") as base_url, \
+    with running_server(cmd, bento_env(tmp_path), port, tmp_path / "serve.log") as base_url, \
             httpx.Client(base_url=base_url, timeout=60) as http:
         meta = http.post("/metadata", json={}).json()
         assert meta["version"] == child.version and meta["forgotten"] == ["sepsis"]

@@ -71,3 +71,23 @@ def test_exact_fails_when_the_cache_does_not_match(texts_tok):
 def test_touched():
     assert touched([[1, 2, 3], [4, 5], [], [9, 2]], [2]).tolist() == [True, False, False, True]
     assert not touched([[1, 2]], []).any()
+
+
+def test_cache_filled_note_by_note(texts_tok):
+    """blank(n) + write(rows, part): a cache filled as notes are first run (retain sampling) replays like one
+    filled in a single pass; exact() checks it on the notes written (`rows`), not on the zero rows."""
+    texts, tok = texts_tok
+    model = classifier(LABELS, len(tok), seed=1).eval()
+    logits, cache = full_pass(model, tok, texts)
+    rows = [30, 2, 17, 5]
+    _, part = full_pass(model, tok, [texts[i] for i in rows])
+    grown = part.blank(len(texts))
+    assert len(grown) == len(texts) and all(v is None or not v.any() for v in grown.fields.values())
+    grown.write(rows, part)
+    grown.write([], part)  # nothing to write: a no-op
+    with torch.no_grad():
+        torch.testing.assert_close(head_logits(model, grown, rows), logits[rows], atol=1e-5, rtol=0)
+    assert exact(model, grown, logits, rows=rows)
+    assert not exact(model, grown, logits)  # the first notes are still zero rows
+    torch.testing.assert_close(cache.replace(rows, part).fields["pooler_output"], cache.fields["pooler_output"],
+                               atol=1e-5, rtol=0)

@@ -27,6 +27,14 @@ class-specific scorer that is a minority of the retain notes; head_only runs no 
 If replayed logits do not reproduce the real ones (a head that reads more than the cache holds),
 every note takes the full path (info["shortcut"]["used"] is False).
 
+Retain sampling (retain_per_forget r > 0: each epoch trains on every forget note and a fresh seeded
+sample of r x n_forget retain notes): only the notes training sees are tokenized and run by the teacher
+pass (SampledTeacher): the forget notes (held-out ones included) before training, each epoch's drawn
+retain notes as the epoch starts, through the original head. Same draws, same losses and edit as running
+every note up front (tests/test_retain_sampling.py), at a cost that follows the cohort, not the split.
+Token selection still reads the whole split unless `selection_retain_notes` bounds the retain notes it
+counts. With r = 0 (the default) every note is tokenized and run once, up front, as always.
+
 The helpers here (`Batches`, `teacher_logits`, `train`) are shared with the baselines.
 """
 
@@ -69,7 +77,8 @@ class STEUConfig(MethodConfig):
     alpha: float = 1.0  # add-alpha smoothing of the PMI token probabilities
     weight_decay: float = 0.0
     # 0 = every retain note every epoch; r > 0 = each epoch sees all forget notes plus a fresh seeded
-    # sample of r x (number of forget notes) retain notes (cheaper on large cohorts)
+    # sample of r x (number of forget notes) retain notes (cheaper on large cohorts: only the notes drawn
+    # are tokenized and run by the teacher pass)
     retain_per_forget: float = 0.0
     cpu_bf16: bool = False  # bf16 autocast for training steps on CPUs with native bf16 (modeling.autocast)
     # token scorer: "specific" (frequent in forget notes, rare in retain notes; the default since it measured better
@@ -80,6 +89,10 @@ class STEUConfig(MethodConfig):
     min_patients: int = 5
     min_forget_notes: int = 3  # specific scorer: forget notes a token must occur in
     max_retain_fraction: float = 0.05  # specific scorer: share of retain notes a token may occur in, at most
+    # Retain notes the token scorer counts: 0 = every one (exact); m > 0 = at most m, a seeded sample, the
+    # retain statistics estimated from it (selection.py: bounds the one cost that grows with the split when
+    # retain_per_forget > 0; the forget notes and the min_patients rule are always counted in full)
+    selection_retain_notes: int = 0
     show_tokens: bool = True  # False: token strings are "[hidden]" in info and in the edit (ids and scores stay)
     shortcut: bool = True  # notes without an edited token go through the head only, on cached encoder features
     # Early stopping (epochs becomes an upper bound): a seeded, patient-grouped `holdout` share of the forget
@@ -98,6 +111,7 @@ class STEUConfig(MethodConfig):
             "alpha": self.alpha > 0, "margin": self.margin >= 0, "retain_per_forget": self.retain_per_forget >= 0,
             "scorer": self.scorer in SCORERS, "min_patients": self.min_patients >= 0,
             "min_forget_notes": self.min_forget_notes >= 1, "max_retain_fraction": 0 < self.max_retain_fraction <= 1,
+            "selection_retain_notes": self.selection_retain_notes >= 0,
             "holdout": 0 < self.holdout < 1, "stop_forget_f1": 0 <= self.stop_forget_f1 <= 1,
             "stop_retain_delta": self.stop_retain_delta >= 0,
         }
@@ -106,19 +120,34 @@ class STEUConfig(MethodConfig):
             raise ConfigError(
                 f"{type(self).__name__}: invalid {', '.join(bad)}",
                 hint="k >= 0, epochs/batch_size >= 1, rates and alpha > 0, weights and margin >= 0, "
-                     f"scorer in {SCORERS}, min_patients >= 0, min_forget_notes >= 1, 0 < max_retain_fraction <= 1",
+                     f"scorer in {SCORERS}, min_patients >= 0, min_forget_notes >= 1, 0 < max_retain_fraction <= 1, "
+                     "selection_retain_notes >= 0",
             )
 
 
 # ---- data -------------------------------------------------------------------------------------
 class Batches:
-    """Notes tokenized once; `get(idx)` pads a batch on the device."""
+    """Notes tokenized once; `get(idx)` pads a batch on the device. `lazy`: no note is tokenized up front,
+    `ensure(idx)` tokenizes the ones it is first asked for (retain sampling never trains on most notes)."""
 
-    def __init__(self, tokenizer: Any, notes: Notes, max_length: int, device: torch.device) -> None:
-        enc = tokenizer(list(notes.texts), truncation=True, max_length=max_length)
-        self.ids: list[list[int]] = enc["input_ids"]
+    def __init__(self, tokenizer: Any, notes: Notes, max_length: int, device: torch.device, *,
+                 lazy: bool = False) -> None:
+        self.tokenizer, self.texts, self.max_length = tokenizer, notes.texts, max_length
+        self.ids: list[list[int]] = [None] * len(notes) if lazy else self._encode(list(notes.texts))  # type: ignore[list-item]
         self.pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         self.device = device
+
+    def _encode(self, texts: list[str]) -> list[list[int]]:
+        return self.tokenizer(texts, truncation=True, max_length=self.max_length)["input_ids"]
+
+    def ensure(self, idx: Sequence[int]) -> list[int]:
+        """Tokenize the notes of `idx` that are not yet (a note's ids do not depend on the others in the
+        call); returns those, ascending."""
+        new = sorted({int(i) for i in idx if self.ids[int(i)] is None})
+        if new:
+            for i, ids in zip(new, self._encode([self.texts[i] for i in new]), strict=True):
+                self.ids[i] = ids
+        return new
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -142,22 +171,79 @@ def teacher_logits(model: nn.Module, batches: Batches, batch_size: int) -> torch
     return teacher_pass(model, batches, batch_size, features=False)[0]
 
 
-def teacher_pass(model: nn.Module, batches: Batches, batch_size: int, *,
-                 features: bool = True) -> tuple[torch.Tensor, FeatureCache | None]:
-    """Teacher logits, plus (when `features`) the encoder outputs the head reads, recorded in the same pass."""
+def teacher_pass(model: nn.Module, batches: Batches, batch_size: int, *, features: bool = True,
+                 rows: Sequence[int] | None = None) -> tuple[torch.Tensor, FeatureCache | None]:
+    """Teacher logits, plus (when `features`) the encoder outputs the head reads, recorded in the same pass:
+    of every note, or of the notes `rows` (tokenized already), in that order."""
     from contextlib import nullcontext
 
     import torch
 
     from steuops.features import record
 
+    order = range(len(batches)) if rows is None else list(rows)
     out = []
     with torch.no_grad(), (record(model) if features else nullcontext()) as recorder:
-        for start in range(0, len(batches), batch_size):
-            ids, mask = batches.get(range(start, min(start + batch_size, len(batches))))
+        for start in range(0, len(order), batch_size):
+            ids, mask = batches.get(order[start : start + batch_size])
             with modeling.autocast(batches.device):
                 out.append(model(input_ids=ids, attention_mask=mask).logits.float())
     return torch.cat(out), (recorder.cache() if recorder is not None else None)
+
+
+# False: every note is tokenized and run by the teacher pass up front, also with retain sampling (the old
+# path; tests compare the sampled one with it)
+_SAMPLED_TEACHER = True
+
+
+class SampledTeacher:
+    """The teacher pass for training with retain sampling: a note is tokenized and run through the frozen
+    original (logits, and the features the shortcut replays) only once it is first needed: the forget notes
+    before training (held-out ones included), each epoch's drawn retain notes as the epoch starts. On a large
+    split that is the cohort, not the corpus. `logits` (n, C) and `cache` (n notes) are filled in place, rows
+    of notes not run yet stay zero and are never read; `done` (n,) says which notes have been run.
+
+    Training moves the head in place, so the original head's weights are kept aside and swapped in for each
+    later pass (exactly, then the trained ones back); the embedding matrix is untouched until write-back and
+    the encoder is frozen, so the rest of the model is the original throughout."""
+
+    def __init__(self, model: nn.Module, batches: Batches, batch_size: int, *, features: bool) -> None:
+        import torch
+
+        self.model, self.batches, self.batch_size, self.features = model, batches, batch_size, features
+        self.done = np.zeros(len(batches), dtype=bool)
+        self.logits = torch.zeros((len(batches), len(modeling.label_names(model))), device=batches.device)
+        self.cache: FeatureCache | None = None
+        params = dict(model.named_parameters())
+        self.head = [params[name] for name in modeling.head_param_names(model)]
+        self.original = [p.detach().clone() for p in self.head]
+
+    def run(self, idx: Sequence[int]) -> list[int]:
+        """Run the notes of `idx` not run yet (ascending, in batches of batch_size); returns them."""
+        import torch
+
+        new = [i for i in sorted({int(i) for i in idx}) if not self.done[i]]
+        if not new:
+            return []
+        self.batches.ensure(new)
+        with torch.no_grad():
+            trained = [p.detach().clone() for p in self.head]
+            for p, value in zip(self.head, self.original, strict=True):
+                p.copy_(value)
+            try:
+                logits, cache = teacher_pass(self.model, self.batches, self.batch_size, rows=new,
+                                             features=self.features and (self.cache is not None or not self.done.any()))
+            finally:
+                for p, value in zip(self.head, trained, strict=True):
+                    p.copy_(value)
+        rows = torch.tensor(new, dtype=torch.long, device=self.logits.device)
+        self.logits[rows] = logits.to(self.logits)
+        if cache is not None:
+            if self.cache is None:
+                self.cache = cache.blank(len(self.batches))
+            self.cache.write(new, cache)
+        self.done[new] = True
+        return new
 
 
 # ---- losses -----------------------------------------------------------------------------------
@@ -228,9 +314,11 @@ def train(
     progress: Progress | None = None,
     held_out: torch.Tensor | None = None,
     stop: Stop | None = None,
+    prepare: Callable[[torch.Tensor], Any] | None = None,
 ) -> list[dict[str, float]]:
     """Seeded AdamW over `groups`; returns the mean losses of every epoch run. `held_out` (n,) bool: notes
-    never trained on; `stop(history)` after each epoch ends training early when it says so."""
+    never trained on; `stop(history)` after each epoch ends training early when it says so; `prepare(order)`
+    before each epoch, with the notes it will train on (SampledTeacher runs the ones not run yet)."""
     import torch
 
     if not any(g["params"] for g in groups):
@@ -243,6 +331,8 @@ def train(
     history: list[dict[str, float]] = []
     for epoch in range(config.epochs):
         order = epoch_order(task.forget_rows.cpu(), ratio, generator, held_out)
+        if prepare is not None:
+            prepare(order)
         steps = (len(order) + config.batch_size - 1) // config.batch_size
         sums = np.zeros(2)
         for step in range(steps):
@@ -347,13 +437,27 @@ class NoteForward:
     through the head only (their encoder output is the original's: the encoder and every other row are
     frozen); the rest run the full forward with the substituted rows. Without one, every note runs in full."""
 
-    def __init__(self, rows: RowSubstitution, batches: Batches, cache: FeatureCache | None = None) -> None:
+    def __init__(self, rows: RowSubstitution, batches: Batches, cache: FeatureCache | None = None,
+                 ready: np.ndarray | None = None) -> None:
         from steuops.features import touched
 
         self.rows = rows
         self.batches = batches
         self.cache = cache
-        self.full = touched(batches.ids, rows.ids.tolist()) if cache is not None else np.ones(len(batches), bool)
+        # `ready` (n,) bool, shared with a SampledTeacher: the notes run so far (None: all of them)
+        self.ready = ready
+        if ready is None:
+            self.full = touched(batches.ids, rows.ids.tolist()) if cache is not None else np.ones(len(batches), bool)
+        else:
+            self.full = np.ones(len(batches), bool)
+            self.add(np.flatnonzero(ready).tolist())
+
+    def add(self, new: Sequence[int]) -> None:
+        """Notes just run by a SampledTeacher: which of them need the encoder."""
+        from steuops.features import touched
+
+        if self.cache is not None and len(new):
+            self.full[list(new)] = touched([self.batches.ids[i] for i in new], self.rows.ids.tolist())
 
     def __call__(self, idx: list[int]) -> torch.Tensor:
         import torch
@@ -377,17 +481,25 @@ class NoteForward:
         return z[torch.tensor([where[i] for i in idx], device=z.device)]
 
     def summary(self) -> dict[str, Any]:
-        return {"used": self.cache is not None, "notes": len(self.full),
-                "head_only_notes": int((~self.full).sum())}
+        """used; notes = notes run by the teacher pass (with retain sampling: those trained on or held out,
+        of split_notes), head_only_notes = those of them that never run the encoder."""
+        if self.ready is None:
+            return {"used": self.cache is not None, "notes": len(self.full),
+                    "head_only_notes": int((~self.full).sum())}
+        return {"used": self.cache is not None, "notes": int(self.ready.sum()),
+                "head_only_notes": int((~self.full & self.ready).sum()), "split_notes": len(self.full)}
 
 
 def note_forward(edited: nn.Module, rows: RowSubstitution, batches: Batches, cache: FeatureCache | None,
-                 teacher: torch.Tensor) -> NoteForward:
-    """NoteForward with the cache only if replaying it reproduces the teacher logits (checked on a sample)."""
+                 teacher: torch.Tensor, ready: np.ndarray | None = None) -> NoteForward:
+    """NoteForward with the cache only if replaying it reproduces the teacher logits (checked on a sample:
+    the first notes, or with `ready` the first notes run so far)."""
     from steuops.features import exact
 
-    usable = cache is not None and exact(edited, cache, teacher, device=batches.device)
-    return NoteForward(rows, batches, cache if usable else None)
+    sample = None if ready is None else np.flatnonzero(ready).tolist()
+    usable = cache is not None and (sample is None or len(sample) > 0) and \
+        exact(edited, cache, teacher, device=batches.device, rows=sample)
+    return NoteForward(rows, batches, cache if usable else None, ready)
 
 
 def sparse_unlearn(
@@ -410,18 +522,31 @@ def sparse_unlearn(
     start = time.perf_counter()
     home = next(model.parameters()).device
     edited = frozen_copy(model, device)
-    batches = Batches(tokenizer, notes, config.max_length, device)
-    teacher, cache = teacher_pass(edited, batches, config.batch_size, features=config.shortcut)
+    sampled = config.retain_per_forget > 0 and _SAMPLED_TEACHER
+    batches = Batches(tokenizer, notes, config.max_length, device, lazy=sampled)
+    teach = None
+    if sampled:  # only the notes training will see: the forget notes now, the drawn retain notes epoch by epoch
+        modeling.check_forget(edited, list(forget))  # the typed error before any work, as Task.build gives it
+        teach = SampledTeacher(edited, batches, config.batch_size, features=config.shortcut)
+        teach.run(np.flatnonzero(notes.has_any(list(forget))).tolist())
+        teacher, cache = teach.logits, teach.cache
+    else:
+        teacher, cache = teacher_pass(edited, batches, config.batch_size, features=config.shortcut)
     task = Task.build(edited, forget, notes, teacher)
     rows = RowSubstitution(edited, token_ids, device)
-    forward = note_forward(edited, rows, batches, cache, teacher)
-    history, stopping = train_sparse(edited, notes, task, forward, config, train_head=train_head, progress=progress)
+    forward = note_forward(edited, rows, batches, cache, teacher, None if teach is None else teach.done)
+    prepare = None if teach is None else (lambda order: forward.add(teach.run(order.tolist())))
+    history, stopping = train_sparse(edited, notes, task, forward, config, train_head=train_head, progress=progress,
+                                     prepare=prepare)
     rows.write_back()
     for param in edited.parameters():
         param.requires_grad_(False)
     edited.to(home)
-    info = {**(info or {}), "losses": history, "shortcut": forward.summary(), "early_stop": stopping,
-            "retain_touched_fraction": retain_touched(batches, token_ids, task)}
+    info = {**(info or {}), "losses": history, "shortcut": forward.summary(), "early_stop": stopping}
+    if teach is None:
+        info["retain_touched_fraction"] = retain_touched(batches, token_ids, task)
+    else:
+        info.update(sampled_retain_touched(batches, token_ids, task, teach.done, info.get("selection")))
     edit_info = {key: info[key] for key in ("tokens", "selection", "retain_touched_fraction") if key in info}
     edit = TokenEdit.capture(model, edited, list(token_ids), method=name, config=config.to_dict(),
                              forget=forget, info={"tokens": [], **edit_info})
@@ -430,7 +555,8 @@ def sparse_unlearn(
 
 
 def train_sparse(edited: nn.Module, notes: Notes, task: Task, forward: NoteForward, config: STEUConfig, *,
-                 train_head: bool, progress: Progress | None) -> tuple[list[dict[str, float]], dict[str, Any]]:
+                 train_head: bool, progress: Progress | None,
+                 prepare: Callable[[torch.Tensor], Any] | None = None) -> tuple[list[dict[str, float]], dict[str, Any]]:
     """The rows (and the head if asked) trained with STEU's losses; (epoch losses, early-stopping record)."""
     groups = [{"params": [forward.rows.rows] if len(forward.rows.ids) else [], "lr": config.lr},
               {"params": head_params(edited) if train_head else [], "lr": config.head_lr}]
@@ -441,7 +567,7 @@ def train_sparse(edited: nn.Module, notes: Notes, task: Task, forward: NoteForwa
         lambda z, idx, t: suppress_losses(z, idx, t, config.margin),
         forget_weight=config.forget_weight, retain_weight=config.retain_weight,
         weight_decay=config.weight_decay, progress=progress,
-        held_out=None if held is None else _torch_bool(held), stop=stop,
+        held_out=None if held is None else _torch_bool(held), stop=stop, prepare=prepare,
     )
     stopping["epochs_run"] = len(history)
     return history, stopping
@@ -534,6 +660,26 @@ def retain_touched(batches: Batches, token_ids: Sequence[int], task: Task) -> fl
     return round(float(touched(batches.ids, token_ids)[retain].mean()), 6)
 
 
+def sampled_retain_touched(batches: Batches, token_ids: Sequence[int], task: Task, ready: np.ndarray,
+                           selection: dict[str, Any] | None) -> dict[str, Any]:
+    """retain_touched_fraction when only some notes were tokenized (SampledTeacher): the token selection's
+    figure when there is one (the same share over the retain notes it counted, every one of the split unless
+    selection_retain_notes, on its own tokenization, which truncates the same way), else the share among the
+    retain notes that were run (a uniform sample of them); retain_touched_notes = how many retain notes the
+    figure is over."""
+    from steuops.features import touched
+
+    retain = ~task.forget_rows.cpu().numpy()
+    if selection is not None and "retain_touched_fraction" in selection:
+        return {"retain_touched_fraction": selection["retain_touched_fraction"],
+                "retain_touched_notes": int(selection.get("retain_notes_counted", retain.sum()))}
+    run = np.flatnonzero(retain & ready)
+    if not len(run):
+        return {"retain_touched_fraction": None, "retain_touched_notes": 0}
+    share = touched([batches.ids[i] for i in run], token_ids).mean()
+    return {"retain_touched_fraction": round(float(share), 6), "retain_touched_notes": len(run)}
+
+
 def token_selection(model: nn.Module, tokenizer: Any, notes: Notes, forget: list[str], config: STEUConfig) -> Selection:
     """The configured scorer over the cohort, with the min-patients rule (patient ids when the notes have them)."""
     from steuops.methods.steu.selection import select_tokens
@@ -542,7 +688,8 @@ def token_selection(model: nn.Module, tokenizer: Any, notes: Notes, forget: list
     return select_tokens(tokenizer, notes.texts, notes.has_any(forget), config.k, alpha=config.alpha,
                          max_length=config.max_length, vocab_size=rows, scorer=config.scorer,
                          min_patients=config.min_patients, groups=notes.patient_ids,
-                         min_forget_notes=config.min_forget_notes, max_retain_fraction=config.max_retain_fraction)
+                         min_forget_notes=config.min_forget_notes, max_retain_fraction=config.max_retain_fraction,
+                         retain_sample=config.selection_retain_notes, seed=config.seed)
 
 
 def selection_info(selection: Selection, config: STEUConfig) -> dict[str, Any]:
