@@ -107,11 +107,12 @@ class Preset:
 #   at the same held-out F1 and retain drop (0.002). epochs is the upper bound: 12, since the fixed cohort of 40
 #   forget notes (3 batches an epoch) needs 7 epochs on the 16k model (a cap of 6 left its forget F1 at 0.16).
 # - selection_retain_notes 4000: token selection counts every forget note and a seeded sample of at most 4000
-#   retain notes. On the 16k train split (652 forget, 12,148 retain notes) exact counting tokenised 12.8k notes
-#   (4.4 s of the 8.5 s whole-split STEU run); a 4000-note sample took 1.5 s and chose the same 46 tokens
-#   (other seeds: 0-2 of 46 differ, tokens near max_retain_fraction; the top 20 never), with the same held-out
-#   forget F1 (0.000) and retain macro-F1 (0.9241 vs 0.9238). Below 4000 retain notes (every 1k/4k row, every
-#   cohort row) nothing is sampled; steu_split_exact measures the exact counting where it differs.
+#   retain notes. On the 16k train split (652 forget, 12,148 retain notes) exact counting tokenises 12.8k notes,
+#   4.4 s on one thread (steu_split_exact 8.1 s against steu_split 5.7 s in scaling-cpu.json); a 4000-note
+#   sample takes 1.5 s. It edits 48 rows: all 46 of the exact selection plus 2 tokens near max_retain_fraction
+#   (other sample seeds: 0-2 of 46 in or out), at the same held-out forget F1 (0.000) and retain macro-F1
+#   (0.924). Scores of tokens rare in retain notes move (the ranking too; no matter here, k = 256 is above the
+#   eligible count). Below 4000 retain notes (every 1k/4k row, every cohort row) nothing is sampled.
 STEU_OPTIONS = {
     "k": 256, "epochs": 12, "lr": 1e-2, "head_lr": 1e-2, "forget_weight": 1.0, "retain_weight": 1.0,
     "scorer": "specific", "min_patients": 5, "min_forget_notes": 3, "max_retain_fraction": 0.05,
