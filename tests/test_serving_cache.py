@@ -16,7 +16,7 @@ import engine_data
 import httpx
 import pytest
 from engine_data import LABELS
-from test_serving import _free_port, _server_env, running
+from server_helpers import bento_env, free_port, running_server
 
 pytestmark = pytest.mark.filterwarnings("ignore")
 
@@ -84,12 +84,12 @@ def test_serve_start_and_stop_leave_nothing_in_the_temp_folder(home, tmp_path):
     shutil.rmtree(home / "cache", ignore_errors=True)
     tmp = tmp_path / "server-tmp"
     tmp.mkdir()
-    env = _server_env(tmp_path, TMPDIR=str(tmp))
+    env = bento_env(tmp_path, TMPDIR=str(tmp))
     seen = []
     for start in range(2):
-        port = _free_port()
+        port = free_port()
         cmd = [sys.executable, "-m", "steuops", "serve", "--model", "dx", "--home", str(home), "--port", str(port)]
-        with running(cmd, env, port, tmp_path / f"serve-{start}.log") as base:
+        with running_server(cmd, env, port, tmp_path / f"serve-{start}.log") as base:
             meta = httpx.post(f"{base}/metadata", json={}, timeout=30).json()
             assert httpx.post(f"{base}/classify", json={"texts": ["edema"]}, timeout=30).status_code == 200
         seen.append(meta["source"]["cache"])
@@ -109,7 +109,7 @@ def test_pack_version_copies_the_registry_export_into_the_bento_model_store(home
 
     reg = Registry(home=home)
     sha = reg.tags(reg.resolve("dx", alias="production"))["steuops.onnx_sha256"]
-    env = _server_env(tmp_path, BENTOML_HOME=str(tmp_path / "bentoml"))
+    env = bento_env(tmp_path, BENTOML_HOME=str(tmp_path / "bentoml"))
     code = f"from steuops.serving.service import pack_version; print(pack_version('dx', home={str(home)!r}))"
     done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]

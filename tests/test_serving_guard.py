@@ -19,7 +19,7 @@ from pathlib import Path
 
 import engine_data
 import pytest
-from test_serving import _free_port, _server_env, running
+from server_helpers import bento_env, free_port, running_server
 
 pytestmark = [pytest.mark.filterwarnings("ignore"), pytest.mark.slow]
 MARKER = f"ZQX{uuid.uuid4().hex[:12]}PATIENTNOTE"  # unique: any hit in a log or body is an echo of the text
@@ -34,10 +34,10 @@ def export_dir(tmp_path_factory):
 
 def _start(export_dir: Path, tmp_path_factory, name: str, **settings: str):
     log = tmp_path_factory.mktemp(name) / "server.log"
-    env = _server_env(log.parent, STEUOPS_ONNX_DIR=str(export_dir), STEUOPS_MAX_TEXTS="8", STEUOPS_MAX_CHARS="500",
+    env = bento_env(log.parent, STEUOPS_ONNX_DIR=str(export_dir), STEUOPS_MAX_TEXTS="8", STEUOPS_MAX_CHARS="500",
                       **settings)
-    cmd = [sys.executable, "-m", "bentoml", "serve", SERVICE, "--host", "127.0.0.1", "--port", str(port := _free_port())]
-    return running(cmd, env, port, log), log
+    cmd = [sys.executable, "-m", "bentoml", "serve", SERVICE, "--host", "127.0.0.1", "--port", str(port := free_port())]
+    return running_server(cmd, env, port, log), log
 
 
 @pytest.fixture(scope="module")
