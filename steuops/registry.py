@@ -121,9 +121,11 @@ class CohortSummary:
 
     @classmethod
     def from_frame(cls, frame: Any, sha256: str, counts: dict[str, Any]) -> CohortSummary:
-        """Column names and types (dtypes; a list column is array<string>) and the integer counts given."""
+        """Column names and types (dtypes; a list column is array<string>) and the integer counts given
+        (`*_rows`; settings such as test_fraction are not counts)."""
         columns = {str(name): _column_type(frame[name]) for name in frame.columns}
-        numbers = {str(k): int(v) for k, v in counts.items() if isinstance(v, int | float) and not isinstance(v, bool)}
+        numbers = {str(k): int(v) for k, v in counts.items() if str(k).endswith("rows") and isinstance(v, int | float)
+                   and not isinstance(v, bool)}
         return cls(sha256, columns, {"rows": int(len(frame)), **numbers})
 
 

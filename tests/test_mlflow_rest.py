@@ -101,6 +101,7 @@ def _check_dataset(run: dict[str, Any], result: Any) -> None:
     profile = json.loads(dataset["profile"])
     assert profile["rows"] == result.cohort["rows"] and profile["forget_rows"] == result.cohort["forget_rows"]
     assert profile["test_rows"] == result.cohort["test_rows"]
+    assert all(key.endswith("rows") for key in profile), profile  # counts only: no settings cast to int
     columns = {c["name"]: c["type"] for c in json.loads(dataset["schema"])["mlflow_colspec"]}
     assert columns["text"] == "string" and columns["labels"] == "array"
     assert {t["key"]: t["value"] for t in item["tags"]}["mlflow.data.context"] == "unlearning"
