@@ -181,12 +181,6 @@ class VersionRecord:
         """Versions `steuops apply` registered name their parent; base models do not."""
         return bool(self.parent_version)
 
-    @property
-    def lifecycle(self) -> str:
-        return self.status or STATUS_COMPLETE
-
-    def to_dict(self) -> dict[str, Any]:
-        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "extra"}
 
 
 def _tag_fields() -> list[Any]:

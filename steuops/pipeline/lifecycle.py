@@ -83,8 +83,7 @@ def _regate(model_name: str, version: str | int, *, policy: str | Path | None, r
     registry.require_complete(ref, onnx=require_onnx and loaded_policy.promotion.require_onnx)
     evaluation = registry.read_json_artifact(ref, lineage.EVALUATION_FILE)
     decision = gate.decide(evaluation, loaded_policy, cohort_counts=_counts_from_artifact(registry, ref))
-    info = PolicyInfo(loaded_policy.name, None if loaded_policy.path is None else str(loaded_policy.path),
-                      loaded_policy.sha256, loaded_policy.promotion.on_pass)
+    info = PolicyInfo.of(loaded_policy, loaded_policy.promotion.on_pass)
     return GateResult(model_name, ref.version, record.parent_version, info, evaluation, decision,
                       f"{lineage.EVALUATION_FILE} artifact of v{ref.version}")
 

@@ -39,6 +39,12 @@ class PolicyInfo:
     promote_alias: str | None = None
     expected_version: str | None = None  # what promote_alias pointed at when apply started (compare-and-set)
 
+    @classmethod
+    def of(cls, policy: Any, promote_alias: str | None = None, expected_version: str | None = None) -> PolicyInfo:
+        """From a loaded policy.Policy."""
+        return cls(policy.name, None if policy.path is None else str(policy.path), policy.sha256, promote_alias,
+                   expected_version)
+
 
 @dataclass
 class Promotion:
@@ -379,8 +385,7 @@ def _result(prep: _Prepared, method: str, clock: Clock) -> ApplyResult:
         inherited=prep.inherited,
         method=method,
         params=prep.config.to_dict(),
-        policy=PolicyInfo(policy.name, None if policy.path is None else str(policy.path), policy.sha256,
-                          prep.promote_alias, prep.expected_version),
+        policy=PolicyInfo.of(policy, prep.promote_alias, prep.expected_version),
         cohort=prep.cohort_info,
         validation=_validation_summary(prep.report),
         seconds=clock.seconds,
