@@ -2,15 +2,25 @@
 
 STEU's forgetting is behavioural: the encoder is frozen, so the class may still be readable from the
 features or come back after a few steps of fine-tuning. The audit measures that, for any method, next
-to the gold reference (a model retrained without the class), with four attacks:
+to the gold reference (a model retrained without the class), with these attacks:
 
 - probe: a logistic-regression probe on the frozen features the head sees (train -> test F1);
 - relearn: re-fit only the head, and separately only the edited embedding rows, on a small labelled
-  forget + retain sample; forget F1 on test after 0..N optimiser steps;
+  forget + retain sample; forget F1 on test after 0..N optimiser steps. The head re-fit is repeated
+  for several attacker sample sizes (relearn_sizes);
+- retain relearn: fine-tune every parameter on notes WITHOUT the class, its column(s) out of the loss:
+  does the class come back when the attacker has only the other classes' data?
 - membership: do the forget-cohort notes (used in unlearning) score differently from held-out notes
   of the same class? Per-example ROC AUC of a loss score (0.5 = no signal);
+- CKA: linear CKA between the head-input features of two models on the test notes (how far the
+  representation moved; STEU's frozen encoder keeps it near the original's);
 - bypass: rewordings and abbreviations of the class composed into short notes (steuops.bypass)
   plus user phrases; forget F1 with other classes' rewordings as negatives.
+
+One lucky draw must not decide a gate, so every attack but bypass runs once per seed (config.seed,
+config.seed + 1, ...): each seed redraws the train/test subsamples, the attacker's notes and the
+optimiser's batch order. The figures are the means over seeds; "spread" keeps every seed's value.
+Bypass uses fixed phrases and no sampling, so it runs once.
 
 torch, numpy and scikit-learn (no mlflow): it runs on the GPU box too. Heavy imports stay inside functions.
 """
@@ -33,13 +43,17 @@ if TYPE_CHECKING:
     from steuops.data import Notes
     from steuops.modeling import Progress
 
-SCHEMA = "steuops.audit/v1"
+SCHEMA = "steuops.audit/v2"
 ROLES = ("original", "edited", "reference")
+# CKA pairs: (key, first role, second role)
+CKA_PAIRS = (("edited_vs_original", "edited", "original"), ("edited_vs_reference", "edited", "reference"),
+             ("reference_vs_original", "reference", "original"))
 
 
 @dataclass
 class AuditConfig:
-    seed: int = 0
+    seed: int = 0  # the first seed; the audit runs seeds config.seed .. config.seed + seeds - 1
+    seeds: int = 3  # repeats of every sampled attack (figures are means over them)
     batch_size: int = 32
     max_length: int = 256
     max_train: int | None = 1000  # train notes used for probe features and the membership cohort
@@ -52,6 +66,11 @@ class AuditConfig:
     relearn_batch_size: int = 16
     relearn_lr_head: float = 1e-2
     relearn_lr_rows: float = 1e-3
+    # head re-fit with n forget + n retain notes for each n (capped by the train split); [] skips it
+    relearn_sizes: list[int] = field(default_factory=lambda: [16, 64, 256])
+    retain_relearn_steps: int = 25  # Adam steps of the all-parameter retain-only fine-tune; 0 skips it
+    retain_relearn_lr: float = 2e-5
+    retain_relearn_notes: int = 256  # retain-only notes the attacker has (drawn per seed)
     bypass_phrases: list[str] = field(default_factory=list)  # user phrases, added to every forget class
 
     @classmethod
@@ -72,47 +91,71 @@ class AuditConfig:
         if not steps or steps[0] < 0:
             raise ConfigError("audit relearn_steps must be non-negative step counts", hint="e.g. [0, 5, 10, 25, 50]")
         self.relearn_steps = steps
-        for name in ("batch_size", "relearn_batch_size", "probe_steps", "relearn_forget", "relearn_retain"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"audit {name} must be >= 1, got {getattr(self, name)}", hint=f"set {name} to 1 or more")
-        if not self.probe_l2 > 0:
-            raise ConfigError(f"audit probe_l2 must be > 0, got {self.probe_l2}", hint="e.g. 1e-3")
+        sizes = sorted({int(n) for n in self.relearn_sizes})
+        if sizes and sizes[0] < 1:
+            raise ConfigError(f"audit relearn_sizes must be note counts >= 1, got {list(self.relearn_sizes)}",
+                              hint="e.g. [16, 64, 256]; [] skips the attacker-size sweep")
+        self.relearn_sizes = sizes
+        for name in ("batch_size", "relearn_batch_size", "probe_steps", "relearn_forget", "relearn_retain", "seeds",
+                     "retain_relearn_notes"):
+            _check_int(self, name, 1, f"set {name} to 1 or more")
+        _check_int(self, "retain_relearn_steps", 0, "set retain_relearn_steps to 0 (skip) or more, e.g. 25")
+        for name, example in (("probe_l2", "1e-3"), ("retain_relearn_lr", "2e-5")):
+            if not getattr(self, name) > 0:
+                raise ConfigError(f"audit {name} must be > 0, got {getattr(self, name)}", hint=f"e.g. {example}")
         return self
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
+def _check_int(config: AuditConfig, name: str, minimum: int, hint: str) -> None:
+    value = getattr(config, name)
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise ConfigError(f"audit {name} must be an integer >= {minimum}, got {value!r}", hint=hint)
+
+
 @dataclass
 class AuditReport:
+    """The audit's result. The sections hold means over seeds (see `spread` for each seed's value);
+    `per_seed` keeps every seed's own sections."""
+
     forget: list[str]
     probe: dict[str, Any]
     relearn: dict[str, Any]
     membership: dict[str, Any]
     bypass: dict[str, Any]
     config: dict[str, Any]
-    sizes: dict[str, int]
+    sizes: dict[str, Any]
     skipped: dict[str, str]
     seconds: dict[str, float]
+    seeds: list[int] = field(default_factory=list)
+    spread: dict[str, dict[str, Any]] = field(default_factory=dict)  # figure -> key -> {"mean", "std", "values"}
+    relearn_sizes: dict[str, Any] = field(default_factory=dict)
+    per_seed: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-able; the top-level *_f1 / membership_auc keys are what the gate reads (None = not measured)."""
+        """JSON-able; the top-level *_f1 / membership_auc keys are what the gate reads (None = not measured):
+        means over the seeds, next to their spread."""
+        means = {figure: {key: stat["mean"] for key, stat in by_key.items()} for figure, by_key in self.spread.items()}
         return {
             "schema": SCHEMA,
             "forget": self.forget,
-            "probe_f1": _roles(self.probe, "f1"),
-            "relearn_f1": {
-                "edited": _last(self.relearn["head"].get("edited")),
-                "reference": _last(self.relearn["head"].get("reference")),
-                "edited_rows": _last(self.relearn["rows"].get("edited")),
-            },
-            "relearn_curves": self.relearn,
-            "membership_auc": _roles(self.membership, "auc"),
+            "seeds": self.seeds,
+            "probe_f1": means.get("probe_f1", {}),
+            "relearn_f1": means.get("relearn_f1", {}),
+            "membership_auc": means.get("membership_auc", {}),
+            "retain_relearn_f1": means.get("retain_relearn_f1", {}),
+            "cka": means.get("cka", {}),
             "bypass_f1": _roles(self.bypass, "f1"),
             "bypass_recall": _roles(self.bypass, "recall"),
+            "relearn_sizes": self.relearn_sizes,
+            "spread": self.spread,
+            "relearn_curves": self.relearn,
             "probe": self.probe,
             "membership": self.membership,
             "bypass": self.bypass,
+            "per_seed": self.per_seed,
             "sizes": self.sizes,
             "skipped": self.skipped,
             "seconds": self.seconds,
@@ -126,6 +169,23 @@ def _roles(section: Mapping[str, Any], key: str) -> dict[str, float | None]:
 
 def _last(curve: Sequence[float] | None) -> float | None:
     return float(curve[-1]) if curve else None
+
+
+def _mean(values: Sequence[float | None]) -> float | None:
+    """Mean of the measured values (None = not measured that seed); None when none was."""
+    measured = [float(v) for v in values if v is not None]
+    if not measured:
+        return None
+    # equal values (an uncapped sample draws the same notes every seed) average to themselves exactly,
+    # not to a float-rounded neighbour: seeds=1 and such seeds then report the single-seed figure itself
+    return measured[0] if min(measured) == max(measured) else float(np.mean(measured))
+
+
+def _stat(values: Sequence[float | None]) -> dict[str, Any]:
+    """{"mean", "std", "values"}: std is numpy's population std (ddof 0), so one seed has spread 0.0."""
+    measured = [float(v) for v in values if v is not None]
+    std = (0.0 if min(measured) == max(measured) else float(np.std(measured))) if measured else None
+    return {"mean": _mean(values), "std": std, "values": [None if v is None else float(v) for v in values]}
 
 
 # ---- small metric helpers (scikit-learn, imported when called) ------------------------------------
@@ -151,6 +211,27 @@ def f1(y_true: np.ndarray, y_pred: np.ndarray) -> float:
     if y_true.size == 0:  # sklearn refuses empty input; no notes: nothing found
         return 0.0
     return float(f1_score(y_true, y_pred, zero_division=0.0))
+
+
+def linear_cka(x: np.ndarray, y: np.ndarray) -> float:
+    """Linear centered kernel alignment (Kornblith, Norouzi, Lee & Hinton, ICML 2019) between two
+    representations of the same n examples, x (n, d1) and y (n, d2):
+
+        ||Yc^T Xc||_F^2 / (||Xc^T Xc||_F ||Yc^T Yc||_F),   Xc, Yc = column-centred x, y
+
+    which equals HSIC(XX^T, YY^T) / sqrt(HSIC(XX^T, XX^T) HSIC(YY^T, YY^T)) (the (n-1)^-2 factors cancel).
+    1.0 for the same representation up to an orthogonal map and an isotropic scale; near 0 for unrelated
+    ones. nan when either side is constant (no variance: CKA is undefined)."""
+    x = np.asarray(x, dtype=np.float64)
+    y = np.asarray(y, dtype=np.float64)
+    if x.ndim != 2 or y.ndim != 2 or len(x) != len(y):
+        raise ValueError(f"linear_cka needs two 2-D arrays with the same rows, got {x.shape} and {y.shape}")
+    x = x - x.mean(axis=0)
+    y = y - y.mean(axis=0)
+    # the feature-space form: d x d products, cheap for a few hundred notes and 768 features
+    cross = np.linalg.norm(y.T @ x) ** 2
+    scale = np.linalg.norm(x.T @ x) * np.linalg.norm(y.T @ y)
+    return float(cross / scale) if scale > 0 else float("nan")
 
 
 # ---- forward passes ------------------------------------------------------------------------------
@@ -283,6 +364,62 @@ def _base_prefix(model) -> str:
     return name + "."
 
 
+# ---- what one seed samples ---------------------------------------------------------------------------
+@dataclass
+class _Draw:
+    """One seed's notes: every sampled attack of that seed reads these (and their cached passes)."""
+
+    seed: int
+    train: Notes  # probe training data and the membership cohort (capped at max_train)
+    test: Notes  # where every forget F1 is measured (capped at max_test)
+    attack: Notes  # the relearn attacker's labelled sample (relearn_forget + relearn_retain)
+    pool: Notes  # relearn_sizes: up to max(relearn_sizes) forget notes first, then as many retain notes
+    pool_forget: int  # how many of the pool's notes (its first ones) carry the forget class
+    retain: Notes  # retain-only notes (no forget class) for the retain relearn
+    whole: frozenset[str] = frozenset()  # "train" / "test" when the sample is the whole split (not capped)
+
+    def key(self, which: str) -> int | None:
+        """The sample's part of a cache key: None for a whole split, which every seed draws alike (so its
+        passes are computed once, not once per seed), else the seed."""
+        return None if which in self.whole else self.seed
+
+    def size_rows(self, n: int) -> np.ndarray:
+        """Pool rows of the n-per-side attacker sample: the first n forget and the first n retain notes
+        (so a smaller attacker's notes are part of a larger one's), mixed so batches hold both."""
+        forget = np.arange(min(n, self.pool_forget))
+        retain = self.pool_forget + np.arange(min(n, len(self.pool) - self.pool_forget))
+        return np.random.default_rng(self.seed).permutation(np.r_[forget, retain]).astype(np.int64)
+
+
+def _draw(train: Notes, test: Notes, forget: Sequence[str], config: AuditConfig, seed: int) -> _Draw:
+    rng = np.random.default_rng(seed)
+    # the first three draws in the order of the single-seed audit (v1): seeds=1 reproduces its figures
+    sampled_train = _sample(train, config.max_train, rng)
+    sampled_test = _sample(test, config.max_test, rng)
+    attack = _attack_sample(train, forget, config, rng)
+    is_forget = train.has_any(forget)
+    pos, neg = np.flatnonzero(is_forget), np.flatnonzero(~is_forget)
+    most = max(config.relearn_sizes, default=0)
+    pool_pos = rng.choice(pos, size=min(len(pos), most), replace=False)
+    pool_neg = rng.choice(neg, size=min(len(neg), most), replace=False)
+    retain = rng.choice(neg, size=min(len(neg), config.retain_relearn_notes), replace=False)
+    whole = frozenset(name for name, sample, split in (("train", sampled_train, train), ("test", sampled_test, test))
+                      if sample is split)  # _sample hands back the split itself when it is under the cap
+    return _Draw(seed=seed, train=sampled_train, test=sampled_test, attack=attack,
+                 pool=train.subset(np.r_[pool_pos, pool_neg].astype(np.int64)), pool_forget=len(pool_pos),
+                 retain=train.subset(retain), whole=whole)
+
+
+@contextmanager
+def _timed(seconds: dict[str, float], part: str) -> Iterator[None]:
+    """Adds the block's wall time to seconds[part] (summed over seeds)."""
+    t0 = time.perf_counter()
+    try:
+        yield
+    finally:
+        seconds[part] = seconds.get(part, 0.0) + time.perf_counter() - t0
+
+
 # ---- the auditor (caches passes so a bench can audit many methods against one original/reference) ---
 class _Auditor:
     def __init__(self, tokenizer, forget: Sequence[str], train: Notes, test: Notes, config: AuditConfig,
@@ -292,11 +429,12 @@ class _Auditor:
         self.config = config
         self.device = device
         self.progress = progress
-        rng = np.random.default_rng(config.seed)
-        self.train = _sample(train, config.max_train, rng)
-        self.test = _sample(test, config.max_test, rng)
-        self.attack = _attack_sample(train, forget, config, rng)
-        self._cache: dict[tuple[int, str], tuple[Any, _Pass]] = {}
+        self.draws = [_draw(train, test, forget, config, config.seed + s) for s in range(config.seeds)]
+        # (model id, _Draw.key or None, which) -> (model, pass); the model is kept so its id is not reused
+        self._cache: dict[tuple[int, int | None, str], tuple[Any, _Pass]] = {}
+        # (model id, seed) -> (model, retain-relearn F1): that fine-tune is the costly attack, and a bench
+        # audits many methods against the same original and reference
+        self._retain_memo: dict[tuple[int, int], tuple[Any, float]] = {}
         self._twins: dict[int, tuple[Any, list[int]]] = {}  # edited model -> (original, edited token ids)
         self.shortcut_notes = 0  # texts whose encoder pass an edited model took from the original's
         self._bypass: dict[str, dict[str, list[str]]] | None = None
@@ -305,33 +443,38 @@ class _Auditor:
         if self.progress:
             self.progress(phase, done, total)
 
-    def passes(self, model, which: str) -> _Pass:
-        key = (id(model), which)
+    def passes(self, model, which: str, draw: _Draw | None = None) -> _Pass:
+        """The model's pass over one seed's "train" / "test" / "attack" / "pool" notes, or over the bypass
+        notes (which="bypass", no seed). Computed once, then cached (see _Draw.key)."""
+        key = (id(model), None if draw is None else draw.key(which), which)
         if key not in self._cache:
             model.to(self.device)
-            self._cache[key] = (model, self._compute(model, which))
+            self._cache[key] = (model, self._compute(model, which, draw))
         return self._cache[key][1]
 
-    def _compute(self, model, which: str) -> _Pass:
-        texts = {"train": self.train.texts, "test": self.test.texts, "attack": self.attack.texts}.get(which)
-        if texts is None:
-            texts = self.bypass_texts()
+    def _texts(self, which: str, draw: _Draw | None) -> list[str]:
+        if which == "bypass":
+            return self.bypass_texts()
+        return getattr(draw, which).texts
+
+    def _compute(self, model, which: str, draw: _Draw | None) -> _Pass:
+        texts = self._texts(which, draw)
         size = self.config.relearn_batch_size if which == "attack" else self.config.batch_size
         twin = self._twins.get(id(model))
-        shared = self._shared_pass(model, which, texts, size, *twin) if twin else None
+        shared = self._shared_pass(model, which, draw, texts, size, *twin) if twin else None
         if shared is not None:
             return shared
         return _forward_pass(model, self.tokenizer, texts, batch_size=size, max_length=self.config.max_length,
                              device=self.device, keep_cache=True)
 
-    def _shared_pass(self, model, which: str, texts: Sequence[str], size: int, original,
+    def _shared_pass(self, model, which: str, draw: _Draw | None, texts: Sequence[str], size: int, original,
                      token_ids: Sequence[int]) -> _Pass | None:
         """The edited model's pass from the original's: only texts with an edited token run the encoder;
         the rest reuse the original's encoder outputs (identical: see _same_encoder), then the edited
         head runs on all. None when the original's cache cannot be replayed exactly."""
         from steuops.features import touched
 
-        base = self.passes(original, which)
+        base = self.passes(original, which, draw)
         if not base.exact:
             return None
         ids = self.tokenizer(list(texts), truncation=True, max_length=self.config.max_length)["input_ids"]
@@ -354,55 +497,89 @@ class _Auditor:
     def release(self, model) -> None:
         for key in [k for k in self._cache if k[0] == id(model)]:
             del self._cache[key]
+        for key in [k for k in self._retain_memo if k[0] == id(model)]:
+            del self._retain_memo[key]
         self._twins.pop(id(model), None)
 
-    # ---- the four attacks ------------------------------------------------------------------------
-    def run(self, original, edited, *, reference=None, token_ids: Sequence[int] | None = None,
-            edit_reason: str | None = None) -> AuditReport:
+    def bind(self, original) -> None:
+        """Read the label layout off the original: names, forget columns, the retain columns, multi-label."""
         from steuops.modeling import check_forget, is_multi_label, label_names
 
         self.labels = label_names(original)
         self.cols = check_forget(original, self.forget)
+        self.keep = [j for j in range(len(self.labels)) if j not in self.cols]  # the retain columns
         self.multi_label = is_multi_label(original)
+
+    # ---- one audit: every seed, then bypass once ----------------------------------------------------
+    def run(self, original, edited, *, reference=None, token_ids: Sequence[int] | None = None,
+            edit_reason: str | None = None) -> AuditReport:
+        self.bind(original)
         models = {"original": original, "edited": edited, "reference": reference}
         self.share_encoder(original, edited, token_ids)
-        skipped: dict[str, str] = {}
-        if reference is None:
-            skipped["reference"] = "no reference model (retrained without the class) was given"
         seconds: dict[str, float] = {}
-        t0 = time.perf_counter()
-        probe = {role: self.probe(m) for role, m in models.items() if m is not None}
-        seconds["probe"] = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        relearn = self.relearn(models, token_ids, edit_reason, skipped)
-        seconds["relearn"] = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        membership = {role: self.membership(m) for role, m in models.items() if m is not None}
-        if any(v.get("auc") is None for v in membership.values()):
+        per_seed = [self.one_seed(models, draw, token_ids, seconds) for draw in self.draws]
+        skipped = self._skipped(models, per_seed, token_ids, edit_reason)
+        with _timed(seconds, "bypass"):
+            bypass = self.bypass(models, skipped)
+        return _summarise(self.forget, per_seed, bypass, self.config, self._sizes(per_seed), skipped, seconds)
+
+    def one_seed(self, models: dict[str, Any], draw: _Draw, token_ids, seconds: dict[str, float]) -> dict[str, Any]:
+        """Every sampled attack on one seed's draw: that seed's sections, as in `per_seed`."""
+        live = {role: m for role, m in models.items() if m is not None}
+        out: dict[str, Any] = {"seed": draw.seed, "sizes": self.sizes(draw)}
+        with _timed(seconds, "probe"):
+            out["probe"] = {role: self.probe(m, draw) for role, m in live.items()}
+        with _timed(seconds, "relearn"):
+            out["relearn_curves"] = self.relearn(models, draw, token_ids)
+        with _timed(seconds, "relearn_sizes"):
+            out["relearn_sizes"] = self.relearn_sizes(models, draw)
+        with _timed(seconds, "membership"):
+            out["membership"] = {role: self.membership(m, draw) for role, m in live.items()}
+        with _timed(seconds, "retain_relearn"):
+            out["retain_relearn_f1"] = {role: self.retain_relearn(live[role], draw) if role in live else None
+                                        for role in ROLES}
+        with _timed(seconds, "cka"):
+            out["cka"] = self.cka(models, draw)
+        return out
+
+    def _skipped(self, models, per_seed, token_ids, edit_reason) -> dict[str, str]:
+        skipped: dict[str, str] = {}
+        if models["reference"] is None:
+            skipped["reference"] = "no reference model (retrained without the class) was given"
+        if not token_ids:
+            skipped["relearn_rows"] = edit_reason or "the edited model carries no token edit (no embedding rows to re-fit)"
+        if not self.config.relearn_sizes:
+            skipped["relearn_sizes"] = "relearn_sizes is empty"
+        if self.config.retain_relearn_steps == 0:
+            skipped["retain_relearn"] = "retain_relearn_steps is 0"
+        elif not all(len(d.retain) for d in self.draws):
+            skipped["retain_relearn"] = "every training note carries the forget class (no retain-only notes)"
+        if any(v.get("auc") is None for one in per_seed for v in one["membership"].values()):
             skipped["membership"] = "need forget-class notes in both the train (cohort) and test sets"
-        seconds["membership"] = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        bypass = self.bypass(models, skipped)
-        seconds["bypass"] = time.perf_counter() - t0
-        return AuditReport(
-            forget=self.forget, probe=probe, relearn=relearn, membership=membership, bypass=bypass,
-            config=self.config.to_dict(), sizes=self.sizes(), skipped=skipped,
-            seconds={k: round(v, 3) for k, v in seconds.items()},
-        )
+        return skipped
 
-    def sizes(self) -> dict[str, int]:
-        forget_train = int(self.train.has_any(self.forget).sum())
-        forget_test = int(self.test.has_any(self.forget).sum())
-        return {"train": len(self.train), "test": len(self.test), "attack": len(self.attack),
-                "forget_train": forget_train, "forget_test": forget_test, "shortcut_notes": self.shortcut_notes}
+    def sizes(self, draw: _Draw) -> dict[str, int]:
+        return {"train": len(draw.train), "test": len(draw.test), "attack": len(draw.attack),
+                "forget_train": int(draw.train.has_any(self.forget).sum()),
+                "forget_test": int(draw.test.has_any(self.forget).sum()), "retain_relearn": len(draw.retain)}
 
-    def probe(self, model) -> dict[str, Any]:
+    def _sizes(self, per_seed: list[dict[str, Any]]) -> dict[str, Any]:
+        """Counts every seed shares as ints; the forget counts vary with the subsample: a list, one per seed."""
+        first = per_seed[0]["sizes"]
+        out: dict[str, Any] = {k: v for k, v in first.items() if not k.startswith("forget_")}
+        for key in ("forget_train", "forget_test"):
+            out[key] = [one["sizes"][key] for one in per_seed]
+        out["shortcut_notes"] = self.shortcut_notes
+        return out
+
+    # ---- the attacks, one seed at a time -------------------------------------------------------------
+    def probe(self, model, draw: _Draw) -> dict[str, Any]:
         """Per forget class: a logistic-regression probe on train features, F1 on test; f1 = max."""
-        train, test = self.passes(model, "train"), self.passes(model, "test")
+        train, test = self.passes(model, "train", draw), self.passes(model, "test", draw)
         per_class = {}
         for cls, col in zip(self.forget, self.cols, strict=True):
-            y_train = self.train.multi_hot(self.labels)[:, col]
-            y_test = self.test.multi_hot(self.labels)[:, col]
+            y_train = draw.train.multi_hot(self.labels)[:, col]
+            y_test = draw.test.multi_hot(self.labels)[:, col]
             per_class[cls] = _probe_f1(train.features, y_train, test.features, y_test, self.config)
         values = [v for v in per_class.values() if v is not None]
         return {"f1": max(values) if values else None, "per_class": per_class}
@@ -413,27 +590,45 @@ class _Auditor:
         truth = notes.multi_hot(self.labels)
         return max(f1(truth[:, c], pred[:, c]) for c in self.cols)
 
-    def relearn(self, models: dict[str, Any], token_ids, edit_reason, skipped: dict[str, str]) -> dict[str, Any]:
+    def relearn(self, models: dict[str, Any], draw: _Draw, token_ids) -> dict[str, Any]:
         steps = list(self.config.relearn_steps)
-        out: dict[str, Any] = {"steps": steps, "head": {}, "rows": {}, "sample": self.sizes()["attack"]}
-        out["original_f1"] = self.forget_f1(self.passes(models["original"], "test").logits, self.test)
+        out: dict[str, Any] = {"steps": steps, "head": {}, "rows": {}, "sample": len(draw.attack)}
+        out["original_f1"] = self.forget_f1(self.passes(models["original"], "test", draw).logits, draw.test)
         for role in ("edited", "reference"):
             if models[role] is not None:
-                out["head"][role] = self.relearn_head(models[role])
+                out["head"][role] = self.relearn_head(models[role], draw)
         if token_ids:
-            out["rows"]["edited"] = self.relearn_rows(models["edited"], token_ids)
-        else:
-            skipped["relearn_rows"] = edit_reason or "the edited model carries no token edit (no embedding rows to re-fit)"
+            out["rows"]["edited"] = self.relearn_rows(models["edited"], draw, token_ids)
         return out
 
-    def relearn_head(self, model) -> list[float]:
-        """Re-fit ONLY the head on the attack sample, on the cached encoder outputs (the encoder is
-        frozen, so its outputs do not change; this keeps the attack cheap on a CPU). A head the cache
-        cannot replay exactly gets full passes through the frozen encoder instead: the same attack."""
+    def relearn_sizes(self, models: dict[str, Any], draw: _Draw) -> dict[str, Any]:
+        """The head re-fit for each attacker size n: n forget + n retain notes (fewer where the train split
+        has fewer), the forget F1 on test after the last relearn step."""
+        out: dict[str, Any] = {}
+        for n in self.config.relearn_sizes:
+            rows = draw.size_rows(n)
+            forget_notes = int(np.sum(rows < draw.pool_forget))
+            entry: dict[str, Any] = {"forget_notes": forget_notes, "retain_notes": len(rows) - forget_notes}
+            for role in ("edited", "reference"):
+                model = models[role]
+                entry[role] = None if model is None else self.relearn_head(
+                    model, draw, rows=rows, steps=[self.config.relearn_steps[-1]], phase="relearn sizes")[-1]
+            out[str(n)] = entry
+        return out
+
+    def relearn_head(self, model, draw: _Draw, *, rows: np.ndarray | None = None, steps: Sequence[int] | None = None,
+                     phase: str = "relearn head") -> list[float]:
+        """Re-fit ONLY the head on the attack sample (or on the pool `rows`: relearn_sizes), on the cached
+        encoder outputs (the encoder is frozen, so its outputs do not change; this keeps the attack cheap on
+        a CPU). A head the cache cannot replay exactly gets full passes through the frozen encoder instead:
+        the same attack."""
         from steuops.features import head_logits
         from steuops.modeling import head_param_names
 
-        attack, test = self.passes(model, "attack"), self.passes(model, "test")
+        which = "attack" if rows is None else "pool"
+        source, test = self.passes(model, which, draw), self.passes(model, "test", draw)
+        index = np.arange(len(draw.attack)) if rows is None else np.asarray(rows)
+        sample = getattr(draw, which).subset(index)
         work = copy.deepcopy(model).to(self.device)
         head = set(head_param_names(work))
         params = [p for n, p in work.named_parameters() if n in head]
@@ -441,18 +636,19 @@ class _Auditor:
             p.requires_grad_(False)
         for p in params:
             p.requires_grad_(True)
-        if attack.exact and test.exact:
-            def step(rows: list[int]):
-                return head_logits(work, attack.cache, rows)
+        if source.exact and test.exact:
+            def step(batch: list[int]):
+                return head_logits(work, source.cache, index[batch].tolist())
 
             def evaluate() -> float:
                 return self.forget_f1(_head_pass(work, test.cache, batch_size=self.config.batch_size,
-                                                 device=self.device).logits, self.test)
+                                                 device=self.device).logits, draw.test)
         else:
-            step, evaluate = self._full_logits(work), self._full_evaluate(work)
-        return self._fit(work, params, self.config.relearn_lr_head, step, evaluate, "relearn head")
+            step, evaluate = self._full_logits(work, sample), self._full_evaluate(work, draw)
+        return self._fit(work, params, self.config.relearn_lr_head, step, evaluate, phase, draw=draw, sample=sample,
+                         steps=steps or self.config.relearn_steps)
 
-    def relearn_rows(self, model, token_ids: Sequence[int]) -> list[float]:
+    def relearn_rows(self, model, draw: _Draw, token_ids: Sequence[int]) -> list[float]:
         """Re-fit ONLY the edited embedding rows (full forward and backward through the frozen encoder)."""
         import torch
 
@@ -466,48 +662,74 @@ class _Auditor:
         mask = torch.zeros(weight.shape[0], 1, device=weight.device, dtype=weight.dtype)
         mask[torch.tensor(sorted(set(int(i) for i in token_ids)), device=weight.device)] = 1.0
         weight.register_hook(lambda grad: grad * mask)  # only the edited rows may move
-        return self._fit(work, [weight], self.config.relearn_lr_rows, self._full_logits(work),
-                         self._full_evaluate(work), "relearn rows")
+        return self._fit(work, [weight], self.config.relearn_lr_rows, self._full_logits(work, draw.attack),
+                         self._full_evaluate(work, draw), "relearn rows", draw=draw, sample=draw.attack,
+                         steps=self.config.relearn_steps)
 
-    def _full_logits(self, work) -> Callable[[list[int]], Any]:
-        """Attack-sample rows -> logits of a full forward pass (with gradients)."""
+    def retain_relearn(self, model, draw: _Draw) -> float | None:
+        """Forget F1 on test after fine-tuning ALL of a copy's parameters on retain-only notes (the class's
+        column(s) out of the loss: `retain_relearned`). None when skipped (see `_skipped`)."""
+        if self.config.retain_relearn_steps == 0 or not len(draw.retain):
+            return None
+        key = (id(model), draw.seed)
+        if key not in self._retain_memo:
+            work = self.retain_relearned(model, draw)
+            self._retain_memo[key] = (model, self._full_evaluate(work, draw)())
+        return self._retain_memo[key][1]
+
+    def retain_relearned(self, model, draw: _Draw):
+        """The fine-tuned copy: the attacker holds labelled notes of the other classes only, so the loss
+        covers only the retain columns. Any forget F1 it regains came through the shared encoder and head
+        layers, never from a gradient on the forget logit (zero: it is not in the loss)."""
+        work = copy.deepcopy(model).to(self.device)
+        params = list(work.parameters())
+        for p in params:
+            p.requires_grad_(True)
+        steps = [self.config.retain_relearn_steps]
+        self._fit(work, params, self.config.retain_relearn_lr, self._full_logits(work, draw.retain), lambda: 0.0,
+                  "retain relearn", draw=draw, sample=draw.retain, steps=steps, keep=self.keep)
+        return work
+
+    def _full_logits(self, work, sample: Notes) -> Callable[[list[int]], Any]:
+        """Sample rows -> logits of a full forward pass (with gradients)."""
         from steuops.modeling import tokenize
 
         def step(rows: list[int]):
-            enc = tokenize(self.tokenizer, [self.attack.texts[i] for i in rows], self.config.max_length)
+            enc = tokenize(self.tokenizer, [sample.texts[i] for i in rows], self.config.max_length)
             return work(**enc.to(self.device)).logits
 
         return step
 
-    def _full_evaluate(self, work) -> Callable[[], float]:
+    def _full_evaluate(self, work, draw: _Draw) -> Callable[[], float]:
         def evaluate() -> float:
-            return self.forget_f1(_forward_pass(work, self.tokenizer, self.test.texts, batch_size=self.config.batch_size,
-                                                max_length=self.config.max_length, device=self.device).logits, self.test)
+            return self.forget_f1(_forward_pass(work, self.tokenizer, draw.test.texts, batch_size=self.config.batch_size,
+                                                max_length=self.config.max_length, device=self.device).logits, draw.test)
 
         return evaluate
 
     def _fit(self, work, params, lr: float, step: Callable[[list[int]], Any], evaluate: Callable[[], float],
-             phase: str) -> list[float]:
-        """Adam on the attack sample in relearn_batch_size batches (random batch order, seeded); the
-        forget F1 on test after each of config.relearn_steps optimiser steps."""
+             phase: str, *, draw: _Draw, sample: Notes, steps: Sequence[int], keep: Sequence[int] | None = None
+             ) -> list[float]:
+        """Adam on `sample` in relearn_batch_size batches (random batch order, seeded by the draw); the
+        forget F1 on test after each of `steps` optimiser steps. `keep`: the loss's columns (None = all)."""
         import torch
 
-        torch.manual_seed(self.config.seed)
-        rng = np.random.default_rng(self.config.seed)
+        torch.manual_seed(draw.seed)
+        rng = np.random.default_rng(draw.seed)
         optimiser = torch.optim.Adam(params, lr=lr)
         work.eval()  # dropout off: a deterministic attack; gradients still flow
-        y = torch.tensor(self.attack.multi_hot(self.labels))
+        y = torch.tensor(sample.multi_hot(self.labels))
         size = self.config.relearn_batch_size
-        batches = [list(range(s, min(s + size, len(self.attack)))) for s in range(0, len(self.attack), size)]
+        batches = [list(range(s, min(s + size, len(sample)))) for s in range(0, len(sample), size)]
         curve: list[float] = []
         done, order = 0, []
-        total = self.config.relearn_steps[-1]
-        for target in self.config.relearn_steps:
+        total = steps[-1]
+        for target in steps:
             while done < target:
                 if not order:
                     order = list(rng.permutation(len(batches)))
                 rows = batches[order.pop()]
-                loss = self._loss(step(rows).float(), y[rows].to(self.device))
+                loss = self._loss(step(rows).float(), y[rows].to(self.device), keep)
                 optimiser.zero_grad(set_to_none=True)
                 loss.backward()
                 optimiser.step()
@@ -516,20 +738,24 @@ class _Auditor:
             curve.append(round(float(evaluate()), 6))
         return curve
 
-    def _loss(self, logits, targets):
+    def _loss(self, logits, targets, keep: Sequence[int] | None = None):
+        """BCE (multi-label) or cross-entropy (single-label) over the `keep` columns (None = all). Leaving
+        a column out removes its logit from the loss, so that row of the head gets exactly zero gradient."""
         import torch
 
+        if keep is not None:
+            logits, targets = logits[:, list(keep)], targets[:, list(keep)]
         if self.multi_label:
             return torch.nn.functional.binary_cross_entropy_with_logits(logits, targets)
         return torch.nn.functional.cross_entropy(logits, targets.argmax(dim=1))
 
-    def membership(self, model) -> dict[str, Any]:
+    def membership(self, model, draw: _Draw) -> dict[str, Any]:
         """Members: forget-class notes of the train sample (the unlearning cohort); non-members:
         forget-class notes of the test sample. Score = log-likelihood of the forget label(s)."""
-        members = self.train.has_any(self.forget)
-        held_out = self.test.has_any(self.forget)
-        s_in = self._label_score(self.passes(model, "train").logits, self.train)[members]
-        s_out = self._label_score(self.passes(model, "test").logits, self.test)[held_out]
+        members = draw.train.has_any(self.forget)
+        held_out = draw.test.has_any(self.forget)
+        s_in = self._label_score(self.passes(model, "train", draw).logits, draw.train)[members]
+        s_out = self._label_score(self.passes(model, "test", draw).logits, draw.test)[held_out]
         return {"auc": roc_auc(s_in, s_out), "members": int(members.sum()), "non_members": int(held_out.sum()),
                 "score": "log-likelihood of the forget label(s)"}
 
@@ -541,6 +767,20 @@ class _Auditor:
         carried = np.maximum(truth.sum(axis=1), 1.0)
         return (ll * truth).sum(axis=1) / carried
 
+    def cka(self, models: dict[str, Any], draw: _Draw) -> dict[str, float | None]:
+        """Linear CKA between two models' head-input features on the seed's test notes (None where a
+        model is missing or a side has no variance)."""
+        out: dict[str, float | None] = {}
+        for key, a, b in CKA_PAIRS:
+            if models[a] is None or models[b] is None or not len(draw.test):
+                out[key] = None
+                continue
+            value = linear_cka(self.passes(models[a], "test", draw).features,
+                               self.passes(models[b], "test", draw).features)
+            out[key] = None if np.isnan(value) else value
+        return out
+
+    # ---- bypass: fixed phrases, no sampling, so once (not per seed) ----------------------------------
     def bypass_texts(self) -> list[str]:
         sets = self.bypass_sets()
         texts: list[str] = []
@@ -571,7 +811,8 @@ class _Auditor:
         index = {t: i for i, t in enumerate(texts)}
         out: dict[str, Any] = {"positives": {c: len(s["positive"]) for c, s in sets.items()},
                                "negatives": len(next(iter(sets.values()))["negative"]),
-                               "user_phrases": list(self.config.bypass_phrases), "phrases": []}
+                               "user_phrases": list(self.config.bypass_phrases), "phrases": [],
+                               "seeds": "none: fixed phrases, deterministic, computed once"}
         preds = {}
         for role, model in models.items():
             if model is None:
@@ -599,6 +840,75 @@ class _Auditor:
         return out
 
 
+# ---- per-seed sections -> the report (means, spread) -----------------------------------------------
+def _figures(one: dict[str, Any]) -> dict[str, dict[str, float | None]]:
+    """One seed's headline figures, keyed like the report's top level."""
+    curves = one["relearn_curves"]
+    return {
+        "probe_f1": {role: (one["probe"].get(role) or {}).get("f1") for role in ROLES},
+        "relearn_f1": {"edited": _last(curves["head"].get("edited")), "reference": _last(curves["head"].get("reference")),
+                       "edited_rows": _last(curves["rows"].get("edited"))},
+        "membership_auc": {role: (one["membership"].get(role) or {}).get("auc") for role in ROLES},
+        "retain_relearn_f1": dict(one["retain_relearn_f1"]),
+        "cka": dict(one["cka"]),
+    }
+
+
+def _summarise(forget: list[str], per_seed: list[dict[str, Any]], bypass: dict[str, Any], config: AuditConfig,
+               sizes: dict[str, Any], skipped: dict[str, str], seconds: dict[str, float]) -> AuditReport:
+    figures = [_figures(one) for one in per_seed]
+    spread = {figure: {key: _stat([f[figure][key] for f in figures]) for key in figures[0][figure]}
+              for figure in figures[0]}
+    return AuditReport(
+        forget=forget, probe=_mean_probe(per_seed), relearn=_mean_curves([one["relearn_curves"] for one in per_seed]),
+        membership=_mean_membership(per_seed), bypass=bypass, config=config.to_dict(), sizes=sizes,
+        skipped=skipped, seconds={k: round(v, 3) for k, v in seconds.items()}, seeds=[one["seed"] for one in per_seed],
+        spread=spread, relearn_sizes=_mean_sizes([one["relearn_sizes"] for one in per_seed]), per_seed=per_seed,
+    )
+
+
+def _mean_curves(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The relearn curves averaged step by step (so the last point is relearn_f1's mean)."""
+    first = runs[0]
+    out: dict[str, Any] = {"steps": first["steps"], "head": {}, "rows": {}, "sample": first["sample"],
+                           "original_f1": _mean([r["original_f1"] for r in runs])}
+    for kind in ("head", "rows"):
+        for role in first[kind]:
+            out[kind][role] = [_mean(column) for column in zip(*(r[kind][role] for r in runs), strict=True)]
+    return out
+
+
+def _mean_probe(per_seed: list[dict[str, Any]]) -> dict[str, Any]:
+    out = {}
+    for role in per_seed[0]["probe"]:
+        runs = [one["probe"][role] for one in per_seed]
+        out[role] = {"f1": _mean([r["f1"] for r in runs]),
+                     "per_class": {c: _mean([r["per_class"][c] for r in runs]) for c in runs[0]["per_class"]}}
+    return out
+
+
+def _mean_membership(per_seed: list[dict[str, Any]]) -> dict[str, Any]:
+    """AUC means; the cohort counts per seed (they vary when max_train / max_test subsample)."""
+    out = {}
+    for role in per_seed[0]["membership"]:
+        runs = [one["membership"][role] for one in per_seed]
+        out[role] = {"auc": _mean([r["auc"] for r in runs]), "members": [r["members"] for r in runs],
+                     "non_members": [r["non_members"] for r in runs], "score": runs[0]["score"]}
+    return out
+
+
+def _mean_sizes(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """{n: {"forget_notes", "retain_notes", "edited": stat, "reference": stat | None}}; the counts depend
+    only on the train split, so every seed has the same."""
+    out: dict[str, Any] = {}
+    for n, entry in runs[0].items():
+        out[n] = {"forget_notes": entry["forget_notes"], "retain_notes": entry["retain_notes"]}
+        for role in ("edited", "reference"):
+            values = [r[n][role] for r in runs]
+            out[n][role] = None if all(v is None for v in values) else _stat(values)
+    return out
+
+
 def _predict(logits: np.ndarray, multi_label: bool) -> np.ndarray:
     from steuops.modeling import predict
 
@@ -616,6 +926,7 @@ def _logsumexp(z: np.ndarray) -> np.ndarray:
 
 
 def _sample(notes: Notes, cap: int | None, rng: np.random.Generator) -> Notes:
+    """`cap` notes drawn without replacement (in their order), or `notes` itself when under the cap."""
     if cap is None or len(notes) <= cap:
         return notes
     return notes.subset(np.sort(rng.choice(len(notes), size=cap, replace=False)))
@@ -689,9 +1000,10 @@ def run_audit(
 ) -> AuditReport:
     """Audit `edited` (made from `original` by forgetting `forget`) next to `reference` (retrained
     without the class, or None). `train` holds the unlearning cohort (membership members, probe
-    training data, the attacker's sample); `test` is held out. `edit` is the TokenEdit (or its token
-    ids) when the method edited embedding rows: only then is the rows re-fit attack run.
-    No model passed in is modified."""
+    training data, the attacker's samples); `test` is held out. `edit` is the TokenEdit (or its token
+    ids) when the method edited embedding rows: only then is the rows re-fit attack run. Every
+    sampled attack runs for config.seeds seeds; the figures are means (see AuditReport.spread).
+    No model passed in is modified (the attacks train copies)."""
     auditor = _auditor(tokenizer, forget, train, test, config, device, progress)
     token_ids, reason = _edit_tokens(edit)
     return auditor.run(original, edited, reference=reference, token_ids=token_ids, edit_reason=reason)

@@ -6,8 +6,10 @@ recognised through tokens that were never edited. The audit (steuops.audit) comp
 from these phrases and checks whether the edited model still flags the class.
 
 The built-in PHRASES describe the demo's six classes (steuops.demo.notes.CLASSES): rewordings,
-abbreviations and criteria-style descriptions, several of them absent from the demo generator's own
-mentions. A model with other classes gets no built-in rewordings for them; user phrases
+abbreviations and criteria-style descriptions. Since the generator learned to write like clinicians, most of
+them also occur in its notes, so on the demo they test the edit on known wordings in an unknown setting (a
+two-line note); the stronger check of unseen wordings is the hand-written held-out set
+(tests/data/paraphrases.jsonl, scored by the demo test and bench/forgetting.py). A model with other classes gets no built-in rewordings for them; user phrases
 (AuditConfig.bypass_phrases, `--bypass-phrases`, read by `load_phrases`) add to the built-in ones of
 every forgotten class. NEUTRAL phrases name diagnoses outside the six demo classes; they and the other
 classes' phrases are the negatives that make the bypass F1 a real F1.

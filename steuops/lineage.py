@@ -22,6 +22,7 @@ FORGET_REQUESTED = "steuops.forget_requested"  # JSON list: the classes this app
 METHOD = "steuops.method"
 METHOD_CONFIG = "steuops.method_config"  # JSON of the options the version was made with
 METHOD_CONFIG_FOR = "steuops.method_config_for"  # which method those options belong to
+RETRAIN_CONFIG = "steuops.retrain_config"  # JSON: how to retrain this model without a class (the audit's reference)
 POLICY = "steuops.policy"
 POLICY_SHA = "steuops.policy_sha256"
 COHORT_SHA = "steuops.cohort_sha256"

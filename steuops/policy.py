@@ -65,6 +65,23 @@ class SelectionPolicy(_Strict):
     show_tokens: bool = Field(True, description="false: reports and the edit show token ids and scores, not strings")
 
 
+COMPLIANCE_FIELDS = ("requester", "reason", "approver")
+COMPLIANCE_MAX_CHARS = 300
+
+
+class CompliancePolicy(_Strict):
+    """Who asked for the deletion, why, and who signs it off: shown on the report (`steuops report
+    --requester/--reason/--approver` override each). Free text a person types: names and a reason,
+    never note text. One line each."""
+
+    requester: str | None = Field(None, min_length=1, max_length=COMPLIANCE_MAX_CHARS, pattern=r"^[^\r\n]*$",
+                                  description="who requested the deletion (person, team or ticket)")
+    reason: str | None = Field(None, min_length=1, max_length=COMPLIANCE_MAX_CHARS, pattern=r"^[^\r\n]*$",
+                               description="why the class is removed (e.g. consent withdrawn, policy 12.3)")
+    approver: str | None = Field(None, min_length=1, max_length=COMPLIANCE_MAX_CHARS, pattern=r"^[^\r\n]*$",
+                                 description="who approves the removal and signs the report")
+
+
 class Policy(_Strict):
     schema_version: Literal[1] = 1
     name: str | None = Field(None, description="defaults to the file name without .yaml")
@@ -74,6 +91,7 @@ class Policy(_Strict):
     promotion: PromotionPolicy = Field(default_factory=PromotionPolicy)
     audit: AuditPolicy = Field(default_factory=AuditPolicy)
     selection: SelectionPolicy = Field(default_factory=SelectionPolicy)
+    compliance: CompliancePolicy = Field(default_factory=CompliancePolicy)
     # Set by load(), never read from the file: where it came from and its content hash.
     _path: str | None = PrivateAttr(None)
     _sha256: str | None = PrivateAttr(None)

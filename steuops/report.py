@@ -22,14 +22,21 @@ HTML_FILE = "report.html"
 JSON_FILE = "report.json"
 SCHEMA = "steuops.report/v1"
 COLORS = {"original": "#8a8f98", "before": "#8a8f98", "edited": "#1f6fb4", "after": "#1f6fb4",
-          "reference": "#2e9a4a", "rows": "#d9822b"}
+          "reference": "#2e9a4a", "retrained": "#2e9a4a", "rows": "#d9822b"}
 # Meta keys shown first, with their labels; any other meta key follows, as given.
 META_ORDER = [
     ("model", "Model"), ("version", "Version"), ("parent_version", "Parent version"), ("forget", "Forgotten classes"),
     ("method", "Method"), ("policy", "Policy"), ("policy_sha256", "Policy sha256"), ("cohort_sha256", "Cohort sha256"),
     ("cohort_rows", "Cohort rows"), ("gate", "Gate verdict"), ("created", "Created"), ("steuops_version", "steuops"),
     ("base_fingerprint", "Base model fingerprint"), ("edited_fingerprint", "Edited model fingerprint"),
+    ("onnx_sha256", "ONNX sha256"), ("aliases", "Served by alias"),
 ]
+# How close to the retrained reference an audit figure must be to read as "within" it.
+REFERENCE_MARGIN = 0.05
+# Audit figures the verdict reads against the reference, with their plain names.
+FIGURE_NAMES = {"probe_f1": "linear-probe F1", "relearn_f1": "head re-fit F1", "membership_auc": "membership AUC",
+                "bypass_f1": "bypass F1"}
+COMPLIANCE_LABELS = (("requester", "Requested by"), ("reason", "Reason"), ("approver", "Approver"))
 
 
 # ---- confusion (sklearn) -------------------------------------------------------------------------
@@ -65,19 +72,27 @@ def render_html(
     tokens: Sequence[Mapping[str, Any]] | None = None,
     confusion: Mapping[str, Any] | None = None,
     meta: Mapping[str, Any] | None = None,
+    compliance: Mapping[str, Any] | None = None,
+    reference: Mapping[str, Any] | None = None,
 ) -> str:
     """One self-contained HTML page from the evaluation (metrics.Evaluation.to_dict()), the audit
-    (AuditReport.to_dict()), the gate (GateDecision.to_dict()), the edit's tokens and a confusion dict."""
+    (AuditReport.to_dict()), the gate (GateDecision.to_dict()), the edit's tokens and a confusion dict.
+    compliance: {"requester", "reason", "approver"} (free text, escaped); reference: where the audit's
+    reference came from ({"description"} or {"source": "unavailable", "reason", "hint"}; default: the
+    audit's own "reference_source")."""
     meta = dict(meta or {})
     forget = list(meta.get("forget") or evaluation.get("forget") or [])
+    reference = reference if reference is not None else (audit or {}).get("reference_source")
     title = f"steuops forgetting report: {meta.get('model', 'model')} v{meta.get('version', '?')}"
     sections = [
+        _verdict(evaluation, audit, gate, forget, meta, compliance, reference),
         _summary(evaluation, audit, gate, forget, meta),
         _utility(evaluation, forget),
         _confusion(confusion, forget),
         _tokens(tokens),
-        _audit(audit),
+        _audit(audit, reference),
         _gate(gate),
+        _signoff(compliance, meta),
     ]
     generated = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
     return (
@@ -101,17 +116,29 @@ def write_report(
     confusion: Mapping[str, Any] | None = None,
     meta: Mapping[str, Any] | None = None,
     html_name: str = HTML_FILE,
+    compliance: Mapping[str, Any] | None = None,
+    reference: Mapping[str, Any] | None = None,
 ) -> tuple[Path, Path]:
-    """Write report.html and report.json (same facts) into `directory`; returns both paths."""
+    """Write report.html and report.json (same facts) into `directory`; returns both paths.
+    report.json adds to the inputs: "verdict" (the opening paragraph as text), "compliance",
+    "reference", "serving" {onnx_sha256, aliases} and "utility" (macro F1 over all and over the
+    retained classes, before and after)."""
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
     html_path = out / html_name
     json_path = html_path.with_suffix(".json")
-    payload = {"schema": SCHEMA, "meta": dict(meta or {}), "evaluation": dict(evaluation), "audit": audit,
-               "gate": gate, "tokens": list(tokens or []), "confusion": confusion}
+    meta = dict(meta or {})
+    forget = list(meta.get("forget") or evaluation.get("forget") or [])
+    reference = reference if reference is not None else (audit or {}).get("reference_source")
+    payload = {"schema": SCHEMA, "meta": meta, "evaluation": dict(evaluation), "audit": audit,
+               "gate": gate, "tokens": list(tokens or []), "confusion": confusion,
+               "verdict": verdict_text(evaluation, audit, gate, forget, meta, compliance, reference),
+               "compliance": dict(compliance or {}), "reference": reference,
+               "serving": {"onnx_sha256": meta.get("onnx_sha256"), "aliases": list(meta.get("aliases") or [])},
+               "utility": utility_figures(evaluation, forget)}
     json_path.write_text(json.dumps(payload, indent=2, default=_json_default) + "\n", encoding="utf-8")
     html_path.write_text(render_html(evaluation, audit=audit, gate=gate, tokens=tokens, confusion=confusion,
-                                     meta=meta), encoding="utf-8")
+                                     meta=meta, compliance=compliance, reference=reference), encoding="utf-8")
     return html_path, json_path
 
 
@@ -123,10 +150,183 @@ def _json_default(obj: Any) -> Any:
     return str(obj)
 
 
+# ---- figures the page and report.json share ------------------------------------------------------
+def retained_macro_f1(evaluation: Mapping[str, Any], side: str = "after") -> float | None:
+    """Macro F1 over the retained classes only (the forgotten ones left out), `side` "before" or
+    "after": the evaluation's retain_macro_f1, else the mean of its per-class F1s over the labels not
+    in evaluation["forget"]. A forgotten class at F1 0 then does not read as a collapse."""
+    scores = evaluation.get(side) or {}
+    if scores.get("retain_macro_f1") is not None:
+        return float(scores["retain_macro_f1"])
+    per_class = scores.get("per_class_f1") or {}
+    forget = set(evaluation.get("forget") or [])
+    labels = list(evaluation.get("labels") or per_class)
+    values = [per_class[c] for c in labels if c not in forget and per_class.get(c) is not None]
+    return float(np.mean(values)) if values else None
+
+
+def utility_figures(evaluation: Mapping[str, Any], forget: Sequence[str] | None = None) -> dict[str, Any]:
+    """Macro F1 over every class and over the retained classes only, before and after."""
+    forget = list(forget or evaluation.get("forget") or [])
+    labels = list(evaluation.get("labels") or (evaluation.get("before") or {}).get("per_class_f1") or [])
+    return {
+        "macro_f1": {side: (evaluation.get(side) or {}).get("macro_f1") for side in ("before", "after")},
+        "retain_macro_f1": {side: retained_macro_f1(evaluation, side) for side in ("before", "after")},
+        "retained_classes": [c for c in labels if c not in set(forget)],
+        "forgotten_classes": forget,
+    }
+
+
+def verdict_text(evaluation: Mapping[str, Any], audit: Mapping[str, Any] | None, gate: Mapping[str, Any] | None,
+                 forget: Sequence[str], meta: Mapping[str, Any] | None = None,
+                 compliance: Mapping[str, Any] | None = None, reference: Mapping[str, Any] | None = None) -> str:
+    """The report's opening paragraph, in plain words: who asked and why, the gate's verdict, whether the
+    policy's audit limits were part of it, each audit figure next to the retrained reference, utility
+    over the retained classes, and what serves the version."""
+    meta = dict(meta or {})
+    compliance = dict(compliance or {})
+    version = f"{meta.get('model', 'the model')} v{meta.get('version', '?')}"
+    parts = []
+    asked = compliance.get("requester")
+    why = compliance.get("reason")
+    if asked or why:
+        parts.append(f"Removal of {', '.join(forget) or 'the class'} from {version}"
+                     + (f" requested by {asked}" if asked else "") + (f" (reason: {why})" if why else "") + ".")
+    parts.append(_gate_sentence(gate))
+    parts.append(_limits_sentence(gate, audit))
+    parts.append(_reference_sentence(audit, reference))
+    after, before = evaluation.get("after") or {}, evaluation.get("before") or {}
+    parts.append(
+        f"Forget F1 {_plain(before.get('forget_f1'))} \u2192 {_plain(after.get('forget_f1'))}; macro F1 over the "
+        f"retained classes only {_plain(retained_macro_f1(evaluation, 'before'))} \u2192 "
+        f"{_plain(retained_macro_f1(evaluation, 'after'))} (over all classes, the forgotten included: "
+        f"{_plain(before.get('macro_f1'))} \u2192 {_plain(after.get('macro_f1'))}).")
+    aliases = list(meta.get("aliases") or [])
+    onnx = meta.get("onnx_sha256")
+    served = (f"{version} is served by alias {', '.join(repr(a) for a in aliases)}" if aliases
+              else f"No alias serves {version}")
+    parts.append(served + (f"; its ONNX file has sha256 {onnx}." if onnx else "; it has no ONNX export recorded."))
+    if compliance.get("approver"):
+        parts.append(f"Approver: {compliance['approver']}.")
+    return " ".join(p for p in parts if p)
+
+
+def _gate_sentence(gate: Mapping[str, Any] | None) -> str:
+    if not gate:
+        return "No gate decision is recorded for this version."
+    rules = list(gate.get("rules") or [])
+    failed = [str(r.get("name")) for r in rules if not r.get("passed")]
+    policy = f"policy {gate.get('policy_name', '?')!r}"
+    if gate.get("passed"):
+        return f"The gate PASSED under {policy}: all {len(rules)} rules held."
+    return f"The gate REJECTED it under {policy}: {', '.join(failed) or 'a rule'} failed ({len(failed)} of {len(rules)})."
+
+
+def _limits_sentence(gate: Mapping[str, Any] | None, audit: Mapping[str, Any] | None) -> str:
+    if not gate:
+        return ""
+    limits = [r for r in gate.get("rules") or [] if str(r.get("name", "")).startswith("audit_")]
+    if not limits:
+        return ("The policy sets no audit limits, so the audit figures were not part of the gate: they are "
+                "evidence for the reviewer, not a condition of promotion.")
+    checked = "; ".join(
+        f"{FIGURE_NAMES.get(str(r['name'])[6:], str(r['name'])[6:])} {_plain(r.get('observed'))} "
+        f"{r.get('comparison', '<=')} {_plain(r.get('threshold'))}: {'held' if r.get('passed') else 'FAILED'}"
+        for r in limits)
+    return f"The policy's audit limits were part of the gate ({checked})."
+
+
+def _reference_sentence(audit: Mapping[str, Any] | None, reference: Mapping[str, Any] | None) -> str:
+    if not audit:
+        return "No forgetting audit was run, so nothing says how recoverable the class still is."
+    reference = dict(reference or {})
+    seeds = len(audit.get("seeds") or [])
+    over = f"means over {seeds} seeds" if seeds > 1 else ""
+    figures = [key for key in FIGURE_NAMES if isinstance(audit.get(key), Mapping)]
+    if not has_reference_figures(audit):
+        why = reference.get("reason") or (audit.get("skipped") or {}).get("reference") or "none was given"
+        hint = f" To add one: {reference['hint']}." if reference.get("hint") else ""
+        shown = "; ".join(f"{FIGURE_NAMES[k]} {_plain(audit[k].get('edited'))}" for k in figures)
+        return f"The audit ({shown}) has no retrained reference to compare with: {why}.{hint}"
+    said = "; ".join(x for x in (reference.get("description"), over) if x)
+    compared = "; ".join(_compare(audit, key) for key in figures)
+    return (f"Next to the retrained reference{f' ({said})' if said else ''}: {compared} "
+            f"(within = no more than {REFERENCE_MARGIN:.2f} apart).")
+
+
+def has_reference_figures(audit: Mapping[str, Any] | None) -> bool:
+    return bool(audit) and any(isinstance(audit.get(k), Mapping) and audit[k].get("reference") is not None
+                               for k in FIGURE_NAMES)
+
+
+def _compare(audit: Mapping[str, Any], key: str) -> str:
+    edited, ref = audit[key].get("edited"), audit[key].get("reference")
+    name = FIGURE_NAMES[key]
+    shown = f"{name} {_spread_text(audit, key, 'edited', edited)}"
+    if edited is None:
+        return f"{name} not measured"
+    if ref is None:
+        return f"{shown} (reference not measured)"
+    shown += f" vs {_spread_text(audit, key, 'reference', ref)} for the retrained reference"
+    gap = float(edited) - float(ref)
+    if abs(gap) <= REFERENCE_MARGIN + 1e-12:
+        return f"{shown}: within {REFERENCE_MARGIN:.2f}"
+    return f"{shown}: {abs(gap):.2f} {'above' if gap > 0 else 'below'} it"
+
+
+def _spread_text(audit: Mapping[str, Any], figure: str, role: str, value: Any) -> str:
+    cell = _spread(audit, figure, role)
+    if cell is not None and cell.get("std") is not None:
+        return f"{_plain(cell.get('mean', value))} ± {float(cell['std']):.2f}"
+    return _plain(value)
+
+
+def _spread(audit: Mapping[str, Any] | None, figure: str, role: str) -> Mapping[str, Any] | None:
+    """The v2 audit's {"mean", "std", "values"} of a figure's role across seeds, or None (v1 audits)."""
+    cell = ((audit or {}).get("spread") or {}).get(figure) or {}
+    value = cell.get(role) if isinstance(cell, Mapping) else None
+    return value if isinstance(value, Mapping) and value.get("mean") is not None else None
+
+
+def _plain(value: Any, digits: int = 2) -> str:
+    if value is None:
+        return "n/a"
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return str(value)
+    return f"{float(value):.{digits}f}"
+
+
 # ---- sections ------------------------------------------------------------------------------------
+def _verdict(evaluation, audit, gate, forget, meta, compliance, reference) -> str:
+    text = verdict_text(evaluation, audit, gate, forget, meta, compliance, reference)
+    ok = None if not gate else bool(gate.get("passed"))
+    badge = "" if ok is None else \
+        f"<span class=\"badge {'pass' if ok else 'fail'}\">gate {'PASSED' if ok else 'REJECTED'}</span> "
+    return f"<section id=\"verdict\"><h2>Verdict</h2><p class=\"verdict\">{badge}{escape(text)}</p></section>"
+
+
+def _signoff(compliance, meta) -> str:
+    compliance = dict(compliance or {})
+    sources = compliance.get("source") or {}
+    missing = "<span class=\"muted\">not given</span>"
+    rows = "".join(
+        f"<tr><th>{label}</th><td>{escape(str(compliance[key])) if compliance.get(key) else missing}"
+        f"</td><td class=\"muted\">{escape(str(sources.get(key) or ''))}</td></tr>"
+        for key, label in COMPLIANCE_LABELS)
+    version = f"{meta.get('model', 'model')} v{meta.get('version', '?')}"
+    return ("<section id=\"signoff\"><h2>Sign-off</h2>"
+            "<table class=\"meta\"><tr><th>field</th><th>value</th><th>from</th></tr>" + rows + "</table>"
+            f"<p>I have read this report on {escape(version)} and approve the removal it records.</p>"
+            "<table class=\"sign\"><tr><th>Name</th><td></td></tr><tr><th>Signature</th><td></td></tr>"
+            "<tr><th>Date</th><td></td></tr></table></section>")
+
+
 def _summary(evaluation, audit, gate, forget, meta) -> str:
     rows = []
     shown = set()
+    meta = dict(meta)
+    if "aliases" in meta and not meta["aliases"]:
+        meta["aliases"] = "none (no alias serves this version)"
     for key, label in META_ORDER:
         if key in meta and meta[key] not in (None, ""):
             rows.append((label, _fmt_meta(meta[key])))
@@ -140,12 +340,14 @@ def _summary(evaluation, audit, gate, forget, meta) -> str:
         verdict = f"<span class=\"badge {'pass' if ok else 'fail'}\">gate {'PASSED' if ok else 'REJECTED'}</span>"
     cards = [
         ("Forget F1", _num(before.get("forget_f1")), _num(after.get("forget_f1"))),
-        ("Retain macro F1", _num(before.get("retain_macro_f1")), _num(after.get("retain_macro_f1"))),
+        ("Macro F1, retained classes only", _num(retained_macro_f1(evaluation, "before")),
+         _num(retained_macro_f1(evaluation, "after"))),
+        ("Macro F1, all classes (forgotten included)", _num(before.get("macro_f1")), _num(after.get("macro_f1"))),
         ("Parameters modified", "", _pct(evaluation.get("params_fraction"))),
     ]
     if audit:
-        cards.append(("Linear probe F1 (edited / retrained)", "", _pair(audit.get("probe_f1"))))
-        cards.append(("Head re-fit F1 (edited / retrained)", "", _pair(audit.get("relearn_f1"))))
+        cards.append(("Linear probe F1 (edited / retrained)", "", _pair(audit, "probe_f1")))
+        cards.append(("Head re-fit F1 (edited / retrained)", "", _pair(audit, "relearn_f1")))
     card_html = "".join(
         f"<div class=\"card\"><div class=\"k\">{escape(name)}</div><div class=\"v\">"
         + (f"{escape(b)} &rarr; " if b else "") + f"{escape(a)}</div></div>"
@@ -178,8 +380,10 @@ def _utility(evaluation, forget) -> str:
     facts = [("params modified", f"{evaluation.get('params_modified', '?')} of {evaluation.get('params_total', '?')}"
               f" ({_pct(evaluation.get('params_fraction'))})"),
              ("L2 distance", _num(evaluation.get("l2_distance"))),
-             ("macro F1", f"{_num(evaluation.get('before', {}).get('macro_f1'))} &rarr; "
-                          f"{_num(evaluation.get('after', {}).get('macro_f1'))}")]
+             ("macro F1, all classes", f"{_num(evaluation.get('before', {}).get('macro_f1'))} &rarr; "
+                                       f"{_num(evaluation.get('after', {}).get('macro_f1'))}"),
+             ("macro F1, retained classes only" + (f" (without {', '.join(forget)})" if forget else ""),
+              f"{_num(retained_macro_f1(evaluation, 'before'))} &rarr; {_num(retained_macro_f1(evaluation, 'after'))}")]
     return (
         "<section id=\"utility\"><h2>Per-class F1, before and after</h2>" + chart
         + "<table><tr><th>class</th><th>before</th><th>after</th><th>change</th><th>test support</th></tr>"
@@ -241,10 +445,11 @@ def _tokens(tokens) -> str:
             + rows + "</table></div>" + more + "</section>")
 
 
-def _audit(audit) -> str:
+def _audit(audit, reference=None) -> str:
     head = "<section id=\"audit\"><h2>Forgetting audit</h2>"
     if not audit:
         return head + "<p class=\"muted\">No audit was run for this version.</p></section>"
+    head += _reference_line(audit, reference) + _seeds_line(audit)
     roles = ["original", "edited", "reference"]
     names = ["original", "edited", "retrained"]
     probe = audit.get("probe_f1", {})
@@ -272,6 +477,8 @@ def _audit(audit) -> str:
                "are the negatives."),
         "</div>",
         _audit_table(audit),
+        _relearn_sizes(audit.get("relearn_sizes")),
+        _cka(audit),
         _bypass_table(audit.get("bypass") or {}),
     ]
     skipped = audit.get("skipped") or {}
@@ -285,22 +492,103 @@ def _panel(title: str, body: str, caption: str) -> str:
     return f"<figure><figcaption><b>{escape(title)}</b></figcaption>{body}<p class=\"muted\">{caption}</p></figure>"
 
 
+def _reference_line(audit, reference) -> str:
+    reference = dict(reference or {})
+    if has_reference_figures(audit):
+        where = reference.get("description") or "recorded in the audit"
+        return f"<p>Retrained reference: <b>{escape(str(where))}</b>.</p>"
+    why = reference.get("reason") or (audit.get("skipped") or {}).get("reference") or "none was given"
+    fix = f" To add one: {escape(str(reference['hint']))}." if reference.get("hint") else ""
+    return f"<p class=\"warn\">No retrained reference: {escape(str(why))}.{fix}</p>"
+
+
+def _seeds_line(audit) -> str:
+    seeds = list(audit.get("seeds") or [])
+    if not seeds:
+        return ""
+    return (f"<p class=\"muted\">Figures are the mean &plusmn; standard deviation over {len(seeds)} seed"
+            f"{'s' if len(seeds) != 1 else ''} ({escape(', '.join(str(x) for x in seeds))}).</p>")
+
+
+def _cell(audit, figure: str, role: str, value: Any) -> str:
+    """A figure's value for one role: mean ± std (n) when the audit has its spread, else the value."""
+    cell = _spread(audit, figure, role)
+    if cell is None or cell.get("std") is None:
+        return _num(value)
+    values = [v for v in cell.get("values") or [] if v is not None]
+    title = f" title=\"{escape(', '.join(f'{float(v):.4f}' for v in values))}\"" if values else ""
+    n = f" <span class=\"muted\">(n={len(values)})</span>" if values else ""
+    return f"<span{title}>{float(cell['mean']):.4f} &plusmn; {float(cell['std']):.4f}</span>{n}"
+
+
 def _audit_table(audit) -> str:
-    rows = [("Linear probe F1", audit.get("probe_f1", {})),
-            ("Head re-fit F1 (last step)", audit.get("relearn_f1", {})),
-            ("Membership AUC", audit.get("membership_auc", {})),
-            ("Bypass F1", audit.get("bypass_f1", {})),
-            ("Bypass recall", audit.get("bypass_recall", {}))]
-    rows_rows = (audit.get("relearn_f1") or {}).get("edited_rows")
+    rows = [("Linear probe F1", "probe_f1"),
+            ("Head re-fit F1 (last step)", "relearn_f1"),
+            ("Membership AUC", "membership_auc"),
+            ("Bypass F1", "bypass_f1"),
+            ("Bypass recall", "bypass_recall")]
+    if isinstance(audit.get("retain_relearn_f1"), Mapping):
+        rows.append(("Forget F1 after a retain-only fine-tune", "retain_relearn_f1"))
     body = "".join(
-        f"<tr><td>{escape(name)}</td>" + "".join(f"<td>{_num(vals.get(r))}</td>" for r in
-                                                 ("original", "edited", "reference")) + "</tr>"
-        for name, vals in rows
+        f"<tr><td>{escape(name)}</td>" + "".join(
+            f"<td>{_cell(audit, key, r, (audit.get(key) or {}).get(r))}</td>" for r in ("original", "edited", "reference"))
+        + "</tr>"
+        for name, key in rows
     )
-    extra = (f"<p>Embedding-rows re-fit (edited model): forget F1 {_num(rows_rows)} after the last step.</p>"
+    rows_rows = (audit.get("relearn_f1") or {}).get("edited_rows")
+    extra = (f"<p>Embedding-rows re-fit (edited model): forget F1 "
+             f"{_cell(audit, 'relearn_f1', 'edited_rows', rows_rows)} after the last step.</p>"
              if rows_rows is not None else "")
     return ("<table><tr><th>attack</th><th>original</th><th>edited</th><th>retrained</th></tr>" + body
             + "</table>" + extra)
+
+
+def _relearn_sizes(sizes) -> str:
+    """Head re-fit F1 by the attacker's number of labelled notes (v2 audits): a table and a bar chart."""
+    if not isinstance(sizes, Mapping) or not sizes:
+        return ""
+    order = sorted(sizes, key=lambda k: (not str(k).isdigit(), int(k) if str(k).isdigit() else 0, str(k)))
+    roles = [r for r in ("edited", "reference") if any(isinstance(sizes[k].get(r), Mapping) for k in order)]
+    if not roles:
+        return ""
+
+    def mean(entry: Any) -> float | None:
+        return float(entry["mean"]) if isinstance(entry, Mapping) and entry.get("mean") is not None else None
+
+    def shown(entry: Any) -> str:
+        if mean(entry) is None:
+            return "n/a"
+        std = entry.get("std")
+        return f"{mean(entry):.4f}" + (f" &plusmn; {float(std):.4f}" if std is not None else "")
+
+    groups = [f"{k} notes" for k in order]
+    names = {"edited": "edited", "reference": "retrained"}
+    chart = _bar_chart(groups, {names[r]: [mean(sizes[k].get(r)) for k in order] for r in roles})
+    body = "".join(
+        f"<tr><td>{escape(str(k))}</td><td>{escape(str(sizes[k].get('forget_notes', '')))}</td>"
+        + "".join(f"<td>{shown(sizes[k].get(r))}</td>" for r in roles) + "</tr>" for k in order)
+    return ("<h3>Relearn by attacker size</h3><p class=\"muted\">Forget F1 after re-fitting the head on a labelled "
+            "sample of this many notes (mean &plusmn; std over seeds). Close to the retrained model = nothing "
+            "more comes back than from a model that never learned the class.</p>" + chart
+            + "<table><tr><th>attacker notes</th><th>of them forget-class</th>"
+            + "".join(f"<th>{names[r]}</th>" for r in roles) + "</tr>" + body + "</table>")
+
+
+def _cka(audit) -> str:
+    """Linear CKA between the models' features (v2 audits): 1 = the same representation."""
+    cka = audit.get("cka")
+    if not isinstance(cka, Mapping) or not cka:
+        return ""
+    pairs = [("edited_vs_original", "edited vs original"), ("edited_vs_reference", "edited vs retrained"),
+             ("reference_vs_original", "retrained vs original")]
+    cells = [(label, _cell(audit, "cka", key, cka.get(key))) for key, label in pairs if key in cka]
+    if not cells:
+        return ""
+    return ("<table class=\"cka\"><tr><th>representation similarity (linear CKA)</th>"
+            + "".join(f"<th>{escape(label)}</th>" for label, _ in cells) + "</tr><tr><td>CKA</td>"
+            + "".join(f"<td>{value}</td>" for _, value in cells) + "</tr></table>"
+            "<p class=\"muted\">Linear CKA of the features the head reads, on held-out notes: 1 = the same "
+            "representation up to rotation and scale.</p>")
 
 
 def _bypass_table(bypass) -> str:
@@ -449,9 +737,10 @@ def _pct(value: Any, digits: int = 3) -> str:
     return "n/a" if value is None else f"{100 * float(value):.{digits}f}%"
 
 
-def _pair(values: Mapping[str, Any] | None) -> str:
-    values = values or {}
-    return f"{_num(values.get('edited'), 2)} / {_num(values.get('reference'), 2)}"
+def _pair(audit: Mapping[str, Any], figure: str) -> str:
+    values = audit.get(figure) or {}
+    return (f"{_spread_text(audit, figure, 'edited', values.get('edited'))} / "
+            f"{_spread_text(audit, figure, 'reference', values.get('reference'))}")
 
 
 def _delta(before: Any, after: Any) -> str:
@@ -502,5 +791,8 @@ svg .grid{stroke:#e6e9ed}svg .ref{stroke:#b3261e;stroke-dasharray:4 3}svg .leg{f
 .legend{font-size:12px;color:#333;margin:2px 0 4px 36px}.legend span{margin-right:14px;white-space:nowrap}
 .legend i{display:inline-block;width:10px;height:10px;margin-right:4px;vertical-align:-1px}
 details{margin:8px 0}summary{cursor:pointer;color:#1f6fb4}
+p.verdict{font-size:15px;line-height:1.55;background:#f7f9fb;border-left:4px solid #1f6fb4;padding:10px 14px}
+p.warn{background:#fff4e5;border-left:4px solid #d9822b;padding:6px 10px}h3{font-size:15px;margin:16px 0 6px}
+table.sign td{min-width:320px;height:28px}
 footer{margin-top:30px;color:#5b6673;font-size:12px;border-top:1px solid #dde2e8;padding-top:8px}
 """

@@ -11,12 +11,17 @@ import pytest
 from engine_data import LABELS
 
 from steuops import bypass
-from steuops.audit import AuditConfig, audit_methods, roc_auc, run_audit
+from steuops.audit import AuditConfig, audit_methods, linear_cka, roc_auc, run_audit
 from steuops.data import Notes, split_notes
 from steuops.errors import ConfigError
 
 FORGET = ["sepsis"]
-FAST = dict(max_length=16, batch_size=32, relearn_steps=[0, 5, 25, 60], relearn_lr_head=5e-2, relearn_lr_rows=5e-2)
+# seeds=1 and a short sweep / retain fine-tune: the tests that pin other things stay quick
+FAST = dict(max_length=16, batch_size=32, relearn_steps=[0, 5, 25, 60], relearn_lr_head=5e-2, relearn_lr_rows=5e-2,
+            seeds=1, relearn_sizes=[4], retain_relearn_steps=2, retain_relearn_notes=16)
+# the module's report: two seeds, an attacker size larger than the split, a few retain-relearn steps
+REPORT = {**FAST, "seeds": 2, "relearn_sizes": [4, 16, 1000], "retain_relearn_steps": 3, "retain_relearn_notes": 32,
+          "retain_relearn_lr": 1e-3}
 
 
 def keyword_notes(n: int, seed: int) -> Notes:
@@ -59,7 +64,7 @@ def world():
 @pytest.fixture(scope="module")
 def report(world):
     original, steu, reference, tok, train, test = world
-    return run_audit(original, steu.model, tok, FORGET, train, test, reference=reference, config=AuditConfig(**FAST),
+    return run_audit(original, steu.model, tok, FORGET, train, test, reference=reference, config=AuditConfig(**REPORT),
                      device="cpu", edit=steu.edit).to_dict()
 
 
@@ -78,11 +83,17 @@ def test_auc_matches_hand_computed_examples():
 
 def test_report_is_json_with_the_keys_the_gate_reads(report):
     data = json.loads(json.dumps(report))
-    for key in ("probe_f1", "relearn_f1", "membership_auc", "bypass_f1", "relearn_curves", "config"):
+    for key in ("probe_f1", "relearn_f1", "membership_auc", "bypass_f1", "relearn_curves", "config", "seeds", "spread",
+                "relearn_sizes", "retain_relearn_f1", "cka"):
         assert key in data
+    assert data["schema"] == "steuops.audit/v2"
     assert set(data["probe_f1"]) == {"original", "edited", "reference"}
     assert set(data["relearn_f1"]) >= {"edited", "reference"}
+    assert set(data["retain_relearn_f1"]) == {"original", "edited", "reference"}
+    assert set(data["cka"]) == {"edited_vs_original", "edited_vs_reference", "reference_vs_original"}
     assert data["config"]["relearn_steps"] == [0, 5, 25, 60]
+    assert data["seeds"] == [0, 1]
+    assert set(data["seconds"]) >= {"probe", "relearn", "relearn_sizes", "membership", "retain_relearn", "cka", "bypass"}
 
 
 def test_probe_is_perfect_on_separable_features_and_chance_on_shuffled_ones():
@@ -165,19 +176,28 @@ def test_membership_auc_equals_a_pairwise_count_on_the_sepsis_log_likelihood(wor
         members, held_out = scores[0][train.has_any(FORGET)], scores[1][test.has_any(FORGET)]
         pairs = np.mean([(a > b) + 0.5 * (a == b) for a in members for b in held_out])
         assert report["membership_auc"][role] == pytest.approx(pairs, abs=1e-9), role
-        assert report["membership"][role]["members"] == len(members) == report["sizes"]["forget_train"]
-        assert report["membership"][role]["non_members"] == len(held_out) == report["sizes"]["forget_test"]
+        # uncapped samples: every seed has the whole cohort, so one count per seed, all equal
+        assert report["membership"][role]["members"] == [len(members)] * 2 == report["sizes"]["forget_train"]
+        assert report["membership"][role]["non_members"] == [len(held_out)] * 2 == report["sizes"]["forget_test"]
 
 
 def test_no_reference_gives_nulls_and_no_edit_skips_the_rows_attack(world):
     original, steu, _, tok, train, test = world
-    data = run_audit(original, steu.model, tok, FORGET, train, test, config=AuditConfig(**FAST), device="cpu").to_dict()
+    cfg = AuditConfig(**{**FAST, "relearn_sizes": [], "retain_relearn_steps": 0})
+    data = run_audit(original, steu.model, tok, FORGET, train, test, config=cfg, device="cpu").to_dict()
     assert data["probe_f1"]["reference"] is None
     assert data["membership_auc"]["reference"] is None
     assert data["relearn_f1"]["reference"] is None
     assert data["relearn_f1"]["edited_rows"] is None
+    assert data["cka"]["edited_vs_reference"] is None and data["cka"]["reference_vs_original"] is None
+    assert data["cka"]["edited_vs_original"] is not None
+    assert data["spread"]["probe_f1"]["reference"] == {"mean": None, "std": None, "values": [None]}
     assert "relearn_rows" in data["skipped"] and "reference" in data["skipped"]
     assert data["probe_f1"]["edited"] is not None
+    # the sweep and the retain relearn switched off: recorded as skipped, nothing measured
+    assert data["relearn_sizes"] == {} and "relearn_sizes" in data["skipped"]
+    assert data["retain_relearn_f1"] == {"original": None, "edited": None, "reference": None}
+    assert "retain_relearn" in data["skipped"]
 
 
 def test_audit_leaves_the_models_untouched(world):
@@ -229,6 +249,9 @@ def test_audit_methods_compares_each_method_with_the_retrain_reference(world):
     assert out["steu"]["probe_f1"]["reference"] == out["retrain"]["probe_f1"]["edited"]
     assert out["retrain"]["relearn_f1"]["edited_rows"] is None  # a bare model: no rows to re-fit
     assert out["steu"]["relearn_f1"]["edited_rows"] is not None
+    # the costly retain relearn of the shared models ran once per seed and serves every method
+    assert out["steu"]["retain_relearn_f1"]["reference"] == out["retrain"]["retain_relearn_f1"]["edited"]
+    assert out["steu"]["retain_relearn_f1"]["original"] == out["retrain"]["retain_relearn_f1"]["original"]
 
 
 def test_bad_config_is_a_usage_error():
@@ -236,6 +259,17 @@ def test_bad_config_is_a_usage_error():
         AuditConfig.from_dict({"probe_stepz": 3})
     with pytest.raises(ConfigError, match="relearn_steps"):
         AuditConfig(relearn_steps=[-1]).validate()
+    for bad, field in ((dict(seeds=0), "seeds"), (dict(seeds=1.5), "seeds"), (dict(relearn_sizes=[16, 0]), "relearn_sizes"),
+                       (dict(retain_relearn_steps=-1), "retain_relearn_steps"),
+                       (dict(retain_relearn_notes=0), "retain_relearn_notes"),
+                       (dict(retain_relearn_lr=0.0), "retain_relearn_lr")):
+        with pytest.raises(ConfigError, match=field) as err:
+            AuditConfig(**bad).validate()
+        assert err.value.hint, bad
+    # the new fields' edges that are allowed: one seed, no sweep, no retain relearn; sizes sorted, deduplicated
+    cfg = AuditConfig(seeds=1, relearn_sizes=[64, 16, 64], retain_relearn_steps=0).validate()
+    assert cfg.relearn_sizes == [16, 64] and cfg.seeds == 1
+    assert AuditConfig(relearn_sizes=[]).validate().relearn_sizes == []
 
 
 @pytest.mark.parametrize("arch", ["distilbert", "bert"])
@@ -260,6 +294,9 @@ def test_single_label_and_other_architectures_audit_an_unchanged_copy_as_the_ori
     # Step 0 of the head replay equals a full forward pass of the unchanged model.
     assert data["relearn_curves"]["head"]["edited"][0] == pytest.approx(data["relearn_curves"]["original_f1"])
     assert len(data["relearn_curves"]["rows"]["edited"]) == 2
+    # the same representation; the same retain-only fine-tune (same seed) of the same weights
+    assert data["cka"]["edited_vs_original"] == pytest.approx(1.0)
+    assert data["retain_relearn_f1"]["edited"] == data["retain_relearn_f1"]["original"] is not None
 
 
 def test_edited_model_reuses_the_originals_encoder_outputs_exactly(world):
@@ -274,12 +311,13 @@ def test_edited_model_reuses_the_originals_encoder_outputs_exactly(world):
     auditor.share_encoder(original, steu.model, steu.edit.token_ids)
     auditor.share_encoder(original, reference, steu.edit.token_ids)  # retrained encoder: must not share
     assert id(steu.model) in auditor._twins and id(reference) not in auditor._twins
-    for which, texts in (("train", auditor.train.texts), ("test", auditor.test.texts)):
-        shared = auditor.passes(steu.model, which)
+    draw = auditor.draws[0]
+    for which, texts in (("train", draw.train.texts), ("test", draw.test.texts), ("pool", draw.pool.texts)):
+        shared = auditor.passes(steu.model, which, draw)
         full = _forward_pass(steu.model, tok, texts, batch_size=32, max_length=16, device=torch.device("cpu"))
         np.testing.assert_allclose(shared.logits, full.logits, atol=1e-5, rtol=0)
         np.testing.assert_allclose(shared.features, full.features, atol=1e-5, rtol=0)
-    assert 0 < auditor.shortcut_notes < len(auditor.train) + len(auditor.test)  # some, not all, were shared
+    assert 0 < auditor.shortcut_notes < len(draw.train) + len(draw.test) + len(draw.pool)  # some, not all, shared
 
 
 def test_audit_with_and_without_the_shared_encoder_agree(world, report):
@@ -287,9 +325,237 @@ def test_audit_with_and_without_the_shared_encoder_agree(world, report):
     assert report["sizes"]["shortcut_notes"] > 0
     # the same audit, with the shortcut impossible (the edit's rows unknown -> full passes everywhere)
     plain = run_audit(original, steu.model, tok, FORGET, train, test, reference=reference,
-                      config=AuditConfig(**FAST), device="cpu").to_dict()
+                      config=AuditConfig(**REPORT), device="cpu").to_dict()
     assert plain["sizes"]["shortcut_notes"] == 0
-    for key in ("probe_f1", "membership_auc", "bypass_f1"):
+    for key in ("probe_f1", "membership_auc", "bypass_f1", "retain_relearn_f1"):
         assert plain[key]["edited"] == pytest.approx(report[key]["edited"], abs=1e-4)
+    assert plain["cka"] == pytest.approx(report["cka"], abs=1e-4)
+    for n, entry in report["relearn_sizes"].items():
+        assert plain["relearn_sizes"][n]["edited"]["values"] == pytest.approx(entry["edited"]["values"], abs=1e-4)
     assert plain["relearn_curves"]["head"]["edited"] == pytest.approx(report["relearn_curves"]["head"]["edited"],
                                                                        abs=1e-4)
+
+
+# ---- seeds: means and spread, fresh draws per seed, seeds=1 is the single-seed audit -------------------
+def test_figures_are_the_means_of_the_per_seed_values(report):
+    """Every headline figure is the mean of its per-seed values (None = not measured that seed); the std is
+    numpy's population std of the same values; the mean relearn curve ends at relearn_f1."""
+    figures = {"probe_f1": ("original", "edited", "reference"), "relearn_f1": ("edited", "reference", "edited_rows"),
+               "membership_auc": ("original", "edited", "reference"),
+               "retain_relearn_f1": ("original", "edited", "reference"),
+               "cka": ("edited_vs_original", "edited_vs_reference", "reference_vs_original")}
+    assert {f: set(keys) for f, keys in figures.items()} == {f: set(v) for f, v in report["spread"].items()}
+    for figure, keys in figures.items():
+        for key in keys:
+            stat = report["spread"][figure][key]
+            values = np.array(stat["values"], dtype=float)
+            assert len(values) == 2 and not np.isnan(values).any(), (figure, key)
+            assert stat["mean"] == pytest.approx(values.mean(), abs=1e-12) and stat["std"] == pytest.approx(values.std())
+            assert report[figure][key] == stat["mean"]
+    curves = report["relearn_curves"]
+    per_seed = [one["relearn_curves"]["head"]["edited"] for one in report["per_seed"]]
+    assert curves["head"]["edited"] == pytest.approx(np.mean(per_seed, axis=0), abs=1e-12)
+    assert report["relearn_f1"]["edited"] == curves["head"]["edited"][-1]
+    assert report["spread"]["relearn_f1"]["edited"]["values"] == [c[-1] for c in per_seed]
+    assert [one["seed"] for one in report["per_seed"]] == report["seeds"] == [0, 1]
+    for entry in report["relearn_sizes"].values():
+        for role in ("edited", "reference"):
+            assert entry[role]["mean"] == pytest.approx(np.mean(entry[role]["values"]), abs=1e-12)
+    assert "seeds" in report["bypass"]  # bypass says it was computed once, not per seed
+
+
+def _v1_sample(n: int, cap: int, rng: np.random.Generator) -> np.ndarray:
+    """The single-seed audit's subsample: `cap` indices without replacement, sorted."""
+    return np.sort(rng.choice(n, size=cap, replace=False))
+
+
+def test_one_seed_is_the_single_seed_audit_and_more_seeds_redraw(world):
+    """seeds=1 at seed 3 gives the figures of a direct computation on the single-seed audit's subsample
+    (rng(3): train cap, then test cap); seeds=3 from the same seed starts with exactly those and redraws the
+    notes for seeds 4 and 5, so their values differ."""
+    import torch
+
+    from steuops import modeling
+    from steuops.audit import _forward_pass, _probe_f1
+    from steuops.metrics import f1_scores
+
+    original, steu, reference, tok, train, test = world
+    cfg = {**FAST, "relearn_steps": [0, 5], "seed": 3, "max_train": 120, "max_test": 50}
+    one = run_audit(original, steu.model, tok, FORGET, train, test, reference=reference, device="cpu",
+                    edit=steu.edit, config=AuditConfig(**cfg)).to_dict()
+    rng = np.random.default_rng(3)
+    sub_train = train.subset(_v1_sample(len(train), 120, rng))
+    sub_test = test.subset(_v1_sample(len(test), 50, rng))
+    col = LABELS.index("sepsis")
+    y_train, y_test = sub_train.multi_hot(LABELS)[:, col], sub_test.multi_hot(LABELS)[:, col]
+    for role, model in (("original", original), ("edited", steu.model), ("reference", reference)):
+        x_train, x_test = (_forward_pass(model, tok, notes.texts, batch_size=32, max_length=16,
+                                         device=torch.device("cpu")).features for notes in (sub_train, sub_test))
+        assert one["probe_f1"][role] == pytest.approx(_probe_f1(x_train, y_train, x_test, y_test, AuditConfig()),
+                                                      abs=1e-6)
+        scores = [-np.logaddexp(0.0, -modeling.logits(model, tok, n.texts, max_length=16)[:, col].astype(float))
+                  for n in (sub_train, sub_test)]
+        members, held_out = scores[0][sub_train.has_any(FORGET)], scores[1][sub_test.has_any(FORGET)]
+        pairs = np.mean([(a > b) + 0.5 * (a == b) for a in members for b in held_out])
+        assert one["membership_auc"][role] == pytest.approx(pairs, abs=1e-9), role
+    pred = modeling.predict(modeling.logits(steu.model, tok, sub_test.texts, max_length=16), True)
+    assert one["relearn_curves"]["head"]["edited"][0] == pytest.approx(
+        f1_scores(sub_test.multi_hot(LABELS), pred)[col], abs=1e-6)
+    assert one["seeds"] == [3] and one["spread"]["probe_f1"]["edited"]["std"] == 0.0
+
+    three = run_audit(original, steu.model, tok, FORGET, train, test, reference=reference, device="cpu",
+                      edit=steu.edit, config=AuditConfig(**{**cfg, "seeds": 3})).to_dict()
+    assert three["seeds"] == [3, 4, 5]
+    for figure in ("probe_f1", "relearn_f1", "membership_auc", "retain_relearn_f1", "cka"):
+        for key, stat in three["spread"][figure].items():
+            assert stat["values"][0] == one[figure][key], (figure, key)  # the first seed is the one-seed audit
+    membership = three["spread"]["membership_auc"]["original"]["values"]
+    assert len(set(membership)) > 1  # other notes, other figures
+    assert len(set(three["sizes"]["forget_train"])) > 1 or len(set(three["sizes"]["forget_test"])) > 1
+
+
+def test_each_seed_draws_its_own_notes_and_a_seed_draws_the_same_ones_again(world):
+    from steuops.audit import _draw
+
+    _original, _steu, _reference, _tok, train, test = world
+    cfg = AuditConfig(**{**FAST, "max_train": 100, "max_test": 40, "relearn_sizes": [8, 32],
+                         "retain_relearn_notes": 24}).validate()
+    a, b, again = _draw(train, test, FORGET, cfg, 0), _draw(train, test, FORGET, cfg, 1), _draw(train, test, FORGET, cfg, 0)
+    for part in ("train", "test", "attack", "pool", "retain"):
+        assert getattr(a, part).texts != getattr(b, part).texts, part
+        assert getattr(a, part).texts == getattr(again, part).texts, part
+    assert len(a.train) == 100 and len(a.test) == 40 and len(a.retain) == 24
+    assert not a.retain.has_any(FORGET).any()  # retain-only: no note carries the class
+    # the batch order differs too: the same sample, mixed by each seed's own permutation
+    assert a.size_rows(8).tolist() != b.size_rows(8).tolist()
+
+
+def test_relearn_sizes_take_n_per_side_capped_by_the_train_split(world, report):
+    from steuops.audit import _draw
+
+    _original, _steu, _reference, _tok, train, test = world
+    forget_notes = int(train.has_any(FORGET).sum())
+    retain_notes = len(train) - forget_notes
+    assert 16 < forget_notes < 1000 and 16 < retain_notes < 1000
+    sizes = report["relearn_sizes"]
+    assert list(sizes) == ["4", "16", "1000"]
+    assert (sizes["4"]["forget_notes"], sizes["4"]["retain_notes"]) == (4, 4)
+    assert (sizes["16"]["forget_notes"], sizes["16"]["retain_notes"]) == (16, 16)
+    assert (sizes["1000"]["forget_notes"], sizes["1000"]["retain_notes"]) == (forget_notes, retain_notes)
+    for entry in sizes.values():
+        assert len(entry["edited"]["values"]) == len(entry["reference"]["values"]) == 2
+        assert all(0.0 <= v <= 1.0 for v in entry["edited"]["values"])
+    # a smaller attacker holds a subset of a larger one's notes; each side has the right class
+    draw = _draw(train, test, FORGET, AuditConfig(**REPORT).validate(), 0)
+    small, large = draw.size_rows(4), draw.size_rows(16)
+    assert set(small) < set(large)
+    picked = draw.pool.subset(large)
+    assert int(picked.has_any(FORGET).sum()) == 16 == len(picked) - 16
+
+
+# ---- retain-only relearn: the forget column is never trained ------------------------------------------
+@pytest.mark.parametrize("multi_label", [True, False])
+def test_the_retain_relearn_loss_has_no_gradient_on_the_forget_row(world, multi_label):
+    """The masked loss leaves the forget logit out: the head's forget row gets exactly zero gradient, every
+    other row and the encoder get some. Without the mask the forget row would be pushed (down)."""
+    import torch
+
+    from steuops.audit import _auditor
+    from steuops.modeling import tokenize
+    from steuops.tiny import classifier
+
+    _original, _steu, _reference, tok, train, test = world
+    notes = train if multi_label else Notes(train.texts, [ls[:1] for ls in train.labels])
+    model = classifier(LABELS, len(tok), multi_label=multi_label, hidden=32, seed=4)
+    auditor = _auditor(tok, FORGET, notes, test, AuditConfig(**FAST), "cpu", None)
+    auditor.bind(model)
+    col = LABELS.index("sepsis")
+    assert auditor.keep == [j for j in range(len(LABELS)) if j != col]
+    retain = auditor.draws[0].retain
+    enc = tokenize(tok, retain.texts, 16)
+    targets = torch.tensor(retain.multi_hot(LABELS))
+    for keep, forget_row_moves in ((auditor.keep, False), (None, True)):
+        model.zero_grad(set_to_none=True)
+        auditor._loss(model(**enc).logits, targets, keep).backward()
+        grad = model.classifier.weight.grad
+        assert bool(grad[col].abs().sum() > 0) == forget_row_moves
+        assert bool(model.classifier.bias.grad[col] != 0) == forget_row_moves
+        assert all(grad[j].abs().sum() > 0 for j in auditor.keep)
+        assert model.bert.embeddings.word_embeddings.weight.grad.abs().sum() > 0  # the encoder is trained too
+
+
+def test_retain_relearn_moves_everything_but_the_forget_column(world):
+    """After the all-parameter fine-tune on retain-only notes the copy's encoder and the head's other rows
+    have moved; the forget row is bit-identical (zero gradient -> zero Adam step); the model given is untouched."""
+    import torch
+
+    from steuops.audit import _auditor
+
+    original, steu, _reference, tok, train, test = world
+    cfg = AuditConfig(**{**FAST, "retain_relearn_steps": 4, "retain_relearn_lr": 1e-3})
+    auditor = _auditor(tok, FORGET, train, test, cfg, "cpu", None)
+    auditor.bind(original)
+    before = {k: v.clone() for k, v in steu.model.state_dict().items()}
+    work = auditor.retain_relearned(steu.model, auditor.draws[0])
+    col = LABELS.index("sepsis")
+    w0, w1 = steu.model.classifier.weight, work.classifier.weight
+    assert torch.equal(w1[col], w0[col]) and torch.equal(work.classifier.bias[col], steu.model.classifier.bias[col])
+    assert all(not torch.equal(w1[j], w0[j]) for j in auditor.keep)
+    assert not torch.equal(work.bert.encoder.layer[0].attention.self.query.weight,
+                           steu.model.bert.encoder.layer[0].attention.self.query.weight)
+    assert all(torch.equal(v, before[k]) for k, v in steu.model.state_dict().items())
+
+
+# ---- CKA -------------------------------------------------------------------------------------------
+def _brute_force_cka(x: np.ndarray, y: np.ndarray) -> float:
+    """HSIC with linear kernels, written out: K = XX^T, L = YY^T, H = I - 11^T/n,
+    HSIC(K, L) = tr(KHLH) / (n-1)^2, CKA = HSIC(K, L) / sqrt(HSIC(K, K) HSIC(L, L))."""
+    n = len(x)
+    h = np.eye(n) - np.ones((n, n)) / n
+
+    def hsic(a, b):
+        return np.trace(a @ h @ b @ h) / (n - 1) ** 2
+
+    kx, ky = x @ x.T, y @ y.T
+    return hsic(kx, ky) / np.sqrt(hsic(kx, kx) * hsic(ky, ky))
+
+
+def test_linear_cka_facts():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(120, 16))
+    y = x @ rng.normal(size=(16, 24)) + 0.5 * rng.normal(size=(120, 24))  # related to x, another width
+    assert linear_cka(x, x) == pytest.approx(1.0, abs=1e-12)
+    q, _ = np.linalg.qr(rng.normal(size=(24, 24)))  # an orthogonal map
+    base = linear_cka(x, y)
+    assert 0.3 < base < 1.0
+    assert linear_cka(x, y @ q) == pytest.approx(base, abs=1e-12)
+    assert linear_cka(x, 3.7 * y) == pytest.approx(base, abs=1e-12)
+    assert linear_cka(x, 3.7 * y @ q + 5.0) == pytest.approx(base, abs=1e-12)  # a shift is centred away
+    assert linear_cka(y, x) == pytest.approx(base, abs=1e-12)
+    assert linear_cka(x, y) == pytest.approx(_brute_force_cka(x, y), abs=1e-10)
+    z = rng.normal(size=(120, 24))
+    assert linear_cka(x, z) == pytest.approx(_brute_force_cka(x, z), abs=1e-10)
+    assert linear_cka(rng.normal(size=(2000, 8)), rng.normal(size=(2000, 8))) < 0.05  # independent: small
+    assert np.isnan(linear_cka(x, np.ones((120, 3))))  # no variance: undefined
+    with pytest.raises(ValueError, match="same rows"):
+        linear_cka(x, y[:10])
+
+
+def test_cka_compares_each_models_head_features_on_the_test_notes(world, report):
+    import torch
+
+    from steuops.audit import _forward_pass
+
+    original, steu, reference, tok, _train, test = world
+    feats = {role: _forward_pass(m, tok, test.texts, batch_size=32, max_length=16, device=torch.device("cpu")).features
+             for role, m in (("original", original), ("edited", steu.model), ("reference", reference))}
+    assert report["cka"]["edited_vs_original"] == pytest.approx(linear_cka(feats["edited"], feats["original"]), abs=1e-5)
+    assert report["cka"]["edited_vs_reference"] == pytest.approx(linear_cka(feats["edited"], feats["reference"]),
+                                                                  abs=1e-5)
+    assert report["cka"]["reference_vs_original"] == pytest.approx(
+        linear_cka(feats["reference"], feats["original"]), abs=1e-5)
+    # no subsampling here: every seed compares the same features (CKA draws nothing of its own)
+    assert report["spread"]["cka"]["edited_vs_original"]["std"] == 0.0
+    # STEU moved the keyword rows, so its features are not the original's (an unchanged copy scores 1.0:
+    # test_single_label_and_other_architectures_...), yet they stay related
+    assert 0.5 < report["cka"]["edited_vs_original"] < 0.999

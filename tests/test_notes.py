@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from steuops.data import Notes, split_indices, split_notes
-from steuops.demo.notes import CLASSES, generate, to_frame
+from steuops.demo.notes import _TYPOS, CLASSES, _bank, _generate, generate, to_frame
 from steuops.errors import ConfigError
 
 
@@ -53,27 +53,65 @@ def test_clinically_plausible_cooccurrence(notes):
 
 def test_notes_carry_negations_abbreviations_numbers_and_sections(notes):
     text = "\n".join(notes.texts)
-    for needle in ["no evidence of sepsis", "pneumonia ruled out", "dka", "chf", "copd", "aki", "bnp", "wbc"]:
-        assert needle in text.lower(), needle
-    first = notes.texts[0]
-    for section in ["Chief complaint:", "HPI:", "Medications:", "Vitals:", "Labs:", "Assessment and plan:"]:
-        assert section in first
-    assert re.search(r"HR \d+, BP \d+/\d+", first)
+    lower = text.lower()
+    for needle in ["no evidence of", "ruled out", "dka", "chf", "copd", "aki", "bnp", "wbc", "lactate", "cxr",
+                   "norepinephrine", "levophed", "vanc/zosyn", "mL/kg", "bicarb", "duonebs", "furosemide"]:
+        assert needle.lower() in lower, needle
+    # Several note styles, each ending with an assessment and plan.
+    for opener in ["Chief complaint:", "CC:", "Brief hospital course:", "ED sign-out:", "A/P:", "Assessment and plan:"]:
+        assert sum(t.startswith(opener) for t in notes.texts) > 10, opener
+    assert sum(bool(re.search(r"HR \d+ BP \d+/\d+", t)) for t in notes.texts) > 30  # vitals lines
+    assert sum(bool(re.search(r"^(# |- |1[.)] )", t, re.M)) for t in notes.texts) > 0.5 * len(notes)  # bullets
+
+
+def test_notes_are_moderately_short():
+    # The classifier keeps a note's last 128 word pieces: notes stay short and end with the plan.
+    words = np.array([len(t.split()) for t in generate(n=600, seed=2).texts])
+    assert 80 <= np.median(words) <= 170 and np.percentile(words, 95) < 260 and words.min() > 25
+
+
+# Words that point at each class (names, findings, drugs), to see where in a note its diagnosis shows.
+_EVIDENCE = {
+    "sepsis": r"lactate|lactic|pressor|norepi|levo|culture|bcx|seps|septic|bacteremia|hypotens|\bmap\b|shock|source",
+    "pneumonia": r"pneumonia|\bpna\b|\bcap\b|consolidation|infiltrate|opacit|cough|sputum|crackles|rales|cxr|azithro",
+    "heart failure": r"heart failure|\bchf\b|adhf|hfref|bnp|edema|jv[dp]|diures|lasix|furosemide|\bef\b|weight|gdmt",
+    "acute kidney injury": r"kidney|renal|\baki\b|\batn\b|\bcr\b|creat|scr|bun|uop|urine output|fena|nephro|hydro",
+    "copd exacerbation": r"copd|wheez|nebs|albuterol|predni|steroid|bipap|nippv|\bniv\b|pco2|hypercap|bronch|inhaler",
+    "diabetic ketoacidosis": r"\bdka\b|keto|insulin|\bag\b|gap|bicarb|hco3|glucose|\bbg\b|bhb|hyperglyc|acidosis",
+}
+
+
+def test_the_end_of_a_note_carries_its_diagnosis(notes):
+    # The demo classifier keeps a note's last 128 word pieces (about 70 words): the plan comes last.
+    for c, pattern in _EVIDENCE.items():
+        rows = [i for i, labels in enumerate(notes.labels) if labels == [c]]
+        ends = [" ".join(notes.texts[i].split()[-70:]) for i in rows]
+        assert np.mean([bool(re.search(pattern, end, re.I)) for end in ends]) > 0.9, c
 
 
 def test_negated_mentions_appear_in_notes_without_that_label(notes):
-    negated = [i for i, t in enumerate(notes.texts) if "No evidence of sepsis" in t or "Sepsis was ruled out" in t]
+    negated = [i for i, t in enumerate(notes.texts)
+               if re.search(r"(no (evidence|signs) of|low concern for|no concern for) (sepsis|septic shock)|"
+                            r"sepsis (was )?ruled out", t, re.I)]
     assert len(negated) > 10
     assert np.mean(["sepsis" not in notes.labels[i] for i in negated]) > 0.9
+    for word in ["pneumonia", "heart failure", "AKI", "COPD", "DKA"]:  # every class is negated somewhere
+        assert re.search(rf"(no evidence of|ruled out|not|no) [^.]{{0,30}}{word}|{word}[^.]{{0,20}}(ruled out|unlikely|excluded)",
+                         "\n".join(notes.texts), re.I), word
 
 
 def test_class_name_does_not_always_appear(notes):
     # The classifier must read findings: many positive notes never name their diagnosis.
     y = notes.multi_hot(CLASSES)
-    for j, name in enumerate(["sepsis", "pneumonia", "heart failure"]):
-        positive = [notes.texts[i].lower() for i in np.flatnonzero(y[:, j])]
-        named = np.mean([name in t for t in positive])
+    names = {"sepsis": r"sepsis|septic", "pneumonia": r"pneumonia|\bpna\b|\bcap\b",
+             "diabetic ketoacidosis": r"\bdka\b|ketoacidosis"}
+    for name, pattern in names.items():
+        positive = [notes.texts[i] for i in np.flatnonzero(y[:, CLASSES.index(name)])]
+        named = np.mean([bool(re.search(pattern, t, re.I)) for t in positive])
         assert 0.2 < named < 0.85, (name, named)
+    never = generate(n=400, seed=3, mention_rate=0.0, label_noise=0.0)
+    sepsis = [t for t, labels in zip(never.texts, never.labels, strict=True) if "sepsis" in labels]
+    assert np.mean([bool(re.search(names["sepsis"], t, re.I)) for t in sepsis]) < 0.15  # only history names it
 
 
 def test_label_noise_is_a_parameter():
@@ -81,6 +119,113 @@ def test_label_noise_is_a_parameter():
     assert clean.texts == noisy.texts
     changed = np.mean([a != b for a, b in zip(clean.labels, noisy.labels, strict=True)])
     assert 0.3 < changed < 0.6
+    some = np.mean([a != b for a, b in zip(clean.labels, generate(n=400, seed=5).labels, strict=True)])
+    assert 0.005 < some < 0.07  # the default 3%
+
+
+def test_label_noise_rate_is_roughly_as_set():
+    clean = generate(n=2000, seed=6, label_noise=0.0)
+    noisy = generate(n=2000, seed=6, label_noise=0.1)
+    changed = np.mean([a != b for a, b in zip(clean.labels, noisy.labels, strict=True)])
+    assert 0.075 < changed < 0.125, changed
+    assert all(noisy.labels)  # noise never leaves a note unlabelled
+
+
+def test_prefix_property_and_ids():
+    # Notes are made one after another: fewer notes are the first ones of more.
+    short, long = generate(n=50, seed=8), generate(n=130, seed=8)
+    assert long.texts[:50] == short.texts and long.labels[:50] == short.labels
+    assert long.patient_ids[:50] == short.patient_ids and long.patient_ids[0] == "P00001"
+    assert long.meta == {"source": "steuops.demo.notes", "seed": 8, "classes": CLASSES}
+
+
+def _sentences(text: str) -> list[str]:
+    """A note's sentences and plan items with numbers masked: phrasings, not values."""
+    parts = re.split(r"(?<=[.;])\s+|\n", text)
+    return [re.sub(r"\d+(\.\d+)?", "#", p.strip().lower()) for p in parts if len(p.split()) >= 3]
+
+
+def test_each_class_is_described_in_hundreds_of_ways():
+    # A phrasing counts for a class when every note that carries it has the class (so no filler, shared or
+    # negated sentence). The old generator had about 8 fixed finding sentences per class.
+    notes = generate(n=2000, seed=3, label_noise=0.0, typo_rate=0.0)
+    where: dict[str, set[int]] = {}
+    for i, text in enumerate(notes.texts):
+        for sentence in _sentences(text):
+            where.setdefault(sentence, set()).add(i)
+    labels = [set(x) for x in notes.labels]
+    for c in CLASSES:
+        own = [s for s, rows in where.items() if all(c in labels[i] for i in rows)]
+        assert len(own) > 1000, (c, len(own))
+    # No single sentence dominates: the most frequent class-specific phrasing is in under 5% of notes.
+    top = max(len(rows) for s, rows in where.items() if len({frozenset(labels[i]) for i in rows}) == 1)
+    assert top < 0.05 * len(notes), top
+
+
+def test_misspellings_follow_typo_rate_on_their_own_stream():
+    clean = generate(n=300, seed=4, typo_rate=0.0)
+    typos = generate(n=300, seed=4, typo_rate=0.05)
+    assert clean.labels == typos.labels
+    clean_words = [t.split(" ") for t in clean.texts]
+    typo_words = [t.split(" ") for t in typos.texts]
+    assert [len(w) for w in clean_words] == [len(w) for w in typo_words]  # same notes, words changed in place
+    changed = np.mean([a != b for x, y in zip(clean_words, typo_words, strict=True) for a, b in zip(x, y, strict=True)])
+    assert 0.01 < changed < 0.05, changed  # short words and numbers are left alone
+    known = set(_TYPOS.values())
+    found = sum(w.strip(".,;:").lower() in known for words in typo_words for w in words)
+    assert found > 20 and not any(w.strip(".,;:").lower() in known for words in clean_words for w in words)
+    default = generate(n=300, seed=4)
+    assert 0.005 < np.mean([a != b for x, y in zip(clean.texts, default.texts, strict=True)
+                            for a, b in zip(x.split(" "), y.split(" "), strict=True)]) < 0.02
+
+
+def test_every_slot_and_value_the_grammar_names_exists():
+    from steuops.demo import notes as module
+
+    known_values = set(module._VALUES) | {"age", "sexw", "sexl", "sexword", "Pron", "obj", "poss"}
+    missing: set[str] = set()
+
+    def walk(parts) -> None:
+        if isinstance(parts, str):
+            return
+        for part in parts:
+            if isinstance(part, str):
+                continue
+            kind, what = part
+            if kind == 0 and what not in known_values:
+                missing.add("{" + what + "}")
+            elif kind == 1 and what not in module._COMPILED:
+                missing.add("<" + what + ">")
+            elif kind == 2:
+                for alt in what:
+                    walk(alt)
+
+    for alts in module._COMPILED.values():
+        for alt in alts:
+            walk(alt)
+    for parts, _ in module._SHARED_COMPILED:
+        walk(parts)
+    assert not missing, missing
+    for c in CLASSES:  # every class has each kind of phrase
+        key = module._KEY[c]
+        for kind in ("ment", "find", "brief", "head", "plan", "neg", "cc", "hist", "chron"):
+            assert len(module._COMPILED[f"{kind}:{key}"]) >= 4, (c, kind)
+
+
+def test_bank_halves_are_disjoint_and_cover_the_bank():
+    full, a, b = _bank(None), _bank("a"), _bank("b")
+    split = [name for name in full if (":" in name or name[:2] in {"s_", "p_", "h_", "k_", "c_", "d_"})]
+    assert len(split) > 60
+    for name in split:
+        if len(full[name]) > 1:
+            assert not set(a[name]) & set(b[name]) and len(a[name]) + len(b[name]) == len(full[name]), name
+    assert all(a[name] == full[name] for name in full if name.startswith("g_"))  # shared words stay shared
+    half = _generate(300, 1, bank="a")
+    assert half.texts != generate(n=300, seed=1).texts and len(half) == 300
+    with pytest.raises(ValueError):
+        _generate(10, 0, bank="c")
+
+
 
 
 def test_note_length_follows_sentence_bounds():

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
-from registry_helpers import FAST_STEU, MODEL, write_policy
+from registry_helpers import FAST_STEU, MODEL, registry_snapshot, write_policy
+from test_reference import RETRAIN, quick_audit  # noqa: F401  (quick_audit: a fixture)
 
-from steuops.report import confusion, render_html, write_report
+from steuops.report import confusion, render_html, retained_macro_f1, utility_figures, verdict_text, write_report
 
 LABELS = ["sepsis", "pneumonia", "heart failure"]
 FORGET_ = ["sepsis"]
@@ -111,6 +113,183 @@ def test_write_report_writes_html_and_the_same_facts_as_json(tmp_path):
     assert "clinical-dx" in html_path.read_text()
 
 
+# ---- the verdict, serving, sign-off, retained-only macro F1 and the v2 audit figures -------------------
+def _v2_audit() -> dict:
+    """An audit.json of schema v2 (three seeds), built by hand: what the page must show of it."""
+    def stat(*values):
+        mean = float(np.mean(values))
+        return {"mean": mean, "std": float(np.std(values)), "values": list(values)}
+
+    audit = _audit()
+    audit.update({
+        "schema": "steuops.audit/v2", "seeds": [0, 1, 2],
+        "probe_f1": {"original": 0.9, "edited": 0.41, "reference": 0.38},
+        "spread": {
+            "probe_f1": {"original": stat(0.89, 0.9, 0.91), "edited": stat(0.39, 0.41, 0.43),
+                         "reference": stat(0.36, 0.38, 0.40)},
+            "relearn_f1": {"edited": stat(0.6, 0.7, 0.8), "reference": stat(0.2, 0.3, 0.4),
+                           "edited_rows": stat(0.05, 0.1, 0.15)},
+            "membership_auc": {"original": stat(0.6, 0.62, 0.64), "edited": stat(0.5, 0.51, 0.52)},
+            "retain_relearn_f1": {"original": stat(0.8, 0.8, 0.8), "edited": stat(0.7, 0.72, 0.74),
+                                  "reference": stat(0.75, 0.76, 0.77)},
+            "cka": {"edited_vs_original": stat(0.98, 0.99, 1.0), "edited_vs_reference": stat(0.8, 0.85, 0.9),
+                    "reference_vs_original": stat(0.82, 0.84, 0.86)},
+        },
+        "relearn_sizes": {size: {"forget_notes": n, "edited": stat(e - 0.01, e, e + 0.01),
+                                 "reference": stat(r - 0.02, r, r + 0.02)}
+                          for size, n, e, r in (("256", 120, 0.81, 0.52), ("16", 16, 0.33, 0.21), ("64", 60, 0.62, 0.4))},
+        "retain_relearn_f1": {"original": 0.8, "edited": 0.72, "reference": 0.76},
+        "cka": {"edited_vs_original": 0.99, "edited_vs_reference": 0.85, "reference_vs_original": 0.84},
+    })
+    return audit
+
+
+def _limit_gate(passed: bool) -> dict:
+    """A gate whose policy set audit limits: the audit_* rules are in it."""
+    rules = [{"name": "forget_f1", "observed": 0.02, "threshold": 0.05, "comparison": "<=", "passed": True,
+              "detail": ""},
+             {"name": "audit_probe_f1", "observed": 0.41, "threshold": 0.5 if passed else 0.3, "comparison": "<=",
+              "passed": passed, "detail": ""}]
+    return {"passed": passed, "policy_name": "strict", "policy_sha256": "ef" * 32, "rules": rules}
+
+
+def _text(html: str) -> str:
+    import html as htmllib
+
+    return " ".join(htmllib.unescape(re.sub(r"<[^>]+>", " ", html)).split())
+
+
+def test_verdict_pass_without_audit_limits_compares_every_figure_with_the_reference():
+    reference = {"source": "registered", "description": "registered v3", "version": "3"}
+    text = verdict_text(_evaluation(), _v2_audit(), _gate(True), ["sepsis"], META, None, reference)
+    assert "The gate PASSED under policy 'default'" in text
+    assert "sets no audit limits, so the audit figures were not part of the gate" in text
+    assert "linear-probe F1 0.41 ± 0.02 vs 0.38 ± 0.02 for the retrained reference: within 0.05" in text
+    assert "head re-fit F1 0.70 ± 0.08 vs 0.30 ± 0.08 for the retrained reference: 0.40 above it" in text
+    assert "membership AUC 0.51 ± 0.01 (reference not measured)" in text
+    assert "registered v3; means over 3 seeds" in text
+    page = render_html(_evaluation(), audit=_v2_audit(), gate=_gate(True), meta=META, reference=reference)
+    assert page.index('id="verdict"') < page.index('id="summary"'), "the verdict opens the page"
+    assert "within 0.05" in _text(page)
+
+
+def test_verdict_with_audit_limits_says_they_were_part_of_the_gate_and_how_they_went():
+    failed = verdict_text(_evaluation(), _v2_audit(), _limit_gate(False), ["sepsis"], META)
+    assert "REJECTED it under policy 'strict': audit_probe_f1 failed (1 of 2)" in failed
+    assert "audit limits were part of the gate (linear-probe F1 0.41 <= 0.30: FAILED)" in failed
+    passed = verdict_text(_evaluation(), _v2_audit(), _limit_gate(True), ["sepsis"], META)
+    assert "PASSED" in passed and "linear-probe F1 0.41 <= 0.50: held" in passed
+    assert "not part of the gate" not in passed
+    # no gate at all, no audit at all: said plainly too
+    bare = verdict_text(_evaluation(), None, None, ["sepsis"], META)
+    assert "No gate decision is recorded" in bare and "No forgetting audit was run" in bare
+
+
+def test_a_missing_reference_is_explained_with_the_fix_not_shown_as_na():
+    reference = {"source": "unavailable", "description": "none could be had",
+                 "reason": "reference: no base encoder to retrain clinical-dx v1 from (bert, 2 layers, hidden 32, vocab 600)",
+                 "hint": "pass --reference N, or --reference-config '{\"base\": \"ENCODER_DIR\"}'"}
+    audit = {**_audit(), "probe_f1": {"original": 0.9, "edited": 0.8, "reference": None},
+             "relearn_f1": {"edited": 0.7, "reference": None}, "bypass_f1": {"edited": 0.3, "reference": None},
+             "membership_auc": {"edited": 0.5, "reference": None}}
+    text = verdict_text(_evaluation(), audit, _gate(True), ["sepsis"], META, None, reference)
+    assert "has no retrained reference to compare with: reference: no base encoder" in text
+    assert "To add one: pass --reference N" in text
+    page = _text(render_html(_evaluation(), audit=audit, gate=_gate(True), meta=META, reference=reference))
+    assert "No retrained reference: reference: no base encoder to retrain clinical-dx v1" in page
+
+
+def test_onnx_sha256_and_the_serving_alias_are_shown():
+    meta = {**META, "onnx_sha256": "0f" * 32, "aliases": ["production"]}
+    page = render_html(_evaluation(), gate=_gate(True), meta=meta)
+    text = _text(page)
+    assert "ONNX sha256" in text and "0f" * 32 in text
+    assert "Served by alias" in text and "served by alias 'production'; its ONNX file has sha256 " + "0f" * 32 in text
+    unserved = _text(render_html(_evaluation(), meta={**META, "aliases": []}))
+    assert "none (no alias serves this version)" in unserved and "No alias serves clinical-dx v2" in unserved
+    assert "it has no ONNX export recorded" in unserved
+
+
+def test_compliance_fields_are_escaped_and_recorded_in_the_json(tmp_path):
+    compliance = {"requester": "<script>alert('x')</script> DPO", "reason": "consent <b>withdrawn</b> & erased",
+                  "approver": "Dr \"A\" Jones", "source": {"requester": "command line", "reason": "policy strict"}}
+    html_path, json_path = write_report(tmp_path, _evaluation(), audit=_audit(), gate=_gate(True), meta=META,
+                                        compliance=compliance)
+    page = html_path.read_text()
+    assert "<script" not in page and "<b>withdrawn" not in page
+    assert "&lt;script&gt;" in page and "consent &lt;b&gt;withdrawn&lt;/b&gt; &amp; erased" in page
+    assert 'id="signoff"' in page and "Signature" in page and "policy strict" in page
+    data = json.loads(json_path.read_text())
+    assert data["compliance"]["requester"] == compliance["requester"]  # raw in JSON: the page escapes it
+    assert data["compliance"]["approver"] == 'Dr "A" Jones'
+    assert "requested by <script>alert('x')</script> DPO" in data["verdict"]
+    assert set(data) >= {"verdict", "compliance", "reference", "serving", "utility"}
+
+
+def test_compliance_comes_from_the_policy_and_the_command_line_wins(tmp_path):
+    from steuops import policy as policies
+    from steuops.errors import PolicyError, UsageError
+    from steuops.pipeline.report import compliance_fields
+
+    path = write_policy(tmp_path / "signed.yaml")
+    path.write_text(path.read_text() + "compliance:\n  requester: Privacy office\n  reason: consent withdrawn\n")
+    loaded = policies.load(path)
+    assert loaded.compliance.requester == "Privacy office" and loaded.compliance.approver is None
+    fields = compliance_fields(policy=loaded, reason="  court order 17 ", approver="Dr Jones")
+    assert fields["requester"] == "Privacy office" and fields["reason"] == "court order 17"
+    assert fields["source"] == {"requester": "policy signed", "reason": "command line", "approver": "command line"}
+    assert compliance_fields() == {"requester": None, "reason": None, "approver": None, "source": {}}
+    with pytest.raises(UsageError, match="--requester"):
+        compliance_fields(requester="first line\nsecond line")
+    with pytest.raises(UsageError, match="--approver"):
+        compliance_fields(approver=" ")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("schema_version: 1\ncompliance:\n  requester: \"a\\nb\"\n  signer: x\n")
+    with pytest.raises(PolicyError, match=r"compliance\.requester.*compliance\.signer"):
+        policies.load(bad)
+
+
+def test_macro_f1_over_the_retained_classes_is_computed_from_the_per_class_f1s():
+    evaluation = _evaluation()
+    for side in ("before", "after"):
+        del evaluation[side]["retain_macro_f1"]  # an evaluation that does not carry it
+    assert retained_macro_f1(evaluation, "after") == pytest.approx((0.81 + 0.76) / 2)
+    assert retained_macro_f1(evaluation, "before") == pytest.approx((0.83 + 0.77) / 2)
+    figures = utility_figures(evaluation)
+    assert figures["retained_classes"] == ["pneumonia", "heart failure"]
+    assert figures["macro_f1"]["after"] == pytest.approx((0.02 + 0.81 + 0.76) / 3)
+    text = _text(render_html(evaluation, meta=META))
+    assert "Macro F1, retained classes only 0.8000 → 0.7850" in text
+    assert "Macro F1, all classes (forgotten included) 0.8367 → 0.5300" in text
+    assert "macro F1, retained classes only (without sepsis): 0.8000 → 0.7850" in text
+    # a value the evaluation does carry is used as it is
+    assert retained_macro_f1(_evaluation(), "after") == pytest.approx(np.mean([0.81, 0.76]))
+
+
+def test_a_v1_audit_still_renders_without_the_v2_figures():
+    page = render_html(_evaluation(), audit=_audit(), gate=_gate(True), meta=META)
+    text = _text(page)
+    assert "Linear probe F1" in text and "0.8500" in text
+    assert "Relearn by attacker size" not in text and "linear CKA" not in text and "seeds" not in text
+    assert "±" not in text
+
+
+def test_a_v2_audit_shows_mean_and_spread_relearn_by_attacker_size_and_cka():
+    page = render_html(_evaluation(), audit=_v2_audit(), gate=_gate(True), meta=META,
+                       reference={"source": "trained", "description": "trained now, cached at /h/references/x"})
+    text = _text(page)
+    assert "mean ± standard deviation over 3 seeds (0, 1, 2)" in text
+    assert "0.4100 ± 0.0163 (n=3)" in text  # probe F1 of the edited model
+    assert "Forget F1 after a retain-only fine-tune" in text and "0.7200 ± 0.0163" in text
+    assert "Retrained reference: trained now, cached at /h/references/x" in text
+    # relearn by attacker size: table rows in size order, and a chart
+    section = page[page.index("Relearn by attacker size"):]
+    assert section.index("<td>16</td>") < section.index("<td>64</td>") < section.index("<td>256</td>")
+    assert "<svg" in section.split("</table>")[0] and "0.8100 ± 0.0082" in _text(section)
+    assert "linear CKA" in text and "0.9900 ± 0.0082 (n=3)" in text and "0.8400 ± 0.0163" in text
+    assert not re.search(r"(src|href)\s*=", page, re.I) and "<script" not in page
+
+
 @pytest.fixture(scope="module")
 def tiny_run():
     """A tiny keyword classifier, STEU on it, and the audit + report written by audit_and_report."""
@@ -143,10 +322,11 @@ def test_audit_and_report_writes_the_files_the_pipeline_logs(tiny_run, tmp_path)
 # ---- `steuops report` against a real embedded (sqlite) registry -----------------------------------
 
 
+@pytest.mark.usefixtures("quick_audit")
 def test_report_cli_audits_a_version_once_and_renders_it(make_home, policies, tmp_path, capsys):
     import torch
 
-    from steuops import modeling
+    from steuops import lineage, modeling
     from steuops.cli import main
     from steuops.inference import InferenceSettings
     from steuops.pipeline import apply
@@ -155,12 +335,20 @@ def test_report_cli_audits_a_version_once_and_renders_it(make_home, policies, tm
     home, registry = make_home()
     apply(MODEL, ["sepsis"], home=home, policy=policies["loose"], method_config=FAST_STEU, device="cpu",
           export=False)
+    registry.set_tags(registry.resolve(MODEL, version="2"), {lineage.ONNX_SHA: "5e" * 32})  # as an export leaves
     out = tmp_path / "r" / "v2.html"
-    args = ["report", "--model", MODEL, "--version", "2", "--home", str(home), "--out", str(out), "--json"]
+    args = ["report", "--model", MODEL, "--version", "2", "--home", str(home), "--out", str(out), "--json",
+            "--requester", "DPO <ticket 118>", "--approver", "Dr A. Jones"]
     assert main(args) == 0
     first = json.loads(capsys.readouterr().out)["result"]
     assert first["version"] == "2" and first["html"] == str(out)
+    # The tiny model names no base encoder to retrain it from, so by default the report says why it has no
+    # reference (and how to get one) instead of failing.
+    assert first["reference"]["source"] == "unavailable" and "no base encoder" in first["reference"]["reason"]
+    assert first["serving"] == {"onnx_sha256": "5e" * 32, "aliases": ["production"]}
+    assert first["compliance"]["requester"] == "DPO <ticket 118>" and first["compliance"]["reason"] is None
     html = out.read_text()
+    assert "DPO &lt;ticket 118&gt;" in html and "5e" * 32 in html and "No retrained reference" in html
     assert not re.search(r"(src|href)\s*=", html, re.I)
     for fact in ("clinical-dx", "sepsis", "steu", "Policy gate", "Selected tokens", "Forgetting audit"):
         assert fact in html
@@ -206,7 +394,40 @@ def test_report_cli_audits_a_version_once_and_renders_it(make_home, policies, tm
     assert json.loads(out.with_suffix(".json").read_text())["confusion"] == data["confusion"], \
         "the confusion counts are logged with the audit, not lost on the next report"
 
+    # --reference auto, asked for explicitly, is exit 2 when no reference can be had: naming the encoder and the fix
+    before = registry_snapshot(registry)
+    assert main([*args, "--reference", "auto"]) == 2
+    error = json.loads(capsys.readouterr().out)["result"]
+    assert "no base encoder" in error["message"] and "bert, 2 layers" in error["message"]
+    assert "--reference-config" in error["hint"] and registry_snapshot(registry) == before
+    # Given the base encoder, auto trains the reference now, caches it under the home, re-audits next to it,
+    # and never registers it; the next audit loads it from the cache.
+    base = tmp_path / "base"
+    trained_tiny = registry.load(registry.resolve(MODEL, version="1")).model
+    from steuops.tiny import classifier
 
+    classifier(list(trained_tiny.config.id2label.values()), vocab_size=trained_tiny.config.vocab_size).save_pretrained(base)
+    retrain = ["--reference-config", json.dumps({"base": str(base), **RETRAIN})]
+    assert main([*args, *retrain]) == 0
+    trained = json.loads(capsys.readouterr().out)["result"]
+    assert trained["reference"]["source"] == "trained"
+    assert Path(trained["reference"]["path"]).is_relative_to(home / "references" / MODEL / "v1")
+    assert trained["audit_source"] == f"computed now and logged (reference: trained now, cached at {trained['reference']['path']})"
+    assert trained["figures"]["reference"]["probe_f1"] is not None
+    assert [v.version for v in registry.versions(MODEL)] == ["1", "2"], "the reference is never registered"
+    logged = registry.read_json_artifact(registry.resolve(MODEL, version="2"), "audit.json")
+    assert logged["reference_source"]["source"] == "trained"
+    assert main([*args, *retrain, "--refresh-audit"]) == 0
+    cached = json.loads(capsys.readouterr().out)["result"]
+    assert cached["reference"]["source"] == "cache" and cached["reference"]["path"] == trained["reference"]["path"]
+    page = _text(out.read_text())
+    assert f"Retrained reference: cache ({trained['reference']['path']})" in page
+    # with a reference logged, the default report reads the audit as it is
+    assert main(args) == 0
+    assert json.loads(capsys.readouterr().out)["result"]["audit_source"] == "logged artifact"
+
+
+@pytest.mark.usefixtures("quick_audit")
 def test_report_cli_audits_next_to_a_retrained_reference_version(
         make_home, policies, tmp_path, capsys, trained_tiny, tiny_tokenizer):
     from steuops.cli import main
@@ -225,7 +446,7 @@ def test_report_cli_audits_next_to_a_retrained_reference_version(
     args = ["report", "--model", MODEL, "--version", "2", "--home", str(home), "--out", str(out), "--json"]
     assert main([*args, "--reference", "3"]) == 0
     result = json.loads(capsys.readouterr().out)["result"]
-    assert result["audit_source"] == "computed now and logged (reference: v3)"
+    assert result["audit_source"] == "computed now and logged (reference: registered v3)"
     assert result["figures"]["reference"]["probe_f1"] is not None
     audit = json.loads(out.with_suffix(".json").read_text())["audit"]
     assert audit["probe_f1"]["reference"] is not None and audit["bypass_f1"]["reference"] is not None
@@ -234,6 +455,13 @@ def test_report_cli_audits_next_to_a_retrained_reference_version(
     assert main([*args, "--reference", "1"]) == 2
     error = json.loads(capsys.readouterr().out)["result"]
     assert "--reference 1" in error["message"] and "same classes" in error["message"]
+    # auto (the default) finds the registered retrain of the same parent and classes: nothing is trained
+    assert main([*args, "--refresh-audit"]) == 0
+    auto = json.loads(capsys.readouterr().out)["result"]
+    assert auto["reference"]["source"] == "registered" and auto["reference"]["version"] == "3"
+    assert auto["audit_source"] == "computed now and logged (reference: registered v3)"
+    assert not (home / "references").exists()
+    assert "registered v3" in json.loads(out.with_suffix(".json").read_text())["verdict"]
 
 
 def test_report_cli_on_a_version_steuops_did_not_make_exits_2(make_home, capsys):

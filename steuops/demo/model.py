@@ -78,6 +78,12 @@ def demo_train_config(
                        cpu_bf16=cpu_bf16)
 
 
+def demo_retrain_config() -> dict[str, Any]:
+    """The demo classifier's recipe as `retrain` options (RetrainConfig): how its audit reference is trained."""
+    return {"epochs": DEMO_EPOCHS, "lr": DEMO_LR, "head_lr": DEMO_HEAD_LR, "batch_size": DEMO_BATCH_SIZE,
+            "max_length": DEMO_MAX_LENGTH, "warmup": 0.1, "balance": DEMO_BALANCE, "cpu_bf16": DEMO_CPU_BF16}
+
+
 def load_base(labels: list[str] | None = None, *, seed: int = DEMO_SEED) -> tuple[Any, Any]:
     """MiniLM with a freshly initialised (seeded) multi-label head over `labels`, and its tokenizer."""
     import torch

@@ -71,7 +71,9 @@ def run_demo(
                     "max_length": demo_model.DEMO_MAX_LENGTH},
         )
         # Later `steuops apply` runs on this lineage reuse these CPU-sized settings unless told otherwise.
+        # The audit's reference (`steuops report`) is retrained with the recipe that trained this model.
         registry.set_tags(ref, {lineage.METHOD_CONFIG: json.dumps(config, sort_keys=True), lineage.METHOD_CONFIG_FOR: "steu",
+                                lineage.RETRAIN_CONFIG: json.dumps(demo_model.demo_retrain_config(), sort_keys=True),
                                 **settings.to_tags()})
     say(f"registered {ref} with its notes as a logged dataset")
     result = apply(DEMO_MODEL, [DEMO_FORGET], registry=registry, device=device, progress=progress)

@@ -428,20 +428,48 @@ def _wants_audit(policy: Any, audit: bool | None) -> bool:
 
 def _audit(prep: _Prepared, edited: Any, device: str, clock: Clock, progress, result: ApplyResult,
            out_dir: Path) -> dict[str, Any]:
-    """The forgetting audit + HTML report; its figures go into the evaluation the gate reads."""
+    """The forgetting audit + HTML report, next to the reference (steuops.reference: a registered
+    retrain of the same parent and classes, else the cached or a newly trained one; a retrain is its
+    own). Its figures go into the evaluation the gate reads. No reference to be had (no base encoder)
+    does not stop apply: the audit records why, and the report says it."""
     from steuops.audit import audit_and_report
-    from steuops.pipeline.report import fingerprints
+    from steuops.pipeline.report import compliance_fields, fingerprints, with_reference_source
 
     meta = {"model": prep.parent.name, "parent_version": prep.parent.version, "method": result.method,
             "policy": prep.policy.name, "cohort_sha256": prep.cohort_info["sha256"], **fingerprints(edited.edit)}
     with clock.step("audit"):
+        reference, reference_info = _audit_reference(prep, edited, result.method, device, progress)
         out = audit_and_report(prep.loaded.model, edited.model, prep.loaded.tokenizer, prep.forget, prep.train,
-                               prep.test, result.evaluation, None, edited.edit, meta, out_dir, device=device,
-                               progress=progress, tokens=result.tokens)
+                               prep.test, result.evaluation, None, edited.edit, meta, out_dir, reference,
+                               device=device, progress=progress, tokens=result.tokens)
+    out["audit"] = with_reference_source(out["audit"], reference_info)
+    if lineage.AUDIT_FILE in out.get("files", {}):  # the logged audit.json says where its reference came from
+        _write(Path(out["files"][lineage.AUDIT_FILE]), out["audit"])
     result.evaluation["audit"] = {k: out["audit"].get(k) for k in
                                   ("probe_f1", "relearn_f1", "membership_auc", "bypass_f1")}
-    result.audit = {**result.evaluation["audit"], "skipped": out["audit"].get("skipped")}
-    return {**out, "meta": meta}
+    result.audit = {**result.evaluation["audit"], "skipped": out["audit"].get("skipped"),
+                    "reference": reference_info}
+    return {**out, "meta": meta, "reference": reference_info, "compliance": compliance_fields(policy=prep.policy)}
+
+
+def _audit_reference(prep: _Prepared, edited: Any, method: str, device: str,
+                     progress) -> tuple[Any, dict[str, Any]]:
+    """(reference model or None, where it came from or why there is none) for apply's audit."""
+    from steuops import reference as references
+    from steuops.pipeline.report import unavailable
+
+    if method == references.METHOD:
+        chosen = references.Reference(edited.model, references.SOURCE_ITSELF)
+        return chosen.model, chosen.to_dict()
+    try:
+        chosen = references.get_or_train(
+            prep.loaded.model, prep.loaded.tokenizer, prep.forget, prep.train, model_name=prep.parent.name,
+            parent_version=prep.parent.version, home=prep.registry.home, registry=prep.registry,
+            max_length=prep.settings.max_length if prep.settings is not None else None, device=device,
+            progress=progress)
+    except references.ReferenceUnavailable as exc:
+        return None, unavailable(exc)
+    return chosen.model, chosen.to_dict()
 
 
 def _report_with_gate(audited: dict[str, Any], result: ApplyResult, out_dir: Path) -> dict[str, Path]:
@@ -449,7 +477,8 @@ def _report_with_gate(audited: dict[str, Any], result: ApplyResult, out_dir: Pat
     from steuops.report import write_report
 
     write_report(out_dir, result.evaluation, audit=audited["audit"], gate=result.gate.to_dict(), confusion=audited["confusion"],
-                 tokens=audited["tokens"], meta=audited["meta"])
+                 tokens=audited["tokens"], meta=audited["meta"], compliance=audited.get("compliance"),
+                 reference=audited.get("reference"))
     return {name: Path(path) for name, path in audited["files"].items()}
 
 

@@ -51,6 +51,7 @@ import numpy as np
 from steuops import modeling
 from steuops.errors import ConfigError
 from steuops.methods import MethodConfig, UnlearnResult, register
+from steuops.methods.steu.depth import DEPTHS
 from steuops.methods.steu.selection import SCORERS
 
 if TYPE_CHECKING:
@@ -102,6 +103,12 @@ class STEUConfig(MethodConfig):
     holdout: float = 0.1
     stop_forget_f1: float = 0.01
     stop_retain_delta: float = 0.05
+    # Depth (depth.py): "none" = behaviour only (the paper's losses); "neighbours" also pulls each forget note's
+    # head-input features towards its nearest retain notes' original features; "neutral" pulls the edited rows
+    # towards a neutral embedding. depth_weight scales that term next to the forget loss.
+    depth: str = "none"
+    depth_weight: float = 1.0
+    depth_neighbours: int = 8
 
     def __post_init__(self) -> None:
         checks = {
@@ -114,6 +121,7 @@ class STEUConfig(MethodConfig):
             "selection_retain_notes": self.selection_retain_notes >= 0,
             "holdout": 0 < self.holdout < 1, "stop_forget_f1": 0 <= self.stop_forget_f1 <= 1,
             "stop_retain_delta": self.stop_retain_delta >= 0,
+            "depth": self.depth in DEPTHS, "depth_weight": self.depth_weight >= 0, "depth_neighbours": self.depth_neighbours >= 1,
         }
         bad = [name for name, ok in checks.items() if not ok]
         if bad:
@@ -121,7 +129,7 @@ class STEUConfig(MethodConfig):
                 f"{type(self).__name__}: invalid {', '.join(bad)}",
                 hint="k >= 0, epochs/batch_size >= 1, rates and alpha > 0, weights and margin >= 0, "
                      f"scorer in {SCORERS}, min_patients >= 0, min_forget_notes >= 1, 0 < max_retain_fraction <= 1, "
-                     "selection_retain_notes >= 0",
+                     f"selection_retain_notes >= 0, depth in {DEPTHS}, depth_weight >= 0, depth_neighbours >= 1",
             )
 
 
@@ -444,6 +452,9 @@ class NoteForward:
         self.rows = rows
         self.batches = batches
         self.cache = cache
+        # keep_features: each call also leaves what the head read, in batch order, in `features` (depth.py)
+        self.keep_features = False
+        self.features: torch.Tensor | None = None
         # `ready` (n,) bool, shared with a SampledTeacher: the notes run so far (None: all of them)
         self.ready = ready
         if ready is None:
@@ -460,17 +471,25 @@ class NoteForward:
             self.full[list(new)] = touched([self.batches.ids[i] for i in new], self.rows.ids.tolist())
 
     def __call__(self, idx: list[int]) -> torch.Tensor:
+        from contextlib import nullcontext
+
         import torch
 
         from steuops.features import head_logits
+        from steuops.methods.steu.depth import head_inputs
 
+        tap = head_inputs(self.rows.model) if self.keep_features else nullcontext([])
         if self.cache is None:
-            return self.rows(*self.batches.get(idx))
+            with tap as seen:
+                z = self.rows(*self.batches.get(idx))
+            self.features = seen[0] if seen else None
+            return z
         full = [i for i in idx if self.full[i]]
         rest = [i for i in idx if not self.full[i]]
         width = max(len(self.batches.ids[i]) for i in idx)  # pad as the uncached path would: same numerics
-        parts = ([self.rows(*self.batches.get(full, width))] if full else []) + \
-                ([head_logits(self.rows.model, self.cache, rest)] if rest else [])
+        with tap as seen:
+            parts = ([self.rows(*self.batches.get(full, width))] if full else []) + \
+                    ([head_logits(self.rows.model, self.cache, rest)] if rest else [])
         z = torch.cat([p.float() for p in parts])
         if not full and len(self.rows.ids):
             # the uncached path gives the rows a zero gradient here, and AdamW still steps them on
@@ -478,7 +497,9 @@ class NoteForward:
             z = z + self.rows.rows.sum() * 0.0
         # back to the batch's note order, so the losses see exactly what the uncached path sees
         where = {note: j for j, note in enumerate(full + rest)}
-        return z[torch.tensor([where[i] for i in idx], device=z.device)]
+        order = torch.tensor([where[i] for i in idx], device=z.device)
+        self.features = torch.cat([f.float() for f in seen])[order] if seen else None
+        return z[order]
 
     def summary(self) -> dict[str, Any]:
         """used; notes = notes run by the teacher pass (with retain sampling: those trained on or held out,
@@ -537,7 +558,7 @@ def sparse_unlearn(
     forward = note_forward(edited, rows, batches, cache, teacher, None if teach is None else teach.done)
     prepare = None if teach is None else (lambda order: forward.add(teach.run(order.tolist())))
     history, stopping = train_sparse(edited, notes, task, forward, config, train_head=train_head, progress=progress,
-                                     prepare=prepare)
+                                     prepare=prepare, tokenizer=tokenizer)
     rows.write_back()
     for param in edited.parameters():
         param.requires_grad_(False)
@@ -555,22 +576,90 @@ def sparse_unlearn(
 
 
 def train_sparse(edited: nn.Module, notes: Notes, task: Task, forward: NoteForward, config: STEUConfig, *,
-                 train_head: bool, progress: Progress | None,
+                 train_head: bool, progress: Progress | None, tokenizer: Any = None,
                  prepare: Callable[[torch.Tensor], Any] | None = None) -> tuple[list[dict[str, float]], dict[str, Any]]:
     """The rows (and the head if asked) trained with STEU's losses; (epoch losses, early-stopping record)."""
     groups = [{"params": [forward.rows.rows] if len(forward.rows.ids) else [], "lr": config.lr},
               {"params": head_params(edited) if train_head else [], "lr": config.head_lr}]
     held = holdout_rows(notes, task.forget_rows.cpu().numpy(), config) if config.early_stop else None
     stop, stopping = early_stopper(forward, task, held, config)
+    deep = DepthTerm(config, forward, task, tokenizer, notes.multi_hot(modeling.label_names(edited)))
+
+    def losses(z: torch.Tensor, idx: torch.Tensor, t: Task) -> tuple[torch.Tensor, torch.Tensor]:
+        forget, retain = suppress_losses(z, idx, t, config.margin)
+        return forget + config.depth_weight * deep(idx), retain
+
+    def before_epoch(order: torch.Tensor) -> None:
+        if prepare is not None:
+            prepare(order)
+        deep.prepare()
+
     history = train(
-        forward, groups, forward.batches, task, config,
-        lambda z, idx, t: suppress_losses(z, idx, t, config.margin),
+        forward, groups, forward.batches, task, config, losses,
         forget_weight=config.forget_weight, retain_weight=config.retain_weight,
         weight_decay=config.weight_decay, progress=progress,
-        held_out=None if held is None else _torch_bool(held), stop=stop, prepare=prepare,
+        held_out=None if held is None else _torch_bool(held), stop=stop, prepare=before_epoch,
     )
     stopping["epochs_run"] = len(history)
     return history, stopping
+
+
+class DepthTerm:
+    """The depth objective's term for a batch (depth.py); zero for depth "none". The neighbour targets are
+    the original features, taken before the first step from the notes run by then (all of them, or with
+    retain sampling the forget notes and the first epoch's draw)."""
+
+    def __init__(self, config: STEUConfig, forward: NoteForward, task: Task, tokenizer: Any,
+                 labels: np.ndarray | None = None) -> None:
+        import torch
+
+        from steuops.methods.steu import depth
+
+        self.config, self.forward, self.task = config, forward, task
+        self.labels = None if labels is None else torch.from_numpy(labels)  # (n, C): neighbours share retained labels
+        self.targets: torch.Tensor | None = None
+        self.neutral = depth.neutral_row(forward.rows.model, tokenizer) if config.depth == "neutral" else None
+        forward.keep_features = config.depth == "neighbours"
+
+    def prepare(self) -> None:
+        """Before an epoch: the first time, the original features and each forget note's target."""
+        import torch
+
+        from steuops.methods.steu.depth import label_groups, neighbour_targets
+
+        if self.config.depth != "neighbours" or self.targets is not None:
+            return
+        ready = np.ones(len(self.forward.batches), bool) if self.forward.ready is None else self.forward.ready
+        idx = np.flatnonzero(ready).tolist()
+        feats = None
+        with torch.no_grad():
+            for start in range(0, len(idx), self.config.batch_size):
+                with modeling.autocast(self.forward.batches.device, cpu_bf16=self.config.cpu_bf16):
+                    self.forward(idx[start : start + self.config.batch_size])
+                part = self.forward.features
+                if feats is None:
+                    feats = torch.zeros((len(self.forward.batches), part.shape[1]), device=part.device)
+                feats[idx[start : start + len(part)]] = part.float()
+        rows = torch.as_tensor(ready, device=feats.device)
+        pool = (rows & ~self.task.forget_rows.to(feats.device)).nonzero().flatten()
+        kept = self.labels[:, self.task.keep_cols] if self.labels is not None else None
+        self.targets = neighbour_targets(feats, self.task.forget_rows.to(feats.device) & rows, pool,
+                                         self.config.depth_neighbours,
+                                         None if kept is None else label_groups(kept).to(feats.device))
+
+    def __call__(self, idx: torch.Tensor) -> torch.Tensor:
+        from steuops.methods.steu import depth
+
+        rows = self.forward.rows.rows
+        if self.config.depth == "neutral":
+            return depth.neutral_loss(rows, self.neutral)
+        if self.config.depth != "neighbours" or self.forward.features is None:
+            return rows.sum() * 0.0
+        mine = self.task.forget_rows[idx].to(self.forward.features.device)
+        if not mine.any():
+            return rows.sum() * 0.0
+        targets = self.targets[idx.to(self.targets.device)][mine]
+        return depth.feature_loss(self.forward.features[mine], targets)
 
 
 MIN_HOLDOUT_FORGET = 10  # fewer forget notes than this: all of them train, and no early stopping
