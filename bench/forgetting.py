@@ -150,12 +150,17 @@ def main(argv: list[str] | None = None) -> int:
         for name in names:
             runs[name][-1].update(_audit_figures(audits[name]))
             log(f"seed {seed} {name}: " + "  ".join(f"{k} {_fmt(runs[name][-1].get(k))}" for k in FIGURES))
-    for name, per_seed in runs.items():
-        out["methods"][name] = {"config": settings[name], "runs": per_seed, **_summary(per_seed)}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(out, indent=2, default=float) + "\n", encoding="utf-8")
+        write(args.out, out, runs, settings, seed)  # a long CPU run keeps every finished seed on disk
     print(table(out))
     return 0
+
+
+def write(path: Path, out: dict[str, Any], runs: dict[str, list[dict[str, Any]]], settings, seed: int) -> None:
+    out["seeds_done"] = seed + 1
+    for name, per_seed in runs.items():
+        out["methods"][name] = {"config": settings[name], "runs": per_seed, **_summary(per_seed)}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(out, indent=2, default=float) + "\n", encoding="utf-8")
 
 
 def _one_seed() -> dict[str, Any]:

@@ -67,7 +67,7 @@ def notes_frame(tiny_notes):
 @pytest.fixture(scope="session")
 def trained_tiny(tiny_notes, tiny_tokenizer, notes_frame):
     """A tiny BERT fine-tuned on the train split, so F1 before/after means something: every class is
-    predicted (held-out F1 about 0.4-0.65 each). Without `balance` (or with 4 epochs) it stays at
+    predicted (held-out F1 about 0.25-0.5 each on the clinician-style notes). Without `balance` (or with 4 epochs) it stays at
     "always negative", F1 0 for every class, and every F1 a test compares is 0 == 0. About 40 s, once."""
     from steuops import cohort as cohorts
     from steuops.tiny import classifier
