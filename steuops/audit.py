@@ -247,12 +247,6 @@ class _Pass:
     exact: bool = False
 
 
-def _head_modules(model) -> list[Any]:
-    from steuops.modeling import head_param_names
-
-    tops = dict.fromkeys(name.split(".")[0] for name in head_param_names(model))
-    children = dict(model.named_children())
-    return [children[name] for name in tops if name in children]
 
 
 @contextmanager
@@ -261,13 +255,15 @@ def _tapped(model) -> Iterator[dict[str, Any]]:
     hidden[:, 0]; RoBERTa-style heads get the sequence, so its first position is taken). Eval mode."""
     import torch
 
+    from steuops import modeling
+
     seen: dict[str, Any] = {}
 
     def tap(_module, args, kwargs):
         if "features" not in seen:
             seen["features"] = args[0] if args else next(v for v in kwargs.values() if torch.is_tensor(v))
 
-    hooks = [m.register_forward_pre_hook(tap, with_kwargs=True) for m in _head_modules(model)]
+    hooks = [m.register_forward_pre_hook(tap, with_kwargs=True) for m in modeling.head_modules(model)]
     was_training = model.training
     model.eval()
     try:

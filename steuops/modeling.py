@@ -62,6 +62,14 @@ def head_param_names(model: nn.Module) -> list[str]:
     return names
 
 
+def head_modules(model: nn.Module) -> list[nn.Module]:
+    """The model's top-level children that hold head parameters, in definition order (the first one called
+    receives what the head reads: BERT's pooled output, DistilBERT's first position, RoBERTa's sequence)."""
+    tops = dict.fromkeys(name.split(".")[0] for name in head_param_names(model))
+    children = dict(model.named_children())
+    return [children[name] for name in tops if name in children]
+
+
 def label_names(model: nn.Module) -> list[str]:
     id2label = getattr(model.config, "id2label", None) or {}
     n = int(getattr(model.config, "num_labels", len(id2label)))

@@ -29,13 +29,6 @@ if TYPE_CHECKING:
 DEPTHS = ("none", "neighbours", "neutral")
 
 
-def head_modules(model: nn.Module) -> list[nn.Module]:
-    """The model's top-level children that hold head parameters, in definition order."""
-    tops = dict.fromkeys(name.split(".")[0] for name in modeling.head_param_names(model))
-    children = dict(model.named_children())
-    return [children[name] for name in tops if name in children]
-
-
 @contextmanager
 def head_inputs(model: nn.Module) -> Iterator[list[torch.Tensor]]:
     """While active, every forward pass of `model` appends what its head reads (BERT: the pooled output;
@@ -55,7 +48,7 @@ def head_inputs(model: nn.Module) -> Iterator[list[torch.Tensor]]:
             fresh[0] = False
 
     hooks = [model.register_forward_pre_hook(start, with_kwargs=True)]
-    hooks += [m.register_forward_pre_hook(tap, with_kwargs=True) for m in head_modules(model)]
+    hooks += [m.register_forward_pre_hook(tap, with_kwargs=True) for m in modeling.head_modules(model)]
     try:
         yield seen
     finally:
