@@ -583,16 +583,18 @@ def train_sparse(edited: nn.Module, notes: Notes, task: Task, forward: NoteForwa
               {"params": head_params(edited) if train_head else [], "lr": config.head_lr}]
     held = holdout_rows(notes, task.forget_rows.cpu().numpy(), config) if config.early_stop else None
     stop, stopping = early_stopper(forward, task, held, config)
-    deep = DepthTerm(config, forward, task, tokenizer, notes.multi_hot(modeling.label_names(edited)))
+    deep = None if config.depth == "none" else \
+        DepthTerm(config, forward, task, tokenizer, notes.multi_hot(modeling.label_names(edited)))
 
     def losses(z: torch.Tensor, idx: torch.Tensor, t: Task) -> tuple[torch.Tensor, torch.Tensor]:
         forget, retain = suppress_losses(z, idx, t, config.margin)
-        return forget + config.depth_weight * deep(idx), retain
+        return (forget if deep is None else forget + config.depth_weight * deep(idx)), retain
 
     def before_epoch(order: torch.Tensor) -> None:
         if prepare is not None:
             prepare(order)
-        deep.prepare()
+        if deep is not None:
+            deep.prepare()
 
     history = train(
         forward, groups, forward.batches, task, config, losses,
@@ -605,7 +607,7 @@ def train_sparse(edited: nn.Module, notes: Notes, task: Task, forward: NoteForwa
 
 
 class DepthTerm:
-    """The depth objective's term for a batch (depth.py); zero for depth "none". The neighbour targets are
+    """The depth objective's term for a batch (depth.py; built only when depth is not "none"). The neighbour targets are
     the original features, taken before the first step from the notes run by then (all of them, or with
     retain sampling the forget notes and the first epoch's draw)."""
 
