@@ -51,6 +51,9 @@ FP32_ATOL = 1e-4
 OPTIMIZED_ATOL = 1e-3  # fusions reorder float sums
 FP16_ATOL = 5e-2  # half precision: ~3 significant digits
 SCORE_TOLERANCE = 0.01  # |F1 difference| ONNX vs PyTorch on the held-out notes that still counts as agreement
+# Held-out notes whose logits are compared with PyTorch's (the first ones); every held-out note is still scored
+# by every shipped file. Why a cap: PyTorch over 1,200 notes was 12 s of the demo's export on 2 cores.
+PARITY_TEXTS = 256
 SCORED_FIGURES = ("forget_f1", "retain_macro_f1")
 # metadata_props of every shipped .onnx file (lists are JSON-encoded); the names live in steuops.lineage
 META_NAME, META_VERSION = lineage.META_NAME, lineage.META_VERSION
@@ -591,6 +594,7 @@ def export_version(
     held_out: Notes | None = None,
     torch_eval: Any = None,
     tolerance: float = SCORE_TOLERANCE,
+    fp16: bool | None = None,
 ) -> ExportResult:
     """Export a registered version: ONNX + optimised + fp16, parity-checked, logged under onnx/.
 
@@ -599,6 +603,7 @@ def export_version(
     the gate read) as well, an ONNX file scoring differently beyond `tolerance` raises
     OnnxScoreMismatch: its figures are tagged on the version, its files are not logged.
     Raises ExportParityError (nothing logged) when the fp32 or optimised file disagrees with PyTorch.
+    `fp16` None: model.fp16.onnx only where a CUDA device is visible (write_export).
     Sets tags steuops.onnx_sha256 (of model.onnx), steuops.onnx_exporter, steuops.onnx_parity_max_diff,
     the settings' tags, and with held_out steuops.onnx_forget_f1 / steuops.onnx_retain_macro_f1 (model.onnx).
     """
@@ -610,7 +615,7 @@ def export_version(
         result = write_export(loaded.model, loaded.tokenizer, work, name=ref.name, version=str(ref.version),
                               forgotten=lineage.forgotten(tags, loaded.labels),
                               lineage=lineage_of(registry, ref, tags, loaded.labels),
-                              check_texts=check_texts, settings=settings, held_out=held_out)
+                              check_texts=check_texts, settings=settings, held_out=held_out, fp16=fp16)
         verdict = _check_agreement(registry, ref, result, torch_eval, tolerance)
         registry.log_artifacts(ref, {p.name: p for p in sorted(work.iterdir()) if p.is_file()}, lineage.ONNX_DIR)
     if not out_dir:
@@ -677,23 +682,26 @@ def write_export(
     max_length: int | None = None,
     settings: InferenceSettings | None = None,
     held_out: Notes | None = None,
+    fp16: bool | None = None,
 ) -> ExportResult:
     """The folder a server needs, parity-checked: onnx files, tokenizer, labels.json, manifest.json.
 
     Everything runs at `settings` (else `max_length` on the tokenizer's side, else the tokenizer's own
     model_max_length/truncation_side); the saved tokenizer and manifest.json carry them for the server.
-    Parity texts: check_texts, else the held-out notes, else fresh synthetic notes. With `held_out`,
-    every shipped ONNX file is scored on it (ExportResult.scores, manifest "scores").
+    Parity texts: check_texts, else the first PARITY_TEXTS held-out notes, else fresh synthetic notes. With
+    `held_out`, every shipped ONNX file is scored on all of it (ExportResult.scores, manifest "scores").
+    `fp16`: also make model.fp16.onnx (None: only where a CUDA device is visible, the one place it is served).
     """
     work = Path(out_dir)
     work.mkdir(parents=True, exist_ok=True)
     settings = settings or (settings_for(tokenizer, max_length) if max_length
                             else InferenceSettings.from_tokenizer(tokenizer))
     settings.check_model(model)
-    texts = list(check_texts) if check_texts else list(held_out.texts) if held_out is not None \
+    texts = list(check_texts) if check_texts else list(held_out.texts[:PARITY_TEXTS]) if held_out is not None \
         else default_check_texts()
     forgotten = list(forgotten)
-    built = build_onnx_dir(model, tokenizer, work, texts, settings=settings, held_out=held_out, forget=forgotten)
+    built = build_onnx_dir(model, tokenizer, work, texts, settings=settings, held_out=held_out, forget=forgotten,
+                           fp16=fp16)
     _stamp_shipped(built.files, model, name=name, version=version, forgotten=forgotten, settings=settings)
     _write_json(work / LABELS_FILE, labels_doc(model, forgotten))
     shas = {p.name: sha256_file(p) for p in sorted(work.iterdir()) if p.is_file() and p.name != MANIFEST_FILE}
@@ -738,14 +746,17 @@ def build_onnx_dir(
     settings: InferenceSettings | None = None,
     held_out: Notes | None = None,
     forget: Sequence[str] = (),
+    fp16: bool | None = None,
 ) -> OnnxBuild:
-    """Everything the server needs in one folder, parity-checked at `settings`: onnx files, tokenizer."""
+    """Everything the server needs in one folder, parity-checked at `settings`: onnx files, tokenizer.
+    `fp16` None: the fp16 file only where a CUDA device is visible (servers pick it on GPUs only)."""
     settings = settings or settings_for(tokenizer, max_length)
     path = export_onnx(model, tokenizer, out_dir, settings=settings)
     check = _FileCheck(model, tokenizer, texts, settings, held_out, forget)
     parity = {"fp32": check.run(path, FP32_ATOL, MODEL_FILE)}
     heads, hidden = heads_and_hidden(model)
-    opt = optimize(path, num_heads=heads, hidden_size=hidden, out_dir=out_dir)
+    opt = optimize(path, num_heads=heads, hidden_size=hidden, out_dir=out_dir,
+                   fp16=_cuda_available() if fp16 is None else fp16)
     parity["optimized"] = check.run(opt.optimized, OPTIMIZED_ATOL, OPTIMIZED_FILE)
     parity["fp16"] = _fp16_parity(check, opt)
     settings.apply_to(copy.deepcopy(tokenizer)).save_pretrained(str(out_dir))  # the server truncates the same way
@@ -763,6 +774,8 @@ class _FileCheck:
 
         self.model, self.tokenizer, self.texts, self.settings = model, tokenizer, list(texts), settings
         self.held_out = held_out
+        # parity texts that open the held-out notes: one ONNX pass over the notes serves both checks
+        self.prefix = held_out is not None and list(held_out.texts[: len(self.texts)]) == self.texts
         self.labels = modeling.label_names(model)
         self.forget = [c for c in forget if c in self.labels]
         self.multi = modeling.is_multi_label(model)
@@ -771,26 +784,30 @@ class _FileCheck:
 
     def run(self, path: Path, atol: float, what: str, sess: Any = None, *, required: bool = True) -> dict[str, Any]:
         sess = sess or session(path)
-        got = ort_logits(sess, self.tokenizer, self.texts, batch_size=16, settings=self.settings)
+        every = ort_logits(sess, self.tokenizer, list(self.held_out.texts), batch_size=16, settings=self.settings) \
+            if self.prefix else None
+        got = every[: len(self.texts)] if every is not None else \
+            ort_logits(sess, self.tokenizer, self.texts, batch_size=16, settings=self.settings)
         report = compare_logits(self.model, self.reference, got, atol=atol, providers=list(sess.get_providers()),
                                 onnx_file=str(path))
         if required:
             require_parity(report, what)
         if report.passed and self.held_out is not None:
-            self.scores[path.name] = self._score(path, sess, got)
+            self.scores[path.name] = self._score(path, sess, every)
         return report.to_dict()
 
-    def _score(self, path: Path, sess: Any, got: np.ndarray) -> dict[str, Any]:
-        if list(self.held_out.texts) != self.texts:
-            got = ort_logits(sess, self.tokenizer, list(self.held_out.texts), settings=self.settings)
-        return score_logits(got, self.held_out, self.labels, self.multi, self.forget, settings=self.settings,
+    def _score(self, path: Path, sess: Any, every: np.ndarray | None) -> dict[str, Any]:
+        if every is None:
+            every = ort_logits(sess, self.tokenizer, list(self.held_out.texts), settings=self.settings)
+        return score_logits(every, self.held_out, self.labels, self.multi, self.forget, settings=self.settings,
                             file=path.name, providers=list(sess.get_providers()))
 
 
 def _fp16_parity(check: _FileCheck, opt: OptimizeResult) -> dict[str, Any]:
     """fp16 is checked where ONNX Runtime can run it; a file that disagrees is removed, not shipped."""
     if opt.fp16 is None:
-        return {"skipped": opt.fp16_error or "fp16 not requested"}
+        return {"skipped": opt.fp16_error or "not made: no CUDA device here (servers use fp16 on GPUs only; "
+                                              "`steuops export --fp16` makes it)"}
     try:
         sess = session(opt.fp16)
     except Exception as exc:  # noqa: BLE001  (CPU kernels may lack fp16 ops; the GPU path still wants the file)

@@ -192,3 +192,34 @@ def test_cli_export_and_serve_preflight(tmp_path, tiny_tokenizer, capsys):
     assert main(["serve", "--model", "dx", "--version", unexported.version, "--home", str(home)]) == 2
     assert "has no ONNX export" in "".join(capsys.readouterr())
     assert main(["serve", "--model", "dx", "--version", "1", "--alias", "production", "--home", str(home)]) == 2
+
+
+def test_write_export_checks_parity_on_the_first_notes_scores_all_and_makes_fp16_on_demand(
+        monkeypatch, tmp_path, tiny_tokenizer, tiny_notes):
+    """Parity with PyTorch on the first PARITY_TEXTS held-out notes; every held-out note is scored by every
+    shipped file (the same figures a full pass gives); model.fp16.onnx only when asked (no CUDA here)."""
+    from steuops import export
+    from steuops.data import Notes
+    from steuops.export import FP16_FILE, MODEL_FILE, OPTIMIZED_FILE, score_logits, torch_logits, write_export
+    from steuops.inference import InferenceSettings
+    from steuops.tiny import classifier
+
+    if export._cuda_available():
+        pytest.skip("the default makes fp16 where CUDA is visible")
+    monkeypatch.setattr(export, "PARITY_TEXTS", 8)
+    model = classifier(LABELS, vocab_size=len(tiny_tokenizer), arch="bert", seed=3)
+    held = Notes(list(tiny_notes.texts[:20]), list(tiny_notes.labels[:20]))
+    settings = InferenceSettings(max_length=64, truncation_side="right")
+    plain = write_export(model, tiny_tokenizer, tmp_path / "cpu", name="dx", version="1", forgotten=["sepsis"],
+                         settings=settings, held_out=held)
+    assert plain.parity["fp32"]["n_texts"] == 8 and plain.parity["optimized"]["n_texts"] == 8
+    assert FP16_FILE not in plain.files and "no CUDA device" in plain.parity["fp16"]["skipped"]
+    assert set(plain.scores) == {MODEL_FILE, OPTIMIZED_FILE}
+    full = score_logits(torch_logits(model, tiny_tokenizer, held.texts, settings), held, list(LABELS), True,
+                        ["sepsis"], settings=settings, file=MODEL_FILE, providers=[])
+    for name in plain.scores:
+        assert plain.scores[name]["n_test"] == 20
+        assert plain.scores[name]["retain_macro_f1"] == pytest.approx(full["retain_macro_f1"], abs=1e-9)
+    asked = write_export(model, tiny_tokenizer, tmp_path / "fp16", name="dx", version="1", forgotten=["sepsis"],
+                         settings=settings, held_out=held, fp16=True)
+    assert FP16_FILE in asked.files or "skipped" in asked.parity["fp16"]

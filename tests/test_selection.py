@@ -137,6 +137,37 @@ def test_specific_scorer_prefers_forget_only_content_tokens(rule_tok):
         select_tokens(rule_tok, texts, forget, k=2, scorer="tfidf")
 
 
+def test_specific_scorer_caps_each_retained_class_share(rule_tok):
+    """A token rare among all retain notes but common in one retained class's notes is a token the edit would
+    take from that class: with the retained labels given, the cap applies per class (classes with at least
+    MIN_CLASS_NOTES retain notes) as well as overall."""
+    from steuops.methods.steu.selection import MIN_CLASS_NOTES
+
+    n_class = MIN_CLASS_NOTES + 5
+    forget = ["lactate sepsis lung"] * 10
+    # "lung" is in 4 of the 25 notes of the first retained class: 16% of that class, 8% of all retain notes
+    first = ["cough lung"] * 4 + ["cough"] * (n_class - 4)
+    second = ["wheeze"] * n_class
+    texts = forget + first + second
+    is_forget = np.array([True] * 10 + [False] * (2 * n_class))
+    classes = np.zeros((len(texts), 2), dtype=bool)
+    classes[10 : 10 + n_class, 0] = True
+    classes[10 + n_class :, 1] = True
+    kwargs = {"k": 6, "scorer": "specific", "max_retain_fraction": 0.1}
+    overall = select_tokens(rule_tok, texts, is_forget, **kwargs)
+    assert LUNG in overall.ids  # 8% <= 10% of the retain notes
+    per_class = select_tokens(rule_tok, texts, is_forget, classes=classes, **kwargs)
+    assert LUNG not in per_class.ids and np.isneginf(per_class.all_scores[LUNG])  # 16% > 10% of the first class
+    assert set(per_class.ids) == {LACTATE, SEPSIS}
+    # a class with fewer retain notes than MIN_CLASS_NOTES is too small to cap on: only the overall rule applies
+    small = classes.copy()
+    small[10 + 4 : 10 + n_class, 0] = False
+    assert LUNG in select_tokens(rule_tok, texts, is_forget, classes=small, **kwargs).ids
+    # the same rule on a seeded retain sample (shares within the sample)
+    sampled = select_tokens(rule_tok, texts, is_forget, classes=classes, retain_sample=2 * n_class - 1, **kwargs)
+    assert LUNG not in sampled.ids
+
+
 def test_content_pieces():
     from steuops.methods.steu.selection import is_content_piece
 

@@ -35,9 +35,12 @@ def export_command(
     home: Path | None = typer.Option(None, "--home", help="steuops home (default $STEUOPS_HOME or ~/.steuops)."),
     max_length: int | None = typer.Option(None, "--max-length", help="Token limit (default: the one the version "
                                           "was evaluated with; a different one is refused)."),
+    fp16: bool | None = typer.Option(None, "--fp16/--no-fp16", help="Also make model.fp16.onnx (for GPU "
+                                     "servers). Default: only when this machine has a CUDA device."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON envelope instead of tables."),
 ) -> None:
-    """Export a version to ONNX (+ optimised + fp16), check parity with PyTorch, log it under onnx/.
+    """Export a version to ONNX (+ optimised, + fp16 where there is a GPU), check parity with PyTorch, log it
+    under onnx/.
 
     A version a crash left without its export is marked complete once the export is logged.
     Exit 1 listing every mismatching text when ONNX and PyTorch disagree (nothing is logged).
@@ -47,7 +50,7 @@ def export_command(
 
     _check_choice(alias, version)
     result = export(model, alias=None if version else (alias or "production"), version=version, out_dir=out,
-                    max_length=max_length, home=home)
+                    max_length=max_length, home=home, fp16=fp16)
     if as_json:
         emit_json("export", result)
         return

@@ -624,16 +624,19 @@ def export(
     max_length: int | None = None,
     home: str | Path | None = None,
     registry: Registry | None = None,
+    fp16: bool | None = None,
 ) -> dict[str, Any]:
     """Export a version (ONNX + parity, logged under onnx/); a steuops version left incomplete by a
-    crash during its export becomes complete (and the candidate) once nothing it needs is missing."""
+    crash during its export becomes complete (and the candidate) once nothing it needs is missing.
+    `fp16` None: model.fp16.onnx only where a CUDA device is visible; True/False: make it or not."""
     from steuops import registry as reg
     from steuops.export import export_version
 
     registry = registry or reg.Registry(home)
     ref = registry.resolve(model_name, alias=alias, version=version)
     held_out = held_out_notes(registry, ref)  # parity on the version's own notes, not someone else's
-    result = export_version(registry, ref, out_dir=out_dir, max_length=max_length, held_out=held_out).to_dict()
+    result = export_version(registry, ref, out_dir=out_dir, max_length=max_length, held_out=held_out,
+                            fp16=fp16).to_dict()
     tags = registry.tags(ref)
     if lineage.status(tags) == lineage.STATUS_INCOMPLETE and not registry.missing_artifacts(ref, tags):
         _make_candidate(registry, ref)
