@@ -61,6 +61,7 @@ import numpy as np
 from steuops.errors import ConfigError
 
 SCORERS = ("pmi", "specific")
+MIN_CLASS_NOTES = 20  # a retained class with fewer retain notes gets no per-class share (too noisy to cap on)
 HIDDEN = "[hidden]"  # what a token string becomes when the policy hides tokens
 
 # Function words carry no class; as edited rows they touch almost every note. Lower-case, whole pieces.
@@ -137,7 +138,9 @@ def doc_stats(encoded: Sequence[Sequence[int]], is_forget: np.ndarray, vocab_siz
     zeros = [np.zeros(vocab_size, dtype=np.float64) for _ in range(4)]
     count_all, count_forget, doc_forget, doc_retain = zeros
     per_patient: dict[Any, np.ndarray] = {}
-    sized = _sized_classes(classes, is_forget)
+    # retained classes with enough retain documents to cap on, and how many each has
+    class_notes = np.zeros(0) if classes is None else np.asarray(classes, bool)[~np.asarray(is_forget, bool)].sum(0)
+    sized = np.flatnonzero(class_notes >= MIN_CLASS_NOTES)
     per_class = np.zeros((len(sized), vocab_size), dtype=np.float32)
     for i, (ids, forget) in enumerate(zip(encoded, is_forget, strict=True)):
         arr = np.asarray(ids, dtype=np.int64)
@@ -155,21 +158,9 @@ def doc_stats(encoded: Sequence[Sequence[int]], is_forget: np.ndarray, vocab_siz
         per_patient[key] = per_patient.get(key, np.zeros(vocab_size, dtype=bool)) | present
     patients = np.sum(list(per_patient.values()), axis=0) if per_patient else np.zeros(vocab_size)
     n_forget = int(np.sum(is_forget))
-    share = None
-    if len(sized):
-        share = per_class / classes[~np.asarray(is_forget, bool)][:, sized].sum(0)[:, None]
+    share = per_class / class_notes[sized][:, None] if len(sized) else None
     return DocStats(count_all, count_forget, doc_forget, doc_retain, np.asarray(patients, dtype=np.float64),
                     n_forget, len(encoded) - n_forget, share)
-
-
-MIN_CLASS_NOTES = 20  # a retained class with fewer retain notes gets no per-class share (too noisy to cap on)
-
-
-def _sized_classes(classes: np.ndarray | None, is_forget: np.ndarray) -> np.ndarray:
-    """Columns of `classes` with at least MIN_CLASS_NOTES retain documents."""
-    if classes is None:
-        return np.zeros(0, dtype=np.int64)
-    return np.flatnonzero(np.asarray(classes, bool)[~np.asarray(is_forget, bool)].sum(0) >= MIN_CLASS_NOTES)
 
 
 def _check_alpha(alpha: float) -> None:
