@@ -20,7 +20,7 @@ Models, in one process, on one device, with torch.set_num_threads fixed:
                        takes). STEU's cost follows the cohort, not n.
     steu_split         the whole train split (what the pipeline passes when no cohort is given). With retain
                        sampling the library tokenises and runs the teacher pass only on the forget notes and the
-                       retain notes the epochs draw (method.SampledTeacher), and token selection counts every
+                       retain notes the epochs draw (loop.SampledTeacher), and token selection counts every
                        forget note plus at most selection_retain_notes (4000) retain notes: no O(n) term is left
                        below that many retain notes, a small one (the retain-note index work) above.
     steu_split_exact   the whole train split with selection_retain_notes = 0: token selection tokenises and counts

@@ -1,12 +1,15 @@
 """Which tokens may STEU edit? The specific scorer's max_retain_fraction, each demo class forgotten in turn.
 
     python bench/selection.py --out bench/results/selection-cpu-DATE.json [--fractions 0.02,0.05] [--seeds 0]
+    python bench/selection.py --out ... --classes sepsis --seeds 0,1,2 --configs '{"name": {"early_stop": false}}'
 
 Trains the demo classifier exactly as `steuops demo` does (same notes, same 800 / 1,200 split, same recipe;
 `--cache DIR` keeps it for the next run), then for every class and every fraction runs STEU with the demo's
 settings and that fraction, and scores the edit on the held-out notes: rows edited, share of retain notes
 touched, forget F1, retain macro-F1 drop, worst retained class's drop, parameters changed, recall of the
-forgotten class on the hand-written paraphrase set, seconds. Writes one JSON file and prints a Markdown table.
+forgotten class on the hand-written paraphrase set, epochs run, seconds. `--configs` (named STEU overrides on top of
+the demo's settings, JSON) replaces the fraction sweep: e.g. the defaults against every note for every epoch.
+Writes one JSON file and prints a Markdown table.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--seeds", default="0", help="comma-separated method seeds")
     p.add_argument("--cache", type=Path, default=None, help="save the demo classifier here and reuse it next run")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--configs", default="", help="JSON {name: STEU overrides}; replaces the --fractions sweep")
     return p.parse_args(argv)
 
 
@@ -50,7 +54,7 @@ def one_run(model, tokenizer, train, test, para, forget: str, config: dict[str, 
             "retain_drop": round(ev.before.retain_macro_f1 - ev.after.retain_macro_f1, 4),
             "worst_class_drop": max(drops.values()), "class_drops": drops,
             "params_fraction": round(ev.params_fraction, 6), "paraphrase_recall": recall.get(forget),
-            "seconds": round(result.seconds, 1)}
+            "epochs_run": len(result.info.get("losses") or []) or None, "seconds": round(result.seconds, 1)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -70,16 +74,18 @@ def main(argv: list[str] | None = None) -> int:
     model, tokenizer, _ = demo_classifier(train, PRESETS["cpu"], demo.base_encoder_dir(), args.device, args.cache)
     para = paraphrases()
     classes = [c for c in args.classes.split(",") if c] or list(CLASSES)
-    fractions = [float(f) for f in args.fractions.split(",")]
+    variants = json.loads(args.configs) if args.configs else \
+        {f"max_retain_fraction {f}": {"max_retain_fraction": float(f)} for f in args.fractions.split(",")}
     out: dict[str, Any] = {"date": datetime.now(UTC).isoformat(timespec="seconds"), "device": device_name(args.device),
                            "command": "python bench/selection.py " + " ".join(argv or sys.argv[1:]),
                            "notes": {"train": len(train), "test": len(test)}, "steu": DEMO_STEU, "runs": []}
     for forget in classes:
-        for fraction in fractions:
+        for name, overrides in variants.items():
             for seed in [int(s) for s in args.seeds.split(",")]:
-                log(f"{forget}: max_retain_fraction {fraction}, seed {seed}")
-                config = {**DEMO_STEU, "max_length": demo.DEMO_MAX_LENGTH, "max_retain_fraction": fraction, "seed": seed}
-                run = {"forget": forget, "max_retain_fraction": fraction, "seed": seed,
+                log(f"{forget}: {name}, seed {seed}")
+                config = {**DEMO_STEU, "max_length": demo.DEMO_MAX_LENGTH, **overrides, "seed": seed}
+                run = {"forget": forget, "variant": name, "overrides": overrides, "seed": seed,
+                       "max_retain_fraction": config.get("max_retain_fraction"),
                        **one_run(model, tokenizer, train, test, para, forget, config, args.device)}
                 out["runs"].append(run)
                 args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -89,12 +95,12 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def table(runs: list[dict[str, Any]]) -> str:
-    head = ("| forget | max_retain_fraction | seed | rows | retain touched | forget F1 | retain drop | worst class drop "
-            "| params % | paraphrase recall | s |\n|" + "---|" * 11)
-    lines = [f"| {r['forget']} | {r['max_retain_fraction']} | {r['seed']} | {r['rows']} | "
+    head = ("| forget | settings | seed | rows | retain touched | forget F1 | retain drop | worst class drop "
+            "| params % | paraphrase recall | epochs | s |\n|" + "---|" * 12)
+    lines = [f"| {r['forget']} | {r.get('variant', r['max_retain_fraction'])} | {r['seed']} | {r['rows']} | "
              f"{r['retain_touched_fraction']:.0%} | {r['forget_f1']:.3f} | {r['retain_drop']:+.4f} | "
              f"{r['worst_class_drop']:+.3f} | {100 * r['params_fraction']:.3f} | {r['paraphrase_recall']} | "
-             f"{r['seconds']} |" for r in runs]
+             f"{r.get('epochs_run')} | {r['seconds']} |" for r in runs]
     return "\n".join([head, *lines])
 
 

@@ -261,7 +261,8 @@ def _rate(kind: str, model, ids, mask, y, dev, steps: int) -> float:
     import torch.nn.functional as F
 
     from steuops import modeling
-    from steuops.methods.steu.method import RowSubstitution, frozen_copy, head_params
+    from steuops.methods.loop import frozen_copy, head_params
+    from steuops.methods.steu.method import RowSubstitution
 
     if kind == "inference":
         model.eval()

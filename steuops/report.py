@@ -89,7 +89,7 @@ def render_html(
         _summary(evaluation, audit, gate, forget, meta),
         _utility(evaluation, forget),
         _confusion(confusion, forget),
-        _tokens(tokens),
+        _tokens(tokens, meta.get("scorer")),
         _audit(audit, reference),
         _gate(gate),
         _signoff(compliance, meta),
@@ -428,7 +428,14 @@ def _matrix(matrix: Sequence[Sequence[int]], labels: Sequence[str], caption: str
     return f"<table class=\"tiny\"><caption>{caption}</caption><tr><th></th>{head}</tr>{body}</table>"
 
 
-def _tokens(tokens) -> str:
+# what each token scorer ranks by (steuops.methods.steu.selection), for the caption of the token table
+SCORER_CAPTIONS = {
+    "pmi": "PMI with the forget class &times; log document frequency",
+    "specific": "log-odds of occurring in forget rather than retain notes &times; log forget-note count",
+}
+
+
+def _tokens(tokens, scorer: str | None = None) -> str:
     head = "<section id=\"tokens\"><h2>Selected tokens</h2>"
     if not tokens:
         return head + "<p class=\"muted\">The method selected no tokens (it edits no embedding rows).</p></section>"
@@ -439,8 +446,9 @@ def _tokens(tokens) -> str:
         for i, t in enumerate(tokens[:limit])
     )
     more = f"<p class=\"muted\">{len(tokens) - limit} more in {JSON_FILE}.</p>" if len(tokens) > limit else ""
+    how = SCORER_CAPTIONS.get(str(scorer), "the method's own score")
     return (head + f"<p>{len(tokens)} embedding rows were edited; their tokens, by selection score "
-            "(PMI with the forget class &times; log document frequency):</p>"
+            f"({how}):</p>"
             "<div class=\"scroll\"><table class=\"tokens\"><tr><th>#</th><th>token</th><th>id</th><th>score</th></tr>"
             + rows + "</table></div>" + more + "</section>")
 

@@ -3,6 +3,7 @@ class, STEU applied to it, and a reference retrained without the class. Seconds 
 
 from __future__ import annotations
 
+import copy
 import json
 
 import engine_data
@@ -318,6 +319,38 @@ def test_edited_model_reuses_the_originals_encoder_outputs_exactly(world):
         np.testing.assert_allclose(shared.logits, full.logits, atol=1e-5, rtol=0)
         np.testing.assert_allclose(shared.features, full.features, atol=1e-5, rtol=0)
     assert 0 < auditor.shortcut_notes < len(draw.train) + len(draw.test) + len(draw.pool)  # some, not all, shared
+
+
+def test_row_relearn_runs_the_encoder_only_on_notes_with_an_edited_token_and_matches_full_passes(world):
+    """The row re-fit's shortcut: untouched notes keep the model's cached logits (encoder and head frozen).
+    Each step's logits and gradient, and the whole curve, equal the full-pass attack's."""
+    import torch
+
+    from steuops.audit import _auditor
+    from steuops.modeling import embedding
+
+    original, steu, reference, tok, train, test = world
+    auditor = _auditor(tok, FORGET, train, test, AuditConfig(**FAST), "cpu", None)
+    auditor.bind(original)
+    draw, ids = auditor.draws[0], steu.edit.token_ids
+    hit = auditor._touched(draw.attack.texts, ids)
+    assert 0 < hit.sum() < len(hit)  # some notes skip the encoder, not all
+    work = copy.deepcopy(steu.model)
+    weight = embedding(work).weight.requires_grad_(True)
+    short = auditor._touched_logits(work, draw.attack, auditor.passes(steu.model, "attack", draw).logits, ids)
+    full = auditor._full_logits(work, draw.attack)
+    work.eval()
+    rows = list(range(min(16, len(draw.attack))))
+    grads = []
+    for step in (short, full):
+        weight.grad = None
+        z = step(rows)
+        auditor._loss(z, torch.tensor(draw.attack.multi_hot(auditor.labels))[rows]).backward()
+        grads.append((z.detach().clone(), weight.grad[sorted(set(ids))].clone()))  # the rows the attack moves
+    torch.testing.assert_close(grads[0][0], grads[1][0], atol=1e-5, rtol=0)
+    torch.testing.assert_close(grads[0][1], grads[1][1], atol=1e-6, rtol=0)
+    curves = [auditor.relearn_rows(steu.model, draw, ids, shortcut=flag) for flag in (True, False)]
+    assert curves[0] == pytest.approx(curves[1], abs=1e-6)
 
 
 def test_audit_with_and_without_the_shared_encoder_agree(world, report):

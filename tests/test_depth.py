@@ -13,7 +13,8 @@ from steuops.methods import unlearn
 from steuops.methods.steu import depth
 from steuops.metrics import evaluate
 
-CFG = {"k": 8, "epochs": 8, "max_length": 16, "lr": 1e-2, "head_lr": 1e-2}
+# every note, every epoch: the depth objectives are compared with plain STEU at one fixed training budget
+CFG = {"k": 8, "epochs": 8, "max_length": 16, "lr": 1e-2, "head_lr": 1e-2, "early_stop": False, "retain_per_forget": 0}
 
 
 @pytest.fixture(scope="module")

@@ -196,8 +196,8 @@ def test_cli_export_and_serve_preflight(tmp_path, tiny_tokenizer, capsys):
 
 def test_write_export_checks_parity_on_the_first_notes_scores_all_and_makes_fp16_on_demand(
         monkeypatch, tmp_path, tiny_tokenizer, tiny_notes):
-    """Parity with PyTorch on the first PARITY_TEXTS held-out notes; every held-out note is scored by every
-    shipped file (the same figures a full pass gives); model.fp16.onnx only when asked (no CUDA here)."""
+    """Parity with PyTorch on the first PARITY_TEXTS held-out notes for every shipped file; the served file is
+    scored on every held-out note (the same figures a full pass gives); model.fp16.onnx only when asked."""
     from steuops import export
     from steuops.data import Notes
     from steuops.export import FP16_FILE, MODEL_FILE, OPTIMIZED_FILE, score_logits, torch_logits, write_export
@@ -214,7 +214,7 @@ def test_write_export_checks_parity_on_the_first_notes_scores_all_and_makes_fp16
                          settings=settings, held_out=held)
     assert plain.parity["fp32"]["n_texts"] == 8 and plain.parity["optimized"]["n_texts"] == 8
     assert FP16_FILE not in plain.files and "no CUDA device" in plain.parity["fp16"]["skipped"]
-    assert set(plain.scores) == {MODEL_FILE, OPTIMIZED_FILE}
+    assert set(plain.scores) == {OPTIMIZED_FILE}  # what a CPU server serves; model.onnx is its fallback
     full = score_logits(torch_logits(model, tiny_tokenizer, held.texts, settings), held, list(LABELS), True,
                         ["sepsis"], settings=settings, file=MODEL_FILE, providers=[])
     for name in plain.scores:
@@ -223,3 +223,12 @@ def test_write_export_checks_parity_on_the_first_notes_scores_all_and_makes_fp16
     asked = write_export(model, tiny_tokenizer, tmp_path / "fp16", name="dx", version="1", forgotten=["sepsis"],
                          settings=settings, held_out=held, fp16=True)
     assert FP16_FILE in asked.files or "skipped" in asked.parity["fp16"]
+
+
+def test_served_file_is_fp16_on_a_gpu_the_optimised_file_on_a_cpu_else_the_plain_one():
+    from steuops.export import FP16_FILE, MODEL_FILE, OPTIMIZED_FILE, served_file
+
+    every = [MODEL_FILE, OPTIMIZED_FILE, FP16_FILE]
+    assert served_file(every, gpu=True) == FP16_FILE and served_file(every, gpu=False) == OPTIMIZED_FILE
+    assert served_file([MODEL_FILE, OPTIMIZED_FILE], gpu=True) == OPTIMIZED_FILE
+    assert served_file([MODEL_FILE], gpu=False) == MODEL_FILE == served_file([MODEL_FILE, FP16_FILE], gpu=False)

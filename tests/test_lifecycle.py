@@ -286,10 +286,13 @@ def test_apply_selects_no_word_that_only_a_few_patients_notes_contain(tiny_notes
     registry.log_base_model(MODEL, classifier(labels, vocab_size=len(tokenizer)), tokenizer)
     cohort = tmp_path / "cohort.parquet"
     pd.DataFrame(frame).to_parquet(cohort, index=False)
-    config = {**FAST_STEU, "k": 400, "scorer": "pmi", "min_patients": 1}  # the policy's floor (5) must still win
-    result = apply(MODEL, ["sepsis"], home=home, cohort=cohort, policy=write_policy(tmp_path / "p.yaml"),
+    config = {**FAST_STEU, "k": 400, "scorer": "pmi", "min_patients": 1,  # the policy's floor (5) must still win
+              "stop_forget_f1": 0.5}  # and early stopping may not stop above the gate's forget limit
+    result = apply(MODEL, ["sepsis"], home=home, cohort=cohort,
+                   policy=write_policy(tmp_path / "p.yaml", forget_f1_max=0.2),
                    method_config=config, device="cpu", export=False)
     assert result.params["min_patients"] == 5 and result.edit["k"] > 0
+    assert result.params["stop_forget_f1"] == 0.2
     ref = registry.resolve(MODEL, version=result.new_version)
     texts = [json.dumps(result.to_dict())]
     for name in registry.artifact_names(ref):

@@ -355,6 +355,8 @@ def test_report_cli_audits_a_version_once_and_renders_it(make_home, policies, tm
     data = json.loads(out.with_suffix(".json").read_text())
     assert data["meta"]["parent_version"] == "1" and data["meta"]["cohort_sha256"]
     assert data["tokens"], "the edit's selected tokens are in the report"
+    # the token table says what its scores are: the scorer the edit was made with
+    assert data["meta"]["scorer"] == "specific" and "log-odds of occurring in forget rather than retain" in html
     assert data["audit"]["probe_f1"]["edited"] is not None
     # The confusion counts are the parent's (before) and the version's (after) predictions on the held-out
     # notes of split.json, at the inference settings it was evaluated with: counted again here, per class.

@@ -2,7 +2,7 @@
 
 With r x n_forget retain notes drawn per epoch, sparse_unlearn tokenizes and runs through the frozen original
 only the forget notes (held-out ones included) and, as each epoch starts, the retain notes it drew
-(method.SampledTeacher). The old path ran every note of the split up front; it is kept behind the private flag
+(loop.SampledTeacher). The old path ran every note of the split up front; it is kept behind the private flag
 method._SAMPLED_TEACHER = False, and the two must train identically: same losses, same rows and head.
 """
 
@@ -13,10 +13,11 @@ import pytest
 import torch
 from engine_data import keyword_notes, trained_classifier
 
-from steuops.methods import unlearn
+from steuops.methods import loop, unlearn
 from steuops.methods.steu import method
 
-CFG = {"k": 8, "epochs": 4, "max_length": 16, "lr": 1e-2, "head_lr": 1e-2}
+# early stopping off unless a case turns it on: these tests compare teacher passes, not when training ends
+CFG = {"k": 8, "epochs": 4, "max_length": 16, "lr": 1e-2, "head_lr": 1e-2, "early_stop": False}
 
 
 @pytest.fixture(scope="module")
@@ -94,7 +95,7 @@ def drawn_notes(notes, ratio: float, epochs: int, seed: int) -> set[int]:
     generator = torch.Generator().manual_seed(seed)
     drawn = set(np.flatnonzero(forget.numpy()).tolist())
     for _ in range(epochs):
-        drawn |= set(method.epoch_order(forget, ratio, generator).tolist())
+        drawn |= set(loop.epoch_order(forget, ratio, generator).tolist())
     return drawn
 
 
@@ -102,7 +103,7 @@ def test_teacher_runs_only_forget_and_drawn_retain_notes(multi, monkeypatch):
     model, tok, notes = multi
     ran: list[int] = []
     tokenized: list[str] = []
-    teacher_pass, encode = method.teacher_pass, method.Batches._encode
+    teacher_pass, encode = loop.teacher_pass, loop.Batches._encode
 
     def counting_pass(model, batches, batch_size, *, features=True, rows=None):
         ran.extend(range(len(batches)) if rows is None else rows)
@@ -112,8 +113,9 @@ def test_teacher_runs_only_forget_and_drawn_retain_notes(multi, monkeypatch):
         tokenized.extend(texts)
         return encode(self, texts)
 
-    monkeypatch.setattr(method, "teacher_pass", counting_pass)
-    monkeypatch.setattr(method.Batches, "_encode", counting_encode)
+    monkeypatch.setattr(loop, "teacher_pass", counting_pass)  # SampledTeacher's passes
+    monkeypatch.setattr(method, "teacher_pass", counting_pass)  # sparse_unlearn's up-front pass (r = 0)
+    monkeypatch.setattr(loop.Batches, "_encode", counting_encode)
     cfg = {**CFG, "retain_per_forget": 0.25, "epochs": 3, "seed": 3}
     result = unlearn("steu", model, tok, ["sepsis"], notes, cfg, device="cpu")
 
@@ -149,9 +151,9 @@ def test_sampled_teacher_keeps_the_original_head(multi):
     model, tok, notes = multi
     from steuops import modeling
 
-    edited = method.frozen_copy(model, torch.device("cpu"))
-    batches = method.Batches(tok, notes, 16, torch.device("cpu"), lazy=True)
-    teach = method.SampledTeacher(edited, batches, 8, features=True)
+    edited = loop.frozen_copy(model, torch.device("cpu"))
+    batches = loop.Batches(tok, notes, 16, torch.device("cpu"), lazy=True)
+    teach = loop.SampledTeacher(edited, batches, 8, features=True)
     assert teach.run([5, 1, 5]) == [1, 5] and teach.run([1]) == []
     head = [p for n, p in edited.named_parameters() if n in set(modeling.head_param_names(edited))]
     with torch.no_grad():
@@ -161,8 +163,8 @@ def test_sampled_teacher_keeps_the_original_head(multi):
     teach.run(range(10))
     for p, m in zip(head, moved, strict=True):
         assert torch.equal(p, m)  # the trained head is back, bit for bit
-    full = method.Batches(tok, notes, 16, torch.device("cpu"))
-    reference, cache = method.teacher_pass(method.frozen_copy(model, torch.device("cpu")), full, 8)
+    full = loop.Batches(tok, notes, 16, torch.device("cpu"))
+    reference, cache = loop.teacher_pass(loop.frozen_copy(model, torch.device("cpu")), full, 8)
     torch.testing.assert_close(teach.logits[:10], reference[:10], atol=1e-5, rtol=0)
     assert teach.done[:10].all() and not teach.done[10:].any()
     assert (teach.logits[10:] == 0).all() and all(batches.ids[i] is None for i in range(10, len(notes)))

@@ -61,7 +61,9 @@ def test_steu_forgets_and_keeps(multi):
     # the selected rows are the sepsis keywords (whole words in this vocabulary)
     top = {t["token"] for t in result.info["tokens"][:4]}
     assert top == {"lactate", "bacteremia", "pressors", "cultures"}
-    assert [h["epoch"] for h in result.info["losses"]] == list(range(1, CFG["epochs"] + 1))
+    epochs = [h["epoch"] for h in result.info["losses"]]
+    assert epochs == list(range(1, len(epochs) + 1)) and len(epochs) <= CFG["epochs"]
+    assert result.info["early_stop"]["stopped"] or len(epochs) == CFG["epochs"]  # early stopping (default) may end it
     assert result.info["losses"][-1]["forget"] < result.info["losses"][0]["forget"]
 
     changed = assert_only_rows_and_head(model, result)
@@ -134,7 +136,7 @@ def test_model_errors(multi):
 
 
 def test_epoch_order_samples_retain_notes():
-    from steuops.methods.steu.method import epoch_order
+    from steuops.methods.loop import epoch_order
 
     forget = torch.tensor([True, False, False, True, False, False, False, False])
     g = torch.Generator().manual_seed(0)
@@ -228,7 +230,9 @@ def test_shortcut_matches_the_full_path(multi, method, arch, scorer):
     losses and the final edit must equal the path that runs every note through the encoder."""
     trained, tok, notes, _ = multi
     model = trained if arch == "bert" else classifier(LABELS, len(tok), arch=arch)  # random init works as well
-    cfg = {**CFG, "epochs": 3, "scorer": scorer}
+    # every note every epoch, as before retain sampling and early stopping were the defaults: a stop decided on a
+    # held-out F1 at the edge would let float noise pick another epoch count (sampling: tests/test_retain_sampling.py)
+    cfg = {**CFG, "epochs": 3, "scorer": scorer, "early_stop": False, "retain_per_forget": 0}
     fast = unlearn(method, model, tok, ["sepsis"], notes, cfg, device="cpu")
     slow = unlearn(method, model, tok, ["sepsis"], notes, {**cfg, "shortcut": False}, device="cpu")
     assert fast.info["shortcut"]["used"] and not slow.info["shortcut"]["used"]
@@ -247,8 +251,9 @@ def test_early_stopping_makes_epochs_an_upper_bound(multi):
     assert 2 <= record["epochs_run"] == len(result.info["losses"]) < 30
     assert record["holdout_forget_f1"][-1] <= 0.01 and len(record["holdout_forget_f1"]) == record["epochs_run"]
     ev = evaluate(model, result.model, tok, test, ["sepsis"], device="cpu", max_length=16)
-    # held-out notes forgotten with a margin: unseen test notes nearly all are too (0.08 here, against <= 0.05
-    # for all 8 epochs on every note; why early_stop is not the default yet)
+    # held-out notes forgotten with a margin: unseen test notes nearly all are too (0.08 on this toy world, against
+    # <= 0.05 for all 8 epochs on every note; on the demo's MiniLM, 0 over 3 seeds: README). The gate still reads
+    # the held-out notes, so a stop that came too early is a rejected candidate, never a promoted one.
     assert ev.before.forget_f1 >= 0.9 and ev.after.forget_f1 <= 0.1
     # too few forget notes to hold any out: every epoch runs, and the record says why
     sepsis = notes.has_any(["sepsis"])
@@ -260,7 +265,7 @@ def test_early_stopping_makes_epochs_an_upper_bound(multi):
 
 
 def test_epoch_order_never_uses_held_out_notes():
-    from steuops.methods.steu.method import epoch_order
+    from steuops.methods.loop import epoch_order
 
     forget = torch.tensor([True, False, False, True, False, False, False, True])
     held = torch.tensor([True, False, True, False, False, False, False, False])

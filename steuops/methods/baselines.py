@@ -28,19 +28,13 @@ import numpy as np
 from steuops import modeling
 from steuops.errors import ConfigError, ModelError
 from steuops.methods import MethodConfig, UnlearnResult, register
+from steuops.methods.loop import Batches, Task, frozen_copy, full_forward, head_params, teacher_logits, train
 from steuops.methods.steu.method import (
-    Batches,
     STEUConfig,
-    Task,
-    frozen_copy,
-    full_forward,
-    head_params,
     selection_info,
     sparse_unlearn,
     suppress_losses,
-    teacher_logits,
     token_selection,
-    train,
 )
 
 if TYPE_CHECKING:

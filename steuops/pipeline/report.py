@@ -122,7 +122,8 @@ def version_report(
     rows = {row.version: row for row in registry.versions(ref.name)}
     row = rows.get(ref.version)
     serving = {"onnx_sha256": record.onnx_sha256, "aliases": list(row.aliases) if row else []}
-    meta = {**_meta(registry, ref, record, evaluation, row), **fingerprints(edit_meta), **serving}
+    meta = {**_meta(registry, ref, record, evaluation, row), **fingerprints(edit_meta), **serving,
+            "scorer": ((edit_meta.get("info") or {}).get("selection") or {}).get("scorer")}
     target = Path(out) if out else Path(f"report-{model}-v{ref.version}.html")
     html_path, json_path = write_report(target.parent, evaluation, audit=audit_data, gate=gate, tokens=tokens,
                                         confusion=confusion, meta=meta, html_name=target.name,

@@ -348,11 +348,15 @@ def _promote_alias(policy: Any, promote: bool | None) -> str | None:
 
 def _with_selection_policy(config: Any, policy: Any) -> Any:
     """The policy's selection rules bind every token-selecting method: its min_patients is a floor
-    (a token from fewer patients' notes could name one), and it can only hide token strings."""
+    (a token from fewer patients' notes could name one), and it can only hide token strings. Its forget
+    limit caps the early-stopping threshold of methods that stop early."""
     if hasattr(config, "min_patients"):
         config.min_patients = max(config.min_patients, policy.selection.min_patients)
     if hasattr(config, "show_tokens"):
         config.show_tokens = config.show_tokens and policy.selection.show_tokens
+    if hasattr(config, "stop_forget_f1"):
+        # early stopping never ends training before the held-out forget notes meet the gate's forget limit
+        config.stop_forget_f1 = min(config.stop_forget_f1, policy.gate.forget_f1_max)
     return config
 
 

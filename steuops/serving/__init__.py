@@ -178,11 +178,10 @@ class ServedModel:
         self.kept_labels = [labels[j] for j in self.keep]
 
     def _default_file(self, device: str) -> str:
-        from steuops.export import FP16_FILE, MODEL_FILE, OPTIMIZED_FILE, _cuda_available
+        from steuops.export import _cuda_available, served_file
 
         gpu = _cuda_available() if device == "auto" else device == "cuda"
-        order = [FP16_FILE, OPTIMIZED_FILE, MODEL_FILE] if gpu else [OPTIMIZED_FILE, MODEL_FILE]
-        return next((f for f in order if (self.dir / f).is_file()), MODEL_FILE)
+        return served_file([p.name for p in self.dir.glob("*.onnx")], gpu)
 
     @property
     def multi_label(self) -> bool:
