@@ -468,13 +468,10 @@ class _Auditor:
         """The edited model's pass from the original's: only texts with an edited token run the encoder;
         the rest reuse the original's encoder outputs (identical: see _same_encoder), then the edited
         head runs on all. None when the original's cache cannot be replayed exactly."""
-        from steuops.features import touched
-
         base = self.passes(original, which, draw)
         if not base.exact:
             return None
-        ids = self.tokenizer(list(texts), truncation=True, max_length=self.config.max_length)["input_ids"]
-        rows = np.flatnonzero(touched(ids, token_ids))
+        rows = np.flatnonzero(self._touched(texts, token_ids))
         cache = base.cache
         if len(rows):
             fresh = _forward_pass(model, self.tokenizer, [texts[i] for i in rows], batch_size=size,

@@ -588,8 +588,12 @@ class Registry:
                 self._client.create_registered_model(lock, tags=tags, description=_LOCK_DESCRIPTION)
                 return True
             except Exception as exc:  # noqa: BLE001  (sqlite's "database is locked" is not an MlflowException)
-                exists = isinstance(exc, MlflowException) and exc.error_code == "RESOURCE_ALREADY_EXISTS"
-                if not (exists or _is_busy(exc)):
+                # ALREADY_EXISTS: someone holds it. DOES_NOT_EXIST: a server answered our create after the lock
+                # was released under it (seen once in 20 racing processes on `mlflow server`). Either way the
+                # owner tag read below decides.
+                raced = isinstance(exc, MlflowException) and exc.error_code in ("RESOURCE_ALREADY_EXISTS",
+                                                                                 "RESOURCE_DOES_NOT_EXIST")
+                if not (raced or _is_busy(exc)):
                     raise
         # A busy database may have answered after committing our create: then the lock is ours.
         return (self._lock_tags(lock) or {}).get(lineage.LOCK_OWNER) == owner

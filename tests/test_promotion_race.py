@@ -43,3 +43,29 @@ def test_a_crashed_holder_does_not_wedge_the_lock(tmp_path, monkeypatch):
     assert registry.alias_version(MODEL, "production") == "2"
     assert lock not in _all_names(registry)
     assert MODEL in registry.model_names() and lock not in registry.model_names()
+
+
+def test_a_create_answered_with_not_found_is_a_lost_round_not_an_error(tmp_path, monkeypatch):
+    """A server can answer a lock create with RESOURCE_DOES_NOT_EXIST when the lock vanished under it: the owner tag
+    decides, so this round is lost (no lock, no crash) and the next one takes it."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.protos.databricks_pb2 import RESOURCE_DOES_NOT_EXIST
+
+    from steuops import registry as reg
+
+    registry = _setup(tmp_path / "home", None)
+    lock = reg.lock_name(MODEL, "production")
+    create = registry._client.create_registered_model
+    answers = iter([MlflowException("Registered Model not found", error_code=RESOURCE_DOES_NOT_EXIST)])
+
+    def flaky(*args, **kwargs):
+        error = next(answers, None)
+        if error is not None:
+            raise error
+        return create(*args, **kwargs)
+
+    monkeypatch.setattr(registry._client, "create_registered_model", flaky)
+    assert registry._try_lock(lock, "me:1:a") is False and lock not in _all_names(registry)
+    assert registry._try_lock(lock, "me:1:a") is True
+    registry._unlock(lock, "me:1:a")
+    assert lock not in _all_names(registry)
