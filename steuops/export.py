@@ -286,14 +286,11 @@ def exporter_of(onnx_path: str | Path) -> str:
 # ---------------------------------------------------------------- runtime
 
 
-def serving_order(gpu: bool) -> list[str]:
-    """The files a server picks from, best first: fp16 on a GPU only (CPU kernels are slower in half precision)."""
-    return [FP16_FILE, OPTIMIZED_FILE, MODEL_FILE] if gpu else [OPTIMIZED_FILE, MODEL_FILE]
-
-
 def served_file(names: Sequence[str], gpu: bool) -> str:
-    """Which of `names` (an export's .onnx files) a server on this kind of device serves."""
-    return next((f for f in serving_order(gpu) if f in names), MODEL_FILE)
+    """Which of `names` (an export's .onnx files) a server on this kind of device serves: the first present of
+    fp16 (GPU only: CPU kernels are slower in half precision), the optimised file, the plain one."""
+    order = [FP16_FILE, OPTIMIZED_FILE, MODEL_FILE] if gpu else [OPTIMIZED_FILE, MODEL_FILE]
+    return next((f for f in order if f in names), MODEL_FILE)
 
 
 def session(onnx_path: str | Path, *, device: str = "auto", threads: int | None = None, spinning: bool = True):
