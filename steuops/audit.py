@@ -71,6 +71,11 @@ class AuditConfig:
     retain_relearn_steps: int = 25  # Adam steps of the all-parameter retain-only fine-tune; 0 skips it
     retain_relearn_lr: float = 2e-5
     retain_relearn_notes: int = 256  # retain-only notes the attacker has (drawn per seed)
+    # The two attacks that train through the encoder (the embedding-rows re-fit and the retain-only fine-tune)
+    # run on the first gradient_seeds seeds only: on a CPU they are most of the audit's cost (demo, 2 cores: ~20 s
+    # per model and seed, against ~1 s for every other attack once the passes exist), and across seeds 0-2 their
+    # figures on the demo did not move (bench/results/forgetting-cpu-2026-11-29.json). Set it to `seeds` for all.
+    gradient_seeds: int = 1
     bypass_phrases: list[str] = field(default_factory=list)  # user phrases, added to every forget class
 
     @classmethod
@@ -97,7 +102,7 @@ class AuditConfig:
                               hint="e.g. [16, 64, 256]; [] skips the attacker-size sweep")
         self.relearn_sizes = sizes
         for name in ("batch_size", "relearn_batch_size", "probe_steps", "relearn_forget", "relearn_retain", "seeds",
-                     "retain_relearn_notes"):
+                     "retain_relearn_notes", "gradient_seeds"):
             _check_int(self, name, 1, f"set {name} to 1 or more")
         _check_int(self, "retain_relearn_steps", 0, "set retain_relearn_steps to 0 (skip) or more, e.g. 25")
         for name, example in (("probe_l2", "1e-3"), ("retain_relearn_lr", "2e-5")):
@@ -249,6 +254,43 @@ class _Pass:
 
 
 
+class _SplitPass:
+    """One model's pass over one split ("train", "test" or the bypass notes), filled in as samples ask for
+    rows: a row is computed once, whichever seed or sample (probe, attacker, pool) asks for it first."""
+
+    def __init__(self, n: int) -> None:
+        self.done = np.zeros(n, dtype=bool)
+        self.logits: np.ndarray | None = None
+        self.features: np.ndarray | None = None
+        self.cache: Any = None
+        self.exact = True
+
+    def missing(self, rows: np.ndarray) -> np.ndarray:
+        rows = np.unique(np.asarray(rows, dtype=np.int64))
+        return rows[~self.done[rows]]
+
+    def write(self, rows: np.ndarray, part: _Pass) -> None:
+        n = len(self.done)
+        if self.logits is None:
+            self.logits = np.zeros((n, part.logits.shape[1]), np.float32)
+            self.features = np.zeros((n, part.features.shape[1]), np.float32)
+            self.cache = part.cache.blank(n) if part.cache is not None else None
+        self.logits[rows], self.features[rows] = part.logits, part.features
+        if self.cache is not None and part.cache is not None:
+            self.cache.write(rows.tolist(), part.cache)
+        else:
+            self.cache = None
+        self.exact = self.exact and part.exact and self.cache is not None
+        self.done[rows] = True
+
+    def take(self, rows: np.ndarray) -> _Pass:
+        rows = np.asarray(rows, dtype=np.int64)
+        if self.logits is None:  # no row asked for yet (an empty sample)
+            return _Pass(np.zeros((0, 0), np.float32), np.zeros((0, 0), np.float32), None, False)
+        cache = self.cache.take(rows.tolist()) if self.cache is not None else None
+        return _Pass(self.logits[rows], self.features[rows], cache, self.exact)
+
+
 @contextmanager
 def _tapped(model) -> Iterator[dict[str, Any]]:
     """Features = the input of the first head module called (BERT: the pooled output; DistilBERT:
@@ -372,12 +414,9 @@ class _Draw:
     pool: Notes  # relearn_sizes: up to max(relearn_sizes) forget notes first, then as many retain notes
     pool_forget: int  # how many of the pool's notes (its first ones) carry the forget class
     retain: Notes  # retain-only notes (no forget class) for the retain relearn
-    whole: frozenset[str] = frozenset()  # "train" / "test" when the sample is the whole split (not capped)
-
-    def key(self, which: str) -> int | None:
-        """The sample's part of a cache key: None for a whole split, which every seed draws alike (so its
-        passes are computed once, not once per seed), else the seed."""
-        return None if which in self.whole else self.seed
+    # sample -> (the split it was drawn from, its rows there): a model's passes are computed once per split
+    # row and shared by every seed and sample that holds the row (the attacker's notes are train notes too)
+    rows: dict[str, tuple[str, np.ndarray]] = field(default_factory=dict)
 
     def size_rows(self, n: int) -> np.ndarray:
         """Pool rows of the n-per-side attacker sample: the first n forget and the first n retain notes
@@ -390,20 +429,21 @@ class _Draw:
 def _draw(train: Notes, test: Notes, forget: Sequence[str], config: AuditConfig, seed: int) -> _Draw:
     rng = np.random.default_rng(seed)
     # the first three draws in the order of the single-seed audit (v1): seeds=1 reproduces its figures
-    sampled_train = _sample(train, config.max_train, rng)
-    sampled_test = _sample(test, config.max_test, rng)
-    attack = _attack_sample(train, forget, config, rng)
+    train_rows = _sample(len(train), config.max_train, rng)
+    test_rows = _sample(len(test), config.max_test, rng)
+    attack_rows = _attack_rows(train, forget, config, rng)
     is_forget = train.has_any(forget)
     pos, neg = np.flatnonzero(is_forget), np.flatnonzero(~is_forget)
     most = max(config.relearn_sizes, default=0)
     pool_pos = rng.choice(pos, size=min(len(pos), most), replace=False)
     pool_neg = rng.choice(neg, size=min(len(neg), most), replace=False)
     retain = rng.choice(neg, size=min(len(neg), config.retain_relearn_notes), replace=False)
-    whole = frozenset(name for name, sample, split in (("train", sampled_train, train), ("test", sampled_test, test))
-                      if sample is split)  # _sample hands back the split itself when it is under the cap
-    return _Draw(seed=seed, train=sampled_train, test=sampled_test, attack=attack,
-                 pool=train.subset(np.r_[pool_pos, pool_neg].astype(np.int64)), pool_forget=len(pool_pos),
-                 retain=train.subset(retain), whole=whole)
+    pool_rows = np.r_[pool_pos, pool_neg].astype(np.int64)
+    return _Draw(seed=seed, train=train.subset(train_rows), test=test.subset(test_rows),
+                 attack=train.subset(attack_rows), pool=train.subset(pool_rows), pool_forget=len(pool_pos),
+                 retain=train.subset(retain),
+                 rows={"train": ("train", train_rows), "test": ("test", test_rows), "attack": ("train", attack_rows),
+                       "pool": ("train", pool_rows)})
 
 
 @contextmanager
@@ -425,9 +465,10 @@ class _Auditor:
         self.config = config
         self.device = device
         self.progress = progress
+        self.splits = {"train": train, "test": test}
         self.draws = [_draw(train, test, forget, config, config.seed + s) for s in range(config.seeds)]
-        # (model id, _Draw.key or None, which) -> (model, pass); the model is kept so its id is not reused
-        self._cache: dict[tuple[int, int | None, str], tuple[Any, _Pass]] = {}
+        # (model id, "train" / "test" / "bypass") -> (model, its pass); the model is kept so its id is not reused
+        self._cache: dict[tuple[int, str], tuple[Any, _SplitPass]] = {}
         # (model id, seed) -> (model, retain-relearn F1): that fine-tune is the costly attack, and a bench
         # audits many methods against the same original and reference
         self._retain_memo: dict[tuple[int, int], tuple[Any, float]] = {}
@@ -441,45 +482,56 @@ class _Auditor:
 
     def passes(self, model, which: str, draw: _Draw | None = None) -> _Pass:
         """The model's pass over one seed's "train" / "test" / "attack" / "pool" notes, or over the bypass
-        notes (which="bypass", no seed). Computed once, then cached (see _Draw.key)."""
-        key = (id(model), None if draw is None else draw.key(which), which)
+        notes (which="bypass", no seed): rows of its pass over the split they come from, each row computed
+        once for every seed and sample (see _SplitPass)."""
+        split, rows = ("bypass", np.arange(len(self.bypass_texts()))) if which == "bypass" else draw.rows[which]
+        return self._rows(model, split, rows)
+
+    def split_logits(self, model, split: str) -> np.ndarray:
+        """The model's logits on every note of "train" / "test" (rows the audit computed are reused)."""
+        return self._rows(model, split, np.arange(len(self.splits[split]))).logits
+
+    def _texts_of(self, split: str) -> list[str]:
+        return self.bypass_texts() if split == "bypass" else self.splits[split].texts
+
+    def _rows(self, model, split: str, rows: np.ndarray) -> _Pass:
+        texts = self._texts_of(split)
+        key = (id(model), split)
         if key not in self._cache:
+            self._cache[key] = (model, _SplitPass(len(texts)))
+        store = self._cache[key][1]
+        missing = store.missing(rows)
+        if len(missing):
             model.to(self.device)
-            self._cache[key] = (model, self._compute(model, which, draw))
-        return self._cache[key][1]
+            store.write(missing, self._compute(model, split, missing, [texts[i] for i in missing]))
+        return store.take(rows)
 
-    def _texts(self, which: str, draw: _Draw | None) -> list[str]:
-        if which == "bypass":
-            return self.bypass_texts()
-        return getattr(draw, which).texts
-
-    def _compute(self, model, which: str, draw: _Draw | None) -> _Pass:
-        texts = self._texts(which, draw)
-        size = self.config.relearn_batch_size if which == "attack" else self.config.batch_size
+    def _compute(self, model, split: str, rows: np.ndarray, texts: Sequence[str]) -> _Pass:
         twin = self._twins.get(id(model))
-        shared = self._shared_pass(model, which, draw, texts, size, *twin) if twin else None
+        shared = self._shared_pass(model, split, rows, texts, *twin) if twin else None
         if shared is not None:
             return shared
-        return _forward_pass(model, self.tokenizer, texts, batch_size=size, max_length=self.config.max_length,
-                             device=self.device, keep_cache=True)
+        return _forward_pass(model, self.tokenizer, texts, batch_size=self.config.batch_size,
+                             max_length=self.config.max_length, device=self.device, keep_cache=True)
 
-    def _shared_pass(self, model, which: str, draw: _Draw | None, texts: Sequence[str], size: int, original,
+    def _shared_pass(self, model, split: str, rows: np.ndarray, texts: Sequence[str], original,
                      token_ids: Sequence[int]) -> _Pass | None:
         """The edited model's pass from the original's: only texts with an edited token run the encoder;
         the rest reuse the original's encoder outputs (identical: see _same_encoder), then the edited
         head runs on all. None when the original's cache cannot be replayed exactly."""
-        base = self.passes(original, which, draw)
+        base = self._rows(original, split, rows)
         if not base.exact:
             return None
-        rows = np.flatnonzero(self._touched(texts, token_ids))
+        hit = np.flatnonzero(self._touched(texts, token_ids))
         cache = base.cache
-        if len(rows):
-            fresh = _forward_pass(model, self.tokenizer, [texts[i] for i in rows], batch_size=size,
+        size = self.config.batch_size
+        if len(hit):
+            fresh = _forward_pass(model, self.tokenizer, [texts[i] for i in hit], batch_size=size,
                                   max_length=self.config.max_length, device=self.device, keep_cache=True)
             if not fresh.exact:
                 return None
-            cache = cache.replace(rows.tolist(), fresh.cache)
-        self.shortcut_notes += len(texts) - len(rows)
+            cache = cache.replace(hit.tolist(), fresh.cache)
+        self.shortcut_notes += len(texts) - len(hit)
         return _head_pass(model, cache, batch_size=size, device=self.device)
 
     def share_encoder(self, original, edited, token_ids: Sequence[int] | None) -> None:
@@ -528,12 +580,17 @@ class _Auditor:
             out["relearn_sizes"] = self.relearn_sizes(models, draw)
         with _timed(seconds, "membership"):
             out["membership"] = {role: self.membership(m, draw) for role, m in live.items()}
+        deep = self.gradient(draw)
         with _timed(seconds, "retain_relearn"):
-            out["retain_relearn_f1"] = {role: self.retain_relearn(live[role], draw) if role in live else None
+            out["retain_relearn_f1"] = {role: self.retain_relearn(live[role], draw) if role in live and deep else None
                                         for role in ROLES}
         with _timed(seconds, "cka"):
             out["cka"] = self.cka(models, draw)
         return out
+
+    def gradient(self, draw: _Draw) -> bool:
+        """Whether this seed runs the attacks that train through the encoder (see AuditConfig.gradient_seeds)."""
+        return draw.seed - self.config.seed < self.config.gradient_seeds
 
     def _skipped(self, models, per_seed, token_ids, edit_reason) -> dict[str, str]:
         skipped: dict[str, str] = {}
@@ -590,7 +647,7 @@ class _Auditor:
         for role in ("edited", "reference"):
             if models[role] is not None:
                 out["head"][role] = self.relearn_head(models[role], draw)
-        if token_ids:
+        if token_ids and self.gradient(draw):
             out["rows"]["edited"] = self.relearn_rows(models["edited"], draw, token_ids)
         return out
 
@@ -664,8 +721,10 @@ class _Auditor:
         if shortcut:
             step = self._touched_logits(work, draw.attack, self.passes(model, "attack", draw).logits, rows)
             evaluate = self._touched_evaluate(work, draw, self.passes(model, "test", draw).logits, rows)
+        # before the first step the copy is the model itself: its F1 is read off its own pass
+        start = self.forget_f1(self.passes(model, "test", draw).logits, draw.test) if shortcut else None
         return self._fit(work, [weight], self.config.relearn_lr_rows, step, evaluate, "relearn rows", draw=draw,
-                         sample=draw.attack, steps=self.config.relearn_steps)
+                         sample=draw.attack, steps=self.config.relearn_steps, start=start)
 
     def _touched(self, texts: Sequence[str], token_ids: Sequence[int]) -> np.ndarray:
         from steuops.features import touched
@@ -748,10 +807,11 @@ class _Auditor:
         return evaluate
 
     def _fit(self, work, params, lr: float, step: Callable[[list[int]], Any], evaluate: Callable[[], float],
-             phase: str, *, draw: _Draw, sample: Notes, steps: Sequence[int], keep: Sequence[int] | None = None
-             ) -> list[float]:
+             phase: str, *, draw: _Draw, sample: Notes, steps: Sequence[int], keep: Sequence[int] | None = None,
+             start: float | None = None) -> list[float]:
         """Adam on `sample` in relearn_batch_size batches (random batch order, seeded by the draw); the
-        forget F1 on test after each of `steps` optimiser steps. `keep`: the loss's columns (None = all)."""
+        forget F1 on test after each of `steps` optimiser steps. `keep`: the loss's columns (None = all);
+        `start`: the F1 at step 0 when the caller has it (else evaluated)."""
         import torch
 
         torch.manual_seed(draw.seed)
@@ -775,7 +835,7 @@ class _Auditor:
                 optimiser.step()
                 done += 1
                 self._tell(phase, done, total)
-            curve.append(round(float(evaluate()), 6))
+            curve.append(round(float(start if done == 0 and start is not None else evaluate()), 6))
         return curve
 
     def _loss(self, logits, targets, keep: Sequence[int] | None = None):
@@ -913,8 +973,9 @@ def _mean_curves(runs: list[dict[str, Any]]) -> dict[str, Any]:
     out: dict[str, Any] = {"steps": first["steps"], "head": {}, "rows": {}, "sample": first["sample"],
                            "original_f1": _mean([r["original_f1"] for r in runs])}
     for kind in ("head", "rows"):
-        for role in first[kind]:
-            out[kind][role] = [_mean(column) for column in zip(*(r[kind][role] for r in runs), strict=True)]
+        for role in first[kind]:  # the rows re-fit runs on the first gradient_seeds seeds only
+            curves = [r[kind][role] for r in runs if role in r[kind]]
+            out[kind][role] = [_mean(column) for column in zip(*curves, strict=True)]
     return out
 
 
@@ -965,21 +1026,21 @@ def _logsumexp(z: np.ndarray) -> np.ndarray:
     return m + np.log(np.exp(z - m).sum(axis=1, keepdims=True))
 
 
-def _sample(notes: Notes, cap: int | None, rng: np.random.Generator) -> Notes:
-    """`cap` notes drawn without replacement (in their order), or `notes` itself when under the cap."""
-    if cap is None or len(notes) <= cap:
-        return notes
-    return notes.subset(np.sort(rng.choice(len(notes), size=cap, replace=False)))
+def _sample(n: int, cap: int | None, rng: np.random.Generator) -> np.ndarray:
+    """Rows of `cap` of `n` notes drawn without replacement (in their order), or every row when under the cap."""
+    if cap is None or n <= cap:
+        return np.arange(n, dtype=np.int64)
+    return np.sort(rng.choice(n, size=cap, replace=False)).astype(np.int64)
 
 
-def _attack_sample(train: Notes, forget: Sequence[str], config: AuditConfig, rng: np.random.Generator) -> Notes:
+def _attack_rows(train: Notes, forget: Sequence[str], config: AuditConfig, rng: np.random.Generator) -> np.ndarray:
     """The attacker's labelled data: up to relearn_forget forget-class notes + relearn_retain others."""
     is_forget = train.has_any(forget)
     pos = np.flatnonzero(is_forget)
     neg = np.flatnonzero(~is_forget)
     pick = np.r_[rng.choice(pos, size=min(len(pos), config.relearn_forget), replace=False),
                  rng.choice(neg, size=min(len(neg), config.relearn_retain), replace=False)]
-    return train.subset(rng.permutation(pick))
+    return rng.permutation(pick).astype(np.int64)
 
 
 def _probe_f1(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, y_test: np.ndarray,
@@ -1132,15 +1193,13 @@ def audit_and_report(
     from steuops import modeling
     from steuops.report import confusion, write_report
 
-    report = run_audit(original, edited, tokenizer, forget, train, test, reference=reference, config=config,
-                       device=device, progress=progress, edit=edit).to_dict()
-    dev = modeling.resolve_device(device) if isinstance(device, str) else device
-    cfg = config if isinstance(config, AuditConfig) else AuditConfig.from_dict(config)
+    auditor = _auditor(tokenizer, forget, train, test, config, device, progress)
+    token_ids, reason = _edit_tokens(edit)
+    report = auditor.run(original, edited, reference=reference, token_ids=token_ids, edit_reason=reason).to_dict()
     labels = modeling.label_names(original)
     multi = modeling.is_multi_label(original)
-    preds = [modeling.predict(modeling.logits(m, tokenizer, test.texts, batch_size=cfg.batch_size,
-                                              max_length=cfg.max_length, device=dev), multi)
-             for m in (original, edited)]
+    # every held-out note: the test rows the audit's samples covered are not run again
+    preds = [modeling.predict(auditor.split_logits(m, "test"), multi) for m in (original, edited)]
     matrix = confusion(test.multi_hot(labels), preds[0], preds[1], labels, multi)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -48,7 +48,7 @@ class ModelError(UsageError):
 
 
 class EditMismatchError(UsageError):
-    """A TokenEdit is applied to a model other than the one it was made from."""
+    """An edit (SparseEdit, TokenEdit) meets a model other than the one it was made from or for."""
 
 
 class PolicyError(UsageError):

@@ -55,6 +55,13 @@ class FeatureCache:
             return tuple(values.values())
         return self.kind(**values)
 
+    def take(self, rows: Sequence[int]) -> FeatureCache:
+        """A cache of the notes `rows` (in that order)."""
+        import torch
+
+        return FeatureCache({k: (v.index_select(0, torch.as_tensor(list(rows), dtype=torch.long, device=v.device))
+                                 if v is not None else None) for k, v in self.fields.items()}, self.kind)
+
     def replace(self, rows: Sequence[int], other: FeatureCache) -> FeatureCache:
         """A copy whose `rows` come from `other` (one entry per row, in that order)."""
         copy = FeatureCache({k: (v.clone() if v is not None else None) for k, v in self.fields.items()}, self.kind)

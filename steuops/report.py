@@ -432,6 +432,8 @@ def _matrix(matrix: Sequence[Sequence[int]], labels: Sequence[str], caption: str
 SCORER_CAPTIONS = {
     "pmi": "PMI with the forget class &times; log document frequency",
     "specific": "log-odds of occurring in forget rather than retain notes &times; log forget-note count",
+    "fisher": "how many of the row's elements the method changes, chosen by Fisher information on the forget "
+              "notes over that on retain notes; level and weight: the token's place in the concept hierarchy",
 }
 
 
@@ -440,16 +442,22 @@ def _tokens(tokens, scorer: str | None = None) -> str:
     if not tokens:
         return head + "<p class=\"muted\">The method selected no tokens (it edits no embedding rows).</p></section>"
     limit = 120
+    levels = any("level" in t for t in tokens)  # a hierarchy method: each token's level and forget weight too
+
+    def extra(t) -> str:
+        return f"<td>{escape(str(t.get('level') or '-'))}</td><td>{_num(t.get('weight'), 2)}</td>" if levels else ""
+
     rows = "".join(
         f"<tr><td>{i + 1}</td><td><code>{escape(str(t.get('token', '')))}</code></td>"
-        f"<td>{escape(str(t.get('id', '')))}</td><td>{_num(t.get('score'), 3)}</td></tr>"
+        f"<td>{escape(str(t.get('id', '')))}</td><td>{_num(t.get('score'), 3)}</td>{extra(t)}</tr>"
         for i, t in enumerate(tokens[:limit])
     )
     more = f"<p class=\"muted\">{len(tokens) - limit} more in {JSON_FILE}.</p>" if len(tokens) > limit else ""
     how = SCORER_CAPTIONS.get(str(scorer), "the method's own score")
     return (head + f"<p>{len(tokens)} embedding rows were edited; their tokens, by selection score "
             f"({how}):</p>"
-            "<div class=\"scroll\"><table class=\"tokens\"><tr><th>#</th><th>token</th><th>id</th><th>score</th></tr>"
+            "<div class=\"scroll\"><table class=\"tokens\"><tr><th>#</th><th>token</th><th>id</th><th>score</th>"
+            + ("<th>level</th><th>weight</th>" if levels else "") + "</tr>"
             + rows + "</table></div>" + more + "</section>")
 
 
@@ -514,8 +522,12 @@ def _seeds_line(audit) -> str:
     seeds = list(audit.get("seeds") or [])
     if not seeds:
         return ""
+    deep = (audit.get("config") or {}).get("gradient_seeds")
+    fewer = (f" The two attacks that train through the encoder (the embedding-rows re-fit and the retain-only "
+             f"fine-tune) ran on the first {deep} of them (the audit's gradient_seeds)."
+             if isinstance(deep, int) and deep < len(seeds) else "")
     return (f"<p class=\"muted\">Figures are the mean &plusmn; standard deviation over {len(seeds)} seed"
-            f"{'s' if len(seeds) != 1 else ''} ({escape(', '.join(str(x) for x in seeds))}).</p>")
+            f"{'s' if len(seeds) != 1 else ''} ({escape(', '.join(str(x) for x in seeds))}).{fewer}</p>")
 
 
 def _cell(audit, figure: str, role: str, value: Any) -> str:

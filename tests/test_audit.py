@@ -22,7 +22,7 @@ FAST = dict(max_length=16, batch_size=32, relearn_steps=[0, 5, 25, 60], relearn_
             seeds=1, relearn_sizes=[4], retain_relearn_steps=2, retain_relearn_notes=16)
 # the module's report: two seeds, an attacker size larger than the split, a few retain-relearn steps
 REPORT = {**FAST, "seeds": 2, "relearn_sizes": [4, 16, 1000], "retain_relearn_steps": 3, "retain_relearn_notes": 32,
-          "retain_relearn_lr": 1e-3}
+          "retain_relearn_lr": 1e-3, "gradient_seeds": 2}
 
 
 def keyword_notes(n: int, seed: int) -> Notes:
@@ -395,6 +395,23 @@ def test_figures_are_the_means_of_the_per_seed_values(report):
         for role in ("edited", "reference"):
             assert entry[role]["mean"] == pytest.approx(np.mean(entry[role]["values"]), abs=1e-12)
     assert "seeds" in report["bypass"]  # bypass says it was computed once, not per seed
+
+
+def test_the_encoder_gradient_attacks_run_on_the_first_gradient_seeds_only(world, report):
+    """gradient_seeds=1: the rows re-fit and the retain-only fine-tune run on seed 0 only (their figures are that
+    seed's, the later seed says None); every other figure is still over both seeds, and equal to the full run's."""
+    original, steu, reference, tok, train, test = world
+    one = run_audit(original, steu.model, tok, FORGET, train, test, reference=reference,
+                    config=AuditConfig(**{**REPORT, "gradient_seeds": 1}), device="cpu", edit=steu.edit).to_dict()
+    for figure, key in (("relearn_f1", "edited_rows"), ("retain_relearn_f1", "edited"), ("retain_relearn_f1", "original")):
+        values = one["spread"][figure][key]["values"]
+        assert values[1] is None and values[0] == report["spread"][figure][key]["values"][0]
+        assert one[figure][key] == values[0]
+    assert "edited" not in one["per_seed"][1]["relearn_curves"]["rows"]
+    assert one["relearn_curves"]["rows"]["edited"] == report["per_seed"][0]["relearn_curves"]["rows"]["edited"]
+    for figure in ("probe_f1", "membership_auc", "cka"):
+        assert one[figure] == pytest.approx(report[figure], abs=1e-9)
+    assert one["relearn_f1"]["edited"] == pytest.approx(report["relearn_f1"]["edited"], abs=1e-9)
 
 
 def _v1_sample(n: int, cap: int, rng: np.random.Generator) -> np.ndarray:

@@ -34,6 +34,9 @@ def apply(
                                        "Default: the dataset logged with the model."),
     method: str = typer.Option("steu", "--method", help="Unlearning method."),
     config: str | None = typer.Option(None, "--config", help="Method options as JSON, e.g. '{\"k\": 128}'."),
+    hierarchy: Path | None = typer.Option(None, "--hierarchy", help="Concept hierarchy YAML (levels L1-L4 per class, "
+                                          "docs/HIERARCHY.md) for --method hdsu; default: the built-in one when "
+                                          "it has the class."),
     policy: str | None = typer.Option(None, "--policy", help="Policy file or name (default: policies/default.yaml)."),
     promote: bool | None = typer.Option(None, "--promote/--no-promote",
                                         help="Promote on a pass (default: what the policy says)."),
@@ -58,7 +61,7 @@ def apply(
 
         raise UsageError("--alias and --version both given", hint="start from one: --alias NAME or --version N")
     # Options that need no registry or model fail first, so a typo costs no model load.
-    method_config = _json_option(config, "--config")
+    method_config = _with_hierarchy(_json_option(config, "--config"), hierarchy, method, forget)
     check_writable(junit, "--junit")
     check_folder(data_docs, "--data-docs")
     with progress_bar(enabled=not as_json) as progress, _data_docs(data_docs):
@@ -80,6 +83,24 @@ def apply(
         emit_json("apply", result.to_dict())
         return
     show_apply(result)
+
+
+def _with_hierarchy(config: dict[str, Any] | None, path: Path | None, method: str,
+                    forget: list[str]) -> dict[str, Any] | None:
+    """--hierarchy into the method's options, the file read and checked first (exit 2 before any work)."""
+    if path is None:
+        return config
+    import dataclasses
+
+    from steuops.errors import UsageError
+    from steuops.hierarchy import Hierarchy
+    from steuops.methods import get
+
+    if "hierarchy" not in {f.name for f in dataclasses.fields(get(method).config_class)}:
+        raise UsageError(f"--hierarchy: method {method!r} takes no concept hierarchy",
+                         hint="use it with --method hdsu, or leave --hierarchy out")
+    Hierarchy.load(path).for_classes(forget)
+    return {**(config or {}), "hierarchy": str(path.resolve())}
 
 
 @contextmanager

@@ -20,11 +20,11 @@ from steuops.errors import ConfigError
 
 if TYPE_CHECKING:
     from steuops.data import Notes
-    from steuops.edit import TokenEdit
+    from steuops.edit import SparseEdit
     from steuops.modeling import Progress
 
 # Modules whose import registers methods; imported lazily on first lookup.
-_PROVIDERS = ("steuops.methods.steu.method", "steuops.methods.baselines")
+_PROVIDERS = ("steuops.methods.steu.method", "steuops.methods.baselines", "steuops.methods.hdsu")
 _REGISTRY: dict[str, type[Method]] = {}
 
 
@@ -149,7 +149,7 @@ class UnlearnResult:
     config: dict[str, Any]
     forget: list[str]
     seconds: float
-    edit: TokenEdit | None = None  # sparse methods only: the tiny artifact that re-applies the change
+    edit: SparseEdit | None = None  # sparse methods only: the tiny artifact that re-applies the change (a TokenEdit for STEU)
     info: dict[str, Any] = field(default_factory=dict)  # e.g. selected tokens, losses
 
 

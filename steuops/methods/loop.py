@@ -211,6 +211,11 @@ class StepContext:
 
 
 StepHook = Callable[[StepContext], None]
+# A method's own gradient computation for a batch (note indices): it runs its forward passes and leaves the
+# batch's gradients in `.grad` of the trained parameters (the loop has zeroed them), and returns the
+# (forget, retain) loss values, detached. For gradients the weighted sum cannot give: each loss's gradient
+# apart, to project one against the other (methods/hdsu.py).
+Gradients = Callable[["torch.Tensor"], tuple["torch.Tensor", "torch.Tensor"]]
 
 
 def train(
@@ -229,6 +234,7 @@ def train(
     stop: Stop | None = None,
     prepare: Callable[[torch.Tensor], Any] | None = None,
     on_step: StepHook | None = None,
+    gradients: Gradients | None = None,
 ) -> list[dict[str, float]]:
     """Seeded AdamW over `groups`; returns the mean losses of every epoch run. `held_out` (n,) bool: notes
     never trained on; `stop(history)` after each epoch ends training early when it says so; `prepare(order)`
@@ -237,7 +243,10 @@ def train(
     `on_step(StepContext)`: called once per optimizer step, after `loss.backward()` and before
     `optimizer.step()`: the gradients are in place and the parameters not yet moved, so the hook can read and
     rewrite `.grad` of the trained parameters in place (project the forget gradient, mask update elements).
-    None (the default) runs exactly the loop without it."""
+    None (the default) runs exactly the loop without it.
+
+    `gradients(idx)`: replaces forward, loss_fn and the backward of their weighted sum for each batch (see
+    Gradients); `forward` and `loss_fn` are then not called by the loop."""
     import torch
 
     if not any(g["params"] for g in groups):
@@ -257,12 +266,16 @@ def train(
         sums = np.zeros(2)
         for step in range(steps):
             idx = order[step * config.batch_size : (step + 1) * config.batch_size]
-            with modeling.autocast(batches.device, cpu_bf16=getattr(config, "cpu_bf16", False)):
-                z = forward(idx.tolist())
-            forget, retain = loss_fn(z.float(), idx.to(task.teacher.device), task)
-            loss = forget_weight * forget + retain_weight * retain
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            if gradients is None:
+                with modeling.autocast(batches.device, cpu_bf16=getattr(config, "cpu_bf16", False)):
+                    z = forward(idx.tolist())
+                forget, retain = loss_fn(z.float(), idx.to(task.teacher.device), task)
+                loss = forget_weight * forget + retain_weight * retain
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+            else:
+                optimizer.zero_grad(set_to_none=True)
+                forget, retain = gradients(idx)
             if on_step is not None:
                 on_step(StepContext(epoch=epoch, step=done, idx=idx, optimizer=optimizer,
                                     forget=forget.detach(), retain=retain.detach()))

@@ -298,7 +298,7 @@ class _World:
 
 def _load_world(registry: Registry, ref: ModelRef) -> _World:
     from steuops import cohort as cohorts
-    from steuops.edit import TokenEdit
+    from steuops.edit import load_edit
     from steuops.inference import InferenceSettings
     from steuops.pipeline.unlearn import split_of
 
@@ -312,7 +312,7 @@ def _load_world(registry: Registry, ref: ModelRef) -> _World:
     loaded = registry.load(ref)
     edit = None
     if lineage.EDIT_WEIGHTS in set(registry.artifact_names(ref, lineage.EDIT_DIR)):
-        edit = TokenEdit.load(registry.download_artifact(ref, lineage.EDIT_DIR)).token_ids
+        edit = load_edit(registry.download_artifact(ref, lineage.EDIT_DIR)).token_ids
     settings = InferenceSettings.resolve(loaded.tags, loaded.tokenizer)  # what the version was gated at
     settings.apply_to(loaded.tokenizer)
     return _World(original, loaded, train, test, settings, edit)
