@@ -28,9 +28,10 @@ from steuops import env  # noqa: F401  (offline + quiet before transformers load
 
 ROOT = Path(__file__).resolve().parents[1]
 PARAPHRASES = ROOT / "tests" / "data" / "paraphrases.jsonl"
-METHODS = ["steu", "steu+neighbours", "steu+neutral", "head_only", "retrain"]
-FIGURES = ["forget_f1", "retain_macro_f1", "probe_f1", "relearn_f1", "retain_relearn_f1", "membership_auc",
-           "paraphrase_forget_recall", "cka_original", "cka_reference", "seconds"]
+METHODS = ["steu", "steu+neighbours", "steu+neutral", "head_only", "hdsu", "retrain"]
+FIGURES = ["forget_f1", "retain_macro_f1", "probe_f1", "relearn_f1", "rows_relearn_f1", "retain_relearn_f1",
+           "membership_auc", "bypass_f1", "paraphrase_forget_recall", "cka_original", "cka_reference", "params_fraction",
+           "forgetting_rate", "knowledge_preservation", "seconds"]
 
 
 def log(msg: str) -> None:
@@ -87,6 +88,7 @@ def configs(max_length: int, encoder: str) -> dict[str, dict[str, Any]]:
         "steu+neighbours": {**steu, "depth": "neighbours"},
         "steu+neutral": {**steu, "depth": "neutral"},
         "head_only": {key: value for key, value in steu.items() if key not in ("k", "depth")},
+        "hdsu": {"max_length": max_length},  # its defaults: 0.1% of the elements, the built-in hierarchy
         "retrain": {**demo_retrain_config(), "max_length": max_length, "base": encoder},  # as the report's reference
     }
 
@@ -98,6 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     from steuops.cohort import to_notes
     from steuops.demo import model as demo
     from steuops.demo.notes import to_frame
+    from steuops.hierarchy import AUTO, resolve
     from steuops.methods import unlearn
     from steuops.metrics import evaluate
 
@@ -124,6 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     names = [m for m in args.methods.split(",") if m]
     settings = configs(length, str(encoder))
+    hierarchy = resolve(AUTO, forget)  # the paper's preservation by level, for every method alike
     audit_overrides = json.loads(args.audit) if args.audit else {}
     runs: dict[str, list[dict[str, Any]]] = {name: [] for name in names}
     for seed in range(args.seeds):
@@ -132,7 +136,8 @@ def main(argv: list[str] | None = None) -> int:
             log(f"seed {seed}: {name}")
             result = unlearn(name.split("+")[0], model, tokenizer, forget, train, {**settings[name], "seed": seed},
                              device=args.device)
-            ev = evaluate(model, result.model, tokenizer, test, forget, device=args.device, max_length=length)
+            ev = evaluate(model, result.model, tokenizer, test, forget, device=args.device, max_length=length,
+                          hierarchy=hierarchy)
             out["original"].setdefault("test", {"forget_f1": ev.before.forget_f1,
                                                 "retain_macro_f1": ev.before.retain_macro_f1,
                                                 "macro_f1": ev.before.macro_f1})
@@ -140,7 +145,9 @@ def main(argv: list[str] | None = None) -> int:
             runs[name].append({"forget_f1": ev.after.forget_f1, "retain_macro_f1": ev.after.retain_macro_f1,
                                "params_fraction": ev.params_fraction, "seconds": round(result.seconds, 2),
                                "paraphrase_forget_recall": max(after[c] for c in forget),
-                               "paraphrase_recall": after})
+                               "paraphrase_recall": after, "forgetting_rate": ev.paper["forgetting_rate"],
+                               "knowledge_preservation": ev.paper["knowledge_preservation"],
+                               "preservation_by_level": ev.paper.get("preservation_by_level")})
             results[name] = result
         reference = results.get("retrain")
         audit = AuditConfig.from_dict({"seed": seed, "max_length": length, **_one_seed(), **audit_overrides})
@@ -174,6 +181,8 @@ def _one_seed() -> dict[str, Any]:
 def _audit_figures(audit: dict[str, Any]) -> dict[str, Any]:
     cka = audit.get("cka") or {}
     return {"probe_f1": audit["probe_f1"]["edited"], "relearn_f1": audit["relearn_f1"]["edited"],
+            "rows_relearn_f1": audit["relearn_f1"].get("edited_rows"),
+            "bypass_f1": (audit.get("bypass_f1") or {}).get("edited"),
             "retain_relearn_f1": (audit.get("retain_relearn_f1") or {}).get("edited"),
             "membership_auc": audit["membership_auc"]["edited"],
             "cka_original": cka.get("edited_vs_original"), "cka_reference": cka.get("edited_vs_reference"),

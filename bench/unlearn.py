@@ -29,7 +29,7 @@ from typing import Any
 from steuops import env  # noqa: F401  (offline + quiet before transformers loads)
 
 H100_BF16_TFLOPS = 766.0
-METHODS = ["steu", "retrain", "head_only", "embedding_only", "random_tokens", "grad_ascent"]
+METHODS = ["steu", "hdsu", "retrain", "head_only", "embedding_only", "random_tokens", "grad_ascent"]
 
 
 @dataclass
@@ -131,6 +131,7 @@ def method_configs(preset: Preset, encoder: Path, steu_overrides: dict[str, Any]
         "steu": steu,
         "head_only": {k: v for k, v in steu.items() if k != "k"},
         "embedding_only": steu,
+        "hdsu": {**common},  # its defaults: 0.1% of the elements by Fisher information, the built-in hierarchy
         "random_tokens": steu,
         "grad_ascent": {**common, "layers": 3, "epochs": steu.get("epochs", 5), "lr": 2e-5, "head_lr": 1e-3,
                         **preset.grad_ascent},
@@ -164,6 +165,7 @@ def run_methods(model, tokenizer, train, test, forget: list[str], names: list[st
             "seconds": round(result.seconds, 2),
             "l2_distance": ev.l2_distance,
             "per_class": ev.after.per_class_f1,
+            "paper": ev.paper,
             "config": result.config,
         }
         if "tokens" in result.info:

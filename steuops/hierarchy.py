@@ -334,6 +334,27 @@ def builtin() -> Hierarchy:
     return Hierarchy.from_dict(yaml.safe_load(text), source=BUILTIN_SOURCE)
 
 
+AUTO = "auto"  # a method's `hierarchy` option: the built-in one when it has every forget class, else none
+NONE = "none"
+
+
+def resolve(spec: str | None, forget: Sequence[str]) -> Hierarchy | None:
+    """The hierarchy a run uses for `forget`: a YAML file's, the built-in one ("auto", when it has every
+    forget class), or none ("none" / None)."""
+    if spec is None or spec == NONE:
+        return None
+    if spec == AUTO:
+        built = builtin()
+        return built.for_classes(forget) if all(c in built.classes for c in forget) else None
+    return Hierarchy.load(spec).for_classes(forget)
+
+
+def highest_level(hierarchy: Hierarchy, texts: Sequence[str]) -> np.ndarray:
+    """(n,) int: the highest level (1-4) each note mentions, 0 when it mentions none."""
+    levels = hierarchy.note_levels(texts)
+    return np.where(levels.any(axis=1), 4 - np.argmax(levels[:, ::-1], axis=1), 0)
+
+
 # ---- ICD-10 ----------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class _IcdRow:

@@ -76,6 +76,7 @@ class Evaluation:
     labels: list[str]
     support: dict[str, int] = field(default_factory=dict)  # test notes carrying each class
     inference: dict[str, Any] = field(default_factory=dict)  # InferenceSettings.to_dict() the notes were scored at
+    paper: dict[str, Any] = field(default_factory=dict)  # the HDSU paper's figures (paper_metrics)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able; the input of gate.decide."""
@@ -119,8 +120,12 @@ def evaluate(
     max_length: int = 256,
     progress: Progress | None = None,
     settings: InferenceSettings | None = None,
+    hierarchy: Any = None,
 ) -> Evaluation:
     """Score both models on the held-out notes and diff their parameters.
+
+    `hierarchy` (steuops.hierarchy.Hierarchy of the forget classes, or None): the paper figures then also
+    give the preservation of the retain notes grouped by the highest hierarchy level they mention.
 
     `settings` (max length + truncation side) is what the notes are tokenized with; it wins over
     `max_length`, which (with the tokenizer's own truncation side) is used only when settings is None.
@@ -137,6 +142,8 @@ def evaluate(
     preds = [modeling.predict(_logits_on(model, tokenizer, test.texts, settings, dev, batch_size, progress), multi)
              for model in (original, edited)]
     modified, total, l2 = param_diff(original, edited)
+    cols = [labels.index(c) for c in forget]
+    levels = None if hierarchy is None else _highest_level(hierarchy, test.texts)
     return Evaluation(
         before=scores(y_true, preds[0], labels, forget),
         after=scores(y_true, preds[1], labels, forget),
@@ -149,7 +156,57 @@ def evaluate(
         labels=labels,
         support={name: int(n) for name, n in zip(labels, y_true.sum(axis=0), strict=True)},
         inference=settings.to_dict(),
+        paper=paper_metrics(y_true, preds[0], preds[1], cols, modified / total if total else 0.0, levels),
     )
+
+
+def _highest_level(hierarchy: Any, texts: Sequence[str]) -> np.ndarray:
+    from steuops.hierarchy import highest_level
+
+    return highest_level(hierarchy, texts)
+
+
+def paper_metrics(y_true: np.ndarray, before: np.ndarray, after: np.ndarray, forget_cols: Sequence[int],
+                  params_fraction: float, levels: np.ndarray | None = None) -> dict[str, Any]:
+    """The figures of the HDSU paper (arXiv 2511.19498), for a classifier:
+    - forgetting rate = 1 - forget accuracy after / before; forget accuracy = share of the notes carrying a forget
+      class for which every forget class they carry is predicted;
+    - knowledge preservation = retain accuracy after / before; retain accuracy = share of the other notes whose
+      retained columns are all predicted right (single-label: the predicted class is the true one);
+    - params_percent = 100 x the share of parameters changed;
+    - preservation_by_level (with `levels`, (n,) highest hierarchy level each note mentions, 0 = none): knowledge
+      preservation on the retain notes of each level. None where a denominator is 0."""
+    t, b, a = (np.asarray(m).astype(bool) for m in (y_true, before, after))
+    fcols = list(forget_cols)
+    keep = [j for j in range(t.shape[1]) if j not in set(fcols)]
+    carries = t[:, fcols].any(axis=1)
+
+    def forget_acc(p: np.ndarray) -> float | None:
+        hit = ~(t[:, fcols] & ~p[:, fcols]).any(axis=1)  # every forget label the note carries is predicted
+        return float(hit[carries].mean()) if carries.any() else None
+
+    def retain_acc(p: np.ndarray, rows: np.ndarray) -> float | None:
+        rows = rows & ~carries
+        return float((p[rows][:, keep] == t[rows][:, keep]).all(axis=1).mean()) if rows.any() else None
+
+    everyone = np.ones(len(t), dtype=bool)
+    out: dict[str, Any] = {"forget_accuracy_before": forget_acc(b), "forget_accuracy_after": forget_acc(a),
+                           "retain_accuracy_before": retain_acc(b, everyone), "retain_accuracy_after": retain_acc(a, everyone),
+                           "params_percent": 100.0 * params_fraction}
+    out["forgetting_rate"] = _rate(out["forget_accuracy_after"], out["forget_accuracy_before"], complement=True)
+    out["knowledge_preservation"] = _rate(out["retain_accuracy_after"], out["retain_accuracy_before"])
+    if levels is not None:
+        out["preservation_by_level"] = {
+            ("none" if lv == 0 else f"L{lv}"): {"notes": int(((levels == lv) & ~carries).sum()),
+                                                "preservation": _rate(retain_acc(a, levels == lv), retain_acc(b, levels == lv))}
+            for lv in range(5)}
+    return out
+
+
+def _rate(after: float | None, before: float | None, complement: bool = False) -> float | None:
+    if after is None or not before:
+        return None
+    return 1.0 - after / before if complement else after / before
 
 
 def _settings_for(tokenizer: Any, max_length: int) -> InferenceSettings:

@@ -387,8 +387,26 @@ def _utility(evaluation, forget) -> str:
     return (
         "<section id=\"utility\"><h2>Per-class F1, before and after</h2>" + chart
         + "<table><tr><th>class</th><th>before</th><th>after</th><th>change</th><th>test support</th></tr>"
-        + rows + "</table><p>" + " &middot; ".join(f"{escape(k)}: {v}" for k, v in facts) + "</p></section>"
+        + rows + "</table><p>" + " &middot; ".join(f"{escape(k)}: {v}" for k, v in facts) + "</p>"
+        + _paper(evaluation.get("paper")) + "</section>"
     )
+
+
+def _paper(paper) -> str:
+    """The HDSU paper's figures (metrics.paper_metrics), for readers comparing with it."""
+    if not isinstance(paper, Mapping) or not paper:
+        return ""
+    facts = [("forgetting rate", _num(paper.get("forgetting_rate"))),
+             ("knowledge preservation", _num(paper.get("knowledge_preservation"))),
+             ("parameters changed", f"{_num(paper.get('params_percent'), 3)}%")]
+    levels = paper.get("preservation_by_level") or {}
+    by_level = "".join(f"<tr><td>{escape(str(k))}</td><td>{escape(str(v.get('notes')))}</td>"
+                       f"<td>{_num(v.get('preservation'))}</td></tr>" for k, v in levels.items())
+    table = ("<table><tr><th>highest hierarchy level the retain note mentions</th><th>notes</th>"
+             f"<th>preservation</th></tr>{by_level}</table>") if by_level else ""
+    return ("<h3>The paper's figures</h3><p class=\"muted\">As arXiv 2511.19498 reports them: forgetting rate = 1 "
+            "&minus; forget accuracy after / before; knowledge preservation = retain accuracy after / before.</p><p>"
+            + " &middot; ".join(f"{escape(k)}: {v}" for k, v in facts) + "</p>" + table)
 
 
 def _confusion(data, forget) -> str:

@@ -75,8 +75,8 @@ def test_the_forget_gradient_is_orthogonal_to_the_retain_gradients(multi):
     """With the retain term off, the gradient written is the projected forget gradient alone: orthogonal to
     every retain-batch gradient in the basis, and restricted to the mask."""
     model, tok, notes, _ = multi
-    from steuops.methods.loop import Batches, Task, frozen_copy, teacher_logits
     from steuops.methods.hdsu import WholeForward
+    from steuops.methods.loop import Batches, Task, frozen_copy, teacher_logits
 
     edited = frozen_copy(model, torch.device("cpu"))
     batches = Batches(tok, notes, 16, torch.device("cpu"))

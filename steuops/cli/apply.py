@@ -239,8 +239,11 @@ def _show_plan(result: ApplyResult) -> None:
 
     p = result.policy
     k = result.params.get("k")
+    size = f" k={k}" if k is not None else ""
+    if result.params.get("param_fraction") is not None:  # hdsu: a share of every parameter, not k rows
+        size = f" param_fraction={result.params['param_fraction']}, hierarchy={result.params.get('hierarchy')}"
     promote = f"alias {p.promote_alias!r} (now v{p.expected_version})" if p.promote_alias else "nothing"
-    console.print(f"plan: {result.method}" + (f" k={k}" if k is not None else "") +
+    console.print(f"plan: {result.method}" + size +
                   f", epochs={result.params.get('epochs')}; policy {p.name} ({(p.sha256 or '')[:12]}); "
                   f"on a pass promote {promote}", highlight=False)
     console.print("[yellow]dry run: nothing was trained or written[/yellow]")
@@ -269,8 +272,11 @@ def _show_params(result: ApplyResult) -> None:
     from steuops.cli.render import console
 
     e = result.evaluation or {}
-    k = (result.edit or {}).get("k")
+    edit = result.edit or {}
+    k = edit.get("k")
     rows = f" ({k} token-embedding rows + the head)" if k is not None else ""
+    if edit.get("kind") == "sparse":
+        rows = f" ({edit['values']:,} elements of {edit['tensors']} tensors; {k} token-embedding rows among them)"
     console.print(f"parameters modified: {e['params_modified']:,} of {e['params_total']:,} "
                   f"({100 * e['params_fraction']:.3f}%){rows}", highlight=False)
 

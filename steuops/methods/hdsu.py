@@ -56,8 +56,6 @@ if TYPE_CHECKING:
     from steuops.modeling import Progress
 
 FISHERS = ("ratio", "forget")
-HIERARCHY_AUTO = "auto"  # the built-in hierarchy when it has every forget class, else none
-HIERARCHY_NONE = "none"
 
 
 @dataclass
@@ -75,7 +73,7 @@ class HDSUConfig(MethodConfig):
     margin: float = 2.0  # single-label: how far below the best retained logit the forget logit is pushed
     retain_per_forget: float = 4.0
     # a YAML file (steuops/hierarchy.py), "auto" (the built-in one when it has every forget class) or "none"
-    hierarchy: str = HIERARCHY_AUTO
+    hierarchy: str = "auto"
     level_weights: list[float] = field(default_factory=lambda: [0.0, 0.25, 0.5, 1.0])  # forget-loss weight, L1..L4
     unmatched_weight: float = 0.5  # forget notes that mention no L2-L4 term
     protect_weight: float = 1.0  # extra distillation weight of retain notes with an L1/L2 term
@@ -113,12 +111,7 @@ def resolve_hierarchy(config: HDSUConfig, forget: list[str]) -> Hierarchy | None
     """The hierarchy the run uses: a file, the built-in one (when it has every forget class), or none."""
     from steuops import hierarchy as hierarchies
 
-    if config.hierarchy == HIERARCHY_NONE:
-        return None
-    if config.hierarchy == HIERARCHY_AUTO:
-        built = hierarchies.builtin()
-        return built.for_classes(forget) if all(c in built.classes for c in forget) else None
-    return hierarchies.Hierarchy.load(config.hierarchy).for_classes(forget)
+    return hierarchies.resolve(config.hierarchy, forget)
 
 
 def note_weights(hierarchy: Hierarchy | None, notes: Notes, config: HDSUConfig) -> tuple[np.ndarray, np.ndarray]:
@@ -407,7 +400,8 @@ def _info(edited: nn.Module, tokenizer: Any, masks: dict[str, torch.Tensor], lev
     return {"tokens": tokens, "losses": history, "early_stop": stopping,
             "selection": {"scorer": "fisher", "fisher": config.fisher, "elements": sum(per_tensor.values()),
                           "params_total": total, "per_tensor": per_tensor},
-            "hierarchy": None if hierarchy is None else {"source": hierarchy.source, "classes": sorted(hierarchy.classes)},
+            "hierarchy": None if hierarchy is None else {"source": hierarchy.source, "classes": sorted(hierarchy.classes),
+                                                         "levels": hierarchy.to_dict()},
             "projection": {"rank": config.projection_rank,
                            "mean_removed_share": round(float(np.mean(share)), 6) if share else None}}
 

@@ -411,16 +411,23 @@ def _unlearn(prep: _Prepared, method: str, device: str, clock: Clock, progress, 
                       device=device, progress=progress)
     result.tokens = list(out.info.get("tokens", []))[:50]
     if out.edit is not None:
-        result.edit = {"k": out.edit.k, "values": out.edit.num_changed_values()}
+        from steuops.edit import TokenEdit
+
+        result.edit = {"k": out.edit.k, "values": out.edit.num_changed_values(),
+                       "kind": "token" if isinstance(out.edit, TokenEdit) else "sparse",
+                       "tensors": len(out.edit.entries)}
     return out
 
 
 def _evaluate(prep: _Prepared, edited: Any, device: str, clock: Clock, progress, result: ApplyResult) -> None:
+    from steuops.hierarchy import AUTO, resolve
     from steuops.metrics import evaluate
 
     with clock.step("evaluate"):
+        # the paper's preservation by hierarchy level: the method's hierarchy, else the built-in one if it has the class
+        hierarchy = resolve(getattr(prep.config, "hierarchy", AUTO), prep.forget)
         evaluation = evaluate(prep.loaded.model, edited, prep.loaded.tokenizer, prep.test, prep.forget,
-                              device=device, settings=prep.settings, progress=progress)
+                              device=device, settings=prep.settings, progress=progress, hierarchy=hierarchy)
     result.evaluation = evaluation.to_dict()
 
 
@@ -542,6 +549,13 @@ def _run_metrics(result: ApplyResult) -> dict[str, float]:
         out[f"forget_f1_{when}"] = scores["forget_f1"]
         out[f"retain_macro_f1_{when}"] = scores["retain_macro_f1"]
         out.update({f"f1_{when}.{label}": f1 for label, f1 in scores["per_class_f1"].items()})
+    paper = evaluation.get("paper") or {}
+    for key in ("forgetting_rate", "knowledge_preservation", "params_percent"):
+        if paper.get(key) is not None:
+            out[f"paper.{key}"] = paper[key]
+    for level, entry in (paper.get("preservation_by_level") or {}).items():
+        if entry.get("preservation") is not None:
+            out[f"paper.preservation.{level}"] = entry["preservation"]
     for figure, values in (evaluation.get("audit") or {}).items():
         if isinstance(values, dict) and values.get("edited") is not None:
             out[f"audit.{figure}"] = values["edited"]
