@@ -148,3 +148,16 @@ def test_single_label_head(tmp_path):
                   max_length=16)
     assert ev.before.forget_f1 >= 0.5 and ev.after.forget_f1 <= 0.05
     assert set(modeling.label_names(out.model)) == set(LABELS)
+
+
+def test_token_scale_weights_the_forget_gradient_of_each_edited_row_by_its_level():
+    from steuops.methods.hdsu import token_scale
+
+    masks = {"head": torch.tensor([True, False, True]),
+             "emb": torch.tensor([[True, True], [False, True], [False, False], [True, False]])}
+    config = HDSUConfig(level_weights=[0.0, 0.25, 0.5, 1.0], unmatched_weight=0.3)
+    scale = token_scale(masks, "emb", {0: 4, 1: 3}, config)
+    # head elements 1; emb elements in row order: row 0 (L4) twice, row 1 (L3), row 3 (outside the hierarchy)
+    assert scale.tolist() == pytest.approx([1.0, 1.0, 1.0, 1.0, 0.5, 0.3])
+    assert token_scale(masks, "emb", {}, config) is None  # no hierarchy: nothing to weight
+    assert token_scale(masks, "emb", {0: 4}, HDSUConfig(token_weighting=False)) is None
