@@ -155,7 +155,7 @@ def test_token_scale_weights_the_forget_gradient_of_each_edited_row_by_its_level
 
     masks = {"head": torch.tensor([True, False, True]),
              "emb": torch.tensor([[True, True], [False, True], [False, False], [True, False]])}
-    config = HDSUConfig(level_weights=[0.0, 0.25, 0.5, 1.0], unmatched_weight=0.3)
+    config = HDSUConfig(level_weights=[0.0, 0.25, 0.5, 1.0], unmatched_weight=0.3, token_weighting=True)
     scale = token_scale(masks, "emb", {0: 4, 1: 3}, config)
     # head elements 1; emb elements in row order: row 0 (L4) twice, row 1 (L3), row 3 (outside the hierarchy)
     assert scale.tolist() == pytest.approx([1.0, 1.0, 1.0, 1.0, 0.5, 0.3])
