@@ -371,14 +371,17 @@ def hdsu_unlearn(model: nn.Module, tokenizer: Any, forget: list[str], notes: Not
     levels = token_levels(hierarchy, tokenizer)
     vocab = modeling.embedding(edited).weight.shape[0]
     blocked = blocked_rows(batches, forget_idx.tolist(), notes, levels, config.min_patients, vocab)
+    fisher_start = time.perf_counter()
     scores = element_scores(edited, batches, task, teach, config, blocked)
     total = sum(p.numel() for p in edited.parameters())
     masks = select_elements(scores, int(config.param_fraction * total))
     del scores
+    fisher_end = time.perf_counter()
     params = dict(edited.named_parameters())
     for name in masks:
         params[name].requires_grad_(True)
     forget_w, keep_w = (torch.from_numpy(w).to(device) for w in note_weights(hierarchy, notes, config))
+    train_start = time.perf_counter()
     forward = WholeForward(edited, batches)
     scale = token_scale(masks, modeling.embedding_param_name(edited), levels, config)
     step = ProjectedGradients(forward, params, masks, task, forget_w, keep_w, config, scale)
@@ -389,10 +392,13 @@ def hdsu_unlearn(model: nn.Module, tokenizer: Any, forget: list[str], notes: Not
                     held_out=None if held is None else torch.from_numpy(held), stop=stop,
                     prepare=lambda order: teach.run(order.tolist()), gradients=step)
     stopping["epochs_run"] = len(history)
+    seconds = {"setup": round(fisher_start - start, 2), "fisher": round(fisher_end - fisher_start, 2),
+               "train": round(time.perf_counter() - train_start, 2)}  # train: teacher passes of the drawn notes too
     for p in edited.parameters():
         p.requires_grad_(False)
     edited.to(home)
-    info = _info(edited, tokenizer, masks, levels, hierarchy, config, total, step, history, stopping)
+    info = {**_info(edited, tokenizer, masks, levels, hierarchy, config, total, step, history, stopping),
+            "seconds": seconds}
     edit = SparseEdit.from_masks(model, edited, {n: m.cpu() for n, m in masks.items()}, method="hdsu",
                                  config=config.to_dict(), forget=forget,
                                  info={k: info[k] for k in ("tokens", "selection", "hierarchy")})
