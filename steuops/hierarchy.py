@@ -53,6 +53,7 @@ import numpy as np
 import yaml
 
 from steuops.errors import ConfigError
+from steuops.yamlfile import read_yaml
 
 FORMAT = "steuops.hierarchy/v1"
 LEVELS = (1, 2, 3, 4)
@@ -183,16 +184,8 @@ class Hierarchy:
             raise ConfigError(f"{path}: no such hierarchy file",
                               hint=f"pass the path of a {FORMAT} YAML file; {_DOCS} (steuops/hierarchies/demo.yaml "
                                    "is an example)")
-        try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except UnicodeDecodeError:
-            raise ConfigError(f"{path}: not UTF-8", hint="re-save the hierarchy as UTF-8") from None
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            line = f" at line {mark.line + 1}" if mark is not None else ""
-            raise ConfigError(f"{path}: not valid YAML{line} ({getattr(exc, 'problem', None) or exc})",
-                              hint="check indentation and colons; quote entries containing ': ', '#', ',' or "
-                                   "brackets") from None
+        data = read_yaml(path, ConfigError, "hierarchy", "check indentation and colons; quote entries containing "
+                                                        "': ', '#', ',' or brackets")
         return cls.from_dict(data, source=str(path))
 
     @classmethod

@@ -15,6 +15,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
 
 from steuops.errors import PolicyError
+from steuops.yamlfile import read_yaml
 
 
 class _Strict(BaseModel):
@@ -111,20 +112,11 @@ class Policy(_Strict):
 
 def load(path: str | Path) -> Policy:
     """Read and validate a policy file; PolicyError names the file and each bad field."""
-    import yaml
 
     path = Path(path)
     if not path.is_file():
         raise PolicyError(f"{path}: no such policy file", hint=f"available here: {_available_hint()}")
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except UnicodeDecodeError:
-        raise PolicyError(f"{path}: not UTF-8", hint="re-save the policy as UTF-8") from None
-    except yaml.YAMLError as exc:
-        where = getattr(exc, "problem_mark", None)
-        line = f" at line {where.line + 1}" if where is not None else ""
-        raise PolicyError(f"{path}: not valid YAML{line} ({getattr(exc, 'problem', exc)})",
-                          hint="check indentation and colons; see policies/default.yaml") from None
+    raw = read_yaml(path, PolicyError, "policy", "check indentation and colons; see policies/default.yaml")
     if raw is None or raw == {}:
         # An empty file (or only comments / `null` / `{}`) is a half-written or truncated policy,
         # not a decision to take every default: the gate must not pass on nothing.
