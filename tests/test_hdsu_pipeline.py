@@ -46,3 +46,26 @@ def test_apply_method_hdsu_end_to_end(make_home, policies, tmp_path):
     html = (tmp_path / "r.html").read_text()
     assert report.audit_source == "computed now and logged"
     assert "<th>level</th>" in html and "The paper's figures" in html
+
+
+def test_hierarchy_flag_is_checked_before_any_work(tmp_path, capsys):
+    """--hierarchy: a bad file, a class it lacks, or a method without a hierarchy is exit 2 naming the
+    file and the fix, before the home or the model is touched (the home does not even exist here)."""
+    import json
+
+    from steuops.cli import main
+
+    home = tmp_path / "no-home"
+    good = tmp_path / "h.yaml"
+    good.write_text("format: steuops.hierarchy/v1\nclasses:\n  sepsis:\n    L4: [sepsis]\n")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("format: steuops.hierarchy/v1\nclasses:\n  sepsis:\n    L5: [sepsis]\n")
+    base = ["apply", "--model", MODEL, "--home", str(home), "--json"]
+    cases = [([*base, "--forget", "sepsis", "--method", "hdsu", "--hierarchy", str(bad)], "L5"),
+             ([*base, "--forget", "pneumonia", "--method", "hdsu", "--hierarchy", str(good)], "pneumonia"),
+             ([*base, "--forget", "sepsis", "--method", "steu", "--hierarchy", str(good)], "takes no concept hierarchy")]
+    for argv, needle in cases:
+        assert main(argv) == 2
+        envelope = json.loads(capsys.readouterr().out)
+        assert needle in envelope["result"]["message"] and envelope["result"].get("hint")
+    assert not home.exists()
