@@ -116,13 +116,6 @@ class HDSUConfig(MethodConfig):
 
 
 # ---- the hierarchy's part ------------------------------------------------------------------------
-def resolve_hierarchy(config: HDSUConfig, forget: list[str]) -> Hierarchy | None:
-    """The hierarchy the run uses: a file, the built-in one (when it has every forget class), or none."""
-    from steuops import hierarchy as hierarchies
-
-    return hierarchies.resolve(config.hierarchy, forget)
-
-
 def note_weights(hierarchy: Hierarchy | None, notes: Notes, config: HDSUConfig) -> tuple[np.ndarray, np.ndarray]:
     """(forget-loss weight, preservation weight) per note: both 1 without a hierarchy."""
     from steuops import hierarchy as hierarchies
@@ -357,17 +350,18 @@ def hdsu_unlearn(model: nn.Module, tokenizer: Any, forget: list[str], notes: Not
     import torch
 
     from steuops.edit import SparseEdit
+    from steuops.hierarchy import resolve
 
     start = time.perf_counter()
     home = next(model.parameters()).device
     modeling.head_param_names(model)  # a typed ModelError before any work
+    hierarchy = resolve(config.hierarchy, forget)  # a bad file or a missing class: ConfigError before any work
     edited, teacher_model = frozen_copy(model, device), frozen_copy(model, device)
     batches = Batches(tokenizer, notes, config.max_length, device, lazy=True)
     teach = SampledTeacher(teacher_model, batches, config.batch_size, features=False)
     forget_idx = np.flatnonzero(notes.has_any(list(forget)))
     teach.run(forget_idx.tolist())
     task = Task.build(edited, forget, notes, teach.logits)
-    hierarchy = resolve_hierarchy(config, forget)
     levels = token_levels(hierarchy, tokenizer)
     vocab = modeling.embedding(edited).weight.shape[0]
     blocked = blocked_rows(batches, forget_idx.tolist(), notes, levels, config.min_patients, vocab)
