@@ -28,10 +28,11 @@ from steuops import env  # noqa: F401  (offline + quiet before transformers load
 
 ROOT = Path(__file__).resolve().parents[1]
 PARAPHRASES = ROOT / "tests" / "data" / "paraphrases.jsonl"
-METHODS = ["steu", "steu+neighbours", "steu+neutral", "head_only", "hdsu", "retrain"]
+# "steu:pmi": STEU with the paper's PMI token scorer (plain "steu" uses the default, "specific")
+METHODS = ["steu", "steu:pmi", "steu+neighbours", "steu+neutral", "head_only", "hdsu", "retrain"]
 FIGURES = ["forget_f1", "retain_macro_f1", "probe_f1", "relearn_f1", "rows_relearn_f1", "retain_relearn_f1",
            "membership_auc", "bypass_f1", "paraphrase_forget_recall", "cka_original", "cka_reference", "params_fraction",
-           "forgetting_rate", "knowledge_preservation", "seconds"]
+           "forgetting_rate", "knowledge_preservation", "retain_touched", "rows", "seconds"]
 
 
 def log(msg: str) -> None:
@@ -87,6 +88,7 @@ def configs(max_length: int, encoder: str) -> dict[str, dict[str, Any]]:
         "steu": {**steu, "depth": "none"},
         "steu+neighbours": {**steu, "depth": "neighbours"},
         "steu+neutral": {**steu, "depth": "neutral"},
+        "steu:pmi": {**steu, "depth": "none", "scorer": "pmi"},
         "head_only": {key: value for key, value in steu.items() if key not in ("k", "depth")},
         "hdsu": {"max_length": max_length},  # its defaults: 0.1% of the elements, the built-in hierarchy
         "retrain": {**demo_retrain_config(), "max_length": max_length, "base": encoder},  # as the report's reference
@@ -134,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
         results = {}
         for name in names:
             log(f"seed {seed}: {name}")
-            result = unlearn(name.split("+")[0], model, tokenizer, forget, train, {**settings[name], "seed": seed},
+            result = unlearn(name.split("+")[0].split(":")[0], model, tokenizer, forget, train, {**settings[name], "seed": seed},
                              device=args.device)
             ev = evaluate(model, result.model, tokenizer, test, forget, device=args.device, max_length=length,
                           hierarchy=hierarchy)
@@ -147,7 +149,10 @@ def main(argv: list[str] | None = None) -> int:
                                "paraphrase_forget_recall": max(after[c] for c in forget),
                                "paraphrase_recall": after, "forgetting_rate": ev.paper["forgetting_rate"],
                                "knowledge_preservation": ev.paper["knowledge_preservation"],
-                               "preservation_by_level": ev.paper.get("preservation_by_level")})
+                               "preservation_by_level": ev.paper.get("preservation_by_level"),
+                               # the share of retain notes with an edited token, and the embedding rows edited
+                               "retain_touched": result.info.get("retain_touched_fraction"),
+                               "rows": len(result.edit.token_ids) if result.edit is not None else None})
             results[name] = result
         reference = results.get("retrain")
         audit = AuditConfig.from_dict({"seed": seed, "max_length": length, **_one_seed(), **audit_overrides})
