@@ -73,8 +73,9 @@ class AuditConfig:
     retain_relearn_notes: int = 256  # retain-only notes the attacker has (drawn per seed)
     # The two attacks that train through the encoder (the embedding-rows re-fit and the retain-only fine-tune)
     # run on the first gradient_seeds seeds only: on a CPU they are most of the audit's cost (demo, 2 cores: ~20 s
-    # per model and seed, against ~1 s for every other attack once the passes exist), and across seeds 0-2 their
-    # figures on the demo did not move (bench/results/forgetting-cpu-2026-11-29.json). Set it to `seeds` for all.
+    # per model and seed, against ~1 s for every other attack once the passes exist), and on the demo they gave 0.000
+    # on each of seeds 0-2 for STEU, HDSU and the reference (bench/results/forgetting-hdsu-cpu-2026-11-29.json; the
+    # original's retain-only fine-tune, a control, does vary). Set it to `seeds` for all.
     gradient_seeds: int = 1
     bypass_phrases: list[str] = field(default_factory=list)  # user phrases, added to every forget class
 
