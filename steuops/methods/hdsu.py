@@ -189,16 +189,14 @@ def select_elements(scores: dict[str, torch.Tensor], budget: int) -> dict[str, t
 def blocked_rows(batches: Batches, forget_idx: Sequence[int], notes: Notes, levels: dict[int, int],
                  min_patients: int, vocab: int) -> np.ndarray:
     """(V,) bool: embedding rows never edited: tokens of preservation-critical levels (L1/L2), and tokens
-    fewer than `min_patients` forget-cohort patients' notes contain (their row in the edit could name one)."""
-    patients: dict[int, set[Any]] = {}
-    for i in forget_idx:
-        who = notes.patient_ids[i] if notes.patient_ids is not None else int(i)
-        for t in set(batches.ids[i]):
-            patients.setdefault(int(t), set()).add(who)
-    blocked = np.ones(vocab, dtype=bool)
-    for t, who in patients.items():
-        if len(who) >= min_patients and t < vocab:
-            blocked[t] = False
+    fewer than `min_patients` forget-cohort patients' notes contain (their row in the edit could name one;
+    counted by STEU's selection, `doc_stats`, so both methods apply the same rule)."""
+    from steuops.methods.steu.selection import doc_stats
+
+    idx = list(forget_idx)
+    groups = None if notes.patient_ids is None else [notes.patient_ids[i] for i in idx]
+    stats = doc_stats([batches.ids[i] for i in idx], np.ones(len(idx), dtype=bool), vocab, groups=groups)
+    blocked = (stats.patients < max(min_patients, 1))  # a token no forget note holds has nothing to forget
     for t, level in levels.items():
         if level <= 2 and t < vocab:
             blocked[t] = True
