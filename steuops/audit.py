@@ -40,10 +40,14 @@ from steuops import env  # noqa: F401
 from steuops.errors import ConfigError
 
 if TYPE_CHECKING:
+    from steuops.auditcache import AuditCache
     from steuops.data import Notes
     from steuops.modeling import Progress
 
 SCHEMA = "steuops.audit/v2"
+VERIFY_NOTES = 4  # stored notes run again before an audit-cache entry is used
+# options that do not change one seed's attack on one model (so they are not part of its audit-cache key)
+PER_AUDIT_OPTIONS = ("seeds", "gradient_seeds", "bypass_phrases")
 ROLES = ("original", "edited", "reference")
 # CKA pairs: (key, first role, second role)
 CKA_PAIRS = (("edited_vs_original", "edited", "original"), ("edited_vs_reference", "edited", "reference"),
@@ -136,6 +140,7 @@ class AuditReport:
     skipped: dict[str, str]
     seconds: dict[str, float]
     seeds: list[int] = field(default_factory=list)
+    cache: dict[str, Any] = field(default_factory=dict)  # what the audit cache gave: {"dir", "reused", "rejected"}
     spread: dict[str, dict[str, Any]] = field(default_factory=dict)  # figure -> key -> {"mean", "std", "values"}
     relearn_sizes: dict[str, Any] = field(default_factory=dict)
     per_seed: list[dict[str, Any]] = field(default_factory=list)
@@ -166,6 +171,7 @@ class AuditReport:
             "skipped": self.skipped,
             "seconds": self.seconds,
             "config": self.config,
+            "cache": self.cache,
         }
 
 
@@ -265,6 +271,7 @@ class _SplitPass:
         self.features: np.ndarray | None = None
         self.cache: Any = None
         self.exact = True
+        self.dirty = False  # rows were computed since it was made or loaded (so it is worth saving)
 
     def missing(self, rows: np.ndarray) -> np.ndarray:
         rows = np.unique(np.asarray(rows, dtype=np.int64))
@@ -283,6 +290,7 @@ class _SplitPass:
             self.cache = None
         self.exact = self.exact and part.exact and self.cache is not None
         self.done[rows] = True
+        self.dirty = True
 
     def take(self, rows: np.ndarray) -> _Pass:
         rows = np.asarray(rows, dtype=np.int64)
@@ -290,6 +298,25 @@ class _SplitPass:
             return _Pass(np.zeros((0, 0), np.float32), np.zeros((0, 0), np.float32), None, False)
         cache = self.cache.take(rows.tolist()) if self.cache is not None else None
         return _Pass(self.logits[rows], self.features[rows], cache, self.exact)
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """For the audit cache (auditcache.py): numbers only."""
+        out = {"done": self.done, "logits": self.logits, "features": self.features, "exact": np.array(self.exact)}
+        return out | (self.cache.to_arrays() if self.cache is not None else {})
+
+    @classmethod
+    def from_arrays(cls, arrays: Mapping[str, np.ndarray], n: int, device) -> _SplitPass | None:
+        """The pass `arrays` wrote, or None when it does not fit a split of n notes."""
+        from steuops.features import FeatureCache
+
+        store = cls(n)
+        done = arrays.get("done")
+        if done is None or done.shape != (n,) or not done.any() or len(arrays["logits"]) != n:
+            return None
+        store.done, store.logits, store.features = done.astype(bool), arrays["logits"], arrays["features"]
+        store.cache = FeatureCache.from_arrays(dict(arrays), device)
+        store.exact = bool(arrays["exact"]) and store.cache is not None
+        return store
 
 
 @contextmanager
@@ -460,7 +487,7 @@ def _timed(seconds: dict[str, float], part: str) -> Iterator[None]:
 # ---- the auditor (caches passes so a bench can audit many methods against one original/reference) ---
 class _Auditor:
     def __init__(self, tokenizer, forget: Sequence[str], train: Notes, test: Notes, config: AuditConfig,
-                 device, progress: Progress | None) -> None:
+                 device, progress: Progress | None, disk: AuditCache | None = None) -> None:
         self.tokenizer = tokenizer
         self.forget = list(forget)
         self.config = config
@@ -476,6 +503,13 @@ class _Auditor:
         self._twins: dict[int, tuple[Any, list[int]]] = {}  # edited model -> (original, edited token ids)
         self.shortcut_notes = 0  # texts whose encoder pass an edited model took from the original's
         self._bypass: dict[str, dict[str, list[str]]] | None = None
+        # the audit cache on disk (auditcache.py): the fixed models' passes and retain-only fine-tunes
+        self.disk = disk
+        self._fixed: dict[int, tuple[Any, str, str]] = {}  # model id -> (model, role, fingerprint)
+        self._split_keys: dict[str, str] = {}
+        self.reused: dict[str, dict[str, int]] = {}  # role -> {"notes": n, "retain_relearn": seeds}
+        self.rejected: list[str] = []  # entries found on disk that did not match a fresh pass
+        self._distrusted: set[int] = set()  # fixed models with a rejected pass: their attacks are run again
 
     def _tell(self, phase: str, done: int, total: int) -> None:
         if self.progress:
@@ -499,7 +533,7 @@ class _Auditor:
         texts = self._texts_of(split)
         key = (id(model), split)
         if key not in self._cache:
-            self._cache[key] = (model, _SplitPass(len(texts)))
+            self._cache[key] = (model, self._stored_pass(model, split) or _SplitPass(len(texts)))
         store = self._cache[key][1]
         missing = store.missing(rows)
         if len(missing):
@@ -546,6 +580,98 @@ class _Auditor:
         for key in [k for k in self._retain_memo if k[0] == id(model)]:
             del self._retain_memo[key]
         self._twins.pop(id(model), None)
+        self._fixed.pop(id(model), None)
+
+    # ---- the audit cache on disk -----------------------------------------------------------------------
+    def fix(self, model, role: str) -> None:
+        """`model` is a fixed model of this audit (the original, the reference): its passes and retain-only
+        fine-tunes depend on it and the data only, so they are read from and written to the audit cache."""
+        from steuops.modeling import fingerprint
+
+        if self.disk is None or id(model) in self._fixed:
+            return
+        self._fixed[id(model)] = (model, role, fingerprint(model))
+        for split in ("train", "test", "bypass"):  # loaded (and checked) now: its remembered attacks rest on them
+            self._rows(model, split, np.zeros(0, dtype=np.int64))
+
+    def _split_key(self, split: str) -> str:
+        from steuops.auditcache import texts_sha
+
+        if split not in self._split_keys:
+            self._split_keys[split] = texts_sha(self._texts_of(split))
+        return self._split_keys[split]
+
+    def _stored_pass(self, model, split: str) -> _SplitPass | None:
+        """A fixed model's pass over `split` from the audit cache, once a few of its notes, run again now,
+        give the same logits and features (else None: it is computed afresh and overwritten)."""
+        from steuops import features
+
+        if id(model) not in self._fixed:
+            return None
+        _, role, fp = self._fixed[id(model)]
+        texts = self._texts_of(split)
+        arrays = self.disk.load_arrays(fp, self._split_key(split))
+        store = _SplitPass.from_arrays(arrays, len(texts), self.device) if arrays is not None else None
+        if store is None:
+            return None
+        rows = np.flatnonzero(store.done)[:VERIFY_NOTES]
+        fresh = _forward_pass(model.to(self.device), self.tokenizer, [texts[i] for i in rows],
+                              batch_size=self.config.batch_size, max_length=self.config.max_length, device=self.device)
+        same = all(np.allclose(a, b[rows], atol=features.EXACT_ATOL, rtol=1e-4)
+                   for a, b in ((fresh.logits, store.logits), (fresh.features, store.features)))
+        if not same:
+            self.rejected.append(f"the {role}'s passes over the {split} notes (they differ from a fresh pass)")
+            self._distrusted.add(id(model))
+            return None
+        self._count(role, "notes", int(store.done.sum()))
+        return store
+
+    def _remembered(self, model, attack: str, draw: _Draw, compute: Callable[[], Any], *details: Any) -> Any:
+        """compute(): one seed's `attack` on `model`; for a fixed model read from (or written to) the audit
+        cache, under a key of everything else that decides it: both splits' notes, the audit options, the
+        seed, the forget classes and label layout, and `details` (the attacker's rows, the steps)."""
+        if id(model) not in self._fixed:
+            return compute()
+        from steuops.auditcache import sha256_of
+        from steuops.reference import notes_sha256
+
+        if "notes" not in self._split_keys:
+            self._split_keys["notes"] = sha256_of([notes_sha256(self.splits[s]) for s in ("train", "test")])
+        options = {k: v for k, v in self.config.to_dict().items() if k not in PER_AUDIT_OPTIONS}
+        name = f"{attack}." + sha256_of([self._split_keys["notes"], options, draw.seed, self.forget, self.labels,
+                                         self.multi_label, details])[:24]
+        _, role, fp = self._fixed[id(model)]
+        stored = self.disk.values(fp) if id(model) not in self._distrusted else {}
+        if name in stored:
+            self._count(role, attack, 1)
+            return stored[name]
+        value = compute()
+        self._write(lambda: self.disk.put_values(fp, {name: value}))
+        return value
+
+    def _count(self, role: str, what: str, n: int) -> None:
+        counts = self.reused.setdefault(role, {})
+        counts[what] = counts.get(what, 0) + n
+
+    def save(self) -> None:
+        """Write the fixed models' passes that gained rows to the audit cache."""
+        for (mid, split), (_model, store) in self._cache.items():
+            if mid in self._fixed and store.dirty and store.logits is not None:
+                self._write(lambda fp=self._fixed[mid][2], split=split, store=store:
+                            self.disk.save_arrays(fp, self._split_key(split), store.arrays()))
+                store.dirty = False
+
+    def _write(self, write: Callable[[], None]) -> None:
+        try:
+            write()
+        except OSError as exc:  # a read-only or full home: the audit stands, only the memo is lost
+            self.rejected.append(f"not written to the audit cache ({type(exc).__name__}: {exc.strerror or exc})")
+
+    def cache_summary(self) -> dict[str, Any]:
+        if self.disk is None:
+            return {}
+        return {"dir": str(self.disk.root), "reused": {r: dict(c) for r, c in self.reused.items()},
+                "rejected": list(self.rejected)}
 
     def bind(self, original) -> None:
         """Read the label layout off the original: names, forget columns, the retain columns, multi-label."""
@@ -563,18 +689,27 @@ class _Auditor:
         models = {"original": original, "edited": edited, "reference": reference}
         self.share_encoder(original, edited, token_ids)
         seconds: dict[str, float] = {}
+        with _timed(seconds, "cache"):
+            for role in ("original", "reference"):
+                if models[role] is not None and models[role] is not edited:
+                    self.fix(models[role], role)
         per_seed = [self.one_seed(models, draw, token_ids, seconds) for draw in self.draws]
         skipped = self._skipped(models, per_seed, token_ids, edit_reason)
         with _timed(seconds, "bypass"):
             bypass = self.bypass(models, skipped)
-        return _summarise(self.forget, per_seed, bypass, self.config, self._sizes(per_seed), skipped, seconds)
+        with _timed(seconds, "cache"):
+            self.save()
+        report = _summarise(self.forget, per_seed, bypass, self.config, self._sizes(per_seed), skipped, seconds)
+        report.cache = self.cache_summary()
+        return report
 
     def one_seed(self, models: dict[str, Any], draw: _Draw, token_ids, seconds: dict[str, float]) -> dict[str, Any]:
         """Every sampled attack on one seed's draw: that seed's sections, as in `per_seed`."""
         live = {role: m for role, m in models.items() if m is not None}
         out: dict[str, Any] = {"seed": draw.seed, "sizes": self.sizes(draw)}
         with _timed(seconds, "probe"):
-            out["probe"] = {role: self.probe(m, draw) for role, m in live.items()}
+            out["probe"] = {role: self._remembered(m, "probe", draw, lambda m=m: self.probe(m, draw))
+                            for role, m in live.items()}
         with _timed(seconds, "relearn"):
             out["relearn_curves"] = self.relearn(models, draw, token_ids)
         with _timed(seconds, "relearn_sizes"):
@@ -669,6 +804,12 @@ class _Auditor:
 
     def relearn_head(self, model, draw: _Draw, *, rows: np.ndarray | None = None, steps: Sequence[int] | None = None,
                      phase: str = "relearn head") -> list[float]:
+        """The head re-fit attack's forget F1 after each of `steps` (see _relearn_head)."""
+        steps = list(steps or self.config.relearn_steps)
+        return self._remembered(model, "relearn_head", draw, lambda: self._relearn_head(model, draw, rows, steps, phase),
+                                None if rows is None else np.asarray(rows).tolist(), steps)
+
+    def _relearn_head(self, model, draw: _Draw, rows: np.ndarray | None, steps: list[int], phase: str) -> list[float]:
         """Re-fit ONLY the head on the attack sample (or on the pool `rows`: relearn_sizes), on the cached
         encoder outputs (the encoder is frozen, so its outputs do not change; this keeps the attack cheap on
         a CPU). A head the cache cannot replay exactly gets full passes through the frozen encoder instead:
@@ -697,7 +838,7 @@ class _Auditor:
         else:
             step, evaluate = self._full_logits(work, sample), self._full_evaluate(work, draw)
         return self._fit(work, params, self.config.relearn_lr_head, step, evaluate, phase, draw=draw, sample=sample,
-                         steps=steps or self.config.relearn_steps)
+                         steps=steps)
 
     def relearn_rows(self, model, draw: _Draw, token_ids: Sequence[int], *, shortcut: bool = True) -> list[float]:
         """Re-fit ONLY the edited embedding rows (forward and backward through the frozen encoder).
@@ -773,8 +914,9 @@ class _Auditor:
             return None
         key = (id(model), draw.seed)
         if key not in self._retain_memo:
-            work = self.retain_relearned(model, draw)
-            self._retain_memo[key] = (model, self._full_evaluate(work, draw)())
+            value = self._remembered(model, "retain_relearn", draw,
+                                     lambda: self._full_evaluate(self.retain_relearned(model, draw), draw)())
+            self._retain_memo[key] = (model, value)
         return self._retain_memo[key][1]
 
     def retain_relearned(self, model, draw: _Draw):
@@ -1099,14 +1241,16 @@ def run_audit(
     device: Any = "auto",
     progress: Progress | None = None,
     edit: Any = None,
+    cache_dir: Any = None,
 ) -> AuditReport:
     """Audit `edited` (made from `original` by forgetting `forget`) next to `reference` (retrained
     without the class, or None). `train` holds the unlearning cohort (membership members, probe
     training data, the attacker's samples); `test` is held out. `edit` is the TokenEdit (or its token
     ids) when the method edited embedding rows: only then is the rows re-fit attack run. Every
     sampled attack runs for config.seeds seeds; the figures are means (see AuditReport.spread).
-    No model passed in is modified (the attacks train copies)."""
-    auditor = _auditor(tokenizer, forget, train, test, config, device, progress)
+    No model passed in is modified (the attacks train copies). `cache_dir`: the audit cache (auditcache.py)
+    for the original's and the reference's work; None computes everything."""
+    auditor = _auditor(tokenizer, forget, train, test, config, device, progress, cache_dir)
     token_ids, reason = _edit_tokens(edit)
     return auditor.run(original, edited, reference=reference, token_ids=token_ids, edit_reason=reason)
 
@@ -1141,7 +1285,7 @@ def audit_methods(
     return out
 
 
-def _auditor(tokenizer, forget, train, test, config, device, progress) -> _Auditor:
+def _auditor(tokenizer, forget, train, test, config, device, progress, cache_dir: Any = None) -> _Auditor:
     from steuops.errors import CohortError
     from steuops.modeling import resolve_device
 
@@ -1152,7 +1296,13 @@ def _auditor(tokenizer, forget, train, test, config, device, progress) -> _Audit
         raise CohortError(f"audit: no training note carries {', '.join(forget)}",
                           hint="the audit needs the forget cohort (notes with the forgotten class)")
     dev = resolve_device(device) if isinstance(device, str) else device
-    return _Auditor(tokenizer, forget, train, test, config, dev, progress)
+    disk = None
+    if cache_dir is not None:
+        from steuops.auditcache import AuditCache, context
+
+        disk = AuditCache(cache_dir, context(tokenizer, {"batch_size": config.batch_size,
+                                                         "max_length": config.max_length}, dev))
+    return _Auditor(tokenizer, forget, train, test, config, dev, progress, disk)
 
 
 def _edit_tokens(edit: Any) -> tuple[list[int] | None, str | None]:
@@ -1183,24 +1333,27 @@ def audit_and_report(
     device: Any = "auto",
     progress: Progress | None = None,
     tokens: Sequence[Mapping[str, Any]] | None = None,
+    cache_dir: Any = None,
 ) -> dict[str, Any]:
     """For the pipeline: run the audit, compute the before/after confusion on `test`, write
     audit.json + report.html + report.json into `out_dir`. Returns {"audit": AuditReport.to_dict(),
     "files": {"audit.json": path, "report.html": path, "report.json": path}, "confusion": ..., "tokens": [...]}.
-    `edit` is the TokenEdit (or None); `tokens` (default: edit.info["tokens"]) feed the token table."""
+    `edit` is the TokenEdit (or None); `tokens` (default: edit.info["tokens"]) feed the token table;
+    `cache_dir`: the audit cache (see run_audit)."""
     import json
     from pathlib import Path
 
     from steuops import modeling
     from steuops.report import confusion, write_report
 
-    auditor = _auditor(tokenizer, forget, train, test, config, device, progress)
+    auditor = _auditor(tokenizer, forget, train, test, config, device, progress, cache_dir)
     token_ids, reason = _edit_tokens(edit)
     report = auditor.run(original, edited, reference=reference, token_ids=token_ids, edit_reason=reason).to_dict()
     labels = modeling.label_names(original)
     multi = modeling.is_multi_label(original)
     # every held-out note: the test rows the audit's samples covered are not run again
     preds = [modeling.predict(auditor.split_logits(m, "test"), multi) for m in (original, edited)]
+    auditor.save()  # the original's rows the samples did not cover
     matrix = confusion(test.multi_hot(labels), preds[0], preds[1], labels, multi)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -18,6 +18,7 @@ torch only, imported inside functions (engine path: no mlflow, no bentoml).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -75,6 +76,46 @@ class FeatureCache:
 
         return FeatureCache({k: (torch.zeros((n, *v.shape[1:]), dtype=v.dtype, device=v.device)
                                  if v is not None else None) for k, v in self.fields.items()}, self.kind)
+
+    def to_arrays(self, prefix: str = "cache.") -> dict[str, np.ndarray]:
+        """numpy arrays for np.savez (no pickle): each field widened to float32 where it is a narrower
+        float (bf16 has no numpy dtype; widening is lossless), with its torch dtype and `kind` by name."""
+        import torch
+
+        out: dict[str, np.ndarray] = {}
+        layout = {"kind": "tuple" if self.kind is tuple else f"{self.kind.__module__}:{self.kind.__qualname__}",
+                  "fields": {k: (str(v.dtype).removeprefix("torch.") if v is not None else None)
+                             for k, v in self.fields.items()}}
+        for key, value in self.fields.items():
+            if value is not None:
+                wide = value.float() if value.is_floating_point() and value.dtype != torch.float64 else value
+                out[f"{prefix}{key}"] = wide.detach().cpu().numpy()
+        out[f"{prefix}layout"] = np.array(json.dumps(layout))
+        return out
+
+    @classmethod
+    def from_arrays(cls, arrays: dict[str, np.ndarray], device: Any, prefix: str = "cache.") -> FeatureCache | None:
+        """The cache `to_arrays` wrote, on `device`; None when it is not there or names an output class
+        outside transformers (only those are rebuilt)."""
+        import importlib
+
+        import torch
+
+        raw = arrays.get(f"{prefix}layout")
+        if raw is None:
+            return None
+        layout = json.loads(str(raw))
+        kind: Any = tuple
+        if layout["kind"] != "tuple":
+            module, _, name = layout["kind"].partition(":")
+            if module.split(".")[0] != "transformers":
+                return None
+            kind = getattr(importlib.import_module(module), name, None)
+            if kind is None:
+                return None
+        fields = {k: (torch.from_numpy(arrays[f"{prefix}{k}"]).to(device=device, dtype=getattr(torch, dtype))
+                      if dtype is not None else None) for k, dtype in layout["fields"].items()}
+        return cls(fields, kind)
 
     def write(self, rows: Sequence[int], other: FeatureCache) -> None:
         """In place: `rows` take `other`'s entries (one per row, in that order)."""

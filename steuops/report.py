@@ -483,7 +483,7 @@ def _audit(audit, reference=None) -> str:
     head = "<section id=\"audit\"><h2>Forgetting audit</h2>"
     if not audit:
         return head + "<p class=\"muted\">No audit was run for this version.</p></section>"
-    head += _reference_line(audit, reference) + _seeds_line(audit)
+    head += _reference_line(audit, reference) + _seeds_line(audit) + _cache_line(audit)
     roles = ["original", "edited", "reference"]
     names = ["original", "edited", "retrained"]
     probe = audit.get("probe_f1", {})
@@ -546,6 +546,19 @@ def _seeds_line(audit) -> str:
              if isinstance(deep, int) and deep < len(seeds) else "")
     return (f"<p class=\"muted\">Figures are the mean &plusmn; standard deviation over {len(seeds)} seed"
             f"{'s' if len(seeds) != 1 else ''} ({escape(', '.join(str(x) for x in seeds))}).{fewer}</p>")
+
+
+def _cache_line(audit) -> str:
+    """What the audit read back from the audit cache (the fixed models' work, see steuops.auditcache)."""
+    from steuops.auditcache import describe
+
+    cache = audit.get("cache") if isinstance(audit.get("cache"), Mapping) else {}
+    read = describe(cache.get("reused") or {})
+    if not read:
+        return ""
+    return (f"<p class=\"muted\">Read from the audit cache ({escape(str(cache.get('dir', '')))}), as an earlier audit "
+            f"of the same models on the same notes computed them, after a fresh pass of a few notes matched: "
+            f"{escape(read)}.</p>")
 
 
 def _cell(audit, figure: str, role: str, value: Any) -> str:

@@ -462,6 +462,18 @@ def test_report_cli_audits_next_to_a_retrained_reference_version(
     auto = json.loads(capsys.readouterr().out)["result"]
     assert auto["reference"]["source"] == "registered" and auto["reference"]["version"] == "3"
     assert auto["audit_source"] == "computed now and logged (reference: registered v3)"
+    # ...and reads the parent's and the reference's work from the audit cache the first audit filled
+    cache = json.loads(out.with_suffix(".json").read_text())["audit"]["cache"]
+    assert cache["dir"] == str(home / "cache" / "audit") and not cache["rejected"]
+    assert all(cache["reused"][role]["notes"] > 0 and cache["reused"][role]["retain_relearn"]
+               for role in ("original", "reference"))
+    assert "Read from the audit cache" in _text(out.read_text())
+    assert auto["audit_cache"]["reused"] == cache["reused"]
+    assert main([a for a in args if a != "--json"] + ["--refresh-audit"]) == 0
+    assert "audit cache: read back the original's" in capsys.readouterr().out
+    assert main([*args, "--refresh-audit", "--no-audit-cache"]) == 0
+    capsys.readouterr()
+    assert json.loads(out.with_suffix(".json").read_text())["audit"]["cache"] == {}
     assert not (home / "references").exists()
     assert "registered v3" in json.loads(out.with_suffix(".json").read_text())["verdict"]
 

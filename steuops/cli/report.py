@@ -26,6 +26,11 @@ def report_command(
     home: Path | None = typer.Option(None, "--home", help="steuops home (default $STEUOPS_HOME or ~/.steuops)."),
     audit: bool = typer.Option(True, "--audit/--no-audit", help="Audit the version now if it has no audit yet."),
     refresh_audit: bool = typer.Option(False, "--refresh-audit", help="Re-run the audit even if one is logged."),
+    audit_cache: bool = typer.Option(
+        True, "--audit-cache/--no-audit-cache",
+        help="A new audit reuses the parent's and the reference's passes and retain-only fine-tunes from "
+        "HOME/cache/audit (they do not depend on the edit; a few notes are re-run to check them) and keeps "
+        "new ones there. --no-audit-cache computes everything again."),
     bypass_phrases: Path | None = typer.Option(
         None, "--bypass-phrases", help="Text file of extra rewordings of the class, one per line (for a new audit)."
     ),
@@ -64,7 +69,7 @@ def report_command(
     options = _options(reference_config)
     with progress_bar(enabled=not as_json) as progress:
         result = version_report(model, version, out=out, home=home, audit=audit, refresh_audit=refresh_audit,
-                                bypass_phrases=bypass_phrases, reference="auto" if reference is None else reference,
+                                audit_cache=audit_cache, bypass_phrases=bypass_phrases, reference="auto" if reference is None else reference,
                                 reference_config=options, require_reference=reference is not None,
                                 requester=requester, reason=reason, approver=approver, policy=policy,
                                 device=device, progress=progress)
@@ -87,6 +92,13 @@ def report_command(
             err_console.print(f"  hint: {info['hint']}", highlight=False)
     elif info.get("description"):
         console.print(f"reference: {info['description']}", highlight=False)
+    reused = (result.audit_cache or {}).get("reused") or {}
+    if reused:
+        from steuops.auditcache import describe
+
+        console.print(f"audit cache: read back {describe(reused)} ({result.audit_cache.get('dir')})", highlight=False)
+    for line in (result.audit_cache or {}).get("rejected") or []:
+        err_console.print(f"warning: audit cache: {line}", highlight=False)
     served = result.serving or {}
     aliases = ", ".join(served.get("aliases") or []) or "none"
     console.print(f"served by alias: {aliases}  onnx sha256: {served.get('onnx_sha256') or 'none'}", highlight=False)

@@ -41,6 +41,7 @@ class ReportResult:
     reference: dict[str, Any] | None = None  # where the audit's reference came from (or why there is none)
     compliance: dict[str, Any] = field(default_factory=dict)  # requester, reason, approver (+ where each came from)
     serving: dict[str, Any] = field(default_factory=dict)  # onnx_sha256 and the aliases that serve the version
+    audit_cache: dict[str, Any] = field(default_factory=dict)  # an audit computed now: what the audit cache gave
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -54,6 +55,7 @@ def version_report(
     home: str | Path | None = None,
     audit: bool = True,
     refresh_audit: bool = False,
+    audit_cache: bool = True,
     bypass_phrases: str | Path | None = None,
     reference: str | int | None = REFERENCE_AUTO,
     reference_config: dict[str, Any] | None = None,
@@ -72,10 +74,13 @@ def version_report(
     reference: "auto" (default), a version number, or "none"/None. With "auto" a logged audit that has
     no reference figures is run again next to one; when no reference can be had (no registered retrain
     and no base encoder) the report says why, or, with require_reference, ReferenceUnavailable (exit 2).
+    audit_cache: a new audit reads and keeps the parent's and the reference's work in HOME/cache/audit
+    (steuops.auditcache); False computes it all again.
     reference_config: retrain options for a reference trained now (e.g. {"base": DIR, "epochs": 2}).
     requester/reason/approver: the sign-off fields (each wins over the policy's `compliance` section);
     policy: the policy file to read that section from (default: the one the version was gated with,
     when it is found unchanged)."""
+    from steuops import auditcache
     from steuops.registry import Registry
     from steuops.report import write_report
 
@@ -115,8 +120,9 @@ def version_report(
             # nothing to add to the logged audit: keep it, and say why it has no reference
             audit_data, source = logged, "logged artifact"
         else:
+            cache_dir = auditcache.root(_home(registry)) if audit_cache else None
             audit_data, confusion = _audit_now(registry, ref, world, forget, evaluation, bypass_phrases, device,
-                                               progress, chosen, reference_info)
+                                               progress, chosen, reference_info, cache_dir)
             source = "computed now and logged" + (f" (reference: {reference_info['description']})"
                                                   if chosen is not None else "")
     rows = {row.version: row for row in registry.versions(ref.name)}
@@ -128,8 +134,9 @@ def version_report(
     html_path, json_path = write_report(target.parent, evaluation, audit=audit_data, gate=gate, tokens=tokens,
                                         confusion=confusion, meta=meta, html_name=target.name,
                                         compliance=compliance, reference=reference_info)
+    cache = (audit_data or {}).get("cache") if source.startswith("computed now") else None
     return ReportResult(model, ref.version, str(html_path), str(json_path), source,
-                        _figures(evaluation, audit_data, gate), reference_info, compliance, serving)
+                        _figures(evaluation, audit_data, gate), reference_info, compliance, serving, cache or {})
 
 
 def _logged_confusion(registry: Registry, ref: ModelRef, names: set[str]) -> dict[str, Any] | None:
@@ -319,8 +326,8 @@ def _load_world(registry: Registry, ref: ModelRef) -> _World:
 
 
 def _audit_now(registry: Registry, ref: ModelRef, world: _World, forget: list[str], evaluation: dict[str, Any],
-               bypass_phrases, device, progress, reference: Any,
-               reference_info: dict[str, Any] | None) -> tuple[dict[str, Any], dict[str, Any]]:
+               bypass_phrases, device, progress, reference: Any, reference_info: dict[str, Any] | None,
+               cache_dir: Path | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
     """Run the audit at the version's inference settings next to `reference` (a model or None) and
     log audit.json (with where its reference came from) and confusion.json on the version."""
     from steuops.audit import AuditConfig, audit_and_report
@@ -331,7 +338,7 @@ def _audit_now(registry: Registry, ref: ModelRef, world: _World, forget: list[st
     with tempfile.TemporaryDirectory(prefix="steuops-audit-") as tmp:
         out = audit_and_report(world.original, world.loaded.model, world.loaded.tokenizer, forget, world.train,
                                world.test, evaluation, None, world.edit, {}, Path(tmp) / "page", reference,
-                               config=config, device=device, progress=progress, tokens=[])
+                               config=config, device=device, progress=progress, tokens=[], cache_dir=cache_dir)
         audit = with_reference_source(out["audit"], reference_info)
         files = {lineage.AUDIT_FILE: audit, lineage.CONFUSION_FILE: out["confusion"]}
         for name, data in files.items():

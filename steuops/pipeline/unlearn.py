@@ -443,6 +443,7 @@ def _audit(prep: _Prepared, edited: Any, device: str, clock: Clock, progress, re
     retrain of the same parent and classes, else the cached or a newly trained one; a retrain is its
     own). Its figures go into the evaluation the gate reads. No reference to be had (no base encoder)
     does not stop apply: the audit records why, and the report says it."""
+    from steuops import auditcache
     from steuops.audit import audit_and_report
     from steuops.pipeline.report import compliance_fields, fingerprints, with_reference_source
 
@@ -452,7 +453,8 @@ def _audit(prep: _Prepared, edited: Any, device: str, clock: Clock, progress, re
         reference, reference_info = _audit_reference(prep, edited, result.method, device, progress)
         out = audit_and_report(prep.loaded.model, edited.model, prep.loaded.tokenizer, prep.forget, prep.train,
                                prep.test, result.evaluation, None, edited.edit, meta, out_dir, reference,
-                               device=device, progress=progress, tokens=result.tokens)
+                               device=device, progress=progress, tokens=result.tokens,
+                               cache_dir=auditcache.root(prep.registry.home))
     out["audit"] = with_reference_source(out["audit"], reference_info)
     if lineage.AUDIT_FILE in out.get("files", {}):  # the logged audit.json says where its reference came from
         _write(Path(out["files"][lineage.AUDIT_FILE]), out["audit"])

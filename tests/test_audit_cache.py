@@ -1,0 +1,125 @@
+"""The audit cache: the original's and the reference's work is read back, not recomputed, and gives the
+very figures a fresh audit gives; entries that do not match a fresh pass, or were made under other
+settings, are not used."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from test_audit import FAST, FORGET, _fit, steu_world
+
+from steuops import audit as audit_module
+from steuops.audit import AuditConfig, run_audit
+from steuops.data import Notes
+
+CONFIG = {**FAST, "seeds": 2, "gradient_seeds": 2, "retain_relearn_steps": 2}
+FIGURES = ("probe_f1", "relearn_f1", "membership_auc", "retain_relearn_f1", "cka", "bypass_f1", "relearn_sizes")
+
+
+@pytest.fixture(scope="module")
+def world():
+    original, steu, tok, train, test = steu_world(200, seed=3)
+    without = Notes(train.texts, [[c for c in ls if c not in FORGET] for ls in train.labels])
+    return original, steu, _fit(without, tok, seed=1), tok, train, test
+
+
+@pytest.fixture
+def counted(monkeypatch):
+    """How many notes each model ran through its encoder (the real passes, counted on their way)."""
+    seen: dict[int, int] = {}
+    real = audit_module._forward_pass
+
+    def forward_pass(model, tokenizer, texts, **kwargs):
+        seen[id(model)] = seen.get(id(model), 0) + len(texts)
+        return real(model, tokenizer, texts, **kwargs)
+
+    monkeypatch.setattr(audit_module, "_forward_pass", forward_pass)
+    return seen
+
+
+def _audit(world, cache_dir, **overrides):
+    original, steu, reference, tok, train, test = world
+    return run_audit(original, steu.model, tok, FORGET, train, test, reference=reference, device="cpu",
+                     config=AuditConfig(**{**CONFIG, **overrides}), edit=steu.edit, cache_dir=cache_dir).to_dict()
+
+
+def test_a_second_audit_reads_the_fixed_models_work_and_gives_the_same_figures(world, tmp_path, counted):
+    original, steu, reference, *_ = world
+    fresh = _audit(world, None)
+    assert fresh["cache"] == {}
+    first = _audit(world, tmp_path)
+    assert first["cache"]["reused"] == {} and first["cache"]["rejected"] == []
+    assert list(tmp_path.rglob("pass-*.npz")) and list(tmp_path.rglob("values.json"))
+    counted.clear()
+    second = _audit(world, tmp_path)
+    reused = second["cache"]["reused"]
+    # every note the fixed models needed came from the cache; and each seed's attacks on them
+    for role in ("original", "reference"):
+        assert reused[role]["notes"] > 0 and reused[role]["probe"] == 2 and reused[role]["retain_relearn"] == 2
+    assert reused["reference"]["relearn_head"] == 2 * (1 + len(CONFIG["relearn_sizes"]))
+    assert "relearn_head" not in reused["original"], "the original's head is never re-fit"
+    # ...so they ran only the few notes that check an entry (one per split: train, test, bypass)
+    for model in (original, reference):
+        assert counted.get(id(model), 0) <= 3 * audit_module.VERIFY_NOTES
+    assert counted.get(id(steu.model), 0) > 0, "the edited model's own work is never cached"
+    for key in FIGURES:
+        assert second[key] == fresh[key] == first[key], key
+
+
+def test_an_entry_that_differs_from_a_fresh_pass_is_recomputed(world, tmp_path):
+    fresh = _audit(world, tmp_path)
+    for path in tmp_path.rglob("pass-*.npz"):  # as if another model's numbers sat under this key
+        with np.load(path) as data:
+            arrays = {k: data[k] for k in data.files}
+        arrays["logits"] = arrays["logits"] + 1.0
+        with open(path, "wb") as fh:
+            np.savez(fh, **arrays)
+    again = _audit(world, tmp_path)
+    assert again["cache"]["rejected"] and all("differ from a fresh pass" in r for r in again["cache"]["rejected"])
+    # nothing of a model whose passes did not match is trusted, not even its remembered attacks
+    assert again["cache"]["reused"] == {}
+    for key in FIGURES:
+        assert again[key] == fresh[key], key
+    # ...and the recomputed entry was written back: the next audit uses it
+    assert "notes" in _audit(world, tmp_path)["cache"]["reused"]["original"]
+
+
+def test_other_settings_or_another_model_miss_the_cache(world, tmp_path):
+    original, steu, reference, tok, train, test = world
+    _audit(world, tmp_path)
+    assert _audit(world, tmp_path, max_length=12)["cache"]["reused"] == {}
+    # attacks run with other options miss; the passes (same length, same batch) still hit
+    other = _audit(world, tmp_path, retain_relearn_lr=1e-3)["cache"]["reused"]
+    assert set(other["original"]) == {"notes"}
+    swapped = run_audit(original, steu.model, tok, FORGET, train, test, reference=_fit(train, tok, seed=7),
+                        device="cpu", config=AuditConfig(**CONFIG), edit=steu.edit, cache_dir=tmp_path).to_dict()
+    assert "reference" not in swapped["cache"]["reused"] and "original" in swapped["cache"]["reused"]
+
+
+def test_a_cache_that_cannot_be_written_leaves_the_audit_standing(world, tmp_path):
+    blocked = tmp_path / "file"
+    blocked.write_text("not a folder")
+    report = _audit(world, blocked / "audit")
+    assert report["probe_f1"]["edited"] is not None
+    assert report["cache"]["rejected"] and all(r.startswith("not written to the audit cache")
+                                               for r in report["cache"]["rejected"])
+
+
+def test_feature_cache_arrays_round_trip_every_dtype_and_kind():
+    import torch
+    from transformers.modeling_outputs import BaseModelOutputWithPooling
+
+    from steuops.features import FeatureCache
+
+    hidden = torch.randn(5, 1, 4).to(torch.bfloat16)
+    for fields, kind in (({"last_hidden_state": hidden, "pooler_output": torch.randn(5, 4),
+                           "hidden_states": None}, BaseModelOutputWithPooling),
+                         ({"0": torch.randn(5, 1, 4), "1": None}, tuple)):
+        back = FeatureCache.from_arrays(FeatureCache(fields, kind).to_arrays(), "cpu")
+        assert back.kind is kind and list(back.fields) == list(fields)
+        for key, value in fields.items():
+            assert (back.fields[key] is None) if value is None else (
+                back.fields[key].dtype == value.dtype and torch.equal(back.fields[key], value))
+    foreign = FeatureCache({"0": torch.zeros(2, 3)}, tuple).to_arrays()
+    foreign["cache.layout"] = np.array('{"kind": "os:system", "fields": {"0": "float32"}}')
+    assert FeatureCache.from_arrays(foreign, "cpu") is None, "only transformers output classes are rebuilt"
