@@ -300,22 +300,24 @@ class _SplitPass:
         return _Pass(self.logits[rows], self.features[rows], cache, self.exact)
 
     def arrays(self) -> dict[str, np.ndarray]:
-        """For the audit cache (auditcache.py): numbers only."""
-        out = {"done": self.done, "logits": self.logits, "features": self.features, "exact": np.array(self.exact)}
-        return out | (self.cache.to_arrays() if self.cache is not None else {})
+        """For the audit cache (auditcache.py): the rows computed so far (numbers only; a large split's
+        unsampled rows are not written)."""
+        rows = np.flatnonzero(self.done)
+        out = {"n": np.array(len(self.done)), "rows": rows, "logits": self.logits[rows],
+               "features": self.features[rows], "exact": np.array(self.exact)}
+        return out | (self.cache.take(rows.tolist()).to_arrays() if self.cache is not None else {})
 
     @classmethod
     def from_arrays(cls, arrays: Mapping[str, np.ndarray], n: int, device) -> _SplitPass | None:
-        """The pass `arrays` wrote, or None when it does not fit a split of n notes."""
+        """The pass `arrays` wrote, or None when it was written for a split of another size."""
         from steuops.features import FeatureCache
 
-        store = cls(n)
-        done = arrays.get("done")
-        if done is None or done.shape != (n,) or not done.any() or len(arrays["logits"]) != n:
+        if "rows" not in arrays or int(arrays.get("n", -1)) != n or not len(arrays["rows"]):
             return None
-        store.done, store.logits, store.features = done.astype(bool), arrays["logits"], arrays["features"]
-        store.cache = FeatureCache.from_arrays(dict(arrays), device)
-        store.exact = bool(arrays["exact"]) and store.cache is not None
+        store, rows = cls(n), arrays["rows"]
+        part = FeatureCache.from_arrays(dict(arrays), device)
+        store.write(rows, _Pass(arrays["logits"], arrays["features"], part, bool(arrays["exact"])))
+        store.dirty = False
         return store
 
 

@@ -123,3 +123,14 @@ def test_feature_cache_arrays_round_trip_every_dtype_and_kind():
     foreign = FeatureCache({"0": torch.zeros(2, 3)}, tuple).to_arrays()
     foreign["cache.layout"] = np.array('{"kind": "os:system", "fields": {"0": "float32"}}')
     assert FeatureCache.from_arrays(foreign, "cpu") is None, "only transformers output classes are rebuilt"
+
+
+def test_only_the_rows_an_audit_ran_are_written(world, tmp_path):
+    """A large cohort's audit samples its notes: the cache holds those rows, not the whole split."""
+    _audit(world, tmp_path, max_train=24, max_test=12, seeds=1, relearn_sizes=[], retain_relearn_notes=4)
+    sizes = []
+    for path in tmp_path.rglob("pass-*.npz"):
+        with np.load(path) as data:
+            assert len(data["logits"]) == len(data["features"]) == len(data["rows"]) <= int(data["n"])
+            sizes.append((len(data["rows"]), int(data["n"])))
+    assert any(rows < n for rows, n in sizes), sizes
