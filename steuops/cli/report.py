@@ -28,8 +28,8 @@ def report_command(
     refresh_audit: bool = typer.Option(False, "--refresh-audit", help="Re-run the audit even if one is logged."),
     audit_cache: bool = typer.Option(
         True, "--audit-cache/--no-audit-cache",
-        help="A new audit reuses the parent's and the reference's passes and retain-only fine-tunes from "
-        "HOME/cache/audit (they do not depend on the edit; a few notes are re-run to check them) and keeps "
+        help="A new audit reads the parent's and the reference's encoder passes and attacks back from "
+        "HOME/cache/audit (they do not depend on the edit; a few notes are run again to check them) and keeps "
         "new ones there. --no-audit-cache computes everything again."),
     bypass_phrases: Path | None = typer.Option(
         None, "--bypass-phrases", help="Text file of extra rewordings of the class, one per line (for a new audit)."
@@ -69,7 +69,8 @@ def report_command(
     options = _options(reference_config)
     with progress_bar(enabled=not as_json) as progress:
         result = version_report(model, version, out=out, home=home, audit=audit, refresh_audit=refresh_audit,
-                                audit_cache=audit_cache, bypass_phrases=bypass_phrases, reference="auto" if reference is None else reference,
+                                audit_cache=audit_cache, bypass_phrases=bypass_phrases,
+                                reference="auto" if reference is None else reference,
                                 reference_config=options, require_reference=reference is not None,
                                 requester=requester, reason=reason, approver=approver, policy=policy,
                                 device=device, progress=progress)
