@@ -408,28 +408,10 @@ def _torch_of(array: np.ndarray, device):
 def _same_encoder(original, edited, token_ids: Sequence[int]) -> bool:
     """True when `edited` differs from `original` at most in the head and in the embedding rows
     `token_ids`: then a text without those ids gets the original's encoder output exactly."""
-    import torch
+    from steuops.features import changed_rows
 
-    from steuops.modeling import embedding_param_name
-
-    emb = embedding_param_name(original)
-    a, b = original.state_dict(), edited.state_dict()
-    for name in (n for n in a if n.startswith(_base_prefix(original))):
-        if name not in b or a[name].shape != b[name].shape:
-            return False
-        x, y = a[name], b[name].to(a[name].device)
-        if name == emb:
-            keep = torch.ones(x.shape[0], dtype=torch.bool, device=x.device)
-            keep[torch.as_tensor(list(token_ids), dtype=torch.long, device=x.device)] = False
-            x, y = x[keep], y[keep]
-        if not torch.equal(x, y):
-            return False
-    return True
-
-
-def _base_prefix(model) -> str:
-    name = next(n for n, m in model.named_children() if m is model.base_model)
-    return name + "."
+    rows = changed_rows(original, edited)
+    return rows is not None and set(rows) <= {int(i) for i in token_ids}
 
 
 # ---- what one seed samples ---------------------------------------------------------------------------

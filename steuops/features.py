@@ -234,6 +234,29 @@ def exact(model: nn.Module, cache: FeatureCache, logits: torch.Tensor, sample: i
     return bool(torch.allclose(replayed, logits[rows].float().to(replayed.device), atol=EXACT_ATOL, rtol=1e-4))
 
 
+def changed_rows(original: nn.Module, edited: nn.Module) -> list[int] | None:
+    """The token-embedding rows in which `edited`'s encoder differs from `original`'s, when that is all that
+    differs in it (the head may differ too): then a note without those tokens gets exactly the original's
+    encoder output. None when anything else in the encoder differs (other tensors, shapes, names)."""
+    import torch
+
+    from steuops.modeling import embedding_param_name
+
+    emb = embedding_param_name(original)
+    prefix = next(n for n, m in original.named_children() if m is original.base_model) + "."
+    a, b = original.state_dict(), edited.state_dict()
+    rows: list[int] = []
+    for name in (n for n in a if n.startswith(prefix)):
+        if name not in b or a[name].shape != b[name].shape:
+            return None
+        x, y = a[name], b[name].to(a[name].device)
+        if name == emb:
+            rows = torch.nonzero((x != y).any(dim=1)).flatten().tolist()
+        elif not torch.equal(x, y):
+            return None
+    return rows
+
+
 def touched(ids: Sequence[Sequence[int]], token_ids: Sequence[int]) -> np.ndarray:
     """(n,) bool: which tokenized notes contain at least one of `token_ids`."""
     picked = set(int(i) for i in token_ids)

@@ -139,8 +139,8 @@ def evaluate(
     multi = modeling.is_multi_label(original)
     dev = modeling.resolve_device(device)
     y_true = test.multi_hot(labels)
-    preds = [modeling.predict(_logits_on(model, tokenizer, test.texts, settings, dev, batch_size, progress), multi)
-             for model in (original, edited)]
+    preds = [modeling.predict(z, multi) for z in _paired_logits(original, edited, tokenizer, test.texts, settings, dev,
+                                                                batch_size, progress)]
     modified, total, l2 = param_diff(original, edited)
     cols = [labels.index(c) for c in forget]
     levels = None if hierarchy is None else _highest_level(hierarchy, test.texts)
@@ -213,6 +213,62 @@ def _settings_for(tokenizer: Any, max_length: int) -> InferenceSettings:
     from steuops.inference import InferenceSettings
 
     return InferenceSettings(max_length=int(max_length), truncation_side=getattr(tokenizer, "truncation_side", "right"))
+
+
+def _paired_logits(original: nn.Module, edited: nn.Module, tokenizer: Any, texts: Sequence[str],
+                   settings: InferenceSettings, dev: Any, batch_size: int, progress: Progress | None
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """Both models' logits. When `edited`'s encoder differs from the original's only in some embedding rows
+    (STEU: the encoder is frozen), it runs only on the notes that contain one of those tokens; every other note
+    gets the original's encoder output (recorded on the way) through the edited head: the same logits
+    (features.py), for a fraction of the passes. Anything else, or a head the record cannot replay: full passes."""
+    from steuops import features
+
+    rows = features.changed_rows(original, edited)
+    if rows is None:
+        return tuple(_logits_on(m, tokenizer, texts, settings, dev, batch_size, progress) for m in (original, edited))
+    with features.record(original) as recorder:
+        before = _logits_on(original, tokenizer, texts, settings, dev, batch_size, progress)
+    cache = recorder.cache()
+    if cache is None or not _on(original, dev, lambda: features.exact(original, cache, _tensor(before), device=dev)):
+        return before, _logits_on(edited, tokenizer, texts, settings, dev, batch_size, progress)
+    after = _on(edited, dev, lambda: _head_logits(edited, cache, batch_size, dev))
+    with settings.applied(tokenizer):
+        ids = tokenizer(list(texts), truncation=True, max_length=settings.max_length)["input_ids"]
+    hit = np.flatnonzero(features.touched(ids, rows))
+    if len(hit):
+        after[hit] = _logits_on(edited, tokenizer, [texts[i] for i in hit], settings, dev, batch_size, progress)
+    return before, after
+
+
+def _head_logits(model: nn.Module, cache: Any, batch_size: int, dev: Any) -> np.ndarray:
+    import torch
+
+    from steuops.features import head_logits
+    from steuops.modeling import autocast
+
+    out = []
+    with torch.no_grad():
+        for start in range(0, len(cache), batch_size):
+            with autocast(dev):
+                out.append(head_logits(model, cache, list(range(start, min(start + batch_size, len(cache))))))
+    return torch.cat(out).float().cpu().numpy()
+
+
+def _on(model: nn.Module, dev: Any, work: Any) -> Any:
+    """work() with `model` on `dev` in eval mode; then back where and as it was."""
+    home, was_training = next(model.parameters()).device, model.training
+    model.to(dev).eval()
+    try:
+        return work()
+    finally:
+        model.to(home).train(was_training)
+
+
+def _tensor(array: np.ndarray) -> Any:
+    import torch
+
+    return torch.from_numpy(array)
 
 
 def _logits_on(model: nn.Module, tokenizer: Any, texts: Sequence[str], settings: InferenceSettings, dev: Any,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 from engine_data import LABELS, keyword_notes
@@ -91,3 +93,59 @@ def test_cache_filled_note_by_note(texts_tok):
     assert not exact(model, grown, logits)  # the first notes are still zero rows
     torch.testing.assert_close(cache.replace(rows, part).fields["pooler_output"], cache.fields["pooler_output"],
                                atol=1e-5, rtol=0)
+
+
+def test_changed_rows_names_the_edited_embedding_rows_or_none(texts_tok):
+    from steuops.features import changed_rows
+
+    texts, tok = texts_tok
+    model = classifier(LABELS, len(tok), seed=0)
+    twin = copy.deepcopy(model)
+    assert changed_rows(model, twin) == []
+    with torch.no_grad():
+        twin.classifier.weight.add_(1.0)  # the head is not the encoder
+    assert changed_rows(model, twin) == []
+    with torch.no_grad():
+        twin.get_input_embeddings().weight[[7, 3]] += 0.5
+    assert changed_rows(model, twin) == [3, 7]
+    with torch.no_grad():
+        next(p for n, p in twin.named_parameters() if ".layer.0." in n).add_(1e-3)
+    assert changed_rows(model, twin) is None, "an encoder layer changed: no note keeps the original's output"
+
+
+@pytest.mark.parametrize("multi_label", [True, False])
+def test_evaluate_runs_the_edited_encoder_only_on_notes_with_an_edited_token(texts_tok, monkeypatch, multi_label):
+    """An STEU-shaped edit (embedding rows + head): the same Evaluation as full passes, for fewer passes."""
+    from steuops import metrics, modeling
+    from steuops.data import Notes
+
+    texts, tok = texts_tok
+    notes = keyword_notes(40, seed=3)
+    if not multi_label:
+        notes = Notes(notes.texts, [ls[:1] for ls in notes.labels])
+    model = classifier(LABELS, len(tok), seed=1, multi_label=multi_label)
+    edited = copy.deepcopy(model)
+    ids = tok(notes.texts, truncation=True, max_length=16)["input_ids"]
+    share = {t: sum(t in row for row in ids) / len(ids) for t in set().union(*ids)}
+    rows = [min(share, key=lambda t: abs(share[t] - 0.4))]  # a token some notes have and others do not
+    with torch.no_grad():
+        edited.get_input_embeddings().weight[rows] *= -3.0
+        edited.classifier.bias[0] -= 0.5
+    ran: dict[int, int] = {}
+    real = metrics._logits_on
+
+    def counted(m, tokenizer, texts, *args):
+        ran[id(m)] = ran.get(id(m), 0) + len(texts)
+        return real(m, tokenizer, texts, *args)
+
+    monkeypatch.setattr(metrics, "_logits_on", counted)
+    fast = metrics.evaluate(model, edited, tok, notes, ["sepsis"], device="cpu", max_length=16)
+    hit = int(touched(ids, rows).sum())
+    assert 0 < hit < len(notes) and ran[id(edited)] == hit and ran[id(model)] == len(notes)
+    monkeypatch.setattr("steuops.features.changed_rows", lambda *_: None)  # the shortcut impossible: full passes
+    full = metrics.evaluate(model, edited, tok, notes, ["sepsis"], device="cpu", max_length=16)
+    assert ran[id(edited)] == hit + len(notes)
+    assert fast.to_dict() == full.to_dict()
+    # ...and those are the edited model's own predictions
+    direct = modeling.predict(modeling.logits(edited, tok, notes.texts, max_length=16), multi_label)
+    assert metrics.scores(notes.multi_hot(LABELS), direct, LABELS, ["sepsis"]) == fast.after
