@@ -487,9 +487,11 @@ class _Auditor:
         self._twins: dict[int, tuple[Any, list[int]]] = {}  # edited model -> (original, edited token ids)
         self.shortcut_notes = 0  # texts whose encoder pass an edited model took from the original's
         self._bypass: dict[str, dict[str, list[str]]] | None = None
-        # the audit cache on disk (auditcache.py): the fixed models' passes and retain-only fine-tunes
+        # the audit cache on disk (auditcache.py): the fixed models' passes and attacks
         self.disk = disk
         self._fixed: dict[int, tuple[Any, str, str]] = {}  # model id -> (model, role, fingerprint)
+        self._values: dict[int, dict[str, Any]] = {}  # model id -> its attack results on disk (read once)
+        self._new_values: dict[int, dict[str, Any]] = {}  # model id -> results computed now (written by save)
         self._split_keys: dict[str, str] = {}
         self.reused: dict[str, dict[str, int]] = {}  # role -> {"notes": n, "retain_relearn": seeds}
         self.rejected: list[str] = []  # entries found on disk that did not match a fresh pass
@@ -564,7 +566,8 @@ class _Auditor:
         for key in [k for k in self._retain_memo if k[0] == id(model)]:
             del self._retain_memo[key]
         self._twins.pop(id(model), None)
-        self._fixed.pop(id(model), None)
+        for memo in (self._fixed, self._values, self._new_values):
+            memo.pop(id(model), None)
 
     # ---- the audit cache on disk -----------------------------------------------------------------------
     def fix(self, model, role: str) -> None:
@@ -574,9 +577,11 @@ class _Auditor:
 
         if self.disk is None or id(model) in self._fixed:
             return
-        self._fixed[id(model)] = (model, role, fingerprint(model))
+        fp = fingerprint(model)
+        self._fixed[id(model)] = (model, role, fp)
         for split in ("train", "test", "bypass"):  # loaded (and checked) now: its remembered attacks rest on them
             self._rows(model, split, np.zeros(0, dtype=np.int64))
+        self._values[id(model)] = self.disk.values(fp) if id(model) not in self._distrusted else {}
 
     def _split_key(self, split: str) -> str:
         from steuops.auditcache import texts_sha
@@ -605,7 +610,7 @@ class _Auditor:
                    for a, b in ((fresh.logits, store.logits), (fresh.features, store.features)))
         if not same:
             self.rejected.append(f"the {role}'s passes over the {split} notes (they differ from a fresh pass)")
-            self._distrusted.add(id(model))
+            self._distrusted.add(id(model))  # fix() then reads none of its remembered attacks either
             return None
         self._count(role, "notes", int(store.done.sum()))
         return store
@@ -624,13 +629,13 @@ class _Auditor:
         options = {k: v for k, v in self.config.to_dict().items() if k not in PER_AUDIT_OPTIONS}
         name = f"{attack}." + sha256_of([self._split_keys["notes"], options, draw.seed, self.forget, self.labels,
                                          self.multi_label, details])[:24]
-        _, role, fp = self._fixed[id(model)]
-        stored = self.disk.values(fp) if id(model) not in self._distrusted else {}
+        role = self._fixed[id(model)][1]
+        stored = self._values[id(model)]
         if name in stored:
             self._count(role, attack, 1)
             return stored[name]
         value = compute()
-        self._write(lambda: self.disk.put_values(fp, {name: value}))
+        stored[name] = self._new_values.setdefault(id(model), {})[name] = value  # save() writes it
         return value
 
     def _count(self, role: str, what: str, n: int) -> None:
@@ -638,12 +643,16 @@ class _Auditor:
         counts[what] = counts.get(what, 0) + n
 
     def save(self) -> None:
-        """Write the fixed models' passes that gained rows to the audit cache."""
+        """Write the fixed models' passes that gained rows, and their attacks run now, to the audit cache."""
         for (mid, split), (_model, store) in self._cache.items():
             if mid in self._fixed and store.dirty and store.logits is not None:
                 self._write(lambda fp=self._fixed[mid][2], split=split, store=store:
                             self.disk.save_arrays(fp, self._split_key(split), store.arrays()))
                 store.dirty = False
+        for mid, new in self._new_values.items():
+            if mid in self._fixed:
+                self._write(lambda fp=self._fixed[mid][2], new=new: self.disk.put_values(fp, new))
+        self._new_values.clear()
 
     def _write(self, write: Callable[[], None]) -> None:
         try:
