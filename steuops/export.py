@@ -140,14 +140,16 @@ class ExportResult:
 
 
 def input_names(model: nn.Module) -> list[str]:
-    """The ONNX inputs: input_ids, attention_mask, and token_type_ids when forward takes them."""
+    """The ONNX inputs: input_ids, attention_mask, and token_type_ids when forward takes them and the model has
+    more than one type (RoBERTa's forward takes them but has one type: the graph, like its tokenizer's output,
+    then goes without)."""
     params = inspect.signature(model.forward).parameters
     names = ["input_ids", "attention_mask"]
     missing = [n for n in names if n not in params]
     if missing:
         raise ModelError(f"{type(model).__name__}.forward lacks {', '.join(missing)}",
                          hint="export supports transformers sequence classifiers")
-    if "token_type_ids" in params:
+    if "token_type_ids" in params and int(getattr(model.config, "type_vocab_size", 2) or 0) > 1:
         names.append("token_type_ids")
     return names
 

@@ -53,6 +53,7 @@ import numpy as np
 import yaml
 
 from steuops.errors import ConfigError
+from steuops.tokens import bare
 from steuops.yamlfile import read_yaml
 
 FORMAT = "steuops.hierarchy/v1"
@@ -117,7 +118,7 @@ _FUNCTION_WORDS = frozenset({"an", "and", "as", "at", "by", "for", "from", "in",
 
 def _generic_piece(token: str) -> bool:
     """A piece every note uses: fewer than two letters (digits, punctuation, 'a', '##s') or a function word."""
-    core = token.removeprefix("##").lstrip("Ġ▁Ċ")
+    core = bare(token)
     return sum(ch.isalpha() for ch in core) < 2 or core.lower() in _FUNCTION_WORDS
 
 

@@ -8,6 +8,8 @@ from collections.abc import Sequence
 from steuops import env  # noqa: F401
 
 SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+BPE_SPECIALS = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]  # RoBERTa's ids 0-4
+ARCHS = ("bert", "distilbert", "roberta", "mpnet")
 
 
 def wordpiece_tokenizer(corpus: Sequence[str], vocab_size: int = 600):
@@ -28,7 +30,63 @@ def wordpiece_tokenizer(corpus: Sequence[str], vocab_size: int = 600):
     )
 
 
-def _vocab(corpus: Sequence[str], size: int, normalizer, pre_tokenizer) -> dict[str, int]:
+def mpnet_tokenizer(corpus: Sequence[str], vocab_size: int = 600):
+    """MPNet's tokenizer shape: WordPiece pieces ("##") framed by <s> ... </s>, no token type ids."""
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
+    from transformers import MPNetTokenizerFast
+
+    normalizer, pre_tokenizer = normalizers.BertNormalizer(lowercase=True), pre_tokenizers.BertPreTokenizer()
+    vocab = _vocab(corpus, vocab_size, normalizer, pre_tokenizer, specials=BPE_SPECIALS)
+    tok = Tokenizer(models.WordPiece(vocab, unk_token="<unk>"))
+    tok.normalizer, tok.pre_tokenizer, tok.decoder = normalizer, pre_tokenizer, decoders.WordPiece()
+    tok.post_processor = processors.RobertaProcessing(("</s>", vocab["</s>"]), ("<s>", vocab["<s>"]))
+    return MPNetTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", sep_token="</s>",
+                              cls_token="<s>", unk_token="<unk>", pad_token="<pad>", mask_token="<mask>")
+
+
+def bpe_tokenizer(corpus: Sequence[str], vocab_size: int = 600):
+    """A RoBERTa-style byte-level BPE tokenizer (case kept; a word after a space is "Ġword").
+
+    The merges are built here, deterministically: every byte is a base piece, and each of the corpus's most
+    frequent words gets the chain of merges that joins it left to right. A word whose merges clash with
+    another's stays in pieces, as real BPE vocabularies leave rare words. `vocab_size` counts the merged pieces
+    on top of the 5 specials and 256 bytes."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
+    from transformers import RobertaTokenizerFast
+
+    pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    counts: Counter[str] = Counter()
+    for text in corpus:
+        counts.update(w for w, _ in pre_tokenizer.pre_tokenize_str(text))
+    vocab = {p: i for i, p in enumerate(BPE_SPECIALS + sorted(pre_tokenizers.ByteLevel.alphabet()))}
+    merges: list[tuple[str, str]] = []
+    for word, _ in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])):
+        for end in range(2, len(word) + 1):
+            if len(merges) >= vocab_size:
+                break
+            if word[:end] not in vocab:
+                vocab[word[:end]] = len(vocab)
+                merges.append((word[: end - 1], word[end - 1]))
+    tok = Tokenizer(models.BPE(vocab, merges, unk_token="<unk>"))
+    tok.pre_tokenizer, tok.decoder = pre_tokenizer, decoders.ByteLevel()
+    tok.post_processor = processors.RobertaProcessing(("</s>", vocab["</s>"]), ("<s>", vocab["<s>"]),
+                                                      add_prefix_space=False, trim_offsets=True)
+    return RobertaTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", sep_token="</s>",
+                                cls_token="<s>", unk_token="<unk>", pad_token="<pad>", mask_token="<mask>")
+
+
+def tokenizer_for(arch: str, corpus: Sequence[str], vocab_size: int = 600):
+    """The tokenizer shape that goes with a tiny `arch`: WordPiece for BERT/DistilBERT, <s>-framed WordPiece
+    for MPNet, byte-level BPE for RoBERTa."""
+    if arch == "roberta":
+        return bpe_tokenizer(corpus, vocab_size)
+    if arch == "mpnet":
+        return mpnet_tokenizer(corpus, vocab_size)
+    return wordpiece_tokenizer(corpus, vocab_size)
+
+
+def _vocab(corpus: Sequence[str], size: int, normalizer, pre_tokenizer,
+           specials: Sequence[str] = SPECIALS) -> dict[str, int]:
     """The specials, then the corpus's most frequent words (ties alphabetical); any other word is [UNK].
 
     Built here rather than by the tokenizers trainer, which breaks ties in hash order: the same corpus gave
@@ -38,8 +96,8 @@ def _vocab(corpus: Sequence[str], size: int, normalizer, pre_tokenizer) -> dict[
     counts: Counter[str] = Counter()
     for text in corpus:
         counts.update(w for w, _ in pre_tokenizer.pre_tokenize_str(normalizer.normalize_str(text)))
-    words = [w for w, _ in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])) if w not in SPECIALS]
-    return {p: i for i, p in enumerate(SPECIALS + words[: max(0, size - len(SPECIALS))])}
+    words = [w for w, _ in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])) if w not in specials]
+    return {p: i for i, p in enumerate(list(specials) + words[: max(0, size - len(specials))])}
 
 
 def classifier(
@@ -60,6 +118,10 @@ def classifier(
         BertForSequenceClassification,
         DistilBertConfig,
         DistilBertForSequenceClassification,
+        MPNetConfig,
+        MPNetForSequenceClassification,
+        RobertaConfig,
+        RobertaForSequenceClassification,
     )
 
     from steuops.modeling import MULTI_LABEL, SINGLE_LABEL
@@ -85,4 +147,12 @@ def classifier(
         cfg = DistilBertConfig(dim=hidden, n_layers=layers, n_heads=heads, hidden_dim=hidden * 2, dropout=0.0,
                                attention_dropout=0.0, seq_classif_dropout=0.0, **common)
         return DistilBertForSequenceClassification(cfg).eval()
-    raise ValueError(f"unknown tiny arch {arch!r}")
+    # RoBERTa and MPNet: <pad> is id 1 (BPE_SPECIALS), and position ids start after it, as in the released models
+    bpe = dict(hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads, intermediate_size=hidden * 2,
+               hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, pad_token_id=1, bos_token_id=0,
+               eos_token_id=2, **{**common, "max_position_embeddings": 514})
+    if arch == "roberta":
+        return RobertaForSequenceClassification(RobertaConfig(type_vocab_size=1, **bpe)).eval()
+    if arch == "mpnet":
+        return MPNetForSequenceClassification(MPNetConfig(**bpe)).eval()
+    raise ValueError(f"unknown tiny arch {arch!r}; known: {', '.join(ARCHS)}")

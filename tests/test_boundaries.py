@@ -31,6 +31,7 @@ EXEMPT = {
 ENGINE = ["steuops/data.py", "steuops/modeling.py", "steuops/tiny.py", "steuops/edit.py", "steuops/metrics.py",
           "steuops/features.py", "steuops/methods/__init__.py", "steuops/methods/baselines.py",
           "steuops/methods/loop.py", "steuops/methods/steu/method.py", "steuops/methods/hdsu.py", "steuops/hierarchy.py", "steuops/yamlfile.py",
+          "steuops/tokens.py",
           "steuops/training.py", "steuops/audit.py",
           "steuops/export.py", "steuops/inference.py", "steuops/policy.py", "steuops/gate.py", "steuops/bypass.py",
           "steuops/demo/notes.py", "steuops/demo/model.py", "steuops/demo/bypass.py"]

@@ -59,6 +59,7 @@ from typing import Any
 import numpy as np
 
 from steuops.errors import ConfigError
+from steuops.tokens import bare
 
 SCORERS = ("pmi", "specific")
 MIN_CLASS_NOTES = 20  # a retained class with fewer retain notes gets no per-class share (too noisy to cap on)
@@ -206,8 +207,9 @@ def score_tokens(encoded: Sequence[Sequence[int]], is_forget: np.ndarray, scorab
 
 
 def is_content_piece(token: str) -> bool:
-    """False for pure numbers, punctuation/symbols, one-character pieces and stop words."""
-    piece = token[2:] if token.startswith("##") else token
+    """False for pure numbers, punctuation/symbols, one-character pieces and stop words, whatever the tokenizer's
+    word markers ("##ors", "Ġthe", "▁51": see tokens.py)."""
+    piece = bare(token)
     if len(piece) <= 1 or _NUMBER.match(piece) or piece.lower() in STOP_WORDS:
         return False
     return not all(unicodedata.category(ch)[0] in "PS" for ch in piece)

@@ -1,0 +1,144 @@
+"""RoBERTa (byte-level BPE: "Ġword") and MPNet (<s>-framed WordPiece) through the engine and the registry.
+
+The rest of the suite runs BERT and DistilBERT; these are the other families steuops is used with. Each test
+builds its tiny model and tokenizer in code (steuops.tiny), so the tokenizer's own conventions are exercised:
+BPE word markers in the selection rules, RoBERTa's padding-offset positions and sequence-reading head in the
+cached-feature shortcut, no token type ids in the export, and the tokenizer's round trip through MLflow.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+from engine_data import KEYWORDS, LABELS, keyword_notes
+
+from steuops import modeling
+from steuops.data import Notes
+from steuops.features import exact, head_logits, record
+from steuops.methods import unlearn
+from steuops.methods.steu.selection import STOP_WORDS, is_content_piece
+from steuops.metrics import evaluate
+from steuops.tiny import classifier, tokenizer_for
+from steuops.tokens import bare
+
+pytestmark = pytest.mark.filterwarnings("ignore")
+ARCHS = ["roberta", "mpnet"]
+CFG = {"k": 8, "epochs": 8, "max_length": 16, "lr": 1e-2, "head_lr": 1e-2}
+
+
+def test_bare_looks_past_every_family_marker():
+    assert [bare(t) for t in ["##ors", "Ġthe", "▁51", "Ċ", "ĠĠ", "lactate", "Ġ995.91"]] == [
+        "ors", "the", "51", "", "", "lactate", "995.91"]
+    # stop words, numbers and punctuation are not content whichever tokenizer wrote them
+    assert not any(map(is_content_piece, ["Ġthe", "ĠThe", "▁the", "Ġ51", "▁51", "Ġ995.91", "Ġ,", "Ċ", "ĊĊ", "ĠĠ"]))
+    assert all(map(is_content_piece, ["Ġlactate", "▁sepsis", "##ors", "lactate"]))
+
+
+def sepsis_marked_notes(n: int, seed: int) -> Notes:
+    """Keyword notes where every sepsis note also says "the 51": a stop word and a number as class-specific as
+    its keywords, which the selection rules must still refuse."""
+    notes = keyword_notes(n, seed=seed)
+    texts = [f"{t} the 51" if "sepsis" in ls else t for t, ls in zip(notes.texts, notes.labels, strict=True)]
+    return Notes(texts, notes.labels, note_ids=notes.note_ids, patient_ids=notes.patient_ids)
+
+
+@pytest.fixture(scope="module", params=ARCHS)
+def trained(request):
+    """(arch, model, tokenizer, train notes, test notes): a tiny classifier of that family that knows every class."""
+    from steuops.training import TrainConfig, fine_tune
+
+    notes, test = sepsis_marked_notes(200, seed=0), sepsis_marked_notes(80, seed=1)
+    tok = tokenizer_for(request.param, notes.texts, 200)
+    model = classifier(LABELS, len(tok), arch=request.param, seed=0, layers=1)
+    fine_tune(model, tok, notes, TrainConfig(epochs=8, lr=1e-2, max_length=16, batch_size=16, warmup=0.0, seed=0),
+              device="cpu")
+    return request.param, model.eval(), tok, notes, test
+
+
+def test_the_tokenizer_has_its_family_shape(trained):
+    arch, _, tok, notes, _ = trained
+    pieces = tok.convert_ids_to_tokens(tok(notes.texts[0])["input_ids"])
+    assert pieces[0] == "<s>" and pieces[-1] == "</s>" and tok.pad_token_id == 1
+    assert "token_type_ids" not in tok.model_input_names
+    assert any(p.startswith("Ġ") for p in pieces) == (arch == "roberta")
+
+
+def test_specific_selection_picks_the_keywords_not_marked_stop_words_or_numbers(trained):
+    arch, model, tok, notes, test = trained
+    result = unlearn("steu", model, tok, ["sepsis"], notes, CFG, device="cpu")
+    picked = [t["token"] for t in result.info["tokens"]]
+    assert {bare(t) for t in picked} == set(KEYWORDS["sepsis"]), picked
+    assert all(is_content_piece(t) and bare(t).lower() not in STOP_WORDS for t in picked)
+    # the paper's PMI scorer has no such rules: "the"/"51" (as "Ġthe"/"Ġ51" under BPE) score as high as a keyword
+    pmi = unlearn("steu", model, tok, ["sepsis"], notes, {**CFG, "scorer": "pmi"}, device="cpu")
+    assert {"the", "51"} & {bare(t["token"]) for t in pmi.info["tokens"]}
+    ev = evaluate(model, result.model, tok, test, ["sepsis"], device="cpu", max_length=16)
+    assert ev.before.forget_f1 >= 0.5 and ev.after.forget_f1 <= 0.05
+    emb, head = modeling.embedding_param_name(model), set(modeling.head_param_names(model))
+    before, after = model.state_dict(), result.model.state_dict()
+    assert {n for n in before if not torch.equal(before[n], after[n])} <= head | {emb}
+    assert modeling.fingerprint(result.edit.apply(copy.deepcopy(model))) == modeling.fingerprint(result.model)
+
+
+def test_head_alone_on_cached_features_reproduces_the_model(trained):
+    """RoBERTa's and MPNet's heads read the sequence (first position): the recorded features must replay them."""
+    _, model, tok, notes, _ = trained
+    texts = notes.texts[:40]
+    with torch.no_grad(), record(model) as rec:
+        logits = torch.cat([model(**tok(texts[s:s + 16], padding=True, truncation=True, max_length=16,
+                                        return_tensors="pt")).logits for s in range(0, len(texts), 16)])
+        cache = rec.cache()
+        replayed = head_logits(model, cache, list(range(len(texts))))
+    torch.testing.assert_close(replayed, logits, atol=1e-5, rtol=0)
+    assert exact(model, cache, logits)
+
+
+def test_shortcut_losses_and_edit_match_the_full_path(trained):
+    _, model, tok, notes, _ = trained
+    cfg = {**CFG, "epochs": 3, "early_stop": False, "retain_per_forget": 0}
+    fast = unlearn("steu", model, tok, ["sepsis"], notes, cfg, device="cpu")
+    slow = unlearn("steu", model, tok, ["sepsis"], notes, {**cfg, "shortcut": False}, device="cpu")
+    assert fast.info["shortcut"]["used"] and fast.info["shortcut"]["head_only_notes"] > 0
+    assert not slow.info["shortcut"]["used"]
+    for a, b in zip(fast.info["losses"], slow.info["losses"], strict=True):
+        assert a["forget"] == pytest.approx(b["forget"], abs=1e-5)
+        assert a["retain"] == pytest.approx(b["retain"], abs=1e-5)
+    assert fast.edit.token_ids == slow.edit.token_ids
+    torch.testing.assert_close(fast.edit.rows, slow.edit.rows, atol=1e-5, rtol=0)
+    for name in fast.edit.head:
+        torch.testing.assert_close(fast.edit.head[name], slow.edit.head[name], atol=1e-5, rtol=0)
+
+
+@pytest.mark.slow
+def test_registry_apply_export_and_serve(trained, tmp_path):
+    """Registered, unlearned, exported and served: the tokenizer survives MLflow, the ONNX graph takes no token
+    type ids, and the served scores are the registered version's own."""
+    from registry_helpers import write_policy
+
+    from steuops.demo.notes import to_frame
+    from steuops.pipeline import apply, export
+    from steuops.registry import ModelRef, Registry
+    from steuops.serving import ServedModel
+
+    arch, model, tok, notes, test = trained
+    frame = to_frame(Notes(notes.texts + test.texts, notes.labels + test.labels), test_fraction=0.3)
+    registry = Registry(tmp_path / "home")
+    registry.log_base_model("dx", model, tok, dataset=frame)
+    policy = write_policy(tmp_path / "loose.yaml", forget_f1_max=1.0)
+    done = apply("dx", ["sepsis"], policy=policy, method_config=CFG, registry=registry, device="cpu")
+    assert done.new_version == "2"
+    loaded = registry.load(ModelRef("dx", "2"))
+    assert type(loaded.tokenizer).__name__ == type(tok).__name__
+    assert loaded.tokenizer(test.texts[:3])["input_ids"] == tok(test.texts[:3])["input_ids"]
+
+    folder = tmp_path / "onnx"
+    export("dx", out_dir=folder, registry=registry, version="2")
+    served = ServedModel(folder, device="cpu")
+    assert "token_type_ids" not in {i.name for i in served.session.get_inputs()}, arch
+    texts = test.texts[:12]
+    want = modeling.logits(loaded.model, loaded.tokenizer, texts, max_length=served.max_length)
+    np.testing.assert_allclose(served.logits(texts), want, atol=1e-4)
+    assert "sepsis" not in served.classify(texts[:1])[0]["scores"]
