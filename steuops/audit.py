@@ -755,13 +755,14 @@ class _Auditor:
     def probe(self, model, draw: _Draw) -> dict[str, Any]:
         """Per forget class: a logistic-regression probe on train features, F1 on test; f1 = max."""
         train, test = self.passes(model, "train", draw), self.passes(model, "test", draw)
-        per_class = {}
+        per_class, capped = {}, 0
         for cls, col in zip(self.forget, self.cols, strict=True):
             y_train = draw.train.multi_hot(self.labels)[:, col]
             y_test = draw.test.multi_hot(self.labels)[:, col]
-            per_class[cls] = _probe_f1(train.features, y_train, test.features, y_test, self.config)
+            per_class[cls], stopped = _probe_fit(train.features, y_train, test.features, y_test, self.config)
+            capped += stopped
         values = [v for v in per_class.values() if v is not None]
-        return {"f1": max(values) if values else None, "per_class": per_class}
+        return {"f1": max(values) if values else None, "per_class": per_class, "capped": capped}
 
     def forget_f1(self, logits: np.ndarray, notes: Notes) -> float:
         """F1 of the forget column(s) against the notes' labels; the max over forget classes."""
@@ -1120,7 +1121,9 @@ def _mean_probe(per_seed: list[dict[str, Any]]) -> dict[str, Any]:
     for role in per_seed[0]["probe"]:
         runs = [one["probe"][role] for one in per_seed]
         out[role] = {"f1": _mean([r["f1"] for r in runs]),
-                     "per_class": {c: _mean([r["per_class"][c] for r in runs]) for c in runs[0]["per_class"]}}
+                     "per_class": {c: _mean([r["per_class"][c] for r in runs]) for c in runs[0]["per_class"]},
+                     # fits (class x seed) where lbfgs stopped at probe_steps short of its tolerance
+                     "capped": sum(int(r.get("capped", 0)) for r in runs)}
     return out
 
 
@@ -1184,15 +1187,22 @@ def _probe_f1(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, y_te
     """F1 on test of a logistic-regression probe fitted on train (`_fit_probe`), at the threshold that
     maximises F1 on the probe's own training data (a strong but honest attacker). None when a class has
     no positive or no negative train example."""
+    return _probe_fit(x_train, y_train, x_test, y_test, config)[0]
+
+
+def _probe_fit(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, y_test: np.ndarray,
+               config: AuditConfig) -> tuple[float | None, bool]:
+    """(`_probe_f1`, whether lbfgs stopped at probe_steps before reaching its tolerance)."""
     y_train = np.asarray(y_train).astype(bool).astype(np.int8)
     if len(x_train) == 0 or y_train.min() == y_train.max():
-        return None
+        return None, False
     probe = _fit_probe(x_train, y_train, config)
+    capped = bool(np.max(probe[-1].n_iter_) >= config.probe_steps)
     threshold = _best_f1_threshold(y_train, probe.decision_function(np.asarray(x_train, dtype=np.float64)))
     if len(x_test) == 0:
-        return 0.0
+        return 0.0, capped
     test_scores = probe.decision_function(np.asarray(x_test, dtype=np.float64))
-    return round(f1(y_test, test_scores >= threshold), 6)
+    return round(f1(y_test, test_scores >= threshold), 6), capped
 
 
 def _fit_probe(x: np.ndarray, y: np.ndarray, config: AuditConfig) -> Any:
@@ -1200,14 +1210,21 @@ def _fit_probe(x: np.ndarray, y: np.ndarray, config: AuditConfig) -> Any:
     probe_l2 * |w|^2, intercept unpenalised: sklearn's C = 1 / (2 n probe_l2). The audit used to run 300
     full-batch Adam steps (lr 0.05) on this objective: the same figures where they converge, short of the
     optimum where features outnumber notes or nearly separate them (tests/test_library_parity.py pins both)."""
+    import warnings
+
+    from sklearn.exceptions import ConvergenceWarning
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
     c = 1.0 / (2.0 * len(x) * config.probe_l2)
-    # tol 1e-8: the optimum itself (lbfgs needs < 120 iterations on audit features), not a point near it
+    # tol 1e-8: the optimum itself, not a point near it. Usually < 120 iterations; on features that nearly
+    # separate the class (a parent that knows it) lbfgs may still be creeping at probe_steps. That is counted
+    # in the report (probe "capped") instead of printing sklearn's advice into the user's terminal.
     probe = make_pipeline(StandardScaler(), LogisticRegression(C=c, tol=1e-8, max_iter=config.probe_steps))
-    return probe.fit(np.asarray(x, dtype=np.float64), np.asarray(y).astype(bool).astype(np.int8))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        return probe.fit(np.asarray(x, dtype=np.float64), np.asarray(y).astype(bool).astype(np.int8))
 
 
 def _best_f1_threshold(y: np.ndarray, scores: np.ndarray) -> float:

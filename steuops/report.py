@@ -479,6 +479,17 @@ def _tokens(tokens, scorer: str | None = None) -> str:
             + rows + "</table></div>" + more + "</section>")
 
 
+def _capped_note(audit) -> str:
+    """Which models' probe fits stopped at probe_steps before lbfgs's tolerance (an F1 near, not at, the optimum)."""
+    capped = {role: int((section or {}).get("capped", 0)) for role, section in (audit.get("probe") or {}).items()}
+    names = {"reference": "retrained"}
+    named = [f"{names.get(role, role)} {n}" for role, n in capped.items() if n]
+    if not named:
+        return ""
+    steps = (audit.get("config") or {}).get("probe_steps", "probe_steps")
+    return f" Fits that stopped at {escape(str(steps))} iterations short of the tolerance: {escape(', '.join(named))}."
+
+
 def _audit(audit, reference=None) -> str:
     head = "<section id=\"audit\"><h2>Forgetting audit</h2>"
     if not audit:
@@ -497,7 +508,8 @@ def _audit(audit, reference=None) -> str:
         "<div class=\"grid\">",
         _panel("Linear probe F1 on frozen features",
                _bar_chart(names, {"F1": [probe.get(r) for r in roles]}, colors=[COLORS[r] for r in roles]),
-               "Logistic regression on the features the head sees, trained on train notes, F1 on test."),
+               "Logistic regression on the features the head sees, trained on train notes, F1 on test."
+               + _capped_note(audit)),
         _panel("Membership inference AUC (forget cohort)",
                _bar_chart(names, {"AUC": [mia.get(r) for r in roles]}, colors=[COLORS[r] for r in roles], line=0.5),
                "Cohort notes vs held-out notes of the class, scored by the forget label's log-likelihood. "

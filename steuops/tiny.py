@@ -9,7 +9,7 @@ from steuops import env  # noqa: F401
 
 SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 BPE_SPECIALS = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]  # RoBERTa's ids 0-4
-ARCHS = ("bert", "distilbert", "roberta", "mpnet")
+ARCHS = ("bert", "distilbert", "roberta", "mpnet", "xlm-roberta")
 
 
 def wordpiece_tokenizer(corpus: Sequence[str], vocab_size: int = 600):
@@ -75,11 +75,42 @@ def bpe_tokenizer(corpus: Sequence[str], vocab_size: int = 600):
                                 cls_token="<s>", unk_token="<unk>", pad_token="<pad>", mask_token="<mask>")
 
 
+def sentencepiece_tokenizer(corpus: Sequence[str], vocab_size: int = 600):
+    """An XLM-R-style SentencePiece (Unigram) tokenizer: a word starts with "▁" ("▁sepsis"), case kept.
+
+    The pieces are the corpus's most frequent "▁word"s, scored by log frequency, plus every character seen
+    (alone and after "▁") so that any other word is spelled out; Viterbi segmentation is deterministic."""
+    import math
+
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
+    from transformers import XLMRobertaTokenizerFast
+
+    pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always")
+    counts: Counter[str] = Counter()
+    for text in corpus:
+        counts.update(w for w, _ in pre_tokenizer.pre_tokenize_str(text))
+    chars = sorted({ch for word in counts for ch in word.lstrip("▁")})
+    pieces = [(p, 0.0) for p in BPE_SPECIALS]
+    pieces += [(w, math.log(n) - 10.0) for w, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:vocab_size]
+               if len(w) > 2]  # "▁" plus one char is a char piece below
+    pieces += [(p, -20.0) for ch in chars for p in (ch, "▁" + ch)]
+    seen: set[str] = set()
+    pieces = [(p, score) for p, score in pieces if not (p in seen or seen.add(p))]
+    tok = Tokenizer(models.Unigram(pieces, unk_id=BPE_SPECIALS.index("<unk>"), byte_fallback=False))
+    tok.pre_tokenizer, tok.decoder = pre_tokenizer, decoders.Metaspace(replacement="▁", prepend_scheme="always")
+    tok.post_processor = processors.TemplateProcessing(single="<s> $A </s>", pair="<s> $A </s> </s> $B </s>",
+                                                       special_tokens=[("<s>", 0), ("</s>", 2)])
+    return XLMRobertaTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", sep_token="</s>",
+                                   cls_token="<s>", unk_token="<unk>", pad_token="<pad>", mask_token="<mask>")
+
+
 def tokenizer_for(arch: str, corpus: Sequence[str], vocab_size: int = 600):
     """The tokenizer shape that goes with a tiny `arch`: WordPiece for BERT/DistilBERT, <s>-framed WordPiece
-    for MPNet, byte-level BPE for RoBERTa."""
+    for MPNet, byte-level BPE for RoBERTa, SentencePiece for XLM-R."""
     if arch == "roberta":
         return bpe_tokenizer(corpus, vocab_size)
+    if arch == "xlm-roberta":
+        return sentencepiece_tokenizer(corpus, vocab_size)
     if arch == "mpnet":
         return mpnet_tokenizer(corpus, vocab_size)
     return wordpiece_tokenizer(corpus, vocab_size)
@@ -122,6 +153,8 @@ def classifier(
         MPNetForSequenceClassification,
         RobertaConfig,
         RobertaForSequenceClassification,
+        XLMRobertaConfig,
+        XLMRobertaForSequenceClassification,
     )
 
     from steuops.modeling import MULTI_LABEL, SINGLE_LABEL
@@ -147,7 +180,7 @@ def classifier(
         cfg = DistilBertConfig(dim=hidden, n_layers=layers, n_heads=heads, hidden_dim=hidden * 2, dropout=0.0,
                                attention_dropout=0.0, seq_classif_dropout=0.0, **common)
         return DistilBertForSequenceClassification(cfg).eval()
-    # RoBERTa and MPNet: <pad> is id 1 (BPE_SPECIALS), and position ids start after it, as in the released models
+    # RoBERTa, XLM-R and MPNet: <pad> is id 1 (BPE_SPECIALS), and position ids start after it, as released
     bpe = dict(hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads, intermediate_size=hidden * 2,
                hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, pad_token_id=1, bos_token_id=0,
                eos_token_id=2, **{**common, "max_position_embeddings": 514})
@@ -155,4 +188,6 @@ def classifier(
         return RobertaForSequenceClassification(RobertaConfig(type_vocab_size=1, **bpe)).eval()
     if arch == "mpnet":
         return MPNetForSequenceClassification(MPNetConfig(**bpe)).eval()
+    if arch == "xlm-roberta":
+        return XLMRobertaForSequenceClassification(XLMRobertaConfig(type_vocab_size=1, **bpe)).eval()
     raise ValueError(f"unknown tiny arch {arch!r}; known: {', '.join(ARCHS)}")

@@ -1,4 +1,5 @@
-"""RoBERTa (byte-level BPE: "Ġword") and MPNet (<s>-framed WordPiece) through the engine and the registry.
+"""RoBERTa (byte-level BPE: "Ġword"), MPNet (<s>-framed WordPiece) and XLM-R (SentencePiece: "▁word") through
+the engine and the registry.
 
 The rest of the suite runs BERT and DistilBERT; these are the other families steuops is used with. Each test
 builds its tiny model and tokenizer in code (steuops.tiny), so the tokenizer's own conventions are exercised:
@@ -25,7 +26,7 @@ from steuops.tiny import classifier, tokenizer_for
 from steuops.tokens import bare
 
 pytestmark = pytest.mark.filterwarnings("ignore")
-ARCHS = ["roberta", "mpnet"]
+ARCHS = ["roberta", "mpnet", "xlm-roberta"]
 CFG = {"k": 8, "epochs": 8, "max_length": 16, "lr": 1e-2, "head_lr": 1e-2}
 
 
@@ -64,6 +65,7 @@ def test_the_tokenizer_has_its_family_shape(trained):
     assert pieces[0] == "<s>" and pieces[-1] == "</s>" and tok.pad_token_id == 1
     assert "token_type_ids" not in tok.model_input_names
     assert any(p.startswith("Ġ") for p in pieces) == (arch == "roberta")
+    assert any(p.startswith("▁") for p in pieces) == (arch == "xlm-roberta")
 
 
 def test_specific_selection_picks_the_keywords_not_marked_stop_words_or_numbers(trained):
@@ -72,7 +74,7 @@ def test_specific_selection_picks_the_keywords_not_marked_stop_words_or_numbers(
     picked = [t["token"] for t in result.info["tokens"]]
     assert {bare(t) for t in picked} == set(KEYWORDS["sepsis"]), picked
     assert all(is_content_piece(t) and bare(t).lower() not in STOP_WORDS for t in picked)
-    # the paper's PMI scorer has no such rules: "the"/"51" (as "Ġthe"/"Ġ51" under BPE) score as high as a keyword
+    # the paper's PMI scorer has no such rules: "the"/"51" ("Ġthe", "▁51", ...) score as high as a keyword
     pmi = unlearn("steu", model, tok, ["sepsis"], notes, {**CFG, "scorer": "pmi"}, device="cpu")
     assert {"the", "51"} & {bare(t["token"]) for t in pmi.info["tokens"]}
     ev = evaluate(model, result.model, tok, test, ["sepsis"], device="cpu", max_length=16)
@@ -110,6 +112,20 @@ def test_shortcut_losses_and_edit_match_the_full_path(trained):
     torch.testing.assert_close(fast.edit.rows, slow.edit.rows, atol=1e-5, rtol=0)
     for name in fast.edit.head:
         torch.testing.assert_close(fast.edit.head[name], slow.edit.head[name], atol=1e-5, rtol=0)
+
+
+def test_audit_runs_every_attack_and_reads_the_class_in_the_parent(trained):
+    from steuops.audit import run_audit
+
+    _, model, tok, notes, test = trained
+    result = unlearn("steu", model, tok, ["sepsis"], notes, CFG, device="cpu")
+    config = {"seeds": 1, "max_length": 16, "relearn_sizes": [16], "relearn_steps": [0, 5], "retain_relearn_steps": 3}
+    report = run_audit(model, result.model, tok, ["sepsis"], notes, test, config=config, device="cpu",
+                       edit=result.edit).to_dict()
+    assert report["probe_f1"]["original"] >= 0.6  # the parent's features carry the class
+    assert report["relearn_f1"]["edited_rows"] is not None  # the rows re-fit ran on the BPE / SentencePiece rows
+    for figure in ("probe_f1", "relearn_f1", "retain_relearn_f1", "membership_auc", "bypass_f1"):
+        assert report[figure]["edited"] is not None and 0.0 <= report[figure]["edited"] <= 1.0, figure
 
 
 @pytest.mark.slow

@@ -113,6 +113,35 @@ def test_probe_is_perfect_on_separable_features_and_chance_on_shuffled_ones():
     assert _probe_f1(x[:200], np.zeros(200), x[200:], y[200:], cfg) is None  # no positive: nothing to probe
 
 
+def test_a_probe_stopped_at_probe_steps_is_counted_not_printed():
+    """lbfgs short of its tolerance: the fit says so (counted into the report), and sklearn's ConvergenceWarning
+    never reaches the user's terminal or CI log."""
+    import warnings
+
+    from steuops.audit import _probe_fit
+
+    rng = np.random.default_rng(0)
+    y = (rng.random(300) < 0.3).astype(np.int8)
+    x = rng.normal(0, 1.0, (300, 16))
+    x[:, 2] += 1.5 * y
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        short = _probe_fit(x[:200], y[:200], x[200:], y[200:], AuditConfig(probe_steps=2))
+        full = _probe_fit(x[:200], y[:200], x[200:], y[200:], AuditConfig())
+    assert short[1] is True and full[1] is False
+    assert full[0] is not None and full[0] > 0.5
+    assert not [w for w in seen if "converge" in str(w.message).lower()]
+
+
+def test_report_names_the_capped_probe_fits():
+    from steuops.report import _capped_note
+
+    audit = {"probe": {"original": {"capped": 3}, "edited": {"capped": 0}, "reference": {"capped": 1}},
+             "config": {"probe_steps": 300}}
+    assert _capped_note(audit) == " Fits that stopped at 300 iterations short of the tolerance: original 3, retrained 1."
+    assert _capped_note({"probe": {"edited": {"capped": 0}}}) == ""
+
+
 def test_probe_figures_come_from_each_models_features(world, report):
     """The report's probe figure equals a probe on features taken by a separate forward pass; it is high
     where the class is readable (the keyword original; the STEU model, whose encoder is frozen) and falls
