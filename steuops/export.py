@@ -21,6 +21,7 @@ import inspect
 import json
 import logging
 import tempfile
+import warnings
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -250,8 +251,14 @@ def _export_dynamo(wrapper, args, names: list[str], path: Path, opset: int | Non
     kwargs: dict[str, Any] = {}
     if opset:
         kwargs["opset_version"] = opset
-    program = torch.onnx.export(wrapper, args, input_names=names, output_names=["logits"], dynamic_shapes=shapes,
-                                dynamo=True, external_data=False, optimize=True, verbose=False, **kwargs)
+    with warnings.catch_warnings():
+        # torch's own chatter, not the user's to act on: deprecations inside the exporter, and a note per input
+        # that shares the batch/sequence Dim (every input does, on purpose). Parity checks the result.
+        for category in (FutureWarning, DeprecationWarning):
+            warnings.filterwarnings("ignore", category=category, module=r"(torch|copyreg)")
+        warnings.filterwarnings("ignore", message=r"# The axis name: ", category=UserWarning)
+        program = torch.onnx.export(wrapper, args, input_names=names, output_names=["logits"], dynamic_shapes=shapes,
+                                    dynamo=True, external_data=False, optimize=True, verbose=False, **kwargs)
     program.save(str(path), external_data=False)
     return "dynamo"
 

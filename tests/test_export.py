@@ -234,3 +234,20 @@ def test_served_file_is_fp16_on_a_gpu_the_optimised_file_on_a_cpu_else_the_plain
     assert served_file(every, gpu=True) == FP16_FILE and served_file(every, gpu=False) == OPTIMIZED_FILE
     assert served_file([MODEL_FILE, OPTIMIZED_FILE], gpu=True) == OPTIMIZED_FILE
     assert served_file([MODEL_FILE], gpu=False) == MODEL_FILE == served_file([MODEL_FILE, FP16_FILE], gpu=False)
+
+
+def test_export_keeps_torchs_exporter_chatter_out_of_the_users_terminal(tmp_path, tiny_tokenizer):
+    """torch's exporter warns about its own deprecations and about inputs sharing the batch/sequence Dim;
+    neither is the user's to act on (parity checks the file), so neither reaches `steuops export`'s output."""
+    import warnings
+
+    from steuops.export import export_onnx
+    from steuops.tiny import classifier
+
+    model = classifier(LABELS, vocab_size=len(tiny_tokenizer), seed=3, layers=1)
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        export_onnx(model, tiny_tokenizer, tmp_path, max_length=32)
+    chatter = [f"{w.category.__name__}: {w.message}" for w in seen
+               if issubclass(w.category, FutureWarning | DeprecationWarning) or "axis name" in str(w.message)]
+    assert chatter == []
