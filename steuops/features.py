@@ -35,21 +35,39 @@ EXACT_ATOL = 1e-4  # replayed vs real logits; float32 noise from different paddi
 
 @dataclass
 class FeatureCache:
-    """Reduced encoder outputs for n notes, in note order: field name -> (n, ...) tensor or None."""
+    """Reduced encoder outputs for n notes: field name -> (rows, ...) tensor or None.
+
+    Dense (`slots` None): row i is note i. Slotted (made by `blank(n)`, filled by `write`): `slots` (n,) maps a
+    note to its row, -1 until written, and the rows grow with the notes written, so a cache over a large split
+    holds what was run (a sampled cohort), not the corpus. Read it by note index (`output`, `take`), never
+    through `fields` directly."""
 
     fields: dict[str, Any]
     kind: Any  # the encoder output's class (a transformers ModelOutput) or tuple
+    slots: np.ndarray | None = None
+    stored: int = 0  # rows of `fields` in use (slotted caches)
 
     def __len__(self) -> int:
+        if self.slots is not None:
+            return len(self.slots)
         return next(len(v) for v in self.fields.values() if v is not None)
+
+    def _index(self, idx: Sequence[int] | torch.Tensor) -> torch.Tensor:
+        import torch
+
+        first = next(v for v in self.fields.values() if v is not None)
+        if self.slots is None:
+            return torch.as_tensor(idx, dtype=torch.long, device=first.device)
+        notes = np.asarray(idx.cpu() if torch.is_tensor(idx) else list(idx), dtype=np.int64)
+        at = self.slots[notes]
+        if (at < 0).any():
+            raise KeyError(f"{int((at < 0).sum())} of the notes asked for were never written to this cache")
+        return torch.as_tensor(at, dtype=torch.long, device=first.device)
 
     def output(self, idx: Sequence[int] | torch.Tensor, dtype: torch.dtype | None = None) -> Any:
         """What `base_model(...)` returned for the notes `idx`, as far as the head reads it; floating
         fields cast to `dtype` (a cache filled under bf16 autocast, read by a float32 head)."""
-        import torch
-
-        first = next(v for v in self.fields.values() if v is not None)
-        index = torch.as_tensor(idx, dtype=torch.long, device=first.device)
+        index = self._index(idx)
         values = {k: (_cast(v.index_select(0, index), dtype) if v is not None else None)
                   for k, v in self.fields.items()}
         if self.kind is tuple:
@@ -57,30 +75,35 @@ class FeatureCache:
         return self.kind(**values)
 
     def take(self, rows: Sequence[int]) -> FeatureCache:
-        """A cache of the notes `rows` (in that order)."""
-        import torch
-
-        return FeatureCache({k: (v.index_select(0, torch.as_tensor(list(rows), dtype=torch.long, device=v.device))
-                                 if v is not None else None) for k, v in self.fields.items()}, self.kind)
+        """A dense cache of the notes `rows` (in that order)."""
+        index = self._index(rows)
+        return FeatureCache({k: (v.index_select(0, index.to(v.device)) if v is not None else None)
+                             for k, v in self.fields.items()}, self.kind)
 
     def replace(self, rows: Sequence[int], other: FeatureCache) -> FeatureCache:
         """A copy whose `rows` come from `other` (one entry per row, in that order)."""
-        copy = FeatureCache({k: (v.clone() if v is not None else None) for k, v in self.fields.items()}, self.kind)
+        copy = FeatureCache({k: (v.clone() if v is not None else None) for k, v in self.fields.items()}, self.kind,
+                            None if self.slots is None else self.slots.copy(), self.stored)
         copy.write(rows, other)
         return copy
 
     def blank(self, n: int) -> FeatureCache:
-        """A cache of `n` notes shaped like this one (same fields, dtypes, device), every entry zero: for
-        callers that fill it note by note (`write`) as the notes are first run."""
+        """An empty slotted cache of `n` notes shaped like this one (same fields, dtypes, device), for callers
+        that fill it note by note (`write`) as the notes are first run: memory grows with the notes written."""
         import torch
 
-        return FeatureCache({k: (torch.zeros((n, *v.shape[1:]), dtype=v.dtype, device=v.device)
-                                 if v is not None else None) for k, v in self.fields.items()}, self.kind)
+        return FeatureCache({k: (torch.zeros((0, *v.shape[1:]), dtype=v.dtype, device=v.device)
+                                 if v is not None else None) for k, v in self.fields.items()}, self.kind,
+                            np.full(n, -1, dtype=np.int64), 0)
 
     def to_arrays(self, prefix: str = "cache.") -> dict[str, np.ndarray]:
         """numpy arrays for np.savez (no pickle): each field widened to float32 where it is a narrower
-        float (bf16 has no numpy dtype; widening is lossless), with its torch dtype and `kind` by name."""
+        float (bf16 has no numpy dtype; widening is lossless), with its torch dtype and `kind` by name.
+        A dense cache only (`take` the notes of a slotted one first)."""
         import torch
+
+        if self.slots is not None:
+            raise ValueError("to_arrays needs a dense cache: take() the notes first")
 
         out: dict[str, np.ndarray] = {}
         layout = {"kind": "tuple" if self.kind is tuple else f"{self.kind.__module__}:{self.kind.__qualname__}",
@@ -118,14 +141,33 @@ class FeatureCache:
         return cls(fields, kind)
 
     def write(self, rows: Sequence[int], other: FeatureCache) -> None:
-        """In place: `rows` take `other`'s entries (one per row, in that order)."""
-        import torch
-
+        """In place: `rows` (notes) take `other`'s entries (one per row, in that order; `other` dense)."""
         if not len(rows):
             return
+        if self.slots is not None:
+            notes = np.asarray(list(rows), dtype=np.int64)
+            new = np.unique(notes[self.slots[notes] < 0])
+            self._reserve(len(new))
+            self.slots[new] = np.arange(self.stored, self.stored + len(new))
+            self.stored += len(new)
+        index = self._index(list(rows))
         for key, value in self.fields.items():
             if value is not None:
-                value[torch.as_tensor(list(rows), dtype=torch.long, device=value.device)] = other.fields[key].to(value)
+                value[index.to(value.device)] = other.fields[key].to(value)
+
+    def _reserve(self, extra: int) -> None:
+        """Room for `extra` more rows (capacity doubles, so n notes written one batch at a time cost O(n))."""
+        import torch
+
+        capacity = next(len(v) for v in self.fields.values() if v is not None)
+        if self.stored + extra <= capacity:
+            return
+        size = max(self.stored + extra, 2 * capacity, 64)
+        for key, value in self.fields.items():
+            if value is not None:
+                grown = torch.zeros((size, *value.shape[1:]), dtype=value.dtype, device=value.device)
+                grown[: self.stored] = value[: self.stored]
+                self.fields[key] = grown
 
 
 def _cast(value: torch.Tensor, dtype: torch.dtype | None) -> torch.Tensor:

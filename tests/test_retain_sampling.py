@@ -168,9 +168,13 @@ def test_sampled_teacher_keeps_the_original_head(multi):
     torch.testing.assert_close(teach.logits[:10], reference[:10], atol=1e-5, rtol=0)
     assert teach.done[:10].all() and not teach.done[10:].any()
     assert (teach.logits[10:] == 0).all() and all(batches.ids[i] is None for i in range(10, len(notes)))
+    first = teach.cache.take(list(range(10)))
     for key, value in cache.fields.items():
         if value is not None:
-            torch.testing.assert_close(teach.cache.fields[key][:10], value[:10], atol=1e-5, rtol=0)
+            torch.testing.assert_close(first.fields[key], value[:10], atol=1e-5, rtol=0)
+    # the teacher's cache holds the notes run, not the split: memory follows the sampled cohort
+    assert teach.cache.stored == 10 and len(teach.cache) == len(notes)
+    assert all(v is None or len(v) < len(notes) for v in teach.cache.fields.values())
 
 
 def test_selection_retain_notes_is_an_explicit_option(multi):

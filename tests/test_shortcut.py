@@ -95,6 +95,37 @@ def test_cache_filled_note_by_note(texts_tok):
                                atol=1e-5, rtol=0)
 
 
+def test_a_blank_cache_holds_the_notes_written_not_the_split(texts_tok):
+    """blank(n) over a million-note split costs nothing until notes are written; rows grow with them (the
+    teacher pass with retain sampling and the audit's samples use this), and reads go by note index."""
+    texts, tok = texts_tok
+    model = classifier(LABELS, len(tok), seed=1).eval()
+    logits, cache = full_pass(model, tok, texts)
+    big = cache.blank(1_000_000)
+    assert len(big) == 1_000_000 and big.stored == 0
+    assert all(v is None or v.numel() == 0 for v in big.fields.values())
+    big.write([999_999, 12, 500_000], cache.take([0, 1, 2]))
+    assert big.stored == 3 and all(v is None or len(v) == 64 for v in big.fields.values())
+    with torch.no_grad():
+        torch.testing.assert_close(head_logits(model, big, [12, 999_999, 500_000]), logits[[1, 0, 2]],
+                                   atol=1e-5, rtol=0)
+        big.write([12], cache.take([5]))  # a note written again keeps its row
+        assert big.stored == 3
+        torch.testing.assert_close(head_logits(model, big, [12]), logits[[5]], atol=1e-5, rtol=0)
+        big.write(list(range(100, 200)), cache.take([i % len(texts) for i in range(100)]))
+        assert big.stored == 103 and all(v is None or len(v) == 128 for v in big.fields.values())  # doubled
+        torch.testing.assert_close(head_logits(model, big, [150, 999_999]), logits[[50 % len(texts), 0]],
+                                   atol=1e-5, rtol=0)
+    with pytest.raises(KeyError, match="never written"):
+        big.output([7])
+    assert not exact(model, big, torch.zeros(1_000_000, len(LABELS)))  # its first notes were never run
+    assert exact(model, big, torch.zeros(1_000_000, len(LABELS)).index_copy_(0, torch.tensor([999_999]), logits[:1]),
+                 rows=[999_999])
+    with pytest.raises(ValueError, match="dense"):
+        big.to_arrays()
+    assert big.take([12, 500_000]).to_arrays().keys() == cache.to_arrays().keys()
+
+
 def test_changed_rows_names_the_edited_embedding_rows_or_none(texts_tok):
     from steuops.features import changed_rows
 
