@@ -9,7 +9,7 @@ from steuops import env  # noqa: F401
 
 SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 BPE_SPECIALS = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]  # RoBERTa's ids 0-4
-ARCHS = ("bert", "distilbert", "roberta", "mpnet", "xlm-roberta")
+ARCHS = ("bert", "distilbert", "roberta", "mpnet", "xlm-roberta", "albert", "electra", "deberta-v2")
 
 
 def wordpiece_tokenizer(corpus: Sequence[str], vocab_size: int = 600):
@@ -105,8 +105,9 @@ def sentencepiece_tokenizer(corpus: Sequence[str], vocab_size: int = 600):
 
 
 def tokenizer_for(arch: str, corpus: Sequence[str], vocab_size: int = 600):
-    """The tokenizer shape that goes with a tiny `arch`: WordPiece for BERT/DistilBERT, <s>-framed WordPiece
-    for MPNet, byte-level BPE for RoBERTa, SentencePiece for XLM-R."""
+    """The tokenizer shape that goes with a tiny `arch`: <s>-framed WordPiece for MPNet, byte-level BPE for
+    RoBERTa, SentencePiece for XLM-R, WordPiece for the rest (BERT, DistilBERT, and ALBERT, ELECTRA and
+    DeBERTa-v2, whose structure, not tokenizer, the tests are after)."""
     if arch == "roberta":
         return bpe_tokenizer(corpus, vocab_size)
     if arch == "xlm-roberta":
@@ -145,10 +146,16 @@ def classifier(
     """A random-init sequence classifier with `labels` as its id2label."""
     import torch
     from transformers import (
+        AlbertConfig,
+        AlbertForSequenceClassification,
         BertConfig,
         BertForSequenceClassification,
+        DebertaV2Config,
+        DebertaV2ForSequenceClassification,
         DistilBertConfig,
         DistilBertForSequenceClassification,
+        ElectraConfig,
+        ElectraForSequenceClassification,
         MPNetConfig,
         MPNetForSequenceClassification,
         RobertaConfig,
@@ -180,6 +187,17 @@ def classifier(
         cfg = DistilBertConfig(dim=hidden, n_layers=layers, n_heads=heads, hidden_dim=hidden * 2, dropout=0.0,
                                attention_dropout=0.0, seq_classif_dropout=0.0, **common)
         return DistilBertForSequenceClassification(cfg).eval()
+    plain = dict(hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads, intermediate_size=hidden * 2,
+                 hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, **common)
+    # ALBERT and ELECTRA factorise the embedding (narrower rows, projected up): STEU edits those narrow rows
+    if arch == "albert":
+        return AlbertForSequenceClassification(AlbertConfig(embedding_size=hidden // 2, classifier_dropout_prob=0.0,
+                                                            **plain)).eval()
+    if arch == "electra":
+        return ElectraForSequenceClassification(ElectraConfig(embedding_size=hidden // 2, **plain)).eval()
+    if arch == "deberta-v2":  # relative attention, and a pooler inside the head (ContextPooler)
+        return DebertaV2ForSequenceClassification(DebertaV2Config(pooler_dropout=0.0, pooler_hidden_size=hidden,
+                                                                  **plain)).eval()
     # RoBERTa, XLM-R and MPNet: <pad> is id 1 (BPE_SPECIALS), and position ids start after it, as released
     bpe = dict(hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads, intermediate_size=hidden * 2,
                hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, pad_token_id=1, bos_token_id=0,

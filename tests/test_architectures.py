@@ -1,5 +1,6 @@
 """RoBERTa (byte-level BPE: "Ġword"), MPNet (<s>-framed WordPiece) and XLM-R (SentencePiece: "▁word") through
-the engine and the registry.
+the engine and the registry; ALBERT, ELECTRA (factorised embeddings) and DeBERTa-v2 (relative attention, a pooler
+inside the head) through the engine and the export.
 
 The rest of the suite runs BERT and DistilBERT; these are the other families steuops is used with. Each test
 builds its tiny model and tokenizer in code (steuops.tiny), so the tokenizer's own conventions are exercised:
@@ -26,7 +27,9 @@ from steuops.tiny import classifier, tokenizer_for
 from steuops.tokens import bare
 
 pytestmark = pytest.mark.filterwarnings("ignore")
-ARCHS = ["roberta", "mpnet", "xlm-roberta"]
+FAMILIES = ["roberta", "mpnet", "xlm-roberta"]  # tokenizer shapes other than BERT's WordPiece
+STRUCTURES = ["albert", "electra", "deberta-v2"]  # factorised embeddings; relative attention and a pooled head
+ARCHS = FAMILIES + STRUCTURES
 CFG = {"k": 8, "epochs": 8, "max_length": 16, "lr": 1e-2, "head_lr": 1e-2}
 
 
@@ -59,6 +62,7 @@ def trained(request):
     return request.param, model.eval(), tok, notes, test
 
 
+@pytest.mark.parametrize("trained", FAMILIES, indirect=True)
 def test_the_tokenizer_has_its_family_shape(trained):
     arch, _, tok, notes, _ = trained
     pieces = tok.convert_ids_to_tokens(tok(notes.texts[0])["input_ids"])
@@ -128,7 +132,18 @@ def test_audit_runs_every_attack_and_reads_the_class_in_the_parent(trained):
         assert report[figure]["edited"] is not None and 0.0 <= report[figure]["edited"] <= 1.0, figure
 
 
+@pytest.mark.parametrize("trained", STRUCTURES, indirect=True)
+def test_export_keeps_parity(trained, tmp_path):
+    from steuops.export import check_parity, export_onnx
+
+    _, model, tok, _, test = trained
+    path = export_onnx(model, tok, tmp_path, max_length=32)
+    report = check_parity(model, tok, path, test.texts[:16], max_length=32)
+    assert report.passed and report.max_abs_diff < 1e-4, report.failures()
+
+
 @pytest.mark.slow
+@pytest.mark.parametrize("trained", FAMILIES, indirect=True)
 def test_registry_apply_export_and_serve(trained, tmp_path):
     """Registered, unlearned, exported and served: the tokenizer survives MLflow, the ONNX graph takes no token
     type ids, and the served scores are the registered version's own."""
