@@ -63,7 +63,6 @@ import argparse
 import json
 import math
 import os
-import platform
 import sys
 import time
 from dataclasses import dataclass
@@ -493,13 +492,14 @@ def table(result: dict[str, Any]) -> str:
 
 def device_name(device: str) -> str:
     import torch
+    from unlearn import cpu_model  # bench/ is on the path when a bench runs
 
     from steuops import modeling
 
     dev = modeling.resolve_device(device)
     if dev.type == "cuda":
         return torch.cuda.get_device_name(dev)
-    return f"cpu ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)"
+    return f"cpu ({cpu_model()}, {os.cpu_count()} cores)"
 
 
 # ---- main ---------------------------------------------------------------------------------------

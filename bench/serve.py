@@ -250,11 +250,9 @@ def environment() -> dict[str, Any]:
 
 
 def cpu_model() -> str:
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown"
+    from unlearn import cpu_model as model_name  # one definition, in bench/unlearn.py
+
+    return model_name()
 
 
 # ---------------------------------------------------------------- load test

@@ -89,6 +89,23 @@ def test_specific_selection_picks_the_keywords_not_marked_stop_words_or_numbers(
     assert modeling.fingerprint(result.edit.apply(copy.deepcopy(model))) == modeling.fingerprint(result.model)
 
 
+@pytest.mark.parametrize("arch", ["roberta", "deberta-v2"])
+def test_a_single_label_head_forgets_too(arch):
+    """Softmax heads (cross-entropy losses, argmax predictions) of a BPE family and of a pooled-head family."""
+    from steuops.training import TrainConfig, fine_tune
+
+    notes, test = keyword_notes(200, seed=0, multi_label=False), keyword_notes(80, seed=1, multi_label=False)
+    tok = tokenizer_for(arch, notes.texts, 200)
+    model = classifier(LABELS, len(tok), arch=arch, seed=0, layers=1, multi_label=False)
+    fine_tune(model, tok, notes, TrainConfig(epochs=8, lr=1e-2, max_length=16, batch_size=16, warmup=0.0, seed=0),
+              device="cpu")
+    result = unlearn("steu", model, tok, ["pneumonia"], notes, CFG, device="cpu")
+    assert {bare(t["token"]) for t in result.info["tokens"]} <= set(KEYWORDS["pneumonia"])
+    ev = evaluate(model, result.model, tok, test, ["pneumonia"], device="cpu", max_length=16)
+    assert ev.before.forget_f1 >= 0.5 and ev.after.forget_f1 <= 0.05
+    assert ev.after.retain_macro_f1 >= ev.before.retain_macro_f1 - 0.15
+
+
 def test_head_alone_on_cached_features_reproduces_the_model(trained):
     """RoBERTa's and MPNet's heads read the sequence (first position): the recorded features must replay them."""
     _, model, tok, notes, _ = trained
