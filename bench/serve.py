@@ -240,6 +240,7 @@ def environment() -> dict[str, Any]:
     import onnxruntime
     import torch
     import transformers
+    from unlearn import cpu_model  # bench/ is on the path when a bench runs
 
     out = {"python": platform.python_version(), "torch": torch.__version__, "transformers": transformers.__version__,
            "onnxruntime": onnxruntime.__version__, "cpu_count": os.cpu_count(), "machine": platform.machine(),
@@ -247,12 +248,6 @@ def environment() -> dict[str, Any]:
     if torch.cuda.is_available():
         out["gpu"] = torch.cuda.get_device_name(0)
     return out
-
-
-def cpu_model() -> str:
-    from unlearn import cpu_model as model_name  # one definition, in bench/unlearn.py
-
-    return model_name()
 
 
 # ---------------------------------------------------------------- load test

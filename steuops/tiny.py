@@ -55,12 +55,9 @@ def bpe_tokenizer(corpus: Sequence[str], vocab_size: int = 600):
     from transformers import RobertaTokenizerFast
 
     pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    counts: Counter[str] = Counter()
-    for text in corpus:
-        counts.update(w for w, _ in pre_tokenizer.pre_tokenize_str(text))
     vocab = {p: i for i, p in enumerate(BPE_SPECIALS + sorted(pre_tokenizers.ByteLevel.alphabet()))}
     merges: list[tuple[str, str]] = []
-    for word, _ in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])):
+    for word, _ in _frequent_words(corpus, pre_tokenizer):
         for end in range(2, len(word) + 1):
             if len(merges) >= vocab_size:
                 break
@@ -86,17 +83,15 @@ def sentencepiece_tokenizer(corpus: Sequence[str], vocab_size: int = 600):
     from transformers import XLMRobertaTokenizerFast
 
     pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always")
-    counts: Counter[str] = Counter()
-    for text in corpus:
-        counts.update(w for w, _ in pre_tokenizer.pre_tokenize_str(text))
-    chars = sorted({ch for word in counts for ch in word.lstrip("▁")})
-    pieces = [(p, 0.0) for p in BPE_SPECIALS]
-    pieces += [(w, math.log(n) - 10.0) for w, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:vocab_size]
-               if len(w) > 2]  # "▁" plus one char is a char piece below
-    pieces += [(p, -20.0) for ch in chars for p in (ch, "▁" + ch)]
-    seen: set[str] = set()
-    pieces = [(p, score) for p, score in pieces if not (p in seen or seen.add(p))]
-    tok = Tokenizer(models.Unigram(pieces, unk_id=BPE_SPECIALS.index("<unk>"), byte_fallback=False))
+    words = _frequent_words(corpus, pre_tokenizer)
+    chars = sorted({ch for word, _ in words for ch in word.lstrip("▁")})
+    scores = dict.fromkeys(BPE_SPECIALS, 0.0)
+    for word, n in words[:vocab_size]:
+        if len(word) > 2:  # "▁" plus one char is a char piece below
+            scores.setdefault(word, math.log(n) - 10.0)
+    for piece in (p for ch in chars for p in (ch, "▁" + ch)):
+        scores.setdefault(piece, -20.0)
+    tok = Tokenizer(models.Unigram(list(scores.items()), unk_id=BPE_SPECIALS.index("<unk>"), byte_fallback=False))
     tok.pre_tokenizer, tok.decoder = pre_tokenizer, decoders.Metaspace(replacement="▁", prepend_scheme="always")
     tok.post_processor = processors.TemplateProcessing(single="<s> $A </s>", pair="<s> $A </s> </s> $B </s>",
                                                        special_tokens=[("<s>", 0), ("</s>", 2)])
@@ -125,11 +120,17 @@ def _vocab(corpus: Sequence[str], size: int, normalizer, pre_tokenizer,
     different vocabularies under different PYTHONHASHSEEDs, and so different test results. Whole words only:
     falling back to characters would spread one rare word over many positions of a short max_length.
     """
+    words = [w for w, _ in _frequent_words(corpus, pre_tokenizer, normalizer) if w not in specials]
+    return {p: i for i, p in enumerate(list(specials) + words[: max(0, size - len(specials))])}
+
+
+def _frequent_words(corpus: Sequence[str], pre_tokenizer, normalizer=None) -> list[tuple[str, int]]:
+    """(word, count) of the corpus's pre-tokenized words, most frequent first, ties alphabetical (never hash order)."""
     counts: Counter[str] = Counter()
     for text in corpus:
-        counts.update(w for w, _ in pre_tokenizer.pre_tokenize_str(normalizer.normalize_str(text)))
-    words = [w for w, _ in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])) if w not in specials]
-    return {p: i for i, p in enumerate(list(specials) + words[: max(0, size - len(specials))])}
+        counts.update(w for w, _ in pre_tokenizer.pre_tokenize_str(normalizer.normalize_str(text) if normalizer
+                                                                     else text))
+    return sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
 
 
 def classifier(

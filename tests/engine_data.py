@@ -39,11 +39,12 @@ def keyword_notes(n: int = 200, seed: int = 0, multi_label: bool = True, filler_
 
 
 def trained_classifier(notes: Notes, arch: str = "bert", multi_label: bool = True, seed: int = 0):
-    """(model, tokenizer): a tiny classifier fine-tuned on `notes` until it knows every class."""
-    from steuops.tiny import classifier, wordpiece_tokenizer
+    """(model, tokenizer): a tiny classifier fine-tuned on `notes` until it knows every class; the tokenizer is
+    the shape that goes with `arch` (steuops.tiny.tokenizer_for: WordPiece for BERT and DistilBERT)."""
+    from steuops.tiny import classifier, tokenizer_for
     from steuops.training import TrainConfig, fine_tune
 
-    tok = wordpiece_tokenizer(notes.texts, vocab_size=200)
+    tok = tokenizer_for(arch, notes.texts, vocab_size=200)
     model = classifier(LABELS, len(tok), arch=arch, multi_label=multi_label, seed=seed, layers=1)
     fine_tune(model, tok, notes, TrainConfig(epochs=8, lr=1e-2, max_length=16, batch_size=16, warmup=0.0,
                                              seed=seed), device="cpu")

@@ -15,7 +15,7 @@ import copy
 import numpy as np
 import pytest
 import torch
-from engine_data import KEYWORDS, LABELS, keyword_notes
+from engine_data import KEYWORDS, keyword_notes, trained_classifier
 
 from steuops import modeling
 from steuops.data import Notes
@@ -23,7 +23,6 @@ from steuops.features import exact, head_logits, record
 from steuops.methods import unlearn
 from steuops.methods.steu.selection import STOP_WORDS, is_content_piece
 from steuops.metrics import evaluate
-from steuops.tiny import classifier, tokenizer_for
 from steuops.tokens import bare
 
 pytestmark = pytest.mark.filterwarnings("ignore")
@@ -52,13 +51,8 @@ def sepsis_marked_notes(n: int, seed: int) -> Notes:
 @pytest.fixture(scope="module", params=ARCHS)
 def trained(request):
     """(arch, model, tokenizer, train notes, test notes): a tiny classifier of that family that knows every class."""
-    from steuops.training import TrainConfig, fine_tune
-
     notes, test = sepsis_marked_notes(200, seed=0), sepsis_marked_notes(80, seed=1)
-    tok = tokenizer_for(request.param, notes.texts, 200)
-    model = classifier(LABELS, len(tok), arch=request.param, seed=0, layers=1)
-    fine_tune(model, tok, notes, TrainConfig(epochs=8, lr=1e-2, max_length=16, batch_size=16, warmup=0.0, seed=0),
-              device="cpu")
+    model, tok = trained_classifier(notes, arch=request.param)
     return request.param, model.eval(), tok, notes, test
 
 
@@ -92,13 +86,8 @@ def test_specific_selection_picks_the_keywords_not_marked_stop_words_or_numbers(
 @pytest.mark.parametrize("arch", ["roberta", "deberta-v2"])
 def test_a_single_label_head_forgets_too(arch):
     """Softmax heads (cross-entropy losses, argmax predictions) of a BPE family and of a pooled-head family."""
-    from steuops.training import TrainConfig, fine_tune
-
     notes, test = keyword_notes(200, seed=0, multi_label=False), keyword_notes(80, seed=1, multi_label=False)
-    tok = tokenizer_for(arch, notes.texts, 200)
-    model = classifier(LABELS, len(tok), arch=arch, seed=0, layers=1, multi_label=False)
-    fine_tune(model, tok, notes, TrainConfig(epochs=8, lr=1e-2, max_length=16, batch_size=16, warmup=0.0, seed=0),
-              device="cpu")
+    model, tok = trained_classifier(notes, arch=arch, multi_label=False)
     result = unlearn("steu", model, tok, ["pneumonia"], notes, CFG, device="cpu")
     assert {bare(t["token"]) for t in result.info["tokens"]} <= set(KEYWORDS["pneumonia"])
     ev = evaluate(model, result.model, tok, test, ["pneumonia"], device="cpu", max_length=16)
