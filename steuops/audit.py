@@ -46,6 +46,8 @@ if TYPE_CHECKING:
 
 SCHEMA = "steuops.audit/v2"
 VERIFY_NOTES = 4  # stored notes run again before an audit-cache entry is used
+# remember_pass keeps a split of at most this many notes (MiniLM: about 3 KB a note on disk)
+REMEMBER_NOTES = 10_000
 # options that do not change one seed's attack on one model (so they are not part of its audit-cache key)
 PER_AUDIT_OPTIONS = ("seeds", "gradient_seeds", "bypass_phrases")
 ROLES = ("original", "edited", "reference")
@@ -951,9 +953,11 @@ class _Auditor:
         `start`: the F1 at step 0 when the caller has it (else evaluated)."""
         import torch
 
+        from steuops.modeling import adam
+
         torch.manual_seed(draw.seed)
         rng = np.random.default_rng(draw.seed)
-        optimiser = torch.optim.Adam(params, lr=lr)
+        optimiser = adam(params, lr=lr)
         work.eval()  # dropout off: a deterministic attack; gradients still flow
         y = torch.tensor(sample.multi_hot(self.labels))
         size = self.config.relearn_batch_size
@@ -1313,6 +1317,39 @@ def _auditor(tokenizer, forget, train, test, config, device, progress, cache_dir
         disk = AuditCache(cache_dir, context(tokenizer, {"batch_size": config.batch_size,
                                                          "max_length": config.max_length}, dev))
     return _Auditor(tokenizer, forget, train, test, config, dev, progress, disk)
+
+
+def remember_pass(cache_dir: Any, model, tokenizer, texts: Sequence[str], logits: np.ndarray, cache: Any, *,
+                  max_length: int, device: Any = "auto") -> bool:
+    """Keep `model`'s pass over `texts`, run elsewhere with its encoder outputs recorded (`cache`, which replays
+    `logits` exactly), in the audit cache, where an audit at `max_length` looks for it: apply's evaluation runs
+    the parent over the held-out notes, and a later audit of any version of that parent reads them back (after
+    running VERIFY_NOTES of them again) instead of running the encoder over them once more. The tokenizer must
+    truncate as the audit's will. False when an entry is there already, the split is larger than
+    REMEMBER_NOTES (an audit samples ~1,500 of them; it computes those itself) or the home is not writable."""
+    from steuops.auditcache import AuditCache, context, texts_sha
+    from steuops.modeling import fingerprint, resolve_device
+
+    if len(texts) > REMEMBER_NOTES:
+        return False
+    dev = resolve_device(device) if isinstance(device, str) else device
+    config = AuditConfig(max_length=max_length)
+    disk = AuditCache(cache_dir, context(tokenizer, {"batch_size": config.batch_size, "max_length": max_length}, dev))
+    fp, key = fingerprint(model), texts_sha(texts)
+    if disk.load_arrays(fp, key) is not None:
+        return False
+    store = _SplitPass(len(texts))
+    home = next(model.parameters()).device
+    try:  # the head on the cache: the features, as the audit taps them
+        head = _head_pass(model.to(dev), cache, batch_size=config.batch_size, device=dev)
+    finally:
+        model.to(home)
+    store.write(np.arange(len(texts)), _Pass(np.asarray(logits, np.float32), head.features, cache, True))
+    try:
+        disk.save_arrays(fp, key, store.arrays())
+    except OSError:  # the audit computes them itself
+        return False
+    return True
 
 
 def _edit_tokens(edit: Any) -> tuple[list[int] | None, str | None]:

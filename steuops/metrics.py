@@ -12,7 +12,7 @@ element, never from what a method claims to have touched.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -121,6 +121,7 @@ def evaluate(
     progress: Progress | None = None,
     settings: InferenceSettings | None = None,
     hierarchy: Any = None,
+    on_original: Callable[[np.ndarray, Any], None] | None = None,
 ) -> Evaluation:
     """Score both models on the held-out notes and diff their parameters.
 
@@ -129,6 +130,9 @@ def evaluate(
 
     `settings` (max length + truncation side) is what the notes are tokenized with; it wins over
     `max_length`, which (with the tokenizer's own truncation side) is used only when settings is None.
+
+    `on_original(logits, cache)`: called with the original's logits on `test` and the encoder outputs its head
+    read (features.FeatureCache), when those replay its logits exactly; the pipeline keeps them for the audit.
     """
     from steuops import modeling
 
@@ -140,7 +144,7 @@ def evaluate(
     dev = modeling.resolve_device(device)
     y_true = test.multi_hot(labels)
     preds = [modeling.predict(z, multi) for z in _paired_logits(original, edited, tokenizer, test.texts, settings, dev,
-                                                                batch_size, progress)]
+                                                                batch_size, progress, on_original)]
     modified, total, l2 = param_diff(original, edited)
     cols = [labels.index(c) for c in forget]
     levels = None if hierarchy is None else _highest_level(hierarchy, test.texts)
@@ -216,21 +220,23 @@ def _settings_for(tokenizer: Any, max_length: int) -> InferenceSettings:
 
 
 def _paired_logits(original: nn.Module, edited: nn.Module, tokenizer: Any, texts: Sequence[str],
-                   settings: InferenceSettings, dev: Any, batch_size: int, progress: Progress | None
-                   ) -> tuple[np.ndarray, np.ndarray]:
+                   settings: InferenceSettings, dev: Any, batch_size: int, progress: Progress | None,
+                   on_original: Callable[[np.ndarray, Any], None] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Both models' logits. When `edited`'s encoder differs from the original's only in some embedding rows
     (STEU: the encoder is frozen), it runs only on the notes that contain one of those tokens; every other note
     gets the original's encoder output (recorded on the way) through the edited head: the same logits
-    (features.py), for a fraction of the passes. Anything else, or a head the record cannot replay: full passes."""
+    (features.py), for a fraction of the passes. Anything else, or a head the record cannot replay: full passes.
+    `on_original`: see evaluate."""
     from steuops import features
 
-    rows = features.changed_rows(original, edited)
-    if rows is None:
-        return tuple(_logits_on(m, tokenizer, texts, settings, dev, batch_size, progress) for m in (original, edited))
     with features.record(original) as recorder:
         before = _logits_on(original, tokenizer, texts, settings, dev, batch_size, progress)
     cache = recorder.cache()
-    if cache is None or not _on(original, dev, lambda: features.exact(original, cache, _tensor(before), device=dev)):
+    exact = cache is not None and _on(original, dev, lambda: features.exact(original, cache, _tensor(before), device=dev))
+    if exact and on_original is not None:
+        on_original(before, cache)
+    rows = features.changed_rows(original, edited)
+    if rows is None or not exact:
         return before, _logits_on(edited, tokenizer, texts, settings, dev, batch_size, progress)
     after = _on(edited, dev, lambda: _head_logits(edited, cache, batch_size, dev))
     with settings.applied(tokenizer):

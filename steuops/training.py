@@ -153,7 +153,6 @@ def _pos_weight(y: np.ndarray, device) -> torch.Tensor:
 
 def _optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
     """AdamW; no decay on biases and LayerNorm weights; the head may take its own rate."""
-    import torch
 
     head = set(modeling.head_param_names(model))
     groups: dict[tuple[bool, bool], list] = {}
@@ -168,7 +167,7 @@ def _optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
          "weight_decay": config.weight_decay if decay else 0.0}
         for (is_head, decay), params in sorted(groups.items())
     ]
-    return torch.optim.AdamW(param_groups)
+    return modeling.adam(param_groups, decoupled=True)
 
 
 def _warmup_steps(total: int, warmup: float) -> int:

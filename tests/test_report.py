@@ -478,6 +478,63 @@ def test_report_cli_audits_next_to_a_retrained_reference_version(
     assert "registered v3" in json.loads(out.with_suffix(".json").read_text())["verdict"]
 
 
+@pytest.mark.usefixtures("quick_audit")
+def test_apply_audits_at_the_versions_settings_and_report_reads_its_work_back(
+        policies, tmp_path, capsys, trained_tiny, tiny_tokenizer, notes_frame):
+    """`apply --audit` tokenizes as the gate's evaluation and the server do (the version's max_length and
+    truncation side), like `steuops report`; so a later report finds the parent's passes in the audit cache."""
+    from steuops.cli import main
+    from steuops.inference import InferenceSettings
+    from steuops.pipeline import apply
+    from steuops.registry import Registry
+
+    home = tmp_path / "home"
+    registry = Registry(home)
+    registry.log_base_model(MODEL, trained_tiny, tiny_tokenizer, dataset=notes_frame,
+                            settings=InferenceSettings(max_length=48, truncation_side="left"))
+    audited = policies["loose"].with_name("audited.yaml")
+    audited.write_text(policies["loose"].read_text() + "audit:\n  bypass_f1_max: 1.0\n")
+    apply(MODEL, ["sepsis"], home=home, policy=audited, method_config=FAST_STEU, device="cpu", export=False,
+          audit=True)
+    ref = registry.resolve(MODEL, version="2")
+    assert registry.read_json_artifact(ref, "evaluation.json")["inference"] == {"max_length": 48,
+                                                                                "truncation_side": "left"}
+    assert registry.read_json_artifact(ref, "audit.json")["config"]["max_length"] == 48
+    out = tmp_path / "v2.html"
+    assert main(["report", "--model", MODEL, "--version", "2", "--home", str(home), "--out", str(out), "--json",
+                 "--refresh-audit", "--reference", "none"]) == 0
+    capsys.readouterr()
+    cache = json.loads(out.with_suffix(".json").read_text())["audit"]["cache"]
+    assert not cache["rejected"] and cache["reused"]["original"]["notes"] > 0
+    assert cache["reused"]["original"]["retain_relearn"] == 1
+
+
+@pytest.mark.usefixtures("quick_audit")
+def test_the_first_report_reads_the_parents_held_out_pass_that_apply_ran(make_home, policies, tmp_path, capsys):
+    """apply's evaluation runs the parent over every held-out note; it keeps that pass in the audit cache, so
+    the first audit of the version runs the parent only on the train notes. The figures are the same as
+    with everything computed afresh."""
+    from steuops.cli import main
+    from steuops.pipeline import apply
+
+    home, registry = make_home()
+    apply(MODEL, ["sepsis"], home=home, policy=policies["loose"], method_config=FAST_STEU, device="cpu", export=False)
+    held_out = registry.read_json_artifact(registry.resolve(MODEL, version="2"), "evaluation.json")["n_test"]
+    out = tmp_path / "v2.html"
+    args = ["report", "--model", MODEL, "--version", "2", "--home", str(home), "--out", str(out), "--json",
+            "--reference", "none"]
+    assert main(args) == 0
+    first = json.loads(out.with_suffix(".json").read_text())["audit"]
+    assert not first["cache"]["rejected"]
+    assert first["cache"]["reused"]["original"] == {"notes": held_out}  # nothing else was there yet
+    assert main([*args, "--refresh-audit", "--no-audit-cache"]) == 0
+    fresh = json.loads(out.with_suffix(".json").read_text())["audit"]
+    capsys.readouterr()
+    assert fresh["cache"] == {}
+    for key in ("probe_f1", "relearn_f1", "membership_auc", "retain_relearn_f1", "cka", "bypass_f1", "relearn_sizes"):
+        assert first[key] == fresh[key], key
+
+
 def test_report_cli_on_a_version_steuops_did_not_make_exits_2(make_home, capsys):
     from steuops.cli import main
 

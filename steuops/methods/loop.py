@@ -254,7 +254,7 @@ def train(
                           hint="use k >= 1 or train the head")
     torch.manual_seed(config.seed)
     generator = torch.Generator().manual_seed(config.seed)
-    optimizer = torch.optim.AdamW([g for g in groups if g["params"]], weight_decay=weight_decay)
+    optimizer = modeling.adam([g for g in groups if g["params"]], decoupled=True, weight_decay=weight_decay)
     ratio = float(getattr(config, "retain_per_forget", 0.0) or 0.0)
     history: list[dict[str, float]] = []
     done = 0  # optimizer steps taken

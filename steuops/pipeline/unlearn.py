@@ -427,8 +427,22 @@ def _evaluate(prep: _Prepared, edited: Any, device: str, clock: Clock, progress,
         # the paper's preservation by hierarchy level: the method's hierarchy, else the built-in one if it has the class
         hierarchy = resolve(getattr(prep.config, "hierarchy", AUTO), prep.forget)
         evaluation = evaluate(prep.loaded.model, edited, prep.loaded.tokenizer, prep.test, prep.forget,
-                              device=device, settings=prep.settings, progress=progress, hierarchy=hierarchy)
+                              device=device, settings=prep.settings, progress=progress, hierarchy=hierarchy,
+                              on_original=lambda logits, cache: _keep_for_audit(prep, logits, cache, device))
     result.evaluation = evaluation.to_dict()
+
+
+def _keep_for_audit(prep: _Prepared, logits: Any, cache: Any, device: str) -> None:
+    """The parent's pass over the held-out notes, into the audit cache: an audit of this version (apply's,
+    `steuops report`'s) or of any other made from the same parent reads it back instead of running it again."""
+    from steuops import auditcache
+    from steuops.audit import remember_pass
+    from steuops.inference import InferenceSettings
+
+    settings = prep.settings or InferenceSettings.from_tokenizer(prep.loaded.tokenizer)
+    with settings.applied(prep.loaded.tokenizer):
+        remember_pass(auditcache.root(prep.registry.home), prep.loaded.model, prep.loaded.tokenizer,
+                      prep.test.texts, logits, cache, max_length=settings.max_length, device=device)
 
 
 def _wants_audit(policy: Any, audit: bool | None) -> bool:
@@ -444,16 +458,21 @@ def _audit(prep: _Prepared, edited: Any, device: str, clock: Clock, progress, re
     own). Its figures go into the evaluation the gate reads. No reference to be had (no base encoder)
     does not stop apply: the audit records why, and the report says it."""
     from steuops import auditcache
-    from steuops.audit import audit_and_report
+    from steuops.audit import AuditConfig, audit_and_report
+    from steuops.inference import InferenceSettings
     from steuops.pipeline.report import compliance_fields, fingerprints, with_reference_source
 
     meta = {"model": prep.parent.name, "parent_version": prep.parent.version, "method": result.method,
             "policy": prep.policy.name, "cohort_sha256": prep.cohort_info["sha256"], **fingerprints(edited.edit)}
-    with clock.step("audit"):
+    # at the settings the gate evaluated and the server serves, as `steuops report` audits (and so sharing
+    # its audit-cache entries)
+    settings = prep.settings or InferenceSettings.from_tokenizer(prep.loaded.tokenizer)
+    config = AuditConfig(max_length=settings.max_length)
+    with clock.step("audit"), settings.applied(prep.loaded.tokenizer):
         reference, reference_info = _audit_reference(prep, edited, result.method, device, progress)
         out = audit_and_report(prep.loaded.model, edited.model, prep.loaded.tokenizer, prep.forget, prep.train,
                                prep.test, result.evaluation, None, edited.edit, meta, out_dir, reference,
-                               device=device, progress=progress, tokens=result.tokens,
+                               config=config, device=device, progress=progress, tokens=result.tokens,
                                cache_dir=auditcache.root(prep.registry.home))
     out["audit"] = with_reference_source(out["audit"], reference_info)
     if lineage.AUDIT_FILE in out.get("files", {}):  # the logged audit.json says where its reference came from
