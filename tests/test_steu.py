@@ -273,3 +273,22 @@ def test_epoch_order_never_uses_held_out_notes():
     assert sorted(epoch_order(forget, 0.0, g, held).tolist()) == [1, 3, 4, 5, 6, 7]
     sampled = epoch_order(forget, 1.0, g, held).tolist()
     assert {3, 7} <= set(sampled) and not {0, 2} & set(sampled) and len(sampled) == 4
+
+
+def test_the_row_gradient_is_the_same_every_time_on_a_multi_core_cpu():
+    """Indexing the trained rows (`rows[slot]`) has a backward that adds into them with atomics when torch
+    runs it on several threads, in another order each time: two runs of the same apply gave two edits. The
+    lookup STEU uses sums in one order. A batch large enough for torch's threaded path, ten times."""
+    from steuops.methods.steu.method import RowSubstitution
+
+    torch.manual_seed(0)
+    model = classifier(LABELS, vocab_size=200, hidden=32, layers=1)
+    sub = RowSubstitution(model, list(range(5, 60)), torch.device("cpu"))
+    ids = torch.randint(0, 200, (32, 64))  # 32 x 64 x 32 embedding values: past torch's grain size (32,768)
+    mask = torch.ones_like(ids)
+    grads = set()
+    for _ in range(10):
+        sub.rows.grad = None
+        sub(ids, mask).square().sum().backward()
+        grads.add(sub.rows.grad.numpy().tobytes())
+    assert len(grads) == 1

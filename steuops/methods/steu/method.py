@@ -207,7 +207,9 @@ class RowSubstitution:
             return self.model(input_ids=ids, attention_mask=mask).logits
         embeds = self.embedding(ids)
         slot = self.slot[ids]
-        picked = self.rows[slot.clamp(min=0)].to(embeds.dtype)
+        # a lookup, not `rows[slot]`: indexing's backward adds into `rows` with atomics on a multi-core CPU, in
+        # a different order every run (so two runs gave two edits); the embedding backward sums in one order
+        picked = torch.nn.functional.embedding(slot.clamp(min=0), self.rows).to(embeds.dtype)
         embeds = torch.where((slot >= 0)[..., None], picked, embeds)
         return self.model(inputs_embeds=embeds, attention_mask=mask).logits
 
