@@ -437,12 +437,18 @@ def _keep_for_audit(prep: _Prepared, logits: Any, cache: Any, device: str) -> No
     `steuops report`'s) or of any other made from the same parent reads it back instead of running it again."""
     from steuops import auditcache
     from steuops.audit import remember_pass
-    from steuops.inference import InferenceSettings
 
-    settings = prep.settings or InferenceSettings.from_tokenizer(prep.loaded.tokenizer)
+    settings = _audit_settings(prep)
     with settings.applied(prep.loaded.tokenizer):
         remember_pass(auditcache.root(prep.registry.home), prep.loaded.model, prep.loaded.tokenizer,
                       prep.test.texts, logits, cache, max_length=settings.max_length, device=device)
+
+
+def _audit_settings(prep: _Prepared) -> Any:
+    """The settings an audit of this apply tokenizes at: the ones the gate evaluated at and the server serves."""
+    from steuops.inference import InferenceSettings
+
+    return prep.settings or InferenceSettings.from_tokenizer(prep.loaded.tokenizer)
 
 
 def _wants_audit(policy: Any, audit: bool | None) -> bool:
@@ -459,14 +465,13 @@ def _audit(prep: _Prepared, edited: Any, device: str, clock: Clock, progress, re
     does not stop apply: the audit records why, and the report says it."""
     from steuops import auditcache
     from steuops.audit import AuditConfig, audit_and_report
-    from steuops.inference import InferenceSettings
     from steuops.pipeline.report import compliance_fields, fingerprints, with_reference_source
 
     meta = {"model": prep.parent.name, "parent_version": prep.parent.version, "method": result.method,
             "policy": prep.policy.name, "cohort_sha256": prep.cohort_info["sha256"], **fingerprints(edited.edit)}
     # at the settings the gate evaluated and the server serves, as `steuops report` audits (and so sharing
     # its audit-cache entries)
-    settings = prep.settings or InferenceSettings.from_tokenizer(prep.loaded.tokenizer)
+    settings = _audit_settings(prep)
     config = AuditConfig(max_length=settings.max_length)
     with clock.step("audit"), settings.applied(prep.loaded.tokenizer):
         reference, reference_info = _audit_reference(prep, edited, result.method, device, progress)
