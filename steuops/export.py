@@ -75,7 +75,9 @@ class OnnxScoreMismatch(ExportParityError):
 
 @dataclass
 class ParityReport:
-    """PyTorch vs ONNX Runtime logits on the same texts. `mismatches` lists every bad text."""
+    """PyTorch vs ONNX Runtime logits on the same texts. `mismatches` lists every bad text. `reference`: where
+    the PyTorch logits came from: "pytorch" (a pass run for the check) or "evaluation" (the logits the gate
+    scored, handed over by `steuops apply`)."""
 
     n_texts: int
     atol: float
@@ -84,6 +86,7 @@ class ParityReport:
     mismatches: list[dict[str, Any]]
     providers: list[str]
     onnx_file: str
+    reference: str = "pytorch"
 
     @property
     def passed(self) -> bool:
@@ -195,13 +198,14 @@ def export_onnx(
     max_length: int = DEFAULT_MAX_LENGTH,
     file_name: str = MODEL_FILE,
     settings: InferenceSettings | None = None,
+    metadata: dict[str, str] | None = None,
 ) -> Path:
     """Export `model` to one self-contained ONNX file with dynamic batch and sequence axes.
 
     Tries torch's default (dynamo) exporter, falls back to the legacy TorchScript exporter only
     when that fails; the exporter used is stored in the file's metadata (`exporter_of`), with the
     inference settings (`settings`, else `max_length` + the tokenizer's truncation side), the
-    labels (JSON list) and whether they are multi-label.
+    labels (JSON list) and whether they are multi-label, and `metadata` (more metadata_props).
     """
     import torch
 
@@ -214,19 +218,20 @@ def export_onnx(
     args = _sample_inputs(model, names)
     axes = {n: {0: "batch", 1: "sequence"} for n in names}
     axes["logits"] = {0: "batch"}
+    settings = settings or settings_for(tokenizer, max_length)
+    props = {lineage.META_INPUTS: lineage.encode_list(names), **settings.to_tags(), **_label_props(model),
+             **(metadata or {})}
     with torch.no_grad():
         try:
             # torch warns that torchvision (not a dependency) is absent, once per process; not the user's concern
             logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)
-            exporter = _export_dynamo(wrapper, args, names, path, opset)
+            _export_dynamo(wrapper, args, names, path, opset, {EXPORTER_KEY: "dynamo", **props})
         except Exception as exc:  # noqa: BLE001  (any dynamo failure: fall back, and say so)
             log.warning("dynamo ONNX export failed (%s: %s); using the legacy exporter", type(exc).__name__, exc)
             path.unlink(missing_ok=True)
             torch.onnx.export(wrapper, args, str(path), input_names=names, output_names=["logits"],
                               dynamic_axes=axes, opset_version=opset or 17, dynamo=False)
-            exporter = "torchscript"
-    settings = settings or settings_for(tokenizer, max_length)
-    _stamp(path, {EXPORTER_KEY: exporter, lineage.META_INPUTS: lineage.encode_list(names), **settings.to_tags(), **_label_props(model)})
+            _stamp(path, {EXPORTER_KEY: "torchscript", **props})
     return path
 
 
@@ -242,7 +247,8 @@ def _label_props(model: nn.Module) -> dict[str, str]:
             META_MULTI_LABEL: json.dumps(modeling.is_multi_label(model))}
 
 
-def _export_dynamo(wrapper, args, names: list[str], path: Path, opset: int | None) -> str:
+def _export_dynamo(wrapper, args, names: list[str], path: Path, opset: int | None, props: dict[str, str]) -> None:
+    """torch's dynamo exporter; `props` go into the file's metadata_props as it is saved (written once)."""
     import torch
     from torch.export import Dim
 
@@ -259,8 +265,8 @@ def _export_dynamo(wrapper, args, names: list[str], path: Path, opset: int | Non
         warnings.filterwarnings("ignore", message=r"# The axis name: ", category=UserWarning)
         program = torch.onnx.export(wrapper, args, input_names=names, output_names=["logits"], dynamic_shapes=shapes,
                                     dynamo=True, external_data=False, optimize=True, verbose=False, **kwargs)
+    program.model.metadata_props.update(props)
     program.save(str(path), external_data=False)
-    return "dynamo"
 
 
 def _max_positions(model: nn.Module) -> int:
@@ -272,15 +278,20 @@ def _stamp(path: Path, props: dict[str, str]) -> None:
     import onnx
 
     proto = onnx.load(str(path))
+    _set_props(proto, props)
+    onnx.save(proto, str(path), save_as_external_data=False)
+    stray = path.with_name(path.name + ".data")
+    stray.unlink(missing_ok=True)
+
+
+def _set_props(proto: Any, props: dict[str, str]) -> None:
+    """Set metadata_props on an in-memory ModelProto (a key already there gets the new value)."""
     existing = {p.key: p for p in proto.metadata_props}
     for key, value in props.items():
         if key in existing:
             existing[key].value = value
         else:
             proto.metadata_props.add(key=key, value=value)
-    onnx.save(proto, str(path), save_as_external_data=False)
-    stray = path.with_name(path.name + ".data")
-    stray.unlink(missing_ok=True)
 
 
 def metadata(onnx_path: str | Path) -> dict[str, str]:
@@ -405,7 +416,7 @@ def check_parity(
 
 
 def compare_logits(model: nn.Module, ref: np.ndarray, got: np.ndarray, *, atol: float, providers: list[str],
-                   onnx_file: str) -> ParityReport:
+                   onnx_file: str, reference: str = "pytorch") -> ParityReport:
     """The ParityReport of PyTorch logits `ref` against ONNX Runtime logits `got` (same texts, same order)."""
     from steuops import modeling
 
@@ -423,13 +434,14 @@ def compare_logits(model: nn.Module, ref: np.ndarray, got: np.ndarray, *, atol: 
     ]
     return ParityReport(n_texts=len(ref), atol=atol, max_abs_diff=float(diff.max()) if len(diff) else 0.0,
                         label_agreement=float(agree.mean()) if len(agree) else 1.0, mismatches=mismatches,
-                        providers=providers, onnx_file=onnx_file)
+                        providers=providers, onnx_file=onnx_file, reference=reference)
 
 
 def require_parity(report: ParityReport, what: str) -> None:
     if not report.passed:
+        source = "the gate's evaluation" if report.reference == "evaluation" else "PyTorch"
         raise ExportParityError(
-            f"{what}: ONNX and PyTorch disagree on {len(report.mismatches)} of {report.n_texts} texts "
+            f"{what}: ONNX and {source} disagree on {len(report.mismatches)} of {report.n_texts} texts "
             f"(max |logit diff| {report.max_abs_diff:.3g}, atol {report.atol:g})",
             failures=report.failures(),
             hint="the ONNX file was not logged; check the exporter/opset, or report the model architecture",
@@ -535,6 +547,7 @@ def optimize(
     out_dir: str | Path | None = None,
     fp16: bool = True,
     use_gpu: bool = False,
+    metadata: dict[str, str] | None = None,
 ) -> OptimizeResult:
     """ONNX Runtime's transformer optimizer (model_type "bert"); fp16 copy with float32 inputs/outputs.
 
@@ -542,7 +555,8 @@ def optimize(
     dynamo exporter's graph (measured: 0 Attention nodes). So the dynamo graph first goes through
     onnxscript's ORT fusions (the rewriter built for dynamo graphs: Attention, SkipLayerNorm,
     BiasGelu), then through optimize_model. Fused ops that appear are counted (`fused_ops`).
-    opt_level 1 keeps the graph provider-independent.
+    opt_level 1 keeps the graph provider-independent. Both files carry the source's metadata_props, and
+    `metadata` over them (set in memory: no second write of the files).
     """
     from onnxruntime.transformers.optimizer import optimize_model
 
@@ -552,6 +566,7 @@ def optimize(
     proto = _onnxscript_fusions(src)
     opt = optimize_model(proto if proto is not None else str(src), model_type="bert", num_heads=num_heads,
                          hidden_size=hidden_size, opt_level=1 if proto is None else 0, use_gpu=use_gpu)
+    _set_props(opt.model, metadata or {})
     opt_path = out / OPTIMIZED_FILE
     opt.save_model_to_file(str(opt_path), use_external_data_format=False)
     fused = fused_op_counts(opt_path)
@@ -616,6 +631,7 @@ def export_version(
     torch_eval: Any = None,
     tolerance: float = SCORE_TOLERANCE,
     fp16: bool | None = None,
+    evaluated: np.ndarray | None = None,
 ) -> ExportResult:
     """Export a registered version: ONNX + optimised + fp16, parity-checked, logged under onnx/.
 
@@ -625,6 +641,7 @@ def export_version(
     OnnxScoreMismatch: its figures are tagged on the version, its files are not logged.
     Raises ExportParityError (nothing logged) when the fp32 or optimised file disagrees with PyTorch.
     `fp16` None: model.fp16.onnx only where a CUDA device is visible (write_export).
+    `evaluated`: the fp32 logits the gate scored on `held_out` (see write_export).
     Sets tags steuops.onnx_sha256 (of model.onnx), steuops.onnx_exporter, steuops.onnx_parity_max_diff,
     the settings' tags, and with held_out steuops.onnx_forget_f1 / steuops.onnx_retain_macro_f1 (of the file a CPU
     server serves: model.opt.onnx, else model.onnx).
@@ -637,7 +654,8 @@ def export_version(
         result = write_export(loaded.model, loaded.tokenizer, work, name=ref.name, version=str(ref.version),
                               forgotten=lineage.forgotten(tags, loaded.labels),
                               lineage=lineage_of(registry, ref, tags, loaded.labels),
-                              check_texts=check_texts, settings=settings, held_out=held_out, fp16=fp16)
+                              check_texts=check_texts, settings=settings, held_out=held_out, fp16=fp16,
+                              evaluated=evaluated)
         verdict = _check_agreement(registry, ref, result, torch_eval, tolerance)
         registry.log_artifacts(ref, {p.name: p for p in sorted(work.iterdir()) if p.is_file()}, lineage.ONNX_DIR)
     if not out_dir:
@@ -705,6 +723,7 @@ def write_export(
     settings: InferenceSettings | None = None,
     held_out: Notes | None = None,
     fp16: bool | None = None,
+    evaluated: np.ndarray | None = None,
 ) -> ExportResult:
     """The folder a server needs, parity-checked: onnx files, tokenizer, labels.json, manifest.json.
 
@@ -714,18 +733,27 @@ def write_export(
     `held_out`, the files a server serves (model.opt.onnx on CPU, model.fp16.onnx on GPU, model.onnx where no
     other was made) are scored on all of it (ExportResult.scores, manifest "scores").
     `fp16`: also make model.fp16.onnx (None: only where a CUDA device is visible, the one place it is served).
+    `evaluated`: the model's fp32 logits on every `held_out` note, at `settings` (what the gate scored). Parity
+    is then checked against them on every held-out note (model.onnx: the first FALLBACK_PARITY_TEXTS), and
+    no PyTorch pass runs: the served file is shown to give, note for note, the logits that were gated.
     """
     work = Path(out_dir)
     work.mkdir(parents=True, exist_ok=True)
     settings = settings or (settings_for(tokenizer, max_length) if max_length
                             else InferenceSettings.from_tokenizer(tokenizer))
     settings.check_model(model)
+    if evaluated is not None and (held_out is None or check_texts or len(evaluated) != len(held_out)):
+        raise ValueError("evaluated logits need the held-out notes they were computed on (and no check_texts)")
     texts = list(check_texts) if check_texts else list(held_out.texts[:PARITY_TEXTS]) if held_out is not None \
         else default_check_texts()
+    if evaluated is not None:
+        texts = list(held_out.texts)
     forgotten = list(forgotten)
+    # name, version, labels, forgotten classes (JSON lists) and settings in every shipped .onnx file
+    props = {META_NAME: name, META_VERSION: version, META_FORGOTTEN: json.dumps(forgotten), **_label_props(model),
+             **settings.to_tags()}
     built = build_onnx_dir(model, tokenizer, work, texts, settings=settings, held_out=held_out, forget=forgotten,
-                           fp16=fp16)
-    _stamp_shipped(built.files, model, name=name, version=version, forgotten=forgotten, settings=settings)
+                           fp16=fp16, evaluated=evaluated, metadata=props)
     _write_json(work / LABELS_FILE, labels_doc(model, forgotten))
     shas = {p.name: sha256_file(p) for p in sorted(work.iterdir()) if p.is_file() and p.name != MANIFEST_FILE}
     manifest = {"name": name, "version": version, "files": shas, "exporter": built.exporter,
@@ -738,16 +766,6 @@ def write_export(
     return ExportResult(name=name, version=version, out_dir=work, files=shas, onnx_sha256=shas[MODEL_FILE],
                         exporter=built.exporter, fused_ops=built.fused_ops, parity=built.parity, forgotten=forgotten,
                         inference=settings.to_dict(), scores=built.scores)
-
-
-def _stamp_shipped(files: Sequence[Path], model: nn.Module, *, name: str, version: str, forgotten: list[str],
-                   settings: InferenceSettings) -> None:
-    """Name, version, labels, forgotten classes (JSON lists) and settings into every shipped .onnx file."""
-    props = {META_NAME: name, META_VERSION: version, META_FORGOTTEN: json.dumps(forgotten),
-             **_label_props(model), **settings.to_tags()}
-    for path in files:
-        if path.is_file():
-            _stamp(path, props)
 
 
 @dataclass
@@ -770,16 +788,20 @@ def build_onnx_dir(
     held_out: Notes | None = None,
     forget: Sequence[str] = (),
     fp16: bool | None = None,
+    evaluated: np.ndarray | None = None,
+    metadata: dict[str, str] | None = None,
 ) -> OnnxBuild:
     """Everything the server needs in one folder, parity-checked at `settings`: onnx files, tokenizer.
-    `fp16` None: the fp16 file only where a CUDA device is visible (servers pick it on GPUs only)."""
+    `fp16` None: the fp16 file only where a CUDA device is visible (servers pick it on GPUs only).
+    `evaluated`: PyTorch logits of `texts` already computed at `settings` (see write_export). `metadata`: more
+    metadata_props for every file (each file is written once)."""
     settings = settings or settings_for(tokenizer, max_length)
-    path = export_onnx(model, tokenizer, out_dir, settings=settings)
-    check = _FileCheck(model, tokenizer, texts, settings, held_out, forget)
+    path = export_onnx(model, tokenizer, out_dir, settings=settings, metadata=metadata)
+    check = _FileCheck(model, tokenizer, texts, settings, held_out, forget, evaluated)
     parity = {"fp32": check.run(path, FP32_ATOL, MODEL_FILE, score=False, limit=FALLBACK_PARITY_TEXTS)}
     heads, hidden = heads_and_hidden(model)
     opt = optimize(path, num_heads=heads, hidden_size=hidden, out_dir=out_dir,
-                   fp16=_cuda_available() if fp16 is None else fp16)
+                   fp16=_cuda_available() if fp16 is None else fp16, metadata=metadata)
     parity["optimized"] = check.run(opt.optimized, OPTIMIZED_ATOL, OPTIMIZED_FILE)
     parity["fp16"] = _fp16_parity(check, opt)
     settings.apply_to(copy.deepcopy(tokenizer)).save_pretrained(str(out_dir))  # the server truncates the same way
@@ -796,7 +818,7 @@ class _FileCheck:
     """Parity (PyTorch logits computed once) and held-out scores of each ONNX file, at one setting."""
 
     def __init__(self, model: nn.Module, tokenizer: Any, texts: Sequence[str], settings: InferenceSettings,
-                 held_out: Notes | None, forget: Sequence[str]) -> None:
+                 held_out: Notes | None, forget: Sequence[str], evaluated: np.ndarray | None = None) -> None:
         from steuops import modeling
 
         self.model, self.tokenizer, self.texts, self.settings = model, tokenizer, list(texts), settings
@@ -806,7 +828,9 @@ class _FileCheck:
         self.labels = modeling.label_names(model)
         self.forget = [c for c in forget if c in self.labels]
         self.multi = modeling.is_multi_label(model)
-        self.reference = torch_logits(model, tokenizer, self.texts, settings)
+        self.source = "pytorch" if evaluated is None else "evaluation"
+        self.reference = torch_logits(model, tokenizer, self.texts, settings) if evaluated is None \
+            else np.asarray(evaluated, dtype=np.float32)
         self.scores: dict[str, dict[str, Any]] = {}
 
     def run(self, path: Path, atol: float, what: str, sess: Any = None, *, required: bool = True,
@@ -821,7 +845,7 @@ class _FileCheck:
         got = every[:n] if every is not None else \
             ort_logits(sess, self.tokenizer, self.texts[:n], batch_size=16, settings=self.settings)
         report = compare_logits(self.model, self.reference[:n], got, atol=atol, providers=list(sess.get_providers()),
-                                onnx_file=str(path))
+                                onnx_file=str(path), reference=self.source)
         if required:
             require_parity(report, what)
         if report.passed and score:
@@ -862,7 +886,7 @@ def _brief_scores(scores: dict[str, Any]) -> dict[str, Any]:
 
 
 def _brief(report: dict[str, Any]) -> dict[str, Any]:
-    keep = ("skipped", "n_texts", "atol", "max_abs_diff", "label_agreement", "passed", "providers")
+    keep = ("skipped", "n_texts", "atol", "max_abs_diff", "label_agreement", "passed", "providers", "reference")
     out = {k: report[k] for k in keep if k in report}
     if "mismatches" in report:
         out["n_mismatches"] = len(report["mismatches"])

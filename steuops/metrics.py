@@ -13,7 +13,7 @@ element, never from what a method claims to have touched.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -77,10 +77,15 @@ class Evaluation:
     support: dict[str, int] = field(default_factory=dict)  # test notes carrying each class
     inference: dict[str, Any] = field(default_factory=dict)  # InferenceSettings.to_dict() the notes were scored at
     paper: dict[str, Any] = field(default_factory=dict)  # the HDSU paper's figures (paper_metrics)
+    # The edited model's logits on the test notes when they are fp32 (CPU: no autocast), in memory only (not in
+    # to_dict): the export checks its ONNX files against exactly what the gate scored. None under bf16 (CUDA).
+    edited_logits: np.ndarray | None = field(default=None, repr=False, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able; the input of gate.decide."""
-        return asdict(self)
+        out = asdict(replace(self, edited_logits=None))
+        del out["edited_logits"]
+        return out
 
 
 def param_diff(original: nn.Module, edited: nn.Module) -> tuple[int, int, float]:
@@ -143,8 +148,8 @@ def evaluate(
     multi = modeling.is_multi_label(original)
     dev = modeling.resolve_device(device)
     y_true = test.multi_hot(labels)
-    preds = [modeling.predict(z, multi) for z in _paired_logits(original, edited, tokenizer, test.texts, settings, dev,
-                                                                batch_size, progress, on_original)]
+    logits = _paired_logits(original, edited, tokenizer, test.texts, settings, dev, batch_size, progress, on_original)
+    preds = [modeling.predict(z, multi) for z in logits]
     modified, total, l2 = param_diff(original, edited)
     cols = [labels.index(c) for c in forget]
     levels = None if hierarchy is None else _highest_level(hierarchy, test.texts)
@@ -161,7 +166,15 @@ def evaluate(
         support={name: int(n) for name, n in zip(labels, y_true.sum(axis=0), strict=True)},
         inference=settings.to_dict(),
         paper=paper_metrics(y_true, preds[0], preds[1], cols, modified / total if total else 0.0, levels),
+        edited_logits=logits[1] if _fp32(edited, dev) else None,
     )
+
+
+def _fp32(model: nn.Module, dev: Any) -> bool:
+    """Whether `model`'s logits on `dev` are plain fp32 (modeling.autocast casts to bf16 on CUDA only)."""
+    import torch
+
+    return dev.type == "cpu" and all(p.dtype == torch.float32 for p in model.parameters())
 
 
 def _highest_level(hierarchy: Any, texts: Sequence[str]) -> np.ndarray:

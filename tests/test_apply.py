@@ -48,6 +48,11 @@ def test_apply_end_to_end(make_home, policies):
     names = set(registry.artifact_names(ref))
     assert {"edit", "evaluation.json", "validation.json", "gate.json", "onnx"} <= names
     assert registry.read_json_artifact(ref, "evaluation.json") == result.evaluation
+    # the registered files were checked against the logits the gate scored, on every held-out note (CPU: fp32)
+    manifest = json.loads((registry.download_artifact(ref, "onnx") / "manifest.json").read_text())
+    served = manifest["parity"]["optimized"]
+    assert served["reference"] == "evaluation" and served["passed"]
+    assert served["n_texts"] == result.evaluation["n_test"] == result.cohort["test_rows"]
     # Cohort text never reaches MLflow: no note text in tags, params or the JSON artifacts.
     text = notes_frame_text(registry)
     run = registry._client.get_run(registry.run_id(ref))

@@ -251,3 +251,25 @@ def test_export_keeps_torchs_exporter_chatter_out_of_the_users_terminal(tmp_path
     chatter = [f"{w.category.__name__}: {w.message}" for w in seen
                if issubclass(w.category, FutureWarning | DeprecationWarning) or "axis name" in str(w.message)]
     assert chatter == []
+
+
+def test_a_failed_dynamo_export_falls_back_to_torchscript_with_the_same_metadata(monkeypatch, tmp_path, tiny_tokenizer,
+                                                                                 tiny_notes):
+    """The dynamo exporter writes its metadata as it saves; the fallback path stamps the same keys afterwards."""
+    from steuops import export
+    from steuops.export import check_parity, export_onnx, exporter_of, metadata
+    from steuops.tiny import classifier
+
+    def broken(*_args, **_kwargs):
+        raise RuntimeError("no dynamo today")
+
+    model = classifier(LABELS, vocab_size=len(tiny_tokenizer), arch="bert", seed=3)
+    extra = {"steuops.name": "dx", "steuops.version": "7"}
+    dynamo = metadata(export_onnx(model, tiny_tokenizer, tmp_path / "dynamo", max_length=64, metadata=extra))
+    monkeypatch.setattr(export, "_export_dynamo", broken)
+    path = export_onnx(model, tiny_tokenizer, tmp_path / "legacy", max_length=64, metadata=extra)
+    assert exporter_of(path) == "torchscript" and dynamo[export.EXPORTER_KEY] == "dynamo"
+    assert {k: v for k, v in metadata(path).items() if k != export.EXPORTER_KEY} == \
+        {k: v for k, v in dynamo.items() if k != export.EXPORTER_KEY}
+    assert metadata(path)["steuops.version"] == "7"
+    assert check_parity(model, tiny_tokenizer, path, _texts(tiny_notes), max_length=64).passed

@@ -138,3 +138,45 @@ def test_export_version_uses_the_versions_settings(logged, tiny_notes, tmp_path)
     assert result.parity["fp32"]["n_texts"] == 24 and result.agreement["passed"]
     assert "onnx/model.onnx" in registry.artifact_names(ref, "onnx")
     assert not any(text[:40] in json.dumps(tags) for text in held_out.texts)  # figures, never note text
+
+
+def test_export_checks_the_registered_files_against_the_logits_the_gate_scored(logged, tiny_notes, monkeypatch):
+    """apply hands the export the fp32 logits its evaluation scored: parity is then checked against them on every
+    held-out note, with no PyTorch pass; files that do not give them (here: logits of another model) are refused
+    and nothing is logged."""
+    import torch
+
+    from steuops import export, modeling
+    from steuops.data import Notes
+    from steuops.errors import ExportParityError
+    from steuops.export import export_version
+    from steuops.metrics import evaluate
+
+    registry, ref, _ = logged
+    registry.set_tags(ref, {"steuops.forgotten": "sepsis", **SETTINGS.to_tags()})
+    held_out = Notes(list(tiny_notes.texts[-24:]), [list(x) for x in tiny_notes.labels[-24:]])
+    loaded = registry.load(ref)
+    evaluation = evaluate(loaded.model, loaded.model, loaded.tokenizer, held_out, ["sepsis"], device="cpu",
+                          settings=SETTINGS)
+    with SETTINGS.applied(loaded.tokenizer):
+        full = modeling.logits(loaded.model, loaded.tokenizer, held_out.texts, max_length=SETTINGS.max_length)
+    np.testing.assert_allclose(evaluation.edited_logits, full, atol=1e-5)  # what the gate's figures came from
+    assert "edited_logits" not in evaluation.to_dict()
+
+    def no_pytorch_pass(*_args, **_kwargs):
+        raise AssertionError("the evaluated logits were given: no PyTorch pass is needed")
+
+    monkeypatch.setattr(export, "torch_logits", no_pytorch_pass)
+    other = evaluation.edited_logits.copy()
+    other[5] += torch.linspace(-0.5, 0.5, other.shape[1]).numpy()  # one note scored differently
+    before = (registry.tags(ref), registry.artifact_names(ref, "onnx"))
+    with pytest.raises(ExportParityError, match="the gate's evaluation disagree on 1 of 24"):
+        export_version(registry, ref, held_out=held_out, torch_eval=evaluation.to_dict(), evaluated=other)
+    assert (registry.tags(ref), registry.artifact_names(ref, "onnx")) == before  # refused before logging or tagging
+    result = export_version(registry, ref, held_out=held_out, torch_eval=evaluation.to_dict(),
+                            evaluated=evaluation.edited_logits)
+    served = result.parity["optimized"]
+    assert served["reference"] == "evaluation" and served["passed"] and served["n_texts"] == len(held_out)
+    assert result.parity["fp32"]["reference"] == "evaluation" and result.agreement["passed"]
+    with pytest.raises(ValueError, match="held-out notes they were computed on"):
+        export_version(registry, ref, held_out=held_out, evaluated=evaluation.edited_logits[:10])

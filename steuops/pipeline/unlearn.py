@@ -184,7 +184,7 @@ def apply(
         result.dry_run = True
         return result
     edited = _unlearn(prep, method, device, clock, progress, result)
-    _evaluate(prep, edited.model, device, clock, progress, result)
+    evaluated = _evaluate(prep, edited.model, device, clock, progress, result)
     with tempfile.TemporaryDirectory(prefix="steuops-audit-") as audit_dir:
         audited = _audit(prep, edited, device, clock, progress, result, Path(audit_dir)) \
             if _wants_audit(prep.policy, audit) else None
@@ -203,7 +203,7 @@ def apply(
         error.result = result  # type: ignore[attr-defined]  (the CLI renders what happened before the verdict)
         raise error
     if export:  # before the alias moves: whatever production points at can be served
-        _export(prep, ref, result, clock)
+        _export(prep, ref, result, clock, evaluated)
     _complete(prep, ref)
     _promote(prep, ref, result, clock)
     return result
@@ -419,7 +419,9 @@ def _unlearn(prep: _Prepared, method: str, device: str, clock: Clock, progress, 
     return out
 
 
-def _evaluate(prep: _Prepared, edited: Any, device: str, clock: Clock, progress, result: ApplyResult) -> None:
+def _evaluate(prep: _Prepared, edited: Any, device: str, clock: Clock, progress, result: ApplyResult) -> Any:
+    """Evaluate into result.evaluation; returns the edited model's fp32 logits on the held-out notes (None when
+    they were not fp32), which the export checks its files against."""
     from steuops.hierarchy import AUTO, resolve
     from steuops.metrics import evaluate
 
@@ -430,6 +432,7 @@ def _evaluate(prep: _Prepared, edited: Any, device: str, clock: Clock, progress,
                               device=device, settings=prep.settings, progress=progress, hierarchy=hierarchy,
                               on_original=lambda logits, cache: _keep_for_audit(prep, logits, cache, device))
     result.evaluation = evaluation.to_dict()
+    return evaluation.edited_logits
 
 
 def _keep_for_audit(prep: _Prepared, logits: Any, cache: Any, device: str) -> None:
@@ -644,12 +647,14 @@ def retire_candidate(registry: Registry, name: str, promoted_to: str, version: s
         registry.clear_alias(name, CANDIDATE_ALIAS, version)
 
 
-def _export(prep: _Prepared, ref: ModelRef, result: ApplyResult, clock: Clock) -> None:
+def _export(prep: _Prepared, ref: ModelRef, result: ApplyResult, clock: Clock, evaluated: Any = None) -> None:
+    """`evaluated`: the logits the gate scored (fp32), for the parity check: the registered version's ONNX files
+    must give them on every held-out note."""
     from steuops.export import export_version
 
     with clock.step("export"):  # scored on the held-out notes: a disagreeing file stops promotion here
         exported = export_version(prep.registry, ref, settings=prep.settings, held_out=prep.test,
-                                  torch_eval=result.evaluation)
+                                  torch_eval=result.evaluation, evaluated=evaluated)
     data = exported.to_dict()
     result.export = {k: data.get(k) for k in ("onnx_sha256", "exporter", "files", "fused_ops", "inference",
                                               "agreement") if k in data}
