@@ -323,6 +323,31 @@ class _SplitPass:
         return store
 
 
+def _rows_only(model, token_ids: Sequence[int]):
+    """A Parameter of the embedding rows `token_ids`, put in place of the frozen matrix's rows by a forward hook on
+    the embedding: training it trains those rows alone, with the values and gradients of a masked update of the
+    whole matrix, minus that matrix's dense gradient and optimiser state (30,522 rows for MiniLM, every step)."""
+    import torch
+
+    from steuops.modeling import embedding
+
+    module = embedding(model)
+    weight = module.weight
+    ids = torch.tensor(list(token_ids), dtype=torch.long, device=weight.device)
+    rows = torch.nn.Parameter(weight.detach()[ids].clone())
+    slot = torch.full((weight.shape[0],), -1, dtype=torch.long, device=weight.device)
+    slot[ids] = torch.arange(len(ids), device=weight.device)
+
+    def substitute(_module, args, out):
+        where = slot[args[0]]
+        # a lookup, not `rows[where]`: indexing's backward adds with atomics on a multi-core CPU (steu/method.py)
+        picked = torch.nn.functional.embedding(where.clamp(min=0), rows).to(out.dtype)
+        return torch.where((where >= 0)[..., None], picked, out)
+
+    module.register_forward_hook(substitute)
+    return rows
+
+
 @contextmanager
 def _tapped(model) -> Iterator[dict[str, Any]]:
     """Features = the input of the first head module called (BERT: the pooled output; DistilBERT:
@@ -842,26 +867,19 @@ class _Auditor:
         `shortcut`: only notes that contain an edited token run the encoder. With the encoder and the head
         frozen, every other note's logits stay exactly the model's own (its cached pass), in each step's loss
         and in each evaluation: the same curve for the notes that matter (most, on a class-specific edit)."""
-        import torch
-
-        from steuops.modeling import embedding
-
         work = copy.deepcopy(model).to(self.device)
         for p in work.parameters():
             p.requires_grad_(False)
-        weight = embedding(work).weight
-        weight.requires_grad_(True)
         rows = sorted(set(int(i) for i in token_ids))
-        mask = torch.zeros(weight.shape[0], 1, device=weight.device, dtype=weight.dtype)
-        mask[torch.tensor(rows, device=weight.device)] = 1.0
-        weight.register_hook(lambda grad: grad * mask)  # only the edited rows may move
+        trained = _rows_only(work, rows)  # only the edited rows may move
         step, evaluate = self._full_logits(work, draw.attack), self._full_evaluate(work, draw)
         if shortcut:
-            step = self._touched_logits(work, draw.attack, self.passes(model, "attack", draw).logits, rows)
+            step = self._touched_logits(work, draw.attack, self.passes(model, "attack", draw).logits, rows,
+                                        trained=trained)
             evaluate = self._touched_evaluate(work, draw, self.passes(model, "test", draw).logits, rows)
         # before the first step the copy is the model itself: its F1 is read off its own pass
         start = self.forget_f1(self.passes(model, "test", draw).logits, draw.test) if shortcut else None
-        return self._fit(work, [weight], self.config.relearn_lr_rows, step, evaluate, "relearn rows", draw=draw,
+        return self._fit(work, [trained], self.config.relearn_lr_rows, step, evaluate, "relearn rows", draw=draw,
                          sample=draw.attack, steps=self.config.relearn_steps, start=start)
 
     def _touched(self, texts: Sequence[str], token_ids: Sequence[int]) -> np.ndarray:
@@ -870,21 +888,22 @@ class _Auditor:
         return touched(self.tokenizer(list(texts), truncation=True, max_length=self.config.max_length)["input_ids"],
                        token_ids)
 
-    def _touched_logits(self, work, sample: Notes, cached: np.ndarray, token_ids: Sequence[int]
-                        ) -> Callable[[list[int]], Any]:
-        """Like _full_logits, with the encoder run only on the batch's notes that contain an edited row."""
+    def _touched_logits(self, work, sample: Notes, cached: np.ndarray, token_ids: Sequence[int], *,
+                        trained=None) -> Callable[[list[int]], Any]:
+        """Like _full_logits, with the encoder run only on the batch's notes that contain an edited row.
+        `trained`: the parameter being trained (default: the embedding matrix)."""
         import torch
 
         from steuops.modeling import embedding
 
         full, hit = self._full_logits(work, sample), self._touched(sample.texts, token_ids)
-        weight = embedding(work).weight
+        weight = embedding(work).weight if trained is None else trained
 
         def step(rows: list[int]):
             z = torch.from_numpy(cached[rows]).to(self.device)
             fresh = [i for i, r in enumerate(rows) if hit[r]]
             if not fresh:  # the rows' gradient is exactly zero, as on the full path, and Adam still steps
-                return z + 0.0 * weight[0, 0]
+                return z + 0.0 * weight.flatten()[0]
             got = full([rows[i] for i in fresh])
             return z.to(got.dtype).index_put((torch.tensor(fresh, device=self.device),), got)
 

@@ -382,6 +382,46 @@ def test_row_relearn_runs_the_encoder_only_on_notes_with_an_edited_token_and_mat
     assert curves[0] == pytest.approx(curves[1], abs=1e-6)
 
 
+def test_the_rows_attack_trains_the_edited_rows_exactly_as_a_masked_update_of_the_whole_matrix(world):
+    """The rows re-fit trains a parameter of the edited rows only (a forward hook puts them in place); the same Adam
+    steps on the whole embedding matrix with every other row's gradient masked to zero move those rows to the same
+    values, give the same logits and leave every other row where it was."""
+    import torch
+
+    from steuops.audit import _auditor, _rows_only
+    from steuops.modeling import adam, embedding, tokenize
+
+    original, steu, reference, tok, train, test = world
+    auditor = _auditor(tok, FORGET, train, test, AuditConfig(**FAST), "cpu", None)
+    auditor.bind(original)
+    ids = sorted(set(steu.edit.token_ids))
+    masked, hooked = copy.deepcopy(steu.model).eval(), copy.deepcopy(steu.model).eval()
+    for p in [*masked.parameters(), *hooked.parameters()]:
+        p.requires_grad_(False)
+    weight = embedding(masked).weight.requires_grad_(True)
+    mask = torch.zeros(weight.shape[0], 1)
+    mask[ids] = 1.0
+    weight.register_hook(lambda grad: grad * mask)
+    rows = _rows_only(hooked, ids)
+    optimisers = [adam([weight], lr=5e-2), adam([rows], lr=5e-2)]
+    y = torch.tensor(train.multi_hot(auditor.labels))
+    for start in range(0, 64, 16):  # four steps on four batches
+        enc = tokenize(tok, train.texts[start : start + 16], 16)
+        for model, optimiser in zip((masked, hooked), optimisers, strict=True):
+            optimiser.zero_grad(set_to_none=True)
+            auditor._loss(model(**enc).logits, y[start : start + 16]).backward()
+            optimiser.step()
+    before = embedding(steu.model).weight
+    torch.testing.assert_close(rows.detach(), weight.detach()[ids], atol=1e-6, rtol=0)
+    assert not torch.equal(rows.detach(), before[ids])  # the attack did move them
+    others = torch.ones(weight.shape[0], dtype=torch.bool)
+    others[ids] = False
+    assert torch.equal(weight.detach()[others], before[others]) and torch.equal(embedding(hooked).weight, before)
+    enc = tokenize(tok, test.texts[:32], 16)
+    with torch.no_grad():
+        torch.testing.assert_close(hooked(**enc).logits, masked(**enc).logits, atol=1e-5, rtol=0)
+
+
 def test_audit_with_and_without_the_shared_encoder_agree(world, report):
     original, steu, reference, tok, train, test = world
     assert report["sizes"]["shortcut_notes"] > 0
