@@ -73,6 +73,8 @@ APPLY_FILE = "apply.json"
 SPLIT_FILE = "split.json"
 AUDIT_FILE = "audit.json"
 CONFUSION_FILE = "confusion.json"
+# the edited model's fp32 logits on the held-out notes, as the gate scored them (numbers only; see pipeline.unlearn)
+EVALUATION_LOGITS = "evaluation-logits.npz"
 REPORT_JSON = "report.json"
 REPORT_HTML = "report.html"
 GX_DIR = "gx"

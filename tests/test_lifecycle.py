@@ -75,6 +75,8 @@ def _half_made(home: Path, registry, policies):
 
 def test_an_incomplete_version_is_refused_until_its_export_completes_it(make_home, policies, capsys):
     from steuops.cli import main
+    from steuops.data import Notes
+    from steuops.pipeline.unlearn import gated_logits, held_out_notes
 
     home, registry = make_home()
     ref = _half_made(home, registry, policies)
@@ -87,7 +89,16 @@ def test_an_incomplete_version_is_refused_until_its_export_completes_it(make_hom
     rows = json.loads(capsys.readouterr().out)["result"]["versions"]
     assert rows[-1]["status"] == "incomplete"
     assert main(["export", "--model", MODEL, "--version", ref.version, "--home", str(home), "--json"]) == 0
-    assert json.loads(capsys.readouterr().out)["result"]["completed"] is True
+    exported = json.loads(capsys.readouterr().out)["result"]
+    assert exported["completed"] is True
+    # checked against the logits its gate scored (logged by apply), on every held-out note
+    held_out = held_out_notes(registry, ref)
+    assert exported["parity"]["optimized"]["reference"] == "evaluation"
+    assert exported["parity"]["optimized"]["n_texts"] == len(held_out)
+    logits = gated_logits(registry, ref, held_out)
+    assert logits.shape == (len(held_out), len(registry.load(ref).labels))
+    other = Notes(held_out.texts[::-1], held_out.labels[::-1])  # the same notes in another order: not theirs
+    assert gated_logits(registry, ref, other) is None and gated_logits(registry, ref, None) is None
     assert registry.tags(ref)["steuops.status"] == "complete"
     assert main(["promote", "--model", MODEL, "--version", ref.version, "--home", str(home),
                  "--policy", str(policies["loose"])]) == 0

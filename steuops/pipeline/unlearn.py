@@ -9,6 +9,7 @@ before the first write, so a bad input leaves the registry exactly as it was.
 from __future__ import annotations
 
 import json
+import logging
 import tempfile
 import time
 from collections.abc import Iterator
@@ -24,6 +25,8 @@ if TYPE_CHECKING:
     from steuops.gate import GateDecision
     from steuops.modeling import Progress
     from steuops.registry import LoadedModel, ModelRef, Registry
+
+log = logging.getLogger(__name__)
 
 DEFAULT_ALIAS = "production"
 CANDIDATE_ALIAS = "candidate"
@@ -190,7 +193,8 @@ def apply(
             if _wants_audit(prep.policy, audit) else None
         decision = _decide(prep, result, clock)
         audit_files = _report_with_gate(audited, result, Path(audit_dir)) if audited else {}
-        ref = _register(prep, edited, method, result, clock, audit_files, onnx=export and decision.passed)
+        ref = _register(prep, edited, method, result, clock, audit_files, onnx=export and decision.passed,
+                        evaluated=evaluated)
     result.new_version = ref.version
     if not decision.passed:
         _complete(prep, ref)
@@ -538,8 +542,9 @@ def _cohort_counts(prep: _Prepared) -> dict[str, Any]:
 
 
 def _register(prep: _Prepared, edited: Any, method: str, result: ApplyResult, clock: Clock,
-              extra_files: dict[str, Path] | None = None, *, onnx: bool = False) -> ModelRef:
-    """Register the version as incomplete, naming every artifact it still needs; `_complete` ends it."""
+              extra_files: dict[str, Path] | None = None, *, onnx: bool = False, evaluated: Any = None) -> ModelRef:
+    """Register the version as incomplete, naming every artifact it still needs; `_complete` ends it.
+    `evaluated`: the fp32 logits the gate scored, logged for a later `steuops export` (gated_logits)."""
     from steuops import registry as reg
 
     verdict = "passed" if result.gate.passed else "rejected"
@@ -555,6 +560,8 @@ def _register(prep: _Prepared, edited: Any, method: str, result: ApplyResult, cl
               "n_train": prep.cohort_info["train_rows"], "n_test": prep.cohort_info["test_rows"]}
     with clock.step("register"), tempfile.TemporaryDirectory(prefix="steuops-apply-") as tmp:
         files = {**_artifact_files(Path(tmp), prep, edited, result), **(extra_files or {})}
+        if evaluated is not None:
+            files[lineage.EVALUATION_LOGITS] = _logits_file(Path(tmp) / lineage.EVALUATION_LOGITS, prep, evaluated)
         record.required_artifacts = sorted(files) + ([lineage.ONNX_DIR] if onnx else [])
         ref = prep.registry.register(
             prep.parent.name, edited.model, prep.loaded.tokenizer, parent=prep.parent, tags=record.to_tags(),
@@ -624,6 +631,38 @@ def _artifact_files(tmp: Path, prep: _Prepared, edited: Any, result: ApplyResult
     return files
 
 
+def _logits_file(path: Path, prep: _Prepared, logits: Any) -> Path:
+    """The gate's logits with what they belong to: a hash of the held-out texts (never the texts) and the settings."""
+    import numpy as np
+
+    from steuops.auditcache import texts_sha
+
+    np.savez(path, logits=np.asarray(logits, dtype=np.float32), texts_sha256=np.array(texts_sha(prep.test.texts)),
+             inference=np.array(json.dumps(prep.settings.to_dict(), sort_keys=True)))
+    return path
+
+
+def gated_logits(registry: Registry, ref: ModelRef, held_out: Any) -> Any:
+    """The fp32 logits `steuops apply` scored on `held_out` (logged as EVALUATION_LOGITS), when the version has them
+    for exactly these notes at its recorded settings; else None (an older version, a GPU apply: bf16)."""
+    import numpy as np
+
+    from steuops.auditcache import texts_sha
+    from steuops.inference import InferenceSettings
+
+    if held_out is None or lineage.EVALUATION_LOGITS not in set(registry.artifact_names(ref)):
+        return None
+    with np.load(registry.download_artifact(ref, lineage.EVALUATION_LOGITS), allow_pickle=False) as data:
+        logits, sha, inference = data["logits"], str(data["texts_sha256"]), json.loads(str(data["inference"]))
+    settings = InferenceSettings.from_tags(registry.tags(ref))
+    if len(logits) != len(held_out) or sha != texts_sha(held_out.texts) or settings is None \
+            or inference != settings.to_dict():
+        log.warning("%s: its logged evaluation logits are not of these held-out notes and settings; "
+                    "parity is checked against a PyTorch pass", ref)
+        return None
+    return logits
+
+
 def _write(path: Path, data: Any) -> Path:
     path.write_text(json.dumps(data, indent=2, default=_json_default) + "\n", encoding="utf-8")
     return path
@@ -684,8 +723,9 @@ def export(
     registry = registry or reg.Registry(home)
     ref = registry.resolve(model_name, alias=alias, version=version)
     held_out = held_out_notes(registry, ref)  # parity on the version's own notes, not someone else's
+    # against the logits its gate scored, where apply logged them (no PyTorch pass then)
     result = export_version(registry, ref, out_dir=out_dir, max_length=max_length, held_out=held_out,
-                            fp16=fp16).to_dict()
+                            fp16=fp16, evaluated=gated_logits(registry, ref, held_out)).to_dict()
     tags = registry.tags(ref)
     if lineage.status(tags) == lineage.STATUS_INCOMPLETE and not registry.missing_artifacts(ref, tags):
         _make_candidate(registry, ref)
