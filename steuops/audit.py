@@ -1339,13 +1339,14 @@ def _auditor(tokenizer, forget, train, test, config, device, progress, cache_dir
 
 
 def remember_pass(cache_dir: Any, model, tokenizer, texts: Sequence[str], logits: np.ndarray, cache: Any, *,
-                  max_length: int, device: Any = "auto") -> bool:
-    """Keep `model`'s pass over `texts`, run elsewhere with its encoder outputs recorded (`cache`, which replays
-    `logits` exactly), in the audit cache, where an audit at `max_length` looks for it: apply's evaluation runs
-    the parent over the held-out notes, and a later audit of any version of that parent reads them back (after
-    running VERIFY_NOTES of them again) instead of running the encoder over them once more. The tokenizer must
-    truncate as the audit's will. False when an entry is there already, the split is larger than
-    REMEMBER_NOTES (an audit samples ~1,500 of them; it computes those itself) or the home is not writable."""
+                  max_length: int, device: Any = "auto", rows: Sequence[int] | None = None) -> bool:
+    """Keep `model`'s pass over `texts` (or over its notes `rows`), run elsewhere with its encoder outputs recorded
+    (`cache`, which replays `logits` exactly), in the audit cache, where an audit at `max_length` looks for it:
+    apply's evaluation runs the parent over the held-out notes and STEU's teacher over the training notes, and a
+    later audit of any version of that parent reads them back (after running VERIFY_NOTES of them again) instead
+    of running the encoder over them once more. The tokenizer must truncate as the audit's will. False when an
+    entry is there already, the split is larger than REMEMBER_NOTES (an audit samples ~1,500 of them; it computes
+    those itself) or the home is not writable."""
     from steuops.auditcache import AuditCache, context, texts_sha
     from steuops.modeling import fingerprint, resolve_device
 
@@ -1363,7 +1364,8 @@ def remember_pass(cache_dir: Any, model, tokenizer, texts: Sequence[str], logits
         head = _head_pass(model.to(dev), cache, batch_size=config.batch_size, device=dev)
     finally:
         model.to(home)
-    store.write(np.arange(len(texts)), _Pass(np.asarray(logits, np.float32), head.features, cache, True))
+    where = np.arange(len(texts)) if rows is None else np.asarray(rows, dtype=np.int64)
+    store.write(where, _Pass(np.asarray(logits, np.float32), head.features, cache, True))
     try:
         disk.save_arrays(fp, key, store.arrays())
     except OSError:  # the audit computes them itself

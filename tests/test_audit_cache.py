@@ -134,3 +134,31 @@ def test_only_the_rows_an_audit_ran_are_written(world, tmp_path):
             assert len(data["logits"]) == len(data["features"]) == len(data["rows"]) <= int(data["n"])
             sizes.append((len(data["rows"]), int(data["n"])))
     assert any(rows < n for rows, n in sizes), sizes
+
+
+def test_a_pass_remembered_over_some_of_a_splits_notes_is_read_back_and_the_rest_computed(world, tmp_path, counted):
+    """remember_pass(rows=...): STEU's teacher with retain sampling runs part of the training notes. An audit reads
+    back those rows, runs the parent on the others only, and gives the figures of a fresh audit."""
+    import torch
+
+    from steuops import features
+    from steuops.audit import _forward_pass, remember_pass
+
+    original, steu, reference, tok, train, test = world
+    rows = np.arange(0, len(train), 2)  # every other training note
+    ran = _forward_pass(original, tok, [train.texts[i] for i in rows], batch_size=CONFIG["batch_size"],
+                        max_length=CONFIG["max_length"], device=torch.device("cpu"), keep_cache=True)
+    assert ran.exact and isinstance(ran.cache, features.FeatureCache)
+    assert remember_pass(tmp_path, original, tok, train.texts, ran.logits, ran.cache, max_length=CONFIG["max_length"],
+                         device="cpu", rows=rows)
+    assert not remember_pass(tmp_path, original, tok, train.texts, ran.logits, ran.cache,
+                             max_length=CONFIG["max_length"], device="cpu", rows=rows)  # there already
+    counted.clear()
+    audited = _audit(world, tmp_path)
+    assert audited["cache"]["reused"]["original"] == {"notes": len(rows)} and not audited["cache"]["rejected"]
+    ran_now = counted.pop(id(original))
+    fresh = _audit(world, None)
+    # the remembered rows did not run again, but for the few that check the entry
+    assert ran_now == counted[id(original)] - len(rows) + audit_module.VERIFY_NOTES
+    for key in FIGURES:
+        assert audited[key] == fresh[key], key

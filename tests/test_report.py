@@ -510,23 +510,28 @@ def test_apply_audits_at_the_versions_settings_and_report_reads_its_work_back(
 
 
 @pytest.mark.usefixtures("quick_audit")
-def test_the_first_report_reads_the_parents_held_out_pass_that_apply_ran(make_home, policies, tmp_path, capsys):
-    """apply's evaluation runs the parent over every held-out note; it keeps that pass in the audit cache, so
-    the first audit of the version runs the parent only on the train notes. The figures are the same as
-    with everything computed afresh."""
+def test_the_first_report_reads_the_parents_passes_that_apply_ran(make_home, policies, tmp_path, capsys):
+    """apply's evaluation runs the parent over every held-out note, and STEU's teacher over the training notes;
+    apply keeps both passes in the audit cache, so the first audit of the version runs the parent only on the
+    bypass notes. The figures are the same as with everything computed afresh."""
     from steuops.cli import main
+    from steuops.inference import InferenceSettings
     from steuops.pipeline import apply
 
     home, registry = make_home()
-    apply(MODEL, ["sepsis"], home=home, policy=policies["loose"], method_config=FAST_STEU, device="cpu", export=False)
-    held_out = registry.read_json_artifact(registry.resolve(MODEL, version="2"), "evaluation.json")["n_test"]
+    parent = registry.load(registry.resolve(MODEL, version="1"))
+    settings = InferenceSettings.resolve(parent.tags, parent.tokenizer, default_max_length=FAST_STEU["max_length"])
+    config = {**FAST_STEU, "max_length": settings.max_length}  # the teacher tokenizes as the audit will
+    apply(MODEL, ["sepsis"], home=home, policy=policies["loose"], method_config=config, device="cpu", export=False)
+    split = registry.read_json_artifact(registry.resolve(MODEL, version="2"), "split.json")
+    held_out, train = split["test_rows"], split["train_rows"]
     out = tmp_path / "v2.html"
     args = ["report", "--model", MODEL, "--version", "2", "--home", str(home), "--out", str(out), "--json",
             "--reference", "none"]
     assert main(args) == 0
     first = json.loads(out.with_suffix(".json").read_text())["audit"]
     assert not first["cache"]["rejected"]
-    assert first["cache"]["reused"]["original"] == {"notes": held_out}  # nothing else was there yet
+    assert first["cache"]["reused"]["original"] == {"notes": held_out + train}  # nothing else was there yet
     assert main([*args, "--refresh-audit", "--no-audit-cache"]) == 0
     fresh = json.loads(out.with_suffix(".json").read_text())["audit"]
     capsys.readouterr()

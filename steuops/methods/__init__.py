@@ -143,6 +143,18 @@ def _json_type(value: Any) -> str:
 
 
 @dataclass
+class TeacherPass:
+    """The input model's eval-mode pass over some of the method's notes, run anyway (its teacher logits), with the
+    encoder outputs its head reads (features.FeatureCache, which replays `logits` exactly): notes `rows` (numpy
+    int array), tokenized at `max_length`. The pipeline keeps it for the forgetting audit (audit.remember_pass)."""
+
+    rows: Any
+    logits: Any  # (len(rows), C) float32 numpy array
+    cache: Any
+    max_length: int
+
+
+@dataclass
 class UnlearnResult:
     method: str
     model: Any  # the unlearned transformers model (a copy; the input model is untouched)
@@ -151,6 +163,7 @@ class UnlearnResult:
     seconds: float
     edit: SparseEdit | None = None  # sparse methods only: the tiny artifact that re-applies the change (a TokenEdit for STEU)
     info: dict[str, Any] = field(default_factory=dict)  # e.g. selected tokens, losses
+    teacher: TeacherPass | None = None  # frozen-encoder methods: the input model's pass they ran (not in any artifact)
 
 
 class Method(Protocol):

@@ -413,6 +413,7 @@ def _unlearn(prep: _Prepared, method: str, device: str, clock: Clock, progress, 
     with clock.step("unlearn"):
         out = unlearn(method, prep.loaded.model, prep.loaded.tokenizer, prep.forget, prep.train, prep.config,
                       device=device, progress=progress)
+    _keep_teacher_for_audit(prep, out, device)
     result.tokens = list(out.info.get("tokens", []))[:50]
     if out.edit is not None:
         from steuops.edit import TokenEdit
@@ -449,6 +450,21 @@ def _keep_for_audit(prep: _Prepared, logits: Any, cache: Any, device: str) -> No
     with settings.applied(prep.loaded.tokenizer):
         remember_pass(auditcache.root(prep.registry.home), prep.loaded.model, prep.loaded.tokenizer,
                       prep.test.texts, logits, cache, max_length=settings.max_length, device=device)
+
+
+def _keep_teacher_for_audit(prep: _Prepared, out: Any, device: str) -> None:
+    """The parent's pass over the training notes that the method ran as its teacher (STEU), into the audit cache
+    like the held-out pass: the first audit then runs the parent on its bypass notes only. Kept only when the
+    method tokenized as an audit will (the version's max length and truncation side)."""
+    from steuops import auditcache
+    from steuops.audit import remember_pass
+
+    settings, tokenizer, teacher = _audit_settings(prep), prep.loaded.tokenizer, out.teacher
+    if teacher is None or teacher.max_length != settings.max_length \
+            or getattr(tokenizer, "truncation_side", "right") != settings.truncation_side:
+        return
+    remember_pass(auditcache.root(prep.registry.home), prep.loaded.model, tokenizer, prep.train.texts,
+                  teacher.logits, teacher.cache, max_length=settings.max_length, device=device, rows=teacher.rows)
 
 
 def _audit_settings(prep: _Prepared) -> Any:

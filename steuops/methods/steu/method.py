@@ -52,7 +52,7 @@ import numpy as np
 
 from steuops import modeling
 from steuops.errors import ConfigError
-from steuops.methods import MethodConfig, UnlearnResult, register
+from steuops.methods import MethodConfig, TeacherPass, UnlearnResult, register
 from steuops.methods.loop import (
     Batches,
     SampledTeacher,
@@ -355,7 +355,22 @@ def sparse_unlearn(
     edit = TokenEdit.capture(model, edited, list(token_ids), method=name, config=config.to_dict(),
                              forget=forget, info={"tokens": [], **edit_info})
     return UnlearnResult(method=name, model=edited, config=config.to_dict(), forget=forget,
-                         seconds=time.perf_counter() - start, edit=edit, info=info)
+                         seconds=time.perf_counter() - start, edit=edit, info=info,
+                         teacher=_teacher_pass(forward, teacher, None if teach is None else teach.done, config))
+
+
+def _teacher_pass(forward: NoteForward, teacher: torch.Tensor, done: np.ndarray | None,
+                  config: STEUConfig) -> TeacherPass | None:
+    """The original's pass that training ran (the notes run so far, with retain sampling), when its feature
+    cache replays the teacher logits exactly (else no cache was kept: None)."""
+    import torch
+
+    if forward.cache is None:
+        return None
+    rows = np.arange(len(teacher)) if done is None else np.flatnonzero(done)
+    picked = teacher[torch.as_tensor(rows, dtype=torch.long, device=teacher.device)]
+    return TeacherPass(rows=rows, logits=picked.float().cpu().numpy(), cache=forward.cache.take(rows.tolist()),
+                       max_length=config.max_length)
 
 
 def train_sparse(edited: nn.Module, notes: Notes, task: Task, forward: NoteForward, config: STEUConfig, *,
