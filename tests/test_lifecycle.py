@@ -99,6 +99,8 @@ def test_an_incomplete_version_is_refused_until_its_export_completes_it(make_hom
     assert logits.shape == (len(held_out), len(registry.load(ref).labels))
     other = Notes(held_out.texts[::-1], held_out.labels[::-1])  # the same notes in another order: not theirs
     assert gated_logits(registry, ref, other) is None and gated_logits(registry, ref, None) is None
+    assert main(["export", "--model", MODEL, "--version", ref.version, "--home", str(home)]) == 0
+    assert "parity with the logits the gate scored" in capsys.readouterr().out  # the terminal says which
     assert registry.tags(ref)["steuops.status"] == "complete"
     assert main(["promote", "--model", MODEL, "--version", ref.version, "--home", str(home),
                  "--policy", str(policies["loose"])]) == 0

@@ -64,7 +64,9 @@ def _print_export(doc: dict) -> None:
 
     console.print(f"[bold]{doc['name']} v{doc['version']}[/bold] exported ({doc['exporter']} exporter), "
                   f"logged under onnx/", highlight=False)
-    table = Table(title="parity with PyTorch", title_justify="left")
+    gated = any(rep.get("reference") == "evaluation" for rep in doc["parity"].values())
+    title = "parity with the logits the gate scored (PyTorch, fp32)" if gated else "parity with PyTorch"
+    table = Table(title=title, title_justify="left")
     for col in ("file", "texts", "max |logit diff|", "atol", "label agreement", "result"):
         table.add_column(col)
     for kind, rep in doc["parity"].items():
