@@ -325,27 +325,14 @@ class _SplitPass:
 
 def _rows_only(model, token_ids: Sequence[int]):
     """A Parameter of the embedding rows `token_ids`, put in place of the frozen matrix's rows by a forward hook on
-    the embedding: training it trains those rows alone, with the values and gradients of a masked update of the
-    whole matrix, minus that matrix's dense gradient and optimiser state (30,522 rows for MiniLM, every step)."""
-    import torch
-
-    from steuops.modeling import embedding
+    the embedding (modeling.RowTable): training it trains those rows alone, with the values and gradients of a masked
+    update of the whole matrix, minus that matrix's dense gradient and optimiser state (30,522 rows for MiniLM)."""
+    from steuops.modeling import RowTable, embedding
 
     module = embedding(model)
-    weight = module.weight
-    ids = torch.tensor(list(token_ids), dtype=torch.long, device=weight.device)
-    rows = torch.nn.Parameter(weight.detach()[ids].clone())
-    slot = torch.full((weight.shape[0],), -1, dtype=torch.long, device=weight.device)
-    slot[ids] = torch.arange(len(ids), device=weight.device)
-
-    def substitute(_module, args, out):
-        where = slot[args[0]]
-        # a lookup, not `rows[where]`: indexing's backward adds with atomics on a multi-core CPU (steu/method.py)
-        picked = torch.nn.functional.embedding(where.clamp(min=0), rows).to(out.dtype)
-        return torch.where((where >= 0)[..., None], picked, out)
-
-    module.register_forward_hook(substitute)
-    return rows
+    table = RowTable(module.weight, token_ids)
+    module.register_forward_hook(lambda _module, args, out: table.substitute(args[0], out))
+    return table.rows
 
 
 @contextmanager

@@ -744,10 +744,12 @@ def write_export(
     settings.check_model(model)
     if evaluated is not None and (held_out is None or check_texts or len(evaluated) != len(held_out)):
         raise ValueError("evaluated logits need the held-out notes they were computed on (and no check_texts)")
-    texts = list(check_texts) if check_texts else list(held_out.texts[:PARITY_TEXTS]) if held_out is not None \
-        else default_check_texts()
-    if evaluated is not None:
-        texts = list(held_out.texts)
+    if check_texts:
+        texts = list(check_texts)
+    elif held_out is not None:  # with the gate's logits: every held-out note
+        texts = list(held_out.texts if evaluated is not None else held_out.texts[:PARITY_TEXTS])
+    else:
+        texts = default_check_texts()
     forgotten = list(forgotten)
     # name, version, labels, forgotten classes (JSON lists) and settings in every shipped .onnx file
     props = {META_NAME: name, META_VERSION: version, META_FORGOTTEN: json.dumps(forgotten), **_label_props(model),

@@ -39,6 +39,33 @@ def embedding(model: nn.Module) -> nn.Embedding:
     return emb
 
 
+class RowTable:
+    """Trainable copies of some rows of an embedding matrix (`rows`, a Parameter, in `dtype`, else the matrix's)
+    and the lookup that puts them in place of the matrix's own (`substitute`): training `rows` trains those rows
+    alone, the matrix untouched. STEU's edit and the audit's rows re-fit both train through it."""
+
+    def __init__(self, weight: torch.Tensor, token_ids: Sequence[int], *, device: torch.device | None = None,
+                 dtype: torch.dtype | None = None) -> None:
+        import torch
+
+        device = weight.device if device is None else device
+        self.ids = torch.tensor(list(token_ids), dtype=torch.long, device=device)
+        self.rows = torch.nn.Parameter(weight.detach()[self.ids].to(dtype or weight.dtype).clone())
+        # position of each vocabulary id in `rows`, -1 where the row is not trained
+        self.slot = torch.full((weight.shape[0],), -1, dtype=torch.long, device=device)
+        self.slot[self.ids] = torch.arange(len(self.ids), device=device)
+
+    def substitute(self, ids: torch.Tensor, embeds: torch.Tensor) -> torch.Tensor:
+        """`embeds`, the matrix's lookup of `ids`, with the trained rows in place of theirs."""
+        import torch
+
+        slot = self.slot[ids]
+        # a lookup, not `rows[slot]`: indexing's backward adds into `rows` with atomics on a multi-core CPU, in
+        # a different order every run (so two runs gave two edits); the embedding backward sums in one order
+        picked = torch.nn.functional.embedding(slot.clamp(min=0), self.rows).to(embeds.dtype)
+        return torch.where((slot >= 0)[..., None], picked, embeds)
+
+
 def embedding_param_name(model: nn.Module) -> str:
     emb = embedding(model)
     for name, param in model.named_parameters():

@@ -435,36 +435,34 @@ def _evaluate(prep: _Prepared, edited: Any, device: str, clock: Clock, progress,
         hierarchy = resolve(getattr(prep.config, "hierarchy", AUTO), prep.forget)
         evaluation = evaluate(prep.loaded.model, edited, prep.loaded.tokenizer, prep.test, prep.forget,
                               device=device, settings=prep.settings, progress=progress, hierarchy=hierarchy,
-                              on_original=lambda logits, cache: _keep_for_audit(prep, logits, cache, device))
+                              on_original=lambda logits, cache: _keep_for_audit(prep, prep.test.texts, logits, cache,
+                                                                                device))
     result.evaluation = evaluation.to_dict()
     return evaluation.edited_logits
 
 
-def _keep_for_audit(prep: _Prepared, logits: Any, cache: Any, device: str) -> None:
-    """The parent's pass over the held-out notes, into the audit cache: an audit of this version (apply's,
-    `steuops report`'s) or of any other made from the same parent reads it back instead of running it again."""
+def _keep_for_audit(prep: _Prepared, texts: Any, logits: Any, cache: Any, device: str, rows: Any = None) -> None:
+    """The parent's pass over `texts` (or their `rows`) that apply ran anyway, into the audit cache at the audit's
+    settings: an audit of this version (apply's, `steuops report`'s) or of any other made from the same parent
+    reads it back instead of running it again."""
     from steuops import auditcache
     from steuops.audit import remember_pass
 
     settings = _audit_settings(prep)
     with settings.applied(prep.loaded.tokenizer):
-        remember_pass(auditcache.root(prep.registry.home), prep.loaded.model, prep.loaded.tokenizer,
-                      prep.test.texts, logits, cache, max_length=settings.max_length, device=device)
+        remember_pass(auditcache.root(prep.registry.home), prep.loaded.model, prep.loaded.tokenizer, texts, logits,
+                      cache, max_length=settings.max_length, device=device, rows=rows)
 
 
 def _keep_teacher_for_audit(prep: _Prepared, out: Any, device: str) -> None:
-    """The parent's pass over the training notes that the method ran as its teacher (STEU), into the audit cache
-    like the held-out pass: the first audit then runs the parent on its bypass notes only. Kept only when the
-    method tokenized as an audit will (the version's max length and truncation side)."""
-    from steuops import auditcache
-    from steuops.audit import remember_pass
-
-    settings, tokenizer, teacher = _audit_settings(prep), prep.loaded.tokenizer, out.teacher
+    """The parent's pass over the training notes that the method ran as its teacher (STEU), kept like the held-out
+    pass: the first audit then runs the parent on its bypass notes only. Kept only when the method tokenized as an
+    audit will (the version's max length and truncation side)."""
+    settings, teacher = _audit_settings(prep), out.teacher
     if teacher is None or teacher.max_length != settings.max_length \
-            or getattr(tokenizer, "truncation_side", "right") != settings.truncation_side:
+            or getattr(prep.loaded.tokenizer, "truncation_side", "right") != settings.truncation_side:
         return
-    remember_pass(auditcache.root(prep.registry.home), prep.loaded.model, tokenizer, prep.train.texts,
-                  teacher.logits, teacher.cache, max_length=settings.max_length, device=device, rows=teacher.rows)
+    _keep_for_audit(prep, prep.train.texts, teacher.logits, teacher.cache, device, rows=teacher.rows)
 
 
 def _audit_settings(prep: _Prepared) -> Any:

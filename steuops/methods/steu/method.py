@@ -189,28 +189,16 @@ class RowSubstitution:
 
     def __init__(self, model: nn.Module, token_ids: Sequence[int], device: torch.device) -> None:
         import torch
-        from torch import nn
 
         self.model = model
         self.embedding = modeling.embedding(model)
-        weight = self.embedding.weight
-        self.ids = torch.tensor(list(token_ids), dtype=torch.long, device=device)
-        self.rows = nn.Parameter(weight.detach()[self.ids].float().clone())
-        # position of each vocabulary id in `rows`, -1 where the row is not trained
-        self.slot = torch.full((weight.shape[0],), -1, dtype=torch.long, device=device)
-        self.slot[self.ids] = torch.arange(len(self.ids), device=device)
+        self.table = modeling.RowTable(self.embedding.weight, token_ids, device=device, dtype=torch.float32)
+        self.ids, self.rows = self.table.ids, self.table.rows
 
     def __call__(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        import torch
-
         if len(self.ids) == 0:
             return self.model(input_ids=ids, attention_mask=mask).logits
-        embeds = self.embedding(ids)
-        slot = self.slot[ids]
-        # a lookup, not `rows[slot]`: indexing's backward adds into `rows` with atomics on a multi-core CPU, in
-        # a different order every run (so two runs gave two edits); the embedding backward sums in one order
-        picked = torch.nn.functional.embedding(slot.clamp(min=0), self.rows).to(embeds.dtype)
-        embeds = torch.where((slot >= 0)[..., None], picked, embeds)
+        embeds = self.table.substitute(ids, self.embedding(ids))
         return self.model(inputs_embeds=embeds, attention_mask=mask).logits
 
     def write_back(self) -> None:
