@@ -40,7 +40,7 @@ def test_export_is_one_file_with_dynamic_axes(exported, arch, tiny_tokenizer):
     assert [p.name for p in path.parent.iterdir()] == ["model.onnx"]  # no .onnx.data beside it
     proto = onnx.load(str(path), load_external_data=False)
     assert not any(t.data_location == onnx.TensorProto.EXTERNAL for t in proto.graph.initializer)
-    assert exporter_of(path) == "dynamo"
+    assert exporter_of(path) == "torchscript"
     names = [i.name for i in proto.graph.input]
     assert names[:2] == ["input_ids", "attention_mask"]
     assert ("token_type_ids" in names) == (arch == "bert")
@@ -149,7 +149,7 @@ def test_export_version_logs_artifacts_tags_and_lineage(tmp_path, tiny_tokenizer
     result = export_version(reg, child, out_dir=tmp_path / "out", check_texts=_texts(tiny_notes, 16), max_length=64)
     doc = result.to_dict()
     json.dumps(doc)
-    assert doc["forgotten"] == ["sepsis"] and doc["exporter"] == "dynamo"
+    assert doc["forgotten"] == ["sepsis"] and doc["exporter"] == "torchscript"
     assert doc["parity"]["fp32"]["passed"] and doc["parity"]["optimized"]["passed"]
 
     tags = reg.tags(child)
@@ -249,27 +249,43 @@ def test_export_keeps_torchs_exporter_chatter_out_of_the_users_terminal(tmp_path
         warnings.simplefilter("always")
         export_onnx(model, tiny_tokenizer, tmp_path, max_length=32)
     chatter = [f"{w.category.__name__}: {w.message}" for w in seen
-               if issubclass(w.category, FutureWarning | DeprecationWarning) or "axis name" in str(w.message)]
+               if issubclass(w.category, FutureWarning | DeprecationWarning) or "axis name" in str(w.message)
+               or "torch/onnx" in str(w.filename).replace("\\", "/")]
     assert chatter == []
 
 
-def test_a_failed_dynamo_export_falls_back_to_torchscript_with_the_same_metadata(monkeypatch, tmp_path, tiny_tokenizer,
-                                                                                 tiny_notes):
-    """The dynamo exporter writes its metadata as it saves; the fallback path stamps the same keys afterwards."""
+def test_a_failed_torchscript_export_falls_back_to_dynamo_with_the_same_metadata(monkeypatch, tmp_path,
+                                                                                 tiny_tokenizer, tiny_notes):
+    """Both exporters write the same metadata into the file as they save it; dynamo runs only when TorchScript
+    fails, and its graph still gets attention fused (through onnxscript's rewriter)."""
     from steuops import export
-    from steuops.export import check_parity, export_onnx, exporter_of, metadata
+    from steuops.export import check_parity, export_onnx, exporter_of, heads_and_hidden, metadata, optimize
     from steuops.tiny import classifier
 
     def broken(*_args, **_kwargs):
-        raise RuntimeError("no dynamo today")
+        raise RuntimeError("no TorchScript today")
 
     model = classifier(LABELS, vocab_size=len(tiny_tokenizer), arch="bert", seed=3)
     extra = {"steuops.name": "dx", "steuops.version": "7"}
-    dynamo = metadata(export_onnx(model, tiny_tokenizer, tmp_path / "dynamo", max_length=64, metadata=extra))
-    monkeypatch.setattr(export, "_export_dynamo", broken)
-    path = export_onnx(model, tiny_tokenizer, tmp_path / "legacy", max_length=64, metadata=extra)
-    assert exporter_of(path) == "torchscript" and dynamo[export.EXPORTER_KEY] == "dynamo"
+    first = metadata(export_onnx(model, tiny_tokenizer, tmp_path / "torchscript", max_length=64, metadata=extra))
+    monkeypatch.setattr(export, "_export_torchscript", broken)
+    path = export_onnx(model, tiny_tokenizer, tmp_path / "dynamo", max_length=64, metadata=extra)
+    assert exporter_of(path) == "dynamo" and first[export.EXPORTER_KEY] == "torchscript"
     assert {k: v for k, v in metadata(path).items() if k != export.EXPORTER_KEY} == \
-        {k: v for k, v in dynamo.items() if k != export.EXPORTER_KEY}
+        {k: v for k, v in first.items() if k != export.EXPORTER_KEY}
     assert metadata(path)["steuops.version"] == "7"
     assert check_parity(model, tiny_tokenizer, path, _texts(tiny_notes), max_length=64).passed
+    heads, hidden = heads_and_hidden(model)
+    fused = optimize(path, num_heads=heads, hidden_size=hidden, out_dir=tmp_path / "opt", fp16=False).fused_ops
+    assert fused["Attention"] + fused["MultiHeadAttention"] == model.config.num_hidden_layers
+
+
+def test_the_export_leaves_the_models_own_attention_as_it_was(tmp_path, tiny_tokenizer):
+    """The TorchScript export runs on an eager-attention copy: the caller's model keeps its implementation."""
+    from steuops.export import export_onnx
+    from steuops.tiny import classifier
+
+    model = classifier(LABELS, vocab_size=len(tiny_tokenizer), seed=3, layers=1)
+    model.set_attn_implementation("sdpa")
+    export_onnx(model, tiny_tokenizer, tmp_path, max_length=32)
+    assert model.config._attn_implementation == "sdpa"
