@@ -259,6 +259,7 @@ def test_a_failed_torchscript_export_falls_back_to_dynamo_with_the_same_metadata
     """Both exporters write the same metadata into the file as they save it; dynamo runs only when TorchScript
     fails, and its graph still gets attention fused (through onnxscript's rewriter)."""
     from steuops import export
+    from steuops.errors import ConfigError
     from steuops.export import check_parity, export_onnx, exporter_of, heads_and_hidden, metadata, optimize
     from steuops.tiny import classifier
 
@@ -275,6 +276,10 @@ def test_a_failed_torchscript_export_falls_back_to_dynamo_with_the_same_metadata
         {k: v for k, v in first.items() if k != export.EXPORTER_KEY}
     assert metadata(path)["steuops.version"] == "7"
     assert check_parity(model, tiny_tokenizer, path, _texts(tiny_notes), max_length=64).passed
+    with pytest.raises(RuntimeError, match="no TorchScript today"):  # asked for by name: no silent fallback
+        export_onnx(model, tiny_tokenizer, tmp_path / "named", max_length=64, exporter="torchscript")
+    with pytest.raises(ConfigError, match="unknown ONNX exporter 'onnx'"):
+        export_onnx(model, tiny_tokenizer, tmp_path / "named", max_length=64, exporter="onnx")
     heads, hidden = heads_and_hidden(model)
     fused = optimize(path, num_heads=heads, hidden_size=hidden, out_dir=tmp_path / "opt", fp16=False).fused_ops
     assert fused["Attention"] + fused["MultiHeadAttention"] == model.config.num_hidden_layers

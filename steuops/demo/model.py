@@ -2,8 +2,9 @@
 over the six demo classes, fine-tuned on the synthetic notes. The result is a plain transformers model
 and tokenizer (save_pretrained-able) — exactly what a hospital team would have in its registry.
 
-The DEMO_* defaults keep `steuops demo` (train + STEU + registry + ONNX export) within 5 minutes on a
-2-core CPU. On the clinician-style notes (2026-11-28): 2000 notes -> 800 train / 1200 held out, 2 epochs,
+The DEMO_* defaults size `steuops demo` (train + STEU + registry + ONNX export) for a 2-core CPU: about 7 min on
+the 2-core AMD EPYC without bf16 (training 210-219 s of it, in fp32), about 2.5 min on a 2-core Xeon with AMX bf16
+(README, "Two commands"). On the clinician-style notes (2026-11-28): 2000 notes -> 800 train / 1200 held out, 2 epochs,
 max_length 128 keeping each note's end, batch 16 = 100 steps: held-out macro-F1 0.77 (per class 0.71-0.84), and on
 the hand-written held-out paraphrase set (tests/data/paraphrases.jsonl, never trained or tuned on) recall
 0.93-0.97 per class. Notes run to a median of about 220 tokens, so the plan at the end is what the model keeps;
