@@ -109,7 +109,13 @@ def test_head_alone_on_cached_features_reproduces_the_model(trained):
 
 
 def test_shortcut_losses_and_edit_match_the_full_path(trained):
+    """In float64: the two paths are the same sums, but the cached features come from batches of another size than
+    the training batches, and on some CPUs (the 2-core EPYC, MKL's AVX2 kernels) float32 rounds a row differently
+    with the batch around it. Adam divides each step by the gradient's own scale, so that rounding, on the head's
+    near-zero gradients, grew to 5.6e-4 in MPNet's out_proj after one epoch while the losses agreed to 3e-6. In float64
+    the edits agree to 1e-15: the shortcut is exact, not close. (test_shortcut.py checks float32 BERT/DistilBERT.)"""
     _, model, tok, notes, _ = trained
+    model = copy.deepcopy(model).double()
     cfg = {**CFG, "epochs": 3, "early_stop": False, "retain_per_forget": 0}
     fast = unlearn("steu", model, tok, ["sepsis"], notes, cfg, device="cpu")
     slow = unlearn("steu", model, tok, ["sepsis"], notes, {**cfg, "shortcut": False}, device="cpu")

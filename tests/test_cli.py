@@ -137,6 +137,7 @@ def test_registry_down_is_one_line_exit_2():
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)  # the demo (~410 s on the 2-core EPYC) and a second apply (~200 s): past the suite's 600 s
 def test_demo_with_real_minilm_then_apply_as_typed(tmp_path):
     """`steuops demo` end to end as the README promises it (real MiniLM weights, the default notes and
     policy): it passes the gate and promotes. Then the next deletion exactly as the README types it,
