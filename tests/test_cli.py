@@ -16,24 +16,33 @@ from server_helpers import free_port
 HEAVY = ("torch", "transformers", "mlflow", "bentoml", "great_expectations", "onnx", "onnxruntime", "pandas")
 
 
+def _best_cpu(code: str, runs: int = 3) -> tuple[float, list[subprocess.CompletedProcess]]:
+    """The least CPU time (user + system, interpreter start included) of `runs` fresh processes running `code`."""
+    cpu, done = [], []
+    for _ in range(runs):
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        done.append(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60))
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpu.append(after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime)
+    return min(cpu), done
+
+
 def test_help_is_fast_and_imports_nothing_heavy():
-    """Under 0.5 s of CPU for the whole process (interpreter start included). CPU time, not wall time:
-    this machine is shared by several jobs, and wall time there measures the neighbours."""
+    """`steuops --help` costs at most 0.25 s of CPU more than importing typer and its rich help renderer, which any
+    typer CLI with rich help pays (0.34 s of the 0.37 s on the 2-core EPYC; an absolute bound there depended on the
+    neighbours). CPU time, not wall time: this machine is shared by several jobs, and wall time measures them."""
     probe = (
         "import sys; from steuops.cli import main; code = main(['--help']); "
         f"heavy = [m for m in {HEAVY!r} if m in sys.modules]; print(repr((code, heavy)), file=sys.stderr)"
     )
-    cpu = []
-    for _ in range(3):  # the best of three
-        before = resource.getrusage(resource.RUSAGE_CHILDREN)
-        done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
-        after = resource.getrusage(resource.RUSAGE_CHILDREN)
-        cpu.append(after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime)
+    floor, _ = _best_cpu("import typer, typer.rich_utils")
+    cpu, runs = _best_cpu(probe)
+    for done in runs:
         code, heavy = eval(done.stderr.strip().splitlines()[-1])  # noqa: S307  (our own repr)
         assert code == 0 and heavy == [], done.stderr
         for command in ("apply", "demo", "gate", "promote", "rollback", "history"):
             assert command in done.stdout
-    assert min(cpu) < 0.5, f"steuops --help took {min(cpu):.2f}s of CPU (best of 3)"
+    assert cpu - floor < 0.25, f"steuops --help took {cpu:.2f}s of CPU, typer's own import {floor:.2f}s (best of 3)"
 
 
 def test_apply_help_lists_the_options(capsys):
