@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 from engine_data import keyword_notes, trained_classifier
@@ -73,8 +75,11 @@ def test_depth_moves_the_features_and_keeps_the_budget(multi, kind):
 
 
 def test_neighbours_shortcut_matches_the_full_path(multi):
-    """Depth reads features from both paths (encoder, cached head-only); the losses must not depend on which."""
+    """Depth reads features from both paths (encoder, cached head-only); the losses must not depend on which. In
+    float64, for the reason test_architectures.py's shortcut test gives (float32 rounding that depends on the batch,
+    scaled up by Adam's per-step normalisation, failed the 1e-5 bound on the 2-core EPYC)."""
     model, tok, notes, _ = multi
+    model = copy.deepcopy(model).double()
     cfg = {**CFG, "epochs": 3, "depth": "neighbours"}
     fast = unlearn("steu", model, tok, ["sepsis"], notes, cfg, device="cpu")
     slow = unlearn("steu", model, tok, ["sepsis"], notes, {**cfg, "shortcut": False}, device="cpu")
