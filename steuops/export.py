@@ -574,6 +574,7 @@ def optimize(
     fp16: bool = True,
     use_gpu: bool = False,
     metadata: dict[str, str] | None = None,
+    exporter: str | None = None,
 ) -> OptimizeResult:
     """ONNX Runtime's transformer optimizer (model_type "bert"); fp16 copy with float32 inputs/outputs.
 
@@ -582,14 +583,15 @@ def optimize(
     through onnxscript's ORT fusions (the rewriter built for dynamo graphs: Attention, SkipLayerNorm,
     BiasGelu), then through optimize_model. Fused ops that appear are counted (`fused_ops`).
     opt_level 1 keeps the graph provider-independent. Both files carry the source's metadata_props, and
-    `metadata` over them (set in memory: no second write of the files).
+    `metadata` over them (set in memory: no second write of the files). `exporter`: which exporter made the file,
+    when the caller knows (else read from its metadata, a parse of the whole file).
     """
     from onnxruntime.transformers.optimizer import optimize_model
 
     src = Path(onnx_path)
     out = Path(out_dir) if out_dir else src.parent
     out.mkdir(parents=True, exist_ok=True)
-    proto = _onnxscript_fusions(src) if exporter_of(src) == "dynamo" else None
+    proto = _onnxscript_fusions(src) if (exporter or exporter_of(src)) == "dynamo" else None
     opt = optimize_model(proto if proto is not None else str(src), model_type="bert", num_heads=num_heads,
                          hidden_size=hidden_size, opt_level=1 if proto is None else 0, use_gpu=use_gpu)
     _set_props(opt.model, metadata or {})
@@ -825,11 +827,12 @@ def build_onnx_dir(
     metadata_props for every file (each file is written once)."""
     settings = settings or settings_for(tokenizer, max_length)
     path = export_onnx(model, tokenizer, out_dir, settings=settings, metadata=metadata)
+    exporter = exporter_of(path)  # read once: optimize and the manifest both need it
     check = _FileCheck(model, tokenizer, texts, settings, held_out, forget, evaluated)
     parity = {"fp32": check.run(path, FP32_ATOL, MODEL_FILE, score=False, limit=FALLBACK_PARITY_TEXTS)}
     heads, hidden = heads_and_hidden(model)
     opt = optimize(path, num_heads=heads, hidden_size=hidden, out_dir=out_dir,
-                   fp16=_cuda_available() if fp16 is None else fp16, metadata=metadata)
+                   fp16=_cuda_available() if fp16 is None else fp16, metadata=metadata, exporter=exporter)
     parity["optimized"] = check.run(opt.optimized, OPTIMIZED_ATOL, OPTIMIZED_FILE)
     parity["fp16"] = _fp16_parity(check, opt)
     settings.apply_to(copy.deepcopy(tokenizer)).save_pretrained(str(out_dir))  # the server truncates the same way
@@ -838,7 +841,7 @@ def build_onnx_dir(
         served = out_dir / served_file([p.name for p in files], gpu)
         if held_out is not None and served.name not in check.scores:
             check.score(served)
-    return OnnxBuild(files=files, parity=parity, fused_ops=opt.fused_ops, exporter=exporter_of(path),
+    return OnnxBuild(files=files, parity=parity, fused_ops=opt.fused_ops, exporter=exporter,
                      scores={p.name: check.scores[p.name] for p in files if p.name in check.scores})
 
 
