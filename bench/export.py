@@ -50,6 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     import torch
+    from unlearn import cpu_model  # bench/ is on the path when a bench runs
 
     from steuops import export
     from steuops.demo import model as demo
@@ -80,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     ts, dy = rows["torchscript"], rows["dynamo"]
     result = {
         "date": dt.date.today().isoformat(), "machine": platform.processor() or platform.machine(),
-        "cpu": _cpu_name(), "threads": torch.get_num_threads(), "notes": len(texts), "rounds": args.rounds,
+        "cpu": cpu_model(), "threads": torch.get_num_threads(), "notes": len(texts), "rounds": args.rounds,
         "settings": settings.to_dict(), "rows": rows,
         "ratios": {"export_plus_optimize_dynamo_over_torchscript":
                    round((dy["export_s"] + dy["optimize_s"]) / (ts["export_s"] + ts["optimize_s"]), 2),
@@ -92,15 +93,6 @@ def main(argv: list[str] | None = None) -> int:
     print(json.dumps(result["ratios"]), f"-> {out}")
     return 0
 
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
 
 
 if __name__ == "__main__":
