@@ -89,6 +89,21 @@ def head_param_names(model: nn.Module) -> list[str]:
     return names
 
 
+def encoder_layers(model: nn.Module) -> list[nn.Module]:
+    """The base model's transformer layers, bottom first: the first ModuleList inside it whose length is
+    config.num_hidden_layers (BERT, RoBERTa, MPNet, DeBERTa: encoder.layer; DistilBERT: transformer.layer).
+    ModelError when there is none, e.g. ALBERT, whose layers share one set of weights."""
+    import torch
+
+    base = getattr(model, "base_model", model)
+    depth = getattr(model.config, "num_hidden_layers", None) or getattr(model.config, "n_layers", None)
+    lists = [m for m in base.modules() if isinstance(m, torch.nn.ModuleList) and len(m) == depth]
+    if not depth or not lists:
+        raise ModelError(f"{type(model).__name__}: no list of {depth} separate encoder layers was found",
+                         hint="its layers may share weights (ALBERT); train it without freeze_layers")
+    return list(lists[0])
+
+
 def head_modules(model: nn.Module) -> list[nn.Module]:
     """The model's top-level children that hold head parameters, in definition order (the first one called
     receives what the head reads: BERT's pooled output, DistilBERT's first position, RoBERTa's sequence)."""

@@ -146,7 +146,7 @@ def test_registry_down_is_one_line_exit_2():
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(1800)  # the demo (~410 s on the 2-core EPYC) and a second apply (~200 s): past the suite's 600 s
+@pytest.mark.timeout(1800)  # the demo (~4 min on the 2-core EPYC) and a second apply (~2 min): past the suite's 600 s
 def test_demo_with_real_minilm_then_apply_as_typed(tmp_path):
     """`steuops demo` end to end as the README promises it (real MiniLM weights, the default notes and
     policy): it passes the gate and promotes. Then the next deletion exactly as the README types it,
@@ -180,6 +180,7 @@ def paraphrase_recall(home) -> dict[str, dict[str, float]]:
 
     from steuops import modeling
     from steuops.data import Notes
+    from steuops.demo.model import DEMO_MAX_LENGTH
     from steuops.registry import Registry
 
     rows = [json.loads(line) for line in (Path(__file__).parent / "data" / "paraphrases.jsonl").read_text().splitlines()
@@ -190,7 +191,7 @@ def paraphrase_recall(home) -> dict[str, dict[str, float]]:
     for version in ("1", "2"):
         loaded = registry.load(registry.resolve("clinical-dx", alias=None, version=version))
         labels = modeling.label_names(loaded.model)
-        pred = modeling.predict(modeling.logits(loaded.model, loaded.tokenizer, notes.texts, max_length=128,
+        pred = modeling.predict(modeling.logits(loaded.model, loaded.tokenizer, notes.texts, max_length=DEMO_MAX_LENGTH,
                                                 device=modeling.resolve_device("cpu")), True).astype(bool)
         truth = notes.multi_hot(labels).astype(bool)
         out[version] = {c: float(pred[truth[:, j], j].mean()) for j, c in enumerate(labels)}

@@ -27,9 +27,13 @@ def test_missing_encoder_package_is_a_clear_model_error(monkeypatch):
 
 def test_demo_defaults_are_consistent():
     cfg = demo_model.demo_train_config()
-    assert (cfg.epochs, cfg.max_length, cfg.lr, cfg.batch_size, cfg.head_lr, cfg.balance, cfg.cpu_bf16) == (
+    assert (cfg.epochs, cfg.max_length, cfg.lr, cfg.batch_size, cfg.head_lr, cfg.balance, cfg.cpu_bf16,
+            cfg.freeze_layers) == (
         demo_model.DEMO_EPOCHS, demo_model.DEMO_MAX_LENGTH, demo_model.DEMO_LR, demo_model.DEMO_BATCH_SIZE,
-        demo_model.DEMO_HEAD_LR, demo_model.DEMO_BALANCE, demo_model.DEMO_CPU_BF16)
+        demo_model.DEMO_HEAD_LR, demo_model.DEMO_BALANCE, demo_model.DEMO_CPU_BF16, demo_model.DEMO_FREEZE_LAYERS)
+    # the audit's reference is retrained with the same recipe
+    retrain = demo_model.demo_retrain_config()
+    assert {k: getattr(cfg, k) for k in retrain} == retrain
     notes = demo_model.demo_notes(n=50)
     assert len(notes) == 50 and set(notes.class_counts()) <= set(CLASSES)
 
@@ -49,10 +53,13 @@ def test_build_demo_classifier_trains_saves_and_loads(tmp_path, tiny_notes):
                                                         progress=lambda _p, d, _t: steps.append(d))
     assert steps == [1, 2]
     assert modeling.label_names(model) == CLASSES and modeling.is_multi_label(model)
-    # Full fine-tuning: encoder and head both moved away from the (seeded) starting point.
+    # The upper layers and the head moved away from the (seeded) starting point; the embeddings and the lower
+    # DEMO_FREEZE_LAYERS layers are still the pretrained encoder's.
     after = model.state_dict()
     moved = [k for k, v in base.state_dict().items() if not torch.equal(v, after[k])]
-    assert any(k.startswith("classifier.") for k in moved) and any(".encoder.layer.0." in k for k in moved)
+    top = demo_model.DEMO_FREEZE_LAYERS
+    assert any(k.startswith("classifier.") for k in moved) and any(f".encoder.layer.{top}." in k for k in moved)
+    assert not [k for k in moved if ".embeddings." in k or any(f".encoder.layer.{i}." in k for i in range(top))]
 
     model.save_pretrained(tmp_path)
     tokenizer.save_pretrained(tmp_path)

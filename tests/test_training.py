@@ -96,6 +96,46 @@ def test_freeze_embeddings_keeps_them_fixed(tiny_notes, tiny_tokenizer):
     assert all(p.requires_grad for p in model.parameters())  # freezing is undone afterwards
 
 
+@pytest.mark.parametrize("arch", ["bert", "distilbert"])
+def test_freeze_layers_keeps_the_embeddings_and_the_lowest_layers_fixed(tiny_notes, tiny_tokenizer, arch):
+    model = classifier(LABELS, vocab_size=len(tiny_tokenizer), arch=arch, layers=2, seed=2)
+    layers = modeling.encoder_layers(model)
+    lower, upper = ({id(p) for p in layer.parameters()} for layer in layers)
+    names = {id(p): n for n, p in model.named_parameters()}
+    before = _weights(model)
+    cfg = TrainConfig(epochs=1, lr=3e-3, batch_size=32, max_length=64, freeze_layers=1)
+    fine_tune(model, tiny_tokenizer, split_notes(tiny_notes)[0], cfg, device="cpu")
+    after = model.state_dict()
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert not any(".embeddings." in k for k in changed)
+    assert not changed & {names[i] for i in lower}
+    assert changed & {names[i] for i in upper} and changed & set(modeling.head_param_names(model))
+    assert all(p.requires_grad for p in model.parameters())  # freezing is undone afterwards
+
+
+def test_freeze_layers_must_leave_a_layer_to_train(tiny_notes, tiny_tokenizer):
+    model = classifier(LABELS, vocab_size=len(tiny_tokenizer), layers=2)
+    with pytest.raises(ConfigError, match="freeze_layers 2 leaves none of the model's 2"):
+        fine_tune(model, tiny_tokenizer, tiny_notes, TrainConfig(max_length=32, freeze_layers=2), device="cpu")
+    assert all(p.requires_grad for p in model.parameters())
+    with pytest.raises(ConfigError, match="freeze_layers"):
+        TrainConfig(freeze_layers=-1)
+
+
+@pytest.mark.parametrize("arch", ["bert", "distilbert", "roberta", "mpnet", "xlm-roberta", "electra", "deberta-v2"])
+def test_encoder_layers_are_found_in_every_family(arch):
+    model = classifier(LABELS, vocab_size=100, arch=arch, layers=3)
+    layers = modeling.encoder_layers(model)
+    assert len(layers) == 3 and len({id(layer) for layer in layers}) == 3
+
+
+def test_shared_layers_cannot_be_frozen_one_by_one():
+    from steuops.errors import ModelError
+
+    with pytest.raises(ModelError, match="separate encoder layers"):
+        modeling.encoder_layers(classifier(LABELS, vocab_size=100, arch="albert", layers=3))
+
+
 def test_head_lr_and_bad_config():
     assert TrainConfig(head_lr=1e-3).to_dict()["head_lr"] == 1e-3
     with pytest.raises(ConfigError, match="epochs"):

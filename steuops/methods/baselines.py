@@ -183,6 +183,7 @@ class RetrainConfig(MethodConfig):
     warmup: float = 0.1
     balance: bool = False  # weight positives per class, as a short multi-label fine-tune needs (TrainConfig)
     cpu_bf16: bool = False  # bf16 autocast on CPUs with native bf16 (TrainConfig)
+    freeze_layers: int = 0  # keep the embeddings and the first N encoder layers fixed (TrainConfig)
 
 
 def base_dir(model: nn.Module, base: str | Path | None) -> Path:
@@ -240,7 +241,8 @@ class Retrain:
         fresh = fresh_classifier(model, base_dir(model, config.base), config.seed)
         train_config = TrainConfig(epochs=config.epochs, lr=config.lr, batch_size=config.batch_size,
                                    max_length=config.max_length, seed=config.seed, warmup=config.warmup,
-                                   head_lr=config.head_lr, balance=config.balance, cpu_bf16=config.cpu_bf16)
+                                   head_lr=config.head_lr, balance=config.balance, cpu_bf16=config.cpu_bf16,
+                                   freeze_layers=config.freeze_layers)
         fine_tune(fresh, tokenizer, without(notes, forget), train_config, device=device, progress=progress)
         info: dict[str, Any] = {"base": str(base_dir(model, config.base))}
         return UnlearnResult(method="retrain", model=fresh.to(home).eval(), config=config.to_dict(), forget=forget,
