@@ -63,7 +63,9 @@ class AuditConfig:
     batch_size: int = 32
     max_length: int = 256
     max_train: int | None = 1000  # train notes used for probe features and the membership cohort
-    max_test: int | None = 500  # test notes used for probe / relearn / membership evaluation
+    # test notes every forget F1, probe and membership figure is measured on: one sample, shared by every seed
+    # (the seeds vary the attacks, not the yardstick), so each model runs over it once
+    max_test: int | None = 300
     probe_steps: int = 300  # lbfgs iterations at most (it converges well before on these features)
     probe_l2: float = 1e-3  # the penalty: mean log-loss + probe_l2 * |w|^2 (intercept unpenalised)
     relearn_forget: int = 32  # labelled forget-class notes the attacker has
@@ -77,9 +79,13 @@ class AuditConfig:
     retain_relearn_steps: int = 25  # Adam steps of the all-parameter retain-only fine-tune; 0 skips it
     retain_relearn_lr: float = 2e-5
     retain_relearn_notes: int = 256  # retain-only notes the attacker has (drawn per seed)
+    # The retain-only fine-tune of the original and the reference too: controls that cost a fine-tune each. The
+    # reference never had the class, so it gives ~0 by construction (0.000 on each demo seed); the original shows
+    # how much of a class such a fine-tune leaves in a model that has it. Off: only the edited model is attacked.
+    retain_relearn_controls: bool = False
     # The two attacks that train through the encoder (the embedding-rows re-fit and the retain-only fine-tune)
-    # run on the first gradient_seeds seeds only: on a CPU they are most of the audit's cost (demo, 2 cores: ~20 s
-    # per model and seed, against ~1 s for every other attack once the passes exist), and on the demo they gave 0.000
+    # run on the first gradient_seeds seeds only: on a CPU they are most of the audit's cost (demo, 2-core EPYC: 26 s
+    # and 33 s per model and seed, against ~1 s for every other attack once the passes exist), and on the demo they gave 0.000
     # on each of seeds 0-2 for STEU, HDSU and the reference (bench/results/forgetting-hdsu-cpu-2026-11-29.json; the
     # original's retain-only fine-tune, a control, does vary). Set it to `seeds` for all.
     gradient_seeds: int = 1
@@ -452,11 +458,14 @@ class _Draw:
         return np.random.default_rng(self.seed).permutation(np.r_[forget, retain]).astype(np.int64)
 
 
-def _draw(train: Notes, test: Notes, forget: Sequence[str], config: AuditConfig, seed: int) -> _Draw:
+def _draw(train: Notes, test: Notes, forget: Sequence[str], config: AuditConfig, seed: int,
+          test_rows: np.ndarray | None = None) -> _Draw:
+    """One seed's samples; `test_rows`: the test sample to use (the first seed's, shared by all)."""
     rng = np.random.default_rng(seed)
     # the first three draws in the order of the single-seed audit (v1): seeds=1 reproduces its figures
     train_rows = _sample(len(train), config.max_train, rng)
-    test_rows = _sample(len(test), config.max_test, rng)
+    own_test = _sample(len(test), config.max_test, rng)  # drawn on every seed, so later draws stay as they were
+    test_rows = own_test if test_rows is None else test_rows
     attack_rows = _attack_rows(train, forget, config, rng)
     is_forget = train.has_any(forget)
     pos, neg = np.flatnonzero(is_forget), np.flatnonzero(~is_forget)
@@ -492,7 +501,9 @@ class _Auditor:
         self.device = device
         self.progress = progress
         self.splits = {"train": train, "test": test}
-        self.draws = [_draw(train, test, forget, config, config.seed + s) for s in range(config.seeds)]
+        first = _draw(train, test, forget, config, config.seed)
+        self.draws = [first] + [_draw(train, test, forget, config, config.seed + s, first.rows["test"][1])
+                                for s in range(1, config.seeds)]
         # (model id, "train" / "test" / "bypass") -> (model, its pass); the model is kept so its id is not reused
         self._cache: dict[tuple[int, str], tuple[Any, _SplitPass]] = {}
         # (model id, seed) -> (model, retain-relearn F1): that fine-tune is the costly attack, and a bench
@@ -725,11 +736,16 @@ class _Auditor:
             out["membership"] = {role: self.membership(m, draw) for role, m in live.items()}
         deep = self.gradient(draw)
         with _timed(seconds, "retain_relearn"):
-            out["retain_relearn_f1"] = {role: self.retain_relearn(live[role], draw) if role in live and deep else None
+            out["retain_relearn_f1"] = {role: self.retain_relearn(live[role], draw)
+                                        if role in live and deep and self.attacks_retain(role) else None
                                         for role in ROLES}
         with _timed(seconds, "cka"):
             out["cka"] = self.cka(models, draw)
         return out
+
+    def attacks_retain(self, role: str) -> bool:
+        """Whether the retain-only fine-tune runs on `role`: the edited model always, the others as controls."""
+        return role == "edited" or self.config.retain_relearn_controls
 
     def gradient(self, draw: _Draw) -> bool:
         """Whether this seed runs the attacks that train through the encoder (see AuditConfig.gradient_seeds)."""
@@ -747,6 +763,9 @@ class _Auditor:
             skipped["retain_relearn"] = "retain_relearn_steps is 0"
         elif not all(len(d.retain) for d in self.draws):
             skipped["retain_relearn"] = "every training note carries the forget class (no retain-only notes)"
+        elif not self.config.retain_relearn_controls:
+            skipped["retain_relearn_controls"] = ("the original's and the reference's retain-only fine-tunes are "
+                                                  "controls; set retain_relearn_controls to run them")
         if any(v.get("auc") is None for one in per_seed for v in one["membership"].values()):
             skipped["membership"] = "need forget-class notes in both the train (cohort) and test sets"
         return skipped

@@ -20,9 +20,9 @@ FORGET = ["sepsis"]
 # seeds=1 and a short sweep / retain fine-tune: the tests that pin other things stay quick
 FAST = dict(max_length=16, batch_size=32, relearn_steps=[0, 5, 25, 60], relearn_lr_head=5e-2, relearn_lr_rows=5e-2,
             seeds=1, relearn_sizes=[4], retain_relearn_steps=2, retain_relearn_notes=16)
-# the module's report: two seeds, an attacker size larger than the split, a few retain-relearn steps
+# the module's report: two seeds, an attacker size larger than the split, a few retain-relearn steps on every model
 REPORT = {**FAST, "seeds": 2, "relearn_sizes": [4, 16, 1000], "retain_relearn_steps": 3, "retain_relearn_notes": 32,
-          "retain_relearn_lr": 1e-3, "gradient_seeds": 2}
+          "retain_relearn_lr": 1e-3, "gradient_seeds": 2, "retain_relearn_controls": True}
 
 
 def keyword_notes(n: int, seed: int) -> Notes:
@@ -274,7 +274,8 @@ def test_load_phrases_from_a_file(tmp_path):
 def test_audit_methods_compares_each_method_with_the_retrain_reference(world):
     original, steu, reference, tok, train, test = world
     out = audit_methods(original, tok, FORGET, train, test, {"steu": steu, "retrain": reference},
-                        config=AuditConfig(**{**FAST, "relearn_steps": [0, 10]}), device="cpu")
+                        config=AuditConfig(**{**FAST, "relearn_steps": [0, 10], "retain_relearn_controls": True}),
+                        device="cpu")
     assert set(out) == {"steu", "retrain"}
     assert out["steu"]["probe_f1"]["reference"] == out["retrain"]["probe_f1"]["edited"]
     assert out["retrain"]["relearn_f1"]["edited_rows"] is None  # a bare model: no rows to re-fit
@@ -316,8 +317,8 @@ def test_single_label_and_other_architectures_audit_an_unchanged_copy_as_the_ori
     tok = wordpiece_tokenizer(notes.texts, vocab_size=120)
     original = classifier(LABELS, len(tok), arch=arch, multi_label=False, hidden=32, seed=2)
     twin = copy.deepcopy(original)
-    data = run_audit(original, twin, tok, FORGET, train, test, config=AuditConfig(**{**FAST, "relearn_steps": [0, 5]}),
-                     device="cpu", edit=[5, 6, 7]).to_dict()
+    config = AuditConfig(**{**FAST, "relearn_steps": [0, 5], "retain_relearn_controls": True})
+    data = run_audit(original, twin, tok, FORGET, train, test, config=config, device="cpu", edit=[5, 6, 7]).to_dict()
     assert data["probe_f1"]["edited"] == data["probe_f1"]["original"]
     assert data["membership_auc"]["edited"] == pytest.approx(data["membership_auc"]["original"])
     assert data["bypass_f1"]["edited"] == data["bypass_f1"]["original"]
@@ -491,7 +492,7 @@ def _v1_sample(n: int, cap: int, rng: np.random.Generator) -> np.ndarray:
 def test_one_seed_is_the_single_seed_audit_and_more_seeds_redraw(world):
     """seeds=1 at seed 3 gives the figures of a direct computation on the single-seed audit's subsample
     (rng(3): train cap, then test cap); seeds=3 from the same seed starts with exactly those and redraws the
-    notes for seeds 4 and 5, so their values differ."""
+    train-side notes for seeds 4 and 5 (the test sample is seed 3's for all), so their values differ."""
     import torch
 
     from steuops import modeling
@@ -547,6 +548,33 @@ def test_each_seed_draws_its_own_notes_and_a_seed_draws_the_same_ones_again(worl
     assert not a.retain.has_any(FORGET).any()  # retain-only: no note carries the class
     # the batch order differs too: the same sample, mixed by each seed's own permutation
     assert a.size_rows(8).tolist() != b.size_rows(8).tolist()
+
+
+def test_every_seed_is_measured_on_the_first_seeds_test_sample(world):
+    """The seeds vary the attacks (train-side samples), not the yardstick: one test sample, the first seed's,
+    so every model runs over max_test test notes once, however many seeds."""
+    from steuops.audit import _Auditor, _draw
+
+    _original, _steu, _reference, tok, train, test = world
+    cfg = AuditConfig(**{**FAST, "seeds": 3, "seed": 2, "max_train": 100, "max_test": 40}).validate()
+    draws = _Auditor(tok, FORGET, train, test, cfg, "cpu", None).draws
+    first = _draw(train, test, FORGET, cfg, 2)
+    assert [d.seed for d in draws] == [2, 3, 4]
+    assert all(d.test.texts == first.test.texts for d in draws) and len(first.test) == 40
+    assert draws[0].train.texts == first.train.texts and draws[1].train.texts != first.train.texts
+    assert draws[1].attack.texts == _draw(train, test, FORGET, cfg, 3).attack.texts  # the rest as drawn alone
+
+
+def test_the_retain_only_fine_tune_attacks_the_edited_model_and_the_controls_only_when_asked(world, report):
+    original, steu, reference, tok, train, test = world
+    config = {k: v for k, v in REPORT.items() if k != "retain_relearn_controls"}
+    out = run_audit(original, steu.model, tok, FORGET, train, test, reference=reference, device="cpu",
+                    edit=steu.edit, config=AuditConfig(**config)).to_dict()
+    assert AuditConfig().retain_relearn_controls is False
+    assert out["retain_relearn_f1"]["edited"] == report["retain_relearn_f1"]["edited"]
+    assert out["retain_relearn_f1"]["original"] is None and out["retain_relearn_f1"]["reference"] is None
+    assert report["retain_relearn_f1"]["original"] is not None and report["retain_relearn_f1"]["reference"] is not None
+    assert "retain_relearn_controls" in out["skipped"] and "retain_relearn_controls" not in report["skipped"]
 
 
 def test_relearn_sizes_take_n_per_side_capped_by_the_train_split(world, report):

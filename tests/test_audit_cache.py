@@ -12,7 +12,7 @@ from steuops import audit as audit_module
 from steuops.audit import AuditConfig, run_audit
 from steuops.data import Notes
 
-CONFIG = {**FAST, "seeds": 2, "gradient_seeds": 2, "retain_relearn_steps": 2}
+CONFIG = {**FAST, "seeds": 2, "gradient_seeds": 2, "retain_relearn_steps": 2, "retain_relearn_controls": True}
 FIGURES = ("probe_f1", "relearn_f1", "membership_auc", "retain_relearn_f1", "cka", "bypass_f1", "relearn_sizes")
 
 

@@ -17,10 +17,12 @@ LABELS = ["sepsis", "pneumonia", "heart failure", "acute kidney injury", "copd e
 # A retrain small enough for a 2-core machine: one epoch of a tiny BERT on 240 short notes (~2 s).
 RETRAIN = {"epochs": 1, "max_length": 32, "batch_size": 32, "lr": 3e-3}
 # The audit's settings where a test checks what the pipeline does around the audit, not the audit itself
-# (tests/test_audit.py does): one seed, few steps. Keys the AuditConfig lacks are left out; max_length stays the
-# version's (the confusion counts are taken at it).
+# (tests/test_audit.py does): one seed, few steps, the retain-only controls on (their audit-cache entries are
+# checked). Keys the AuditConfig lacks are left out; max_length stays the version's (the confusion counts are
+# taken at it).
 QUICK_AUDIT = {"max_train": 120, "max_test": 60, "probe_steps": 30, "relearn_steps": [0, 3], "relearn_forget": 8,
-               "relearn_retain": 8, "seeds": 1, "relearn_sizes": [4], "retain_relearn_steps": 1, "retain_relearn_notes": 8}
+               "relearn_retain": 8, "seeds": 1, "relearn_sizes": [4], "retain_relearn_steps": 1, "retain_relearn_notes": 8,
+               "retain_relearn_controls": True}
 
 
 @pytest.fixture()
