@@ -48,8 +48,9 @@ SCHEMA = "steuops.audit/v2"
 VERIFY_NOTES = 4  # stored notes run again before an audit-cache entry is used
 # remember_pass keeps a split of at most this many notes (MiniLM: about 3 KB a note on disk)
 REMEMBER_NOTES = 10_000
-# options that do not change one seed's attack on one model (so they are not part of its audit-cache key)
-PER_AUDIT_OPTIONS = ("seeds", "gradient_seeds", "bypass_phrases")
+# options that do not change one seed's attack on one model (so they are not part of its audit-cache key); the
+# controls switch only chooses which models the retain-only fine-tune attacks
+PER_AUDIT_OPTIONS = ("seeds", "gradient_seeds", "bypass_phrases", "retain_relearn_controls")
 ROLES = ("original", "edited", "reference")
 # CKA pairs: (key, first role, second role)
 CKA_PAIRS = (("edited_vs_original", "edited", "original"), ("edited_vs_reference", "edited", "reference"),

@@ -84,6 +84,19 @@ def test_an_entry_that_differs_from_a_fresh_pass_is_recomputed(world, tmp_path):
     assert "notes" in _audit(world, tmp_path)["cache"]["reused"]["original"]
 
 
+def test_an_audit_without_the_controls_reads_the_entries_of_one_with_them(world, tmp_path):
+    """retain_relearn_controls chooses which models the retain-only fine-tune attacks, not how any attack runs:
+    an audit with the controls off reads the fixed models' probes and head re-fits that one with them wrote."""
+    with_controls = _audit(world, tmp_path)
+    without = _audit(world, tmp_path, retain_relearn_controls=False)
+    reused = without["cache"]["reused"]
+    assert reused["reference"]["probe"] == 2 and "retain_relearn" not in reused["reference"]
+    assert without["retain_relearn_f1"]["reference"] is None
+    for figure in ("probe_f1", "relearn_f1", "membership_auc"):
+        assert without[figure] == with_controls[figure], figure
+    assert without["retain_relearn_f1"]["edited"] == with_controls["retain_relearn_f1"]["edited"]
+
+
 def test_other_settings_or_another_model_miss_the_cache(world, tmp_path):
     original, steu, reference, tok, train, test = world
     _audit(world, tmp_path)
