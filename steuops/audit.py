@@ -85,10 +85,11 @@ class AuditConfig:
     # how much of a class such a fine-tune leaves in a model that has it. Off: only the edited model is attacked.
     retain_relearn_controls: bool = False
     # The two attacks that train through the encoder (the embedding-rows re-fit and the retain-only fine-tune)
-    # run on the first gradient_seeds seeds only: on a CPU they are most of the audit's cost (demo, 2-core EPYC: 26 s
-    # and 33 s per model and seed, against ~1 s for every other attack once the passes exist), and on the demo they gave 0.000
-    # on each of seeds 0-2 for STEU, HDSU and the reference (bench/results/forgetting-hdsu-cpu-2026-11-29.json; the
-    # original's retain-only fine-tune, a control, does vary). Set it to `seeds` for all.
+    # run on the first gradient_seeds seeds only: on a CPU they are most of the audit's cost (demo, 2-core EPYC:
+    # 26 s and 33 s per model and seed, against ~1 s for every other attack once the passes exist), and on the
+    # demo they gave 0.000 on each of seeds 0-2 for STEU, HDSU and the reference
+    # (bench/results/forgetting-hdsu-cpu-2026-11-29.json; the original's retain-only fine-tune, a control, does
+    # vary). Set it to `seeds` for all.
     gradient_seeds: int = 1
     bypass_phrases: list[str] = field(default_factory=list)  # user phrases, added to every forget class
 
