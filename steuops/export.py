@@ -660,6 +660,7 @@ def export_version(
     tolerance: float = SCORE_TOLERANCE,
     fp16: bool | None = None,
     evaluated: np.ndarray | None = None,
+    rescore: bool = False,
 ) -> ExportResult:
     """Export a registered version: ONNX + optimised + fp16, parity-checked, logged under onnx/.
 
@@ -670,6 +671,8 @@ def export_version(
     Raises ExportParityError (nothing logged) when the fp32 or optimised file disagrees with PyTorch.
     `fp16` None: model.fp16.onnx only where a CUDA device is visible (write_export).
     `evaluated`: the fp32 logits the gate scored on `held_out` (see write_export).
+    A re-export whose served file comes out byte-identical to one the version's logged manifest records as
+    scored on these same notes reuses those figures (see _FileCheck.reusable); `rescore` scores it again.
     Sets tags steuops.onnx_sha256 (of model.onnx), steuops.onnx_exporter, steuops.onnx_parity_max_diff,
     the settings' tags, and with held_out steuops.onnx_forget_f1 / steuops.onnx_retain_macro_f1 (of the file a CPU
     server serves: model.opt.onnx, else model.onnx).
@@ -677,13 +680,14 @@ def export_version(
     loaded = registry.load(ref)
     tags = dict(loaded.tags or {})
     settings = version_settings(tags, loaded.tokenizer, max_length=max_length, settings=settings)
+    earlier = None if rescore or held_out is None else logged_manifest(registry, ref)
     with tempfile.TemporaryDirectory(prefix="steuops-onnx-") as tmp:  # removed after logging unless out_dir
         work = Path(out_dir) if out_dir else Path(tmp)
         result = write_export(loaded.model, loaded.tokenizer, work, name=ref.name, version=str(ref.version),
                               forgotten=lineage.forgotten(tags, loaded.labels),
                               lineage=lineage_of(registry, ref, tags, loaded.labels),
                               check_texts=check_texts, settings=settings, held_out=held_out, fp16=fp16,
-                              evaluated=evaluated)
+                              evaluated=evaluated, earlier=earlier)
         verdict = _check_agreement(registry, ref, result, torch_eval, tolerance)
         registry.log_artifacts(ref, {p.name: p for p in sorted(work.iterdir()) if p.is_file()}, lineage.ONNX_DIR)
     if not out_dir:
@@ -693,6 +697,18 @@ def export_version(
                    **settings.to_tags(), **_score_tags(result), **verdict}
     registry.set_tags(ref, result.tags)
     return result
+
+
+def logged_manifest(registry: Any, ref: Any) -> dict[str, Any] | None:
+    """The manifest.json of the export logged on the version, or None (never exported, or unreadable)."""
+    path = f"{ARTIFACT_PATH}/{MANIFEST_FILE}"
+    try:
+        if path not in registry.artifact_names(ref, ARTIFACT_PATH):
+            return None
+        return registry.read_json_artifact(ref, path)
+    except Exception as exc:  # noqa: BLE001  (an earlier export is an optimisation: without it, score again)
+        log.warning("could not read the earlier export's manifest of %s (%s); scoring again", ref, type(exc).__name__)
+        return None
 
 
 def version_settings(tags: dict[str, str] | None, tokenizer: Any, *, max_length: int | None = None,
@@ -752,6 +768,7 @@ def write_export(
     held_out: Notes | None = None,
     fp16: bool | None = None,
     evaluated: np.ndarray | None = None,
+    earlier: dict[str, Any] | None = None,
 ) -> ExportResult:
     """The folder a server needs, parity-checked: onnx files, tokenizer, labels.json, manifest.json.
 
@@ -764,6 +781,7 @@ def write_export(
     `evaluated`: the model's fp32 logits on every `held_out` note, at `settings` (what the gate scored). Parity
     is then checked against them on every held-out note (model.onnx: the first FALLBACK_PARITY_TEXTS), and
     no PyTorch pass runs: the served file is shown to give, note for note, the logits that were gated.
+    `earlier`: the manifest of an earlier export of this version, whose scores a byte-identical file may reuse.
     """
     work = Path(out_dir)
     work.mkdir(parents=True, exist_ok=True)
@@ -783,7 +801,7 @@ def write_export(
     props = {META_NAME: name, META_VERSION: version, META_FORGOTTEN: json.dumps(forgotten), **_label_props(model),
              **settings.to_tags()}
     built = build_onnx_dir(model, tokenizer, work, texts, settings=settings, held_out=held_out, forget=forgotten,
-                           fp16=fp16, evaluated=evaluated, metadata=props)
+                           fp16=fp16, evaluated=evaluated, metadata=props, earlier=earlier)
     _write_json(work / LABELS_FILE, labels_doc(model, forgotten))
     shas = {p.name: sha256_file(p) for p in sorted(work.iterdir()) if p.is_file() and p.name != MANIFEST_FILE}
     manifest = {"name": name, "version": version, "files": shas, "exporter": built.exporter,
@@ -820,15 +838,16 @@ def build_onnx_dir(
     fp16: bool | None = None,
     evaluated: np.ndarray | None = None,
     metadata: dict[str, str] | None = None,
+    earlier: dict[str, Any] | None = None,
 ) -> OnnxBuild:
     """Everything the server needs in one folder, parity-checked at `settings`: onnx files, tokenizer.
     `fp16` None: the fp16 file only where a CUDA device is visible (servers pick it on GPUs only).
     `evaluated`: PyTorch logits of `texts` already computed at `settings` (see write_export). `metadata`: more
-    metadata_props for every file (each file is written once)."""
+    metadata_props for every file (each file is written once). `earlier`: see write_export."""
     settings = settings or settings_for(tokenizer, max_length)
     path = export_onnx(model, tokenizer, out_dir, settings=settings, metadata=metadata)
     exporter = exporter_of(path)  # read once: optimize and the manifest both need it
-    check = _FileCheck(model, tokenizer, texts, settings, held_out, forget, evaluated)
+    check = _FileCheck(model, tokenizer, texts, settings, held_out, forget, evaluated, earlier)
     parity = {"fp32": check.run(path, FP32_ATOL, MODEL_FILE, score=False, limit=FALLBACK_PARITY_TEXTS)}
     heads, hidden = heads_and_hidden(model)
     opt = optimize(path, num_heads=heads, hidden_size=hidden, out_dir=out_dir,
@@ -849,7 +868,8 @@ class _FileCheck:
     """Parity (PyTorch logits computed once) and held-out scores of each ONNX file, at one setting."""
 
     def __init__(self, model: nn.Module, tokenizer: Any, texts: Sequence[str], settings: InferenceSettings,
-                 held_out: Notes | None, forget: Sequence[str], evaluated: np.ndarray | None = None) -> None:
+                 held_out: Notes | None, forget: Sequence[str], evaluated: np.ndarray | None = None,
+                 earlier: dict[str, Any] | None = None) -> None:
         from steuops import modeling
 
         self.model, self.tokenizer, self.texts, self.settings = model, tokenizer, list(texts), settings
@@ -863,35 +883,75 @@ class _FileCheck:
         self.reference = torch_logits(model, tokenizer, self.texts, settings) if evaluated is None \
             else np.asarray(evaluated, dtype=np.float32)
         self.scores: dict[str, dict[str, Any]] = {}
+        self.earlier = dict((earlier or {}).get("scores") or {}) if held_out is not None else {}
 
     def run(self, path: Path, atol: float, what: str, sess: Any = None, *, required: bool = True,
             score: bool = True, limit: int | None = None) -> dict[str, Any]:
         """Parity with PyTorch on the parity texts (the first `limit` of them); with `score` (and held-out notes)
-        also the file's held-out figures."""
+        also the file's held-out figures. A file `reusable` reuses its earlier figures and is checked on the
+        first FALLBACK_PARITY_TEXTS notes only, here and now."""
         sess = sess or session(path)
         score = score and self.held_out is not None
+        reused = self.reusable(path, sess) if score else None
         n = len(self.texts) if limit is None else min(limit, len(self.texts))
+        n = min(n, FALLBACK_PARITY_TEXTS) if reused else n
         every = ort_logits(sess, self.tokenizer, list(self.held_out.texts), batch_size=16, settings=self.settings) \
-            if self.prefix and score else None
+            if self.prefix and score and not reused else None
         got = every[:n] if every is not None else \
             ort_logits(sess, self.tokenizer, self.texts[:n], batch_size=16, settings=self.settings)
         report = compare_logits(self.model, self.reference[:n], got, atol=atol, providers=list(sess.get_providers()),
                                 onnx_file=str(path), reference=self.source)
         if required:
             require_parity(report, what)
+        out = report.to_dict()
         if report.passed and score:
-            self.scores[path.name] = self._score(path, sess, every)
-        return report.to_dict()
+            self.scores[path.name] = reused or self._score(path, sess, every, out if every is not None else None)
+        if reused:  # with the earlier export's check on every note, where it ran one
+            out["held_out"] = {"scores_reused": True, "parity": reused["scored"].get("parity")}
+        return out
 
     def score(self, path: Path) -> None:
         """Held-out figures of a file that passed parity without being scored (a fallback that ends up served)."""
-        self.scores[path.name] = self._score(path, session(path), None)
+        sess = session(path)
+        self.scores[path.name] = self.reusable(path, sess) or self._score(path, sess, None)
 
-    def _score(self, path: Path, sess: Any, every: np.ndarray | None) -> dict[str, Any]:
+    def _score(self, path: Path, sess: Any, every: np.ndarray | None,
+               parity: dict[str, Any] | None = None) -> dict[str, Any]:
         if every is None:
             every = ort_logits(sess, self.tokenizer, list(self.held_out.texts), settings=self.settings)
-        return score_logits(every, self.held_out, self.labels, self.multi, self.forget, settings=self.settings,
-                            file=path.name, providers=list(sess.get_providers()))
+        scores = score_logits(every, self.held_out, self.labels, self.multi, self.forget, settings=self.settings,
+                              file=path.name, providers=list(sess.get_providers()))
+        brief = {k: parity[k] for k in ("n_texts", "atol", "max_abs_diff", "label_agreement", "passed")} \
+            if parity else None
+        return {**scores, "scored": {**self._scored_key(path, sess), "parity": brief}}
+
+    def _scored_key(self, path: Path, sess: Any) -> dict[str, Any]:
+        """What decides a file's held-out logits: its bytes, the notes and their labels, the tokenizer, the
+        settings, ONNX Runtime's version and providers; and what its parity was checked against."""
+        import onnxruntime
+
+        from steuops.auditcache import sha256_of, texts_sha, tokenizer_key
+
+        return {"file_sha256": sha256_file(path), "notes_sha256": texts_sha(self.held_out.texts),
+                "labels_sha256": sha256_of([self.held_out.labels, self.labels, self.forget, self.multi]),
+                "tokenizer_sha256": sha256_of(tokenizer_key(self.tokenizer)), "inference": self.settings.to_dict(),
+                "onnxruntime": onnxruntime.__version__, "providers": list(sess.get_providers()),
+                "reference": self.source}
+
+    def reusable(self, path: Path, sess: Any) -> dict[str, Any] | None:
+        """The earlier export's figures for this file when they were computed on the same bytes, notes, labels,
+        tokenizer, settings and ONNX Runtime (so the same logits, up to the CPU's kernel choice, which the fresh
+        parity check on this machine covers); else None."""
+        old = self.earlier.get(path.name) or {}
+        scored = old.get("scored") or {}
+        parity = scored.get("parity")
+        if not scored or (parity is not None and not parity.get("passed")):
+            return None
+        key = self._scored_key(path, sess)
+        if any(scored.get(k) != v for k, v in key.items()):
+            return None
+        log.info("%s: same bytes as the earlier export's; reusing its held-out scores", path.name)
+        return {**old, "reused": True}
 
 
 def _fp16_parity(check: _FileCheck, opt: OptimizeResult) -> dict[str, Any]:
@@ -912,7 +972,9 @@ def _fp16_parity(check: _FileCheck, opt: OptimizeResult) -> dict[str, Any]:
 
 
 def _brief_scores(scores: dict[str, Any]) -> dict[str, Any]:
-    keep = ("forget_f1", "retain_macro_f1", "macro_f1", "per_class_f1", "n_test", "providers")
+    # with "scored" (what the figures were computed on), so a byte-identical re-export can reuse them
+    keep = ("file", "forget_f1", "retain_macro_f1", "macro_f1", "per_class_f1", "forget_f1_per_class", "n_test",
+            "forget", "inference", "providers", "scored", "reused")
     return {k: scores[k] for k in keep if k in scores}
 
 

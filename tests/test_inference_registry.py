@@ -180,3 +180,50 @@ def test_export_checks_the_registered_files_against_the_logits_the_gate_scored(l
     assert result.parity["fp32"]["reference"] == "evaluation" and result.agreement["passed"]
     with pytest.raises(ValueError, match="held-out notes they were computed on"):
         export_version(registry, ref, held_out=held_out, evaluated=evaluation.edited_logits[:10])
+
+
+def test_a_byte_identical_re_export_reuses_its_scores_and_anything_else_scores_again(logged, tiny_notes, monkeypatch):
+    """Exported again, the served file comes out byte-identical: the earlier export's held-out figures for those
+    bytes are reused and the file is checked on the first FALLBACK_PARITY_TEXTS notes only. Other notes or labels,
+    or `rescore`, score every note again."""
+    from steuops import export, modeling
+    from steuops.data import Notes
+    from steuops.export import OPTIMIZED_FILE, export_version
+
+    registry, ref, _ = logged
+    registry.set_tags(ref, {"steuops.forgotten": "sepsis", **SETTINGS.to_tags()})
+    held_out = Notes(list(tiny_notes.texts[-24:]), [list(x) for x in tiny_notes.labels[-24:]])
+    loaded = registry.load(ref)
+    with SETTINGS.applied(loaded.tokenizer):
+        gated = modeling.logits(loaded.model, loaded.tokenizer, held_out.texts, max_length=SETTINGS.max_length)
+    monkeypatch.setattr(export, "FALLBACK_PARITY_TEXTS", 8)
+    scored, real = [], export.ort_logits
+    monkeypatch.setattr(export, "ort_logits", lambda sess, tok, texts, **kw: scored.append(len(texts))
+                        or real(sess, tok, texts, **kw))
+
+    def run(notes: Notes, **kw):
+        scored.clear()
+        result = export_version(registry, ref, held_out=notes, evaluated=gated, **kw)
+        return result, result.parity["optimized"], sum(scored)
+
+    first, served, n = run(held_out, rescore=True)
+    assert served["n_texts"] == 24 and "held_out" not in served and n == 8 + 24  # model.onnx on 8, the served on all
+    record = first.scores[OPTIMIZED_FILE]["scored"]
+    assert record["file_sha256"] == first.files[OPTIMIZED_FILE] and record["parity"]["n_texts"] == 24
+
+    again, served, n = run(held_out)
+    assert again.files == first.files  # byte-identical
+    assert served["n_texts"] == 8 and served["passed"] and n == 8 + 8
+    assert served["held_out"] == {"scores_reused": True, "parity": record["parity"]}
+    figures = ("forget_f1", "retain_macro_f1", "macro_f1", "per_class_f1")
+    assert {k: again.scores[OPTIMIZED_FILE][k] for k in figures} == {k: first.scores[OPTIMIZED_FILE][k] for k in figures}
+    assert again.tags["steuops.onnx_forget_f1"] == first.tags["steuops.onnx_forget_f1"]
+    logged_manifest = export.logged_manifest(registry, ref)
+    assert logged_manifest["scores"][OPTIMIZED_FILE]["reused"] is True
+    assert logged_manifest["scores"][OPTIMIZED_FILE]["scored"]["parity"]["n_texts"] == 24  # the evidence carries on
+
+    relabelled = Notes(held_out.texts, [["pneumonia"] if i == 0 else list(x) for i, x in enumerate(held_out.labels)])
+    _, served, n = run(relabelled)  # the same texts, one label changed: other figures, so scored again
+    assert served["n_texts"] == 24 and "held_out" not in served and n == 8 + 24
+    _, served, n = run(relabelled, rescore=True)
+    assert served["n_texts"] == 24 and n == 8 + 24

@@ -100,7 +100,13 @@ def test_an_incomplete_version_is_refused_until_its_export_completes_it(make_hom
     other = Notes(held_out.texts[::-1], held_out.labels[::-1])  # the same notes in another order: not theirs
     assert gated_logits(registry, ref, other) is None and gated_logits(registry, ref, None) is None
     assert main(["export", "--model", MODEL, "--version", ref.version, "--home", str(home)]) == 0
-    assert "parity with the logits the gate scored" in capsys.readouterr().out  # the terminal says which
+    out = capsys.readouterr().out
+    assert "parity with the logits the gate scored" in out  # the terminal says which
+    assert "its held-out scores are reused" in out  # exported again: the same bytes, the earlier figures
+    assert main(["export", "--model", MODEL, "--version", ref.version, "--home", str(home), "--rescore",
+                 "--json"]) == 0
+    rescored = json.loads(capsys.readouterr().out)["result"]["parity"]["optimized"]
+    assert rescored["n_texts"] == len(held_out) and "held_out" not in rescored
     assert registry.tags(ref)["steuops.status"] == "complete"
     assert main(["promote", "--model", MODEL, "--version", ref.version, "--home", str(home),
                  "--policy", str(policies["loose"])]) == 0

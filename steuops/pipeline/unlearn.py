@@ -727,10 +727,12 @@ def export(
     home: str | Path | None = None,
     registry: Registry | None = None,
     fp16: bool | None = None,
+    rescore: bool = False,
 ) -> dict[str, Any]:
     """Export a version (ONNX + parity, logged under onnx/); a steuops version left incomplete by a
     crash during its export becomes complete (and the candidate) once nothing it needs is missing.
-    `fp16` None: model.fp16.onnx only where a CUDA device is visible; True/False: make it or not."""
+    `fp16` None: model.fp16.onnx only where a CUDA device is visible; True/False: make it or not.
+    `rescore`: score the served file on every held-out note even when an earlier export scored the same bytes."""
     from steuops import registry as reg
     from steuops.export import export_version
 
@@ -739,7 +741,7 @@ def export(
     held_out = held_out_notes(registry, ref)  # parity on the version's own notes, not someone else's
     # against the logits its gate scored, where apply logged them (no PyTorch pass then)
     result = export_version(registry, ref, out_dir=out_dir, max_length=max_length, held_out=held_out,
-                            fp16=fp16, evaluated=gated_logits(registry, ref, held_out)).to_dict()
+                            fp16=fp16, evaluated=gated_logits(registry, ref, held_out), rescore=rescore).to_dict()
     tags = registry.tags(ref)
     if lineage.status(tags) == lineage.STATUS_INCOMPLETE and not registry.missing_artifacts(ref, tags):
         _make_candidate(registry, ref)
