@@ -884,6 +884,7 @@ class _FileCheck:
             else np.asarray(evaluated, dtype=np.float32)
         self.scores: dict[str, dict[str, Any]] = {}
         self.earlier = dict((earlier or {}).get("scores") or {}) if held_out is not None else {}
+        self._keys: dict[str, dict[str, Any]] = {}
 
     def run(self, path: Path, atol: float, what: str, sess: Any = None, *, required: bool = True,
             score: bool = True, limit: int | None = None) -> dict[str, Any]:
@@ -921,13 +922,17 @@ class _FileCheck:
             every = ort_logits(sess, self.tokenizer, list(self.held_out.texts), settings=self.settings)
         scores = score_logits(every, self.held_out, self.labels, self.multi, self.forget, settings=self.settings,
                               file=path.name, providers=list(sess.get_providers()))
-        brief = {k: parity[k] for k in ("n_texts", "atol", "max_abs_diff", "label_agreement", "passed")} \
-            if parity else None
-        return {**scores, "scored": {**self._scored_key(path, sess), "parity": brief}}
+        return {**scores, "scored": {**self._scored_key(path, sess), "parity": _brief(parity) if parity else None}}
 
     def _scored_key(self, path: Path, sess: Any) -> dict[str, Any]:
         """What decides a file's held-out logits: its bytes, the notes and their labels, the tokenizer, the
-        settings, ONNX Runtime's version and providers; and what its parity was checked against."""
+        settings, ONNX Runtime's version and providers; and what its parity was checked against. Computed once
+        per file (reusable and _score both ask for it)."""
+        if path.name not in self._keys:
+            self._keys[path.name] = self._key_of(path, sess)
+        return self._keys[path.name]
+
+    def _key_of(self, path: Path, sess: Any) -> dict[str, Any]:
         import onnxruntime
 
         from steuops.auditcache import sha256_of, texts_sha, tokenizer_key
