@@ -517,6 +517,9 @@ class _Auditor:
         # the audit cache on disk (auditcache.py): the fixed models' passes and attacks
         self.disk = disk
         self._fixed: dict[int, tuple[Any, str, str]] = {}  # model id -> (model, role, fingerprint)
+        # the edited model: its passes are on disk too (apply's evaluation leaves its held-out pass there), its
+        # attacks are what the audit is for, so they always run
+        self._passes_only: dict[int, tuple[Any, str, str]] = {}
         self._values: dict[int, dict[str, Any]] = {}  # model id -> its attack results on disk (read once)
         self._new_values: dict[int, dict[str, Any]] = {}  # model id -> results computed now (written by save)
         self._split_keys: dict[str, str] = {}
@@ -593,6 +596,7 @@ class _Auditor:
         for key in [k for k in self._retain_memo if k[0] == id(model)]:
             del self._retain_memo[key]
         self._twins.pop(id(model), None)
+        self._passes_only.pop(id(model), None)
         for memo in (self._fixed, self._values, self._new_values):
             memo.pop(id(model), None)
 
@@ -610,6 +614,17 @@ class _Auditor:
             self._rows(model, split, np.zeros(0, dtype=np.int64))
         self._values[id(model)] = self.disk.values(fp) if id(model) not in self._distrusted else {}
 
+    def keep_passes(self, model, role: str) -> None:
+        """Read `model`'s passes from the audit cache and write them there, but run its attacks every time."""
+        from steuops.modeling import fingerprint
+
+        if self.disk is not None and id(model) not in self._fixed and id(model) not in self._passes_only:
+            self._passes_only[id(model)] = (model, role, fingerprint(model))
+
+    def _on_disk(self, model) -> tuple[Any, str, str] | None:
+        """(model, role, fingerprint) of a model whose passes the audit cache holds, else None."""
+        return self._fixed.get(id(model)) or self._passes_only.get(id(model))
+
     def _split_key(self, split: str) -> str:
         from steuops.auditcache import texts_sha
 
@@ -618,13 +633,13 @@ class _Auditor:
         return self._split_keys[split]
 
     def _stored_pass(self, model, split: str) -> _SplitPass | None:
-        """A fixed model's pass over `split` from the audit cache, once a few of its notes, run again now,
-        give the same logits and features (else None: it is computed afresh and overwritten)."""
+        """A fixed (or passes-only) model's pass over `split` from the audit cache, once a few of its notes, run
+        again now, give the same logits and features (else None: it is computed afresh and overwritten)."""
         from steuops import features
 
-        if id(model) not in self._fixed:
+        if self._on_disk(model) is None:
             return None
-        _, role, fp = self._fixed[id(model)]
+        _, role, fp = self._on_disk(model)
         texts = self._texts_of(split)
         arrays = self.disk.load_arrays(fp, self._split_key(split))
         store = _SplitPass.from_arrays(arrays, len(texts), self.device) if arrays is not None else None
@@ -671,9 +686,9 @@ class _Auditor:
 
     def save(self) -> None:
         """Write the fixed models' passes that gained rows, and their attacks run now, to the audit cache."""
-        for (mid, split), (_model, store) in self._cache.items():
-            if mid in self._fixed and store.dirty and store.logits is not None:
-                self._write(lambda fp=self._fixed[mid][2], split=split, store=store:
+        for (_mid, split), (model, store) in self._cache.items():
+            if self._on_disk(model) is not None and store.dirty and store.logits is not None:
+                self._write(lambda fp=self._on_disk(model)[2], split=split, store=store:
                             self.disk.save_arrays(fp, self._split_key(split), store.arrays()))
                 store.dirty = False
         for mid, new in self._new_values.items():
@@ -713,6 +728,8 @@ class _Auditor:
             for role in ("original", "reference"):
                 if models[role] is not None and models[role] is not edited:
                     self.fix(models[role], role)
+            if edited is not original:
+                self.keep_passes(edited, "edited")
         per_seed = [self.one_seed(models, draw, token_ids, seconds) for draw in self.draws]
         skipped = self._skipped(models, per_seed, token_ids, edit_reason)
         with _timed(seconds, "bypass"):

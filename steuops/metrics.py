@@ -127,6 +127,7 @@ def evaluate(
     settings: InferenceSettings | None = None,
     hierarchy: Any = None,
     on_original: Callable[[np.ndarray, Any], None] | None = None,
+    on_edited: Callable[[np.ndarray, Any], None] | None = None,
 ) -> Evaluation:
     """Score both models on the held-out notes and diff their parameters.
 
@@ -138,6 +139,8 @@ def evaluate(
 
     `on_original(logits, cache)`: called with the original's logits on `test` and the encoder outputs its head
     read (features.FeatureCache), when those replay its logits exactly; the pipeline keeps them for the audit.
+    `on_edited(logits, cache)`: the same for the edited model (its cache: the original's outputs, with those of
+    the notes the edited encoder ran in their place).
     """
     from steuops import modeling
 
@@ -148,7 +151,8 @@ def evaluate(
     multi = modeling.is_multi_label(original)
     dev = modeling.resolve_device(device)
     y_true = test.multi_hot(labels)
-    logits = _paired_logits(original, edited, tokenizer, test.texts, settings, dev, batch_size, progress, on_original)
+    logits = _paired_logits(original, edited, tokenizer, test.texts, settings, dev, batch_size, progress, on_original,
+                            on_edited)
     preds = [modeling.predict(z, multi) for z in logits]
     modified, total, l2 = param_diff(original, edited)
     cols = [labels.index(c) for c in forget]
@@ -234,12 +238,13 @@ def _settings_for(tokenizer: Any, max_length: int) -> InferenceSettings:
 
 def _paired_logits(original: nn.Module, edited: nn.Module, tokenizer: Any, texts: Sequence[str],
                    settings: InferenceSettings, dev: Any, batch_size: int, progress: Progress | None,
-                   on_original: Callable[[np.ndarray, Any], None] | None = None) -> tuple[np.ndarray, np.ndarray]:
+                   on_original: Callable[[np.ndarray, Any], None] | None = None,
+                   on_edited: Callable[[np.ndarray, Any], None] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Both models' logits. When `edited`'s encoder differs from the original's only in some embedding rows
     (STEU: the encoder is frozen), it runs only on the notes that contain one of those tokens; every other note
     gets the original's encoder output (recorded on the way) through the edited head: the same logits
     (features.py), for a fraction of the passes. Anything else, or a head the record cannot replay: full passes.
-    `on_original`: see evaluate."""
+    `on_original`, `on_edited`: see evaluate."""
     from steuops import features
 
     with features.record(original) as recorder:
@@ -249,15 +254,38 @@ def _paired_logits(original: nn.Module, edited: nn.Module, tokenizer: Any, texts
     if exact and on_original is not None:
         on_original(before, cache)
     rows = features.changed_rows(original, edited)
+    hit = np.arange(len(texts))
     if rows is None or not exact:
-        return before, _logits_on(edited, tokenizer, texts, settings, dev, batch_size, progress)
-    after = _on(edited, dev, lambda: _head_logits(edited, cache, batch_size, dev))
-    with settings.applied(tokenizer):
-        ids = tokenizer(list(texts), truncation=True, max_length=settings.max_length)["input_ids"]
-    hit = np.flatnonzero(features.touched(ids, rows))
-    if len(hit):
-        after[hit] = _logits_on(edited, tokenizer, [texts[i] for i in hit], settings, dev, batch_size, progress)
+        cache = None
+        with features.record(edited) as recorder:
+            after = _logits_on(edited, tokenizer, texts, settings, dev, batch_size, progress)
+    else:
+        after = _on(edited, dev, lambda: _head_logits(edited, cache, batch_size, dev))
+        with settings.applied(tokenizer):
+            ids = tokenizer(list(texts), truncation=True, max_length=settings.max_length)["input_ids"]
+        hit = np.flatnonzero(features.touched(ids, rows))
+        with features.record(edited) as recorder:
+            if len(hit):
+                after[hit] = _logits_on(edited, tokenizer, [texts[i] for i in hit], settings, dev, batch_size, progress)
+    if on_edited is not None:
+        _hand_over(edited, cache, hit, recorder.cache(), after, dev, on_edited)
     return before, after
+
+
+def _hand_over(edited: nn.Module, base: Any, hit: np.ndarray, fresh: Any, logits: np.ndarray, dev: Any,
+               to: Callable[[np.ndarray, Any], None]) -> None:
+    """to(logits, cache) with the edited model's encoder outputs on every note: `base` (the original's, None after
+    full passes) with the `hit` notes' `fresh` ones in their place; only when its head replays `logits` exactly
+    on the notes the edited encoder ran."""
+    from steuops import features
+
+    if len(hit) and fresh is None:
+        return
+    cache = fresh if base is None else (base.replace(hit.tolist(), fresh) if len(hit) else base)
+    if cache is None or not _on(edited, dev, lambda: features.exact(edited, cache, _tensor(logits), device=dev,
+                                                                     rows=hit.tolist() or None)):
+        return
+    to(logits, cache)
 
 
 def _head_logits(model: nn.Module, cache: Any, batch_size: int, dev: Any) -> np.ndarray:

@@ -511,9 +511,11 @@ def test_apply_audits_at_the_versions_settings_and_report_reads_its_work_back(
 
 @pytest.mark.usefixtures("quick_audit")
 def test_the_first_report_reads_the_parents_passes_that_apply_ran(make_home, policies, tmp_path, capsys):
-    """apply's evaluation runs the parent over every held-out note, and STEU's teacher over the training notes;
-    apply keeps both passes in the audit cache, so the first audit of the version runs the parent only on the
-    bypass notes. The figures are the same as with everything computed afresh."""
+    """apply's evaluation runs the parent and the new version over every held-out note, and STEU's teacher runs the
+    parent over the training notes; apply keeps those passes in the audit cache, so the first audit of the version
+    runs the parent only on the bypass notes and the version only on the training and bypass notes. It keeps the
+    version's, so a refreshed audit runs neither model. The figures are the same as with everything computed
+    afresh."""
     from steuops.cli import main
     from steuops.inference import InferenceSettings
     from steuops.pipeline import apply
@@ -532,12 +534,17 @@ def test_the_first_report_reads_the_parents_passes_that_apply_ran(make_home, pol
     first = json.loads(out.with_suffix(".json").read_text())["audit"]
     assert not first["cache"]["rejected"]
     assert first["cache"]["reused"]["original"] == {"notes": held_out + train}  # nothing else was there yet
+    assert first["cache"]["reused"]["edited"] == {"notes": held_out}
+    assert main([*args, "--refresh-audit"]) == 0
+    again = json.loads(out.with_suffix(".json").read_text())["audit"]
+    reused = again["cache"]["reused"]  # the training and bypass notes the first audit ran too (the parent: all)
+    assert held_out < reused["edited"]["notes"] <= reused["original"]["notes"]
     assert main([*args, "--refresh-audit", "--no-audit-cache"]) == 0
     fresh = json.loads(out.with_suffix(".json").read_text())["audit"]
     capsys.readouterr()
     assert fresh["cache"] == {}
     for key in ("probe_f1", "relearn_f1", "membership_auc", "retain_relearn_f1", "cka", "bypass_f1", "relearn_sizes"):
-        assert first[key] == fresh[key], key
+        assert first[key] == fresh[key] == again[key], key
 
 
 def test_report_cli_on_a_version_steuops_did_not_make_exits_2(make_home, capsys):

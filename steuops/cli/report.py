@@ -28,9 +28,9 @@ def report_command(
     refresh_audit: bool = typer.Option(False, "--refresh-audit", help="Re-run the audit even if one is logged."),
     audit_cache: bool = typer.Option(
         True, "--audit-cache/--no-audit-cache",
-        help="A new audit reads the parent's and the reference's encoder passes and attacks back from "
-        "HOME/cache/audit (they do not depend on the edit; a few notes are run again to check them) and keeps "
-        "new ones there. --no-audit-cache computes everything again."),
+        help="A new audit reads encoder passes (the parent's, the reference's, the version's) and the parent's and "
+        "the reference's attacks back from HOME/cache/audit (a few notes are run again to check them) and keeps new "
+        "ones there; the version's attacks always run. --no-audit-cache computes everything again."),
     bypass_phrases: Path | None = typer.Option(
         None, "--bypass-phrases", help="Text file of extra rewordings of the class, one per line (for a new audit)."
     ),

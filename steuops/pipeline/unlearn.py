@@ -436,22 +436,26 @@ def _evaluate(prep: _Prepared, edited: Any, device: str, clock: Clock, progress,
         evaluation = evaluate(prep.loaded.model, edited, prep.loaded.tokenizer, prep.test, prep.forget,
                               device=device, settings=prep.settings, progress=progress, hierarchy=hierarchy,
                               on_original=lambda logits, cache: _keep_for_audit(prep, prep.test.texts, logits, cache,
-                                                                                device))
+                                                                                device),
+                              on_edited=lambda logits, cache: _keep_for_audit(prep, prep.test.texts, logits, cache,
+                                                                              device, model=edited))
     result.evaluation = evaluation.to_dict()
     return evaluation.edited_logits
 
 
-def _keep_for_audit(prep: _Prepared, texts: Any, logits: Any, cache: Any, device: str, rows: Any = None) -> None:
-    """The parent's pass over `texts` (or their `rows`) that apply ran anyway, into the audit cache at the audit's
-    settings: an audit of this version (apply's, `steuops report`'s) or of any other made from the same parent
-    reads it back instead of running it again."""
+def _keep_for_audit(prep: _Prepared, texts: Any, logits: Any, cache: Any, device: str, rows: Any = None, *,
+                    model: Any = None) -> None:
+    """The parent's pass (or the edited `model`'s) over `texts` (or their `rows`) that apply ran anyway, into the
+    audit cache at the audit's settings: an audit of this version (apply's, `steuops report`'s), or for the parent
+    of any other made from it, reads it back instead of running it again."""
     from steuops import auditcache
     from steuops.audit import remember_pass
 
     settings = _audit_settings(prep)
     with settings.applied(prep.loaded.tokenizer):
-        remember_pass(auditcache.root(prep.registry.home), prep.loaded.model, prep.loaded.tokenizer, texts, logits,
-                      cache, max_length=settings.max_length, device=device, rows=rows)
+        remember_pass(auditcache.root(prep.registry.home), prep.loaded.model if model is None else model,
+                      prep.loaded.tokenizer, texts, logits, cache, max_length=settings.max_length, device=device,
+                      rows=rows)
 
 
 def _keep_teacher_for_audit(prep: _Prepared, out: Any, device: str) -> None:
