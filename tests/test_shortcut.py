@@ -183,32 +183,35 @@ def test_evaluate_runs_the_edited_encoder_only_on_notes_with_an_edited_token(tex
 
 
 @pytest.mark.parametrize("change", ["rows", "encoder"])
-def test_evaluate_hands_over_the_edited_models_pass_that_replays_it_exactly(texts_tok, change):
+@pytest.mark.parametrize("arch", ["bert", "distilbert", "roberta", "mpnet", "deberta-v2"])
+def test_evaluate_hands_over_the_edited_models_pass_that_replays_it_exactly(arch, change):
     """evaluate(on_edited=...): the edited model's held-out pass goes to the audit (apply keeps it in the audit cache)
     with the encoder outputs its head reads. A row edit (STEU) runs the encoder only on the notes with an edited
     token; any other change runs it on every note. Either way the head on that cache gives the full model's logits
     on every note, to 1e-5, so an audit that reads it back sees the model itself."""
     from steuops.metrics import evaluate
+    from steuops.tiny import tokenizer_for
 
-    texts, tok = texts_tok
     notes = keyword_notes(40, seed=3)
-    assert list(notes.texts) == list(texts)
-    original = classifier(LABELS, len(tok), seed=1).eval()
+    texts = list(notes.texts)
+    tok = tokenizer_for(arch, texts)
+    original = classifier(LABELS, len(tok), arch=arch, seed=1).eval()
     edited = copy.deepcopy(original)
-    ids = tok(list(texts), truncation=True, max_length=16)["input_ids"]
+    ids = tok(texts, truncation=True, max_length=16)["input_ids"]
     row = ids[0][2]
+    encoder = dict(edited.base_model.named_parameters())
     with torch.no_grad():
-        edited.classifier.weight.mul_(0.5)
+        next(p for n, p in edited.named_parameters() if not any(p is q for q in encoder.values())).mul_(0.5)
         if change == "rows":
             edited.get_input_embeddings().weight[row] += 0.5
         else:
-            edited.bert.encoder.layer[0].output.dense.bias.add_(0.1)
+            next(p for n, p in encoder.items() if "embeddings" not in n and n.endswith("bias")).add_(0.1)
     handed: list = []
     evaluate(original, edited, tok, notes, ["sepsis"], device="cpu", max_length=16,
              on_edited=lambda logits, cache: handed.append((logits, cache)))
     assert len(handed) == 1
     logits, cache = handed[0]
-    full, _ = full_pass(edited, tok, list(texts))
+    full, _ = full_pass(edited, tok, texts)
     assert len(cache) == len(texts)
     torch.testing.assert_close(torch.from_numpy(logits), full, atol=1e-5, rtol=0)
     with torch.no_grad():
