@@ -685,7 +685,8 @@ class _Auditor:
         counts[what] = counts.get(what, 0) + n
 
     def save(self) -> None:
-        """Write the fixed models' passes that gained rows, and their attacks run now, to the audit cache."""
+        """Write the passes that gained rows (fixed and passes-only models), and the fixed models' attacks run now,
+        to the audit cache."""
         for (_mid, split), (model, store) in self._cache.items():
             if self._on_disk(model) is not None and store.dirty and store.logits is not None:
                 self._write(lambda fp=self._on_disk(model)[2], split=split, store=store:
