@@ -102,9 +102,7 @@ def _environment() -> dict[str, Any]:
     import platform
 
     import torch
-
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from unlearn import cpu_model
+    from unlearn import cpu_model  # bench/ is on the path when a bench runs, as in bench/serve.py
 
     return {"python": platform.python_version(), "torch": torch.__version__, "cpu_model": cpu_model(),
             "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(), "loadavg_start": os.getloadavg()}
