@@ -10,7 +10,7 @@ version's reference (steuops.reference: the cached one, else trained now). Encod
 cache. Writes one JSON file (per budget: the options, each attack's per-seed values, the seconds per phase) and
 prints a Markdown table. A budget is only as good as the verdicts it keeps: compare the edited model's and the
 reference's figures, and the original's (the control: how much of a class such a fine-tune leaves in a model that
-has it), with the default's.
+has it), with the thorough budget's.
 """
 
 from __future__ import annotations
@@ -24,14 +24,15 @@ from pathlib import Path
 from typing import Any
 
 from steuops import env  # noqa: F401  (offline + quiet before transformers loads)
+from steuops.audit import DEPTHS
 
-# budget name -> AuditConfig overrides. "half": half the optimiser steps at twice the learning rate (Adam moves
-# each parameter by about lr per step, so the largest total move stays the same); the head re-fit (cheap) keeps
-# its learning rate.
+# budget name -> AuditConfig overrides: the named audit depths' attack budgets (the script itself runs both
+# gradient attacks on every seed, with the controls, for each). bench/results/attack-budget-cpu-2026-11-30.json
+# names them "default" (thorough's, the defaults until then) and "half" (standard's, but with the head re-fit
+# stopped at 25 steps too: standard keeps the cheap head re-fit's 50).
 BUDGETS: dict[str, dict[str, Any]] = {
-    "default": {},
-    "half": {"retain_relearn_steps": 12, "retain_relearn_lr": 4e-5, "relearn_steps": [0, 5, 10, 25],
-             "relearn_lr_rows": 2e-3},
+    name: {k: v for k, v in DEPTHS[name].items() if k not in ("gradient_seeds", "retain_relearn_controls")}
+    for name in ("thorough", "standard")
 }
 
 

@@ -74,11 +74,19 @@ class AuditConfig:
     relearn_steps: list[int] = field(default_factory=lambda: [0, 5, 10, 25, 50])
     relearn_batch_size: int = 16
     relearn_lr_head: float = 1e-2
-    relearn_lr_rows: float = 1e-3
+    # The embedding-rows re-fit trains through the encoder, so it is budgeted apart from the (cheap) head re-fit: its
+    # curve stops at the last of relearn_steps not above relearn_rows_steps (None: all of them). 25 steps at 2e-3
+    # move each row as far as 50 at 1e-3 (Adam steps each parameter by about lr); on the demo both gave 0.000 at every
+    # step on each of seeds 0-2, at half the cost (bench/results/attack-budget-cpu-2026-11-30.json).
+    relearn_lr_rows: float = 2e-3
+    relearn_rows_steps: int | None = 25
     # head re-fit with n forget + n retain notes for each n (capped by the train split); [] skips it
     relearn_sizes: list[int] = field(default_factory=lambda: [16, 64, 256])
-    retain_relearn_steps: int = 25  # Adam steps of the all-parameter retain-only fine-tune; 0 skips it
-    retain_relearn_lr: float = 2e-5
+    # Adam steps of the all-parameter retain-only fine-tune (0 skips it) and their rate: as far a move as 25 steps at
+    # 2e-5, at half the cost; the same 0.000 for the edited model and the reference on each demo seed, and 0.58-0.62
+    # left in the original (0.60-0.62 with 25 steps) (bench/results/attack-budget-cpu-2026-11-30.json)
+    retain_relearn_steps: int = 12
+    retain_relearn_lr: float = 4e-5
     retain_relearn_notes: int = 256  # retain-only notes the attacker has (drawn per seed)
     # The retain-only fine-tune of the original and the reference too: controls that cost a fine-tune each. The
     # reference never had the class, so it gives ~0 by construction (0.000 on each demo seed); the original shows
@@ -86,12 +94,19 @@ class AuditConfig:
     retain_relearn_controls: bool = False
     # The two attacks that train through the encoder (the embedding-rows re-fit and the retain-only fine-tune)
     # run on the first gradient_seeds seeds only: on a CPU they are most of the audit's cost (demo, 2-core EPYC:
-    # 26 s and 33 s per model and seed, against ~1 s for every other attack once the passes exist), and on the
+    # 20 s and 24 s per model and seed, against ~1 s for every other attack once the passes exist), and on the
     # demo they gave 0.000 on each of seeds 0-2 for STEU, HDSU and the reference
     # (bench/results/forgetting-hdsu-cpu-2026-11-29.json; the original's retain-only fine-tune, a control, does
     # vary). Set it to `seeds` for all.
     gradient_seeds: int = 1
     bypass_phrases: list[str] = field(default_factory=list)  # user phrases, added to every forget class
+
+    @classmethod
+    def at_depth(cls, depth: str = "standard", **values: Any) -> AuditConfig:
+        """The config of a named depth (DEPTHS), with `values` over it."""
+        if depth not in DEPTHS:
+            raise ConfigError(f"unknown audit depth {depth!r}", hint=f"--audit-depth: one of {', '.join(DEPTHS)}")
+        return cls(**{**DEPTHS[depth], **values})
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any] | None) -> AuditConfig:
@@ -116,6 +131,8 @@ class AuditConfig:
             raise ConfigError(f"audit relearn_sizes must be note counts >= 1, got {list(self.relearn_sizes)}",
                               hint="e.g. [16, 64, 256]; [] skips the attacker-size sweep")
         self.relearn_sizes = sizes
+        if self.relearn_rows_steps is not None:
+            _check_int(self, "relearn_rows_steps", 1, "set relearn_rows_steps to 1 or more, or null for all relearn_steps")
         for name in ("batch_size", "relearn_batch_size", "probe_steps", "relearn_forget", "relearn_retain", "seeds",
                      "retain_relearn_notes", "gradient_seeds"):
             _check_int(self, name, 1, f"set {name} to 1 or more")
@@ -127,6 +144,22 @@ class AuditConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def rows_steps(self) -> list[int]:
+        """The embedding-rows re-fit's curve: relearn_steps up to relearn_rows_steps."""
+        cap = self.relearn_rows_steps
+        return [s for s in self.relearn_steps if cap is None or s <= cap]
+
+
+# Named budgets for the attacks that train through the encoder. "standard" is AuditConfig's defaults. "thorough" is
+# the budget they had until 2026-11-30 (twice the optimiser steps at half the rate, the rows re-fit over every
+# relearn step) on each of the default 3 seeds, with the retain-only fine-tune's controls: on the demo, 2-core
+# EPYC, passes cached, 380 s against 41 s (bench/results/attack-depths-cpu-2026-11-30.json; README).
+DEPTHS: dict[str, dict[str, Any]] = {
+    "standard": {},
+    "thorough": {"relearn_lr_rows": 1e-3, "relearn_rows_steps": None, "retain_relearn_steps": 25,
+                 "retain_relearn_lr": 2e-5, "gradient_seeds": 3, "retain_relearn_controls": True},
+}
 
 
 def _check_int(config: AuditConfig, name: str, minimum: int, hint: str) -> None:
@@ -906,7 +939,7 @@ class _Auditor:
         # before the first step the copy is the model itself: its F1 is read off its own pass
         start = self.forget_f1(self.passes(model, "test", draw).logits, draw.test) if shortcut else None
         return self._fit(work, [trained], self.config.relearn_lr_rows, step, evaluate, "relearn rows", draw=draw,
-                         sample=draw.attack, steps=self.config.relearn_steps, start=start)
+                         sample=draw.attack, steps=self.config.rows_steps(), start=start)
 
     def _touched(self, texts: Sequence[str], token_ids: Sequence[int]) -> np.ndarray:
         from steuops.features import touched

@@ -600,10 +600,17 @@ def _audit_table(audit) -> str:
     )
     rows_rows = (audit.get("relearn_f1") or {}).get("edited_rows")
     extra = (f"<p>Embedding-rows re-fit (edited model): forget F1 "
-             f"{_cell(audit, 'relearn_f1', 'edited_rows', rows_rows)} after the last step.</p>"
+             f"{_cell(audit, 'relearn_f1', 'edited_rows', rows_rows)} after {_rows_last_step(audit)}.</p>"
              if rows_rows is not None else "")
     return ("<table><tr><th>attack</th><th>original</th><th>edited</th><th>retrained</th></tr>" + body
             + "</table>" + extra)
+
+
+def _rows_last_step(audit) -> str:
+    """"N optimiser steps" for the rows re-fit's last point (its curve may stop before the head re-fit's)."""
+    curves = audit.get("relearn_curves") or {}
+    steps, rows = list(curves.get("steps") or []), list((curves.get("rows") or {}).get("edited") or [])
+    return f"{steps[len(rows) - 1]} optimiser steps" if 0 < len(rows) <= len(steps) else "the last step"
 
 
 def _relearn_sizes(sizes) -> str:

@@ -180,7 +180,9 @@ def test_relearn_curve_rises_from_the_unlearned_start(world, report):
     assert head[-1] > head[0] + 0.3  # ...but re-fitting the head alone brings the class back
     assert report["relearn_f1"]["edited"] == head[-1]
     assert curves["original_f1"] >= 0.8
-    assert len(curves["rows"]["edited"]) == 4
+    # the rows re-fit (it trains through the encoder) stops at relearn_rows_steps (default 25): steps 0, 5, 25
+    assert len(curves["rows"]["edited"]) == 3 and report["config"]["relearn_rows_steps"] == 25
+    assert report["relearn_f1"]["edited_rows"] == curves["rows"]["edited"][-1]
     assert len(curves["head"]["reference"]) == 4
     # The relearn attack works on copies: after it, the edited model itself still forgets, and its forget F1
     # from a plain forward pass is the curve's step 0.
@@ -293,7 +295,8 @@ def test_bad_config_is_a_usage_error():
     for bad, field in ((dict(seeds=0), "seeds"), (dict(seeds=1.5), "seeds"), (dict(relearn_sizes=[16, 0]), "relearn_sizes"),
                        (dict(retain_relearn_steps=-1), "retain_relearn_steps"),
                        (dict(retain_relearn_notes=0), "retain_relearn_notes"),
-                       (dict(retain_relearn_lr=0.0), "retain_relearn_lr")):
+                       (dict(retain_relearn_lr=0.0), "retain_relearn_lr"),
+                       (dict(relearn_rows_steps=0), "relearn_rows_steps")):
         with pytest.raises(ConfigError, match=field) as err:
             AuditConfig(**bad).validate()
         assert err.value.hint, bad
@@ -301,6 +304,24 @@ def test_bad_config_is_a_usage_error():
     cfg = AuditConfig(seeds=1, relearn_sizes=[64, 16, 64], retain_relearn_steps=0).validate()
     assert cfg.relearn_sizes == [16, 64] and cfg.seeds == 1
     assert AuditConfig(relearn_sizes=[]).validate().relearn_sizes == []
+    assert AuditConfig(relearn_rows_steps=None).validate().rows_steps() == [0, 5, 10, 25, 50]
+    assert AuditConfig(relearn_rows_steps=7).validate().rows_steps() == [0, 5]
+
+
+def test_audit_depths():
+    """thorough = the gradient attacks' earlier budget on every seed, with controls; standard = the defaults."""
+    standard, thorough = AuditConfig.at_depth("standard"), AuditConfig.at_depth("thorough", seed=4)
+    assert standard == AuditConfig()
+    assert thorough.seed == 4 and thorough.gradient_seeds == thorough.seeds and thorough.retain_relearn_controls
+    # as far a move per parameter (steps x rate), in twice the steps
+    assert thorough.retain_relearn_steps >= 2 * standard.retain_relearn_steps
+    assert thorough.retain_relearn_steps * thorough.retain_relearn_lr == pytest.approx(
+        standard.retain_relearn_steps * standard.retain_relearn_lr, rel=0.05)
+    assert thorough.rows_steps() == thorough.relearn_steps and len(standard.rows_steps()) < len(standard.relearn_steps)
+    assert thorough.relearn_lr_rows == standard.relearn_lr_rows / 2
+    with pytest.raises(ConfigError, match="unknown audit depth 'deep'") as err:
+        AuditConfig.at_depth("deep")
+    assert "standard, thorough" in err.value.hint
 
 
 @pytest.mark.parametrize("arch", ["distilbert", "bert"])

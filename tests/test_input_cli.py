@@ -180,6 +180,15 @@ def test_config_type_errors_before_any_work(tmp_path, capsys, wide, config, need
     assert not home.exists()  # refused before the registry was opened
 
 
+@pytest.mark.parametrize("command", [["apply", "--forget", "sepsis"], ["report", "--version", "2"]])
+def test_unknown_audit_depth_before_any_work(tmp_path, capsys, wide, command):
+    home = tmp_path / "never-created"
+    line = _usage_error(capsys, [command[0], "--model", MODEL, *command[1:], "--home", str(home), "--audit-depth",
+                                 "deep"], "unknown audit depth 'deep'")
+    assert "standard" not in line  # the choices are in the hint, under the one error line
+    assert not home.exists()
+
+
 def test_config_retrain_optional_field(tmp_path, capsys, wide):
     argv = ["apply", "--model", MODEL, "--forget", "sepsis", "--home", str(tmp_path / "h"), "--method", "retrain",
             "--config", '{"head_lr": "x"}']

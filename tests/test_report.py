@@ -86,6 +86,16 @@ def test_html_is_self_contained_and_has_every_section(tmp_path):
         assert fact in html
     assert "&lt;urosepsis&gt;" in html and "<urosepsis>" not in html  # text is escaped
     assert "need forget-class notes" in html  # a skipped attack says why
+    assert "after 10 optimiser steps" in html  # the rows re-fit's last point, read off its own curve
+
+
+def test_a_rows_refit_curve_that_stops_early_is_drawn_and_named_at_its_last_step():
+    audit = _audit()
+    audit["relearn_curves"]["rows"]["edited"] = [0.0, 0.05]  # relearn_rows_steps 5: one step short of the head's
+    html = render_html(_evaluation(), audit=audit, gate=_gate(), meta=META)
+    assert "after 5 optimiser steps" in html
+    assert "edited: rows re-fit step 5: 0.050" in html and "edited: rows re-fit step 10" not in html
+    assert "retrained: head re-fit step 10: 0.300" in html
 
 
 def test_missing_parts_render_as_not_measured():
@@ -495,15 +505,18 @@ def test_apply_audits_at_the_versions_settings_and_report_reads_its_work_back(
     audited = policies["loose"].with_name("audited.yaml")
     audited.write_text(policies["loose"].read_text() + "audit:\n  bypass_f1_max: 1.0\n")
     apply(MODEL, ["sepsis"], home=home, policy=audited, method_config=FAST_STEU, device="cpu", export=False,
-          audit=True)
+          audit=True, audit_depth="thorough")
     ref = registry.resolve(MODEL, version="2")
     assert registry.read_json_artifact(ref, "evaluation.json")["inference"] == {"max_length": 48,
                                                                                 "truncation_side": "left"}
-    assert registry.read_json_artifact(ref, "audit.json")["config"]["max_length"] == 48
+    logged = registry.read_json_artifact(ref, "audit.json")["config"]
+    assert logged["max_length"] == 48
+    assert logged["relearn_rows_steps"] is None and logged["gradient_seeds"] == 3  # the depth apply was given
     out = tmp_path / "v2.html"
     assert main(["report", "--model", MODEL, "--version", "2", "--home", str(home), "--out", str(out), "--json",
-                 "--refresh-audit", "--reference", "none"]) == 0
+                 "--refresh-audit", "--reference", "none", "--audit-depth", "thorough"]) == 0
     capsys.readouterr()
+    assert json.loads(out.with_suffix(".json").read_text())["audit"]["config"]["relearn_lr_rows"] == 1e-3
     cache = json.loads(out.with_suffix(".json").read_text())["audit"]["cache"]
     assert not cache["rejected"] and cache["reused"]["original"]["notes"] > 0
     assert cache["reused"]["original"]["retain_relearn"] == 1

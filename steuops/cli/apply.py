@@ -45,6 +45,10 @@ def apply(
     export: bool = typer.Option(True, "--export/--no-export", help="Export the new version to ONNX."),
     audit: bool | None = typer.Option(None, "--audit/--no-audit", help="Run the forgetting audit + HTML report "
                                       "(default: when the policy sets audit limits)."),
+    audit_depth: str = typer.Option(
+        "standard", "--audit-depth", metavar="standard|thorough",
+        help="When apply audits: how hard the audit's gradient attacks try (see `steuops report --help`); "
+        "thorough takes about ten times their time."),
     home: Path | None = typer.Option(None, "--home", help="steuops home (default $STEUOPS_HOME or ~/.steuops)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON envelope instead of tables."),
     junit: Path | None = typer.Option(None, "--junit", help="Write the gate decision as JUnit XML."),
@@ -69,7 +73,7 @@ def apply(
             result = run_apply(
                 model, forget, alias=None if version else alias, version=version, cohort=cohort, method=method,
                 method_config=method_config, policy=policy, promote=promote, device=device,
-                dry_run=dry_run, home=home, export=export, audit=audit, progress=progress,
+                dry_run=dry_run, home=home, export=export, audit=audit, audit_depth=audit_depth, progress=progress,
             )
         except GateRejected as exc:
             rejected = getattr(exc, "result", None)

@@ -17,6 +17,7 @@ from steuops.cli import app, epilog
     "steuops report --model clinical-dx --version 2 --reference 3   (next to registered retrain v3)",
     "steuops report --model clinical-dx --version 2 --reference-config '{\"base\": \"/models/minilm\", \"epochs\": 2}'",
     "steuops report --model clinical-dx --version 2 --reference none --no-audit   (quick: no model is loaded)",
+    "steuops report --model clinical-dx --version 2 --refresh-audit --audit-depth thorough   (for a sign-off)",
     codes="0 report written; 2 bad input (unknown model/version, bad option or file; --reference auto given and "
           "no reference can be had), nothing was changed; 1 unexpected error"))
 def report_command(
@@ -31,6 +32,12 @@ def report_command(
         help="A new audit reads encoder passes (the parent's, the reference's, the version's) and the parent's and "
         "the reference's attacks back from HOME/cache/audit (a few notes are run again to check them) and keeps new "
         "ones there; the version's attacks always run. --no-audit-cache computes everything again."),
+    audit_depth: str = typer.Option(
+        "standard", "--audit-depth", metavar="standard|thorough",
+        help="How hard a new audit's two gradient attacks (the embedding-rows re-fit, the retain-only fine-tune) "
+        "try. standard: their measured budget, on the first seed. thorough: twice the optimiser steps at half the "
+        "rate, on every seed, with the original and the reference fine-tuned too as controls (about ten times the "
+        "attacks' time; for a sign-off)."),
     bypass_phrases: Path | None = typer.Option(
         None, "--bypass-phrases", help="Text file of extra rewordings of the class, one per line (for a new audit)."
     ),
@@ -69,7 +76,7 @@ def report_command(
     options = _options(reference_config)
     with progress_bar(enabled=not as_json) as progress:
         result = version_report(model, version, out=out, home=home, audit=audit, refresh_audit=refresh_audit,
-                                audit_cache=audit_cache, bypass_phrases=bypass_phrases,
+                                audit_cache=audit_cache, audit_depth=audit_depth, bypass_phrases=bypass_phrases,
                                 reference="auto" if reference is None else reference,
                                 reference_config=options, require_reference=reference is not None,
                                 requester=requester, reason=reason, approver=approver, policy=policy,

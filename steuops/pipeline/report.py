@@ -56,6 +56,7 @@ def version_report(
     audit: bool = True,
     refresh_audit: bool = False,
     audit_cache: bool = True,
+    audit_depth: str = "standard",
     bypass_phrases: str | Path | None = None,
     reference: str | int | None = REFERENCE_AUTO,
     reference_config: dict[str, Any] | None = None,
@@ -76,14 +77,17 @@ def version_report(
     and no base encoder) the report says why, or, with require_reference, ReferenceUnavailable (exit 2).
     audit_cache: a new audit reads and keeps the parent's and the reference's work in HOME/cache/audit
     (steuops.auditcache); False computes it all again.
+    audit_depth: a name in steuops.audit.DEPTHS (how hard a new audit's gradient attacks try).
     reference_config: retrain options for a reference trained now (e.g. {"base": DIR, "epochs": 2}).
     requester/reason/approver: the sign-off fields (each wins over the policy's `compliance` section);
     policy: the policy file to read that section from (default: the one the version was gated with,
     when it is found unchanged)."""
     from steuops import auditcache
+    from steuops.audit import AuditConfig
     from steuops.registry import Registry
     from steuops.report import write_report
 
+    depth = AuditConfig.at_depth(audit_depth)  # a bad name fails before any registry or model work
     registry = registry or Registry(home)
     ref = registry.resolve(model, alias=None, version=str(version))
     tags = registry.tags(ref)
@@ -122,7 +126,7 @@ def version_report(
         else:
             cache_dir = auditcache.root(_home(registry)) if audit_cache else None
             audit_data, confusion = _audit_now(registry, ref, world, forget, evaluation, bypass_phrases, device,
-                                               progress, chosen, reference_info, cache_dir)
+                                               progress, chosen, reference_info, cache_dir, depth=depth)
             source = "computed now and logged" + (f" (reference: {reference_info['description']})"
                                                   if chosen is not None else "")
     rows = {row.version: row for row in registry.versions(ref.name)}
@@ -327,14 +331,18 @@ def _load_world(registry: Registry, ref: ModelRef) -> _World:
 
 def _audit_now(registry: Registry, ref: ModelRef, world: _World, forget: list[str], evaluation: dict[str, Any],
                bypass_phrases, device, progress, reference: Any, reference_info: dict[str, Any] | None,
-               cache_dir: Path | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
+               cache_dir: Path | None = None, *, depth: Any = None) -> tuple[dict[str, Any], dict[str, Any]]:
     """Run the audit at the version's inference settings next to `reference` (a model or None) and
-    log audit.json (with where its reference came from) and confusion.json on the version."""
+    log audit.json (with where its reference came from) and confusion.json on the version. `depth`: the
+    AuditConfig of the chosen depth (default: standard)."""
+    import dataclasses
+
     from steuops.audit import AuditConfig, audit_and_report
     from steuops.bypass import load_phrases
 
-    config = AuditConfig(bypass_phrases=load_phrases(bypass_phrases) if bypass_phrases else [],
-                         max_length=world.settings.max_length)
+    config = dataclasses.replace(depth or AuditConfig(),
+                                 bypass_phrases=load_phrases(bypass_phrases) if bypass_phrases else [],
+                                 max_length=world.settings.max_length)
     with tempfile.TemporaryDirectory(prefix="steuops-audit-") as tmp:
         out = audit_and_report(world.original, world.loaded.model, world.loaded.tokenizer, forget, world.train,
                                world.test, evaluation, None, world.edit, {}, Path(tmp) / "page", reference,

@@ -167,6 +167,7 @@ def apply(
     seed: int = 0,
     export: bool = True,
     audit: bool | None = None,
+    audit_depth: str = "standard",
     progress: Progress | None = None,
     registry: Registry | None = None,
 ) -> ApplyResult:
@@ -175,7 +176,11 @@ def apply(
 
     audit: run the forgetting audit (probe, relearn, membership, bypass) and the HTML report before
     the gate. None = only when the policy sets an audit limit (the gate then needs the figures);
-    otherwise `steuops report` audits a version later, so apply stays quick."""
+    otherwise `steuops report` audits a version later, so apply stays quick. audit_depth: a name in
+    steuops.audit.DEPTHS (how hard its gradient attacks try)."""
+    from steuops.audit import AuditConfig
+
+    depth = AuditConfig.at_depth(audit_depth)  # a bad name fails before anything is loaded
     clock = Clock(progress)
     prep = _prepare(
         model_name, forget, alias=alias, version=version, cohort=cohort, method=method,
@@ -189,7 +194,7 @@ def apply(
     edited = _unlearn(prep, method, device, clock, progress, result)
     evaluated = _evaluate(prep, edited.model, device, clock, progress, result)
     with tempfile.TemporaryDirectory(prefix="steuops-audit-") as audit_dir:
-        audited = _audit(prep, edited, device, clock, progress, result, Path(audit_dir)) \
+        audited = _audit(prep, edited, device, clock, progress, result, Path(audit_dir), depth) \
             if _wants_audit(prep.policy, audit) else None
         decision = _decide(prep, result, clock)
         audit_files = _report_with_gate(audited, result, Path(audit_dir)) if audited else {}
@@ -483,13 +488,16 @@ def _wants_audit(policy: Any, audit: bool | None) -> bool:
 
 
 def _audit(prep: _Prepared, edited: Any, device: str, clock: Clock, progress, result: ApplyResult,
-           out_dir: Path) -> dict[str, Any]:
+           out_dir: Path, depth: Any) -> dict[str, Any]:
     """The forgetting audit + HTML report, next to the reference (steuops.reference: a registered
     retrain of the same parent and classes, else the cached or a newly trained one; a retrain is its
     own). Its figures go into the evaluation the gate reads. No reference to be had (no base encoder)
-    does not stop apply: the audit records why, and the report says it."""
+    does not stop apply: the audit records why, and the report says it. `depth`: the AuditConfig of the
+    chosen depth."""
+    import dataclasses
+
     from steuops import auditcache
-    from steuops.audit import AuditConfig, audit_and_report
+    from steuops.audit import audit_and_report
     from steuops.pipeline.report import compliance_fields, fingerprints, with_reference_source
 
     meta = {"model": prep.parent.name, "parent_version": prep.parent.version, "method": result.method,
@@ -497,7 +505,7 @@ def _audit(prep: _Prepared, edited: Any, device: str, clock: Clock, progress, re
     # at the settings the gate evaluated and the server serves, as `steuops report` audits (and so sharing
     # its audit-cache entries)
     settings = _audit_settings(prep)
-    config = AuditConfig(max_length=settings.max_length)
+    config = dataclasses.replace(depth, max_length=settings.max_length)
     with clock.step("audit"), settings.applied(prep.loaded.tokenizer):
         reference, reference_info = _audit_reference(prep, edited, result.method, device, progress)
         out = audit_and_report(prep.loaded.model, edited.model, prep.loaded.tokenizer, prep.forget, prep.train,
