@@ -162,6 +162,16 @@ DEPTHS: dict[str, dict[str, Any]] = {
 }
 
 
+def depth_of(config: Mapping[str, Any]) -> str | None:
+    """The DEPTHS name whose attack budget a (logged) config has, else None (options set one by one)."""
+    defaults = AuditConfig().to_dict()
+    keys = {key for values in DEPTHS.values() for key in values}
+    for name, values in DEPTHS.items():
+        if all(config.get(key) == values.get(key, defaults[key]) for key in keys):
+            return name
+    return None
+
+
 def _check_int(config: AuditConfig, name: str, minimum: int, hint: str) -> None:
     value = getattr(config, name)
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:

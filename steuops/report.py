@@ -557,7 +557,23 @@ def _seeds_line(audit) -> str:
              f"fine-tune) ran on the first {deep} of them (the audit's gradient_seeds)."
              if isinstance(deep, int) and deep < len(seeds) else "")
     return (f"<p class=\"muted\">Figures are the mean &plusmn; standard deviation over {len(seeds)} seed"
-            f"{'s' if len(seeds) != 1 else ''} ({escape(', '.join(str(x) for x in seeds))}).{fewer}</p>")
+            f"{'s' if len(seeds) != 1 else ''} ({escape(', '.join(str(x) for x in seeds))}).{fewer}"
+            f"{_depth_sentence(audit.get('config') or {})}</p>")
+
+
+def _depth_sentence(config: Mapping[str, Any]) -> str:
+    """Which attack budget the audit ran at (`--audit-depth`), with the numbers a reviewer would ask for."""
+    from steuops.audit import depth_of
+
+    if "retain_relearn_steps" not in config:
+        return ""
+    name = depth_of(config)
+    rows = config.get("relearn_rows_steps")
+    rows_part = f"{rows} steps" if rows is not None else "every relearn step"
+    return (f" Attack depth: {escape(name or 'custom')} (rows re-fit {rows_part} at "
+            f"{escape(str(config.get('relearn_lr_rows')))}, retain-only fine-tune "
+            f"{escape(str(config.get('retain_relearn_steps')))} steps at {escape(str(config.get('retain_relearn_lr')))}"
+            f"{'; <code>--audit-depth thorough</code> tries harder' if name == 'standard' else ''}).")
 
 
 def _cache_line(audit) -> str:

@@ -12,7 +12,7 @@ import pytest
 from engine_data import LABELS
 
 from steuops import bypass
-from steuops.audit import AuditConfig, audit_methods, linear_cka, roc_auc, run_audit
+from steuops.audit import AuditConfig, audit_methods, depth_of, linear_cka, roc_auc, run_audit
 from steuops.data import Notes, split_notes
 from steuops.errors import ConfigError
 
@@ -319,6 +319,9 @@ def test_audit_depths():
         standard.retain_relearn_steps * standard.retain_relearn_lr, rel=0.05)
     assert thorough.rows_steps() == thorough.relearn_steps and len(standard.rows_steps()) < len(standard.relearn_steps)
     assert thorough.relearn_lr_rows == standard.relearn_lr_rows / 2
+    assert depth_of(standard.to_dict()) == "standard" and depth_of(thorough.to_dict()) == "thorough"
+    assert depth_of(AuditConfig(gradient_seeds=2).to_dict()) is None  # a budget set option by option
+    assert depth_of(AuditConfig(seeds=5, max_test=100).to_dict()) == "standard"  # other options are not the depth
     with pytest.raises(ConfigError, match="unknown audit depth 'deep'") as err:
         AuditConfig.at_depth("deep")
     assert "standard, thorough" in err.value.hint

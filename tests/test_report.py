@@ -89,6 +89,22 @@ def test_html_is_self_contained_and_has_every_section(tmp_path):
     assert "after 10 optimiser steps" in html  # the rows re-fit's last point, read off its own curve
 
 
+def test_the_page_names_the_attack_depth_with_its_numbers():
+    from steuops.audit import AuditConfig
+
+    def page(config):
+        return render_html(_evaluation(), audit={**_v2_audit(), "config": config}, gate=_gate(True), meta=META)
+
+    standard = page(AuditConfig().to_dict())
+    assert "Attack depth: standard (rows re-fit 25 steps at 0.002, retain-only fine-tune 12 steps at 4e-05; " \
+           "<code>--audit-depth thorough</code> tries harder)" in standard
+    thorough = page(AuditConfig.at_depth("thorough").to_dict())
+    assert "Attack depth: thorough (rows re-fit every relearn step at 0.001, retain-only fine-tune 25 steps at " \
+           "2e-05)." in thorough
+    assert "Attack depth: custom (" in page(AuditConfig(retain_relearn_steps=3).to_dict())
+    assert "Attack depth" not in page({})  # an audit logged before the depths: nothing claimed
+
+
 def test_a_rows_refit_curve_that_stops_early_is_drawn_and_named_at_its_last_step():
     audit = _audit()
     audit["relearn_curves"]["rows"]["edited"] = [0.0, 0.05]  # relearn_rows_steps 5: one step short of the head's
