@@ -331,17 +331,16 @@ def _load_world(registry: Registry, ref: ModelRef) -> _World:
 
 def _audit_now(registry: Registry, ref: ModelRef, world: _World, forget: list[str], evaluation: dict[str, Any],
                bypass_phrases, device, progress, reference: Any, reference_info: dict[str, Any] | None,
-               cache_dir: Path | None = None, *, depth: Any = None) -> tuple[dict[str, Any], dict[str, Any]]:
+               cache_dir: Path | None, *, depth: Any) -> tuple[dict[str, Any], dict[str, Any]]:
     """Run the audit at the version's inference settings next to `reference` (a model or None) and
     log audit.json (with where its reference came from) and confusion.json on the version. `depth`: the
-    AuditConfig of the chosen depth (default: standard)."""
+    AuditConfig of the chosen depth (AuditConfig.at_depth)."""
     import dataclasses
 
-    from steuops.audit import AuditConfig, audit_and_report
+    from steuops.audit import audit_and_report
     from steuops.bypass import load_phrases
 
-    config = dataclasses.replace(depth or AuditConfig(),
-                                 bypass_phrases=load_phrases(bypass_phrases) if bypass_phrases else [],
+    config = dataclasses.replace(depth, bypass_phrases=load_phrases(bypass_phrases) if bypass_phrases else [],
                                  max_length=world.settings.max_length)
     with tempfile.TemporaryDirectory(prefix="steuops-audit-") as tmp:
         out = audit_and_report(world.original, world.loaded.model, world.loaded.tokenizer, forget, world.train,
