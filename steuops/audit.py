@@ -678,8 +678,6 @@ class _Auditor:
     def _stored_pass(self, model, split: str) -> _SplitPass | None:
         """A fixed (or passes-only) model's pass over `split` from the audit cache, once a few of its notes, run
         again now, give the same logits and features (else None: it is computed afresh and overwritten)."""
-        from steuops import features
-
         if self._on_disk(model) is None:
             return None
         _, role, fp = self._on_disk(model)
@@ -688,12 +686,7 @@ class _Auditor:
         store = _SplitPass.from_arrays(arrays, len(texts), self.device) if arrays is not None else None
         if store is None:
             return None
-        rows = np.flatnonzero(store.done)[:VERIFY_NOTES]
-        fresh = _forward_pass(model.to(self.device), self.tokenizer, [texts[i] for i in rows],
-                              batch_size=self.config.batch_size, max_length=self.config.max_length, device=self.device)
-        same = all(np.allclose(a, b[rows], atol=features.EXACT_ATOL, rtol=1e-4)
-                   for a, b in ((fresh.logits, store.logits), (fresh.features, store.features)))
-        if not same:
+        if not _still_matches(model.to(self.device), self.tokenizer, texts, store, self.config, self.device):
             self.rejected.append(f"the {role}'s passes over the {split} notes (they differ from a fresh pass)")
             self._distrusted.add(id(model))  # fix() then reads none of its remembered attacks either
             return None
@@ -1440,6 +1433,44 @@ def remember_pass(cache_dir: Any, model, tokenizer, texts: Sequence[str], logits
     except OSError:  # the audit computes them itself
         return False
     return True
+
+
+def recall_pass(cache_dir: Any, model, tokenizer, texts: Sequence[str], *, max_length: int,
+                device: Any = "auto") -> tuple[np.ndarray, Any] | None:
+    """remember_pass's other half: `model`'s pass over every one of `texts` from the audit cache, as (logits,
+    the encoder outputs that replay them exactly), once VERIFY_NOTES of them run again now give the same
+    numbers. None when the cache holds no whole, exact pass of this model over these texts at `max_length`, or
+    it no longer matches: the caller runs the pass itself. Apply reads its parent's held-out pass this way (the
+    pass that made the parent, or an audit of it, kept it)."""
+    from steuops.auditcache import AuditCache, context, texts_sha
+    from steuops.modeling import fingerprint, resolve_device
+
+    dev = resolve_device(device) if isinstance(device, str) else device
+    config = AuditConfig(max_length=max_length)
+    disk = AuditCache(cache_dir, context(tokenizer, {"batch_size": config.batch_size, "max_length": max_length}, dev))
+    arrays = disk.load_arrays(fingerprint(model), texts_sha(texts))
+    store = _SplitPass.from_arrays(arrays, len(texts), dev) if arrays is not None else None
+    if store is None or not store.done.all() or not store.exact or store.cache is None:
+        return None
+    home = next(model.parameters()).device
+    try:
+        if not _still_matches(model.to(dev), tokenizer, texts, store, config, dev):
+            return None
+    finally:
+        model.to(home)
+    return store.logits, store.cache.take(list(range(len(texts))))  # dense, note i at row i, as a fresh pass's
+
+
+def _still_matches(model, tokenizer, texts: Sequence[str], store: _SplitPass, config: AuditConfig, device) -> bool:
+    """Whether VERIFY_NOTES of the notes `store` holds, run through `model` now, give its logits and features
+    (a stale or foreign entry must never stand in for a pass)."""
+    from steuops import features
+
+    rows = np.flatnonzero(store.done)[:VERIFY_NOTES]
+    fresh = _forward_pass(model, tokenizer, [texts[i] for i in rows], batch_size=config.batch_size,
+                          max_length=config.max_length, device=device)
+    return all(np.allclose(a, b[rows], atol=features.EXACT_ATOL, rtol=1e-4)
+               for a, b in ((fresh.logits, store.logits), (fresh.features, store.features)))
 
 
 def _edit_tokens(edit: Any) -> tuple[list[int] | None, str | None]:

@@ -128,6 +128,7 @@ def evaluate(
     hierarchy: Any = None,
     on_original: Callable[[np.ndarray, Any], None] | None = None,
     on_edited: Callable[[np.ndarray, Any], None] | None = None,
+    original_pass: tuple[np.ndarray, Any] | None = None,
 ) -> Evaluation:
     """Score both models on the held-out notes and diff their parameters.
 
@@ -141,6 +142,9 @@ def evaluate(
     read (features.FeatureCache), when those replay its logits exactly; the pipeline keeps them for the audit.
     `on_edited(logits, cache)`: the same for the edited model (its cache: the original's outputs, with those of
     the notes the edited encoder ran in their place).
+    `original_pass` (logits, cache): the original's pass over `test` when the caller has it already, with the
+    encoder outputs that replay it exactly (the pipeline reads it back from the audit cache: audit.recall_pass);
+    the original then runs on no note (and on_original is not called).
     """
     from steuops import modeling
 
@@ -152,7 +156,7 @@ def evaluate(
     dev = modeling.resolve_device(device)
     y_true = test.multi_hot(labels)
     logits = _paired_logits(original, edited, tokenizer, test.texts, settings, dev, batch_size, progress, on_original,
-                            on_edited)
+                            on_edited, original_pass)
     preds = [modeling.predict(z, multi) for z in logits]
     modified, total, l2 = param_diff(original, edited)
     cols = [labels.index(c) for c in forget]
@@ -239,20 +243,26 @@ def _settings_for(tokenizer: Any, max_length: int) -> InferenceSettings:
 def _paired_logits(original: nn.Module, edited: nn.Module, tokenizer: Any, texts: Sequence[str],
                    settings: InferenceSettings, dev: Any, batch_size: int, progress: Progress | None,
                    on_original: Callable[[np.ndarray, Any], None] | None = None,
-                   on_edited: Callable[[np.ndarray, Any], None] | None = None) -> tuple[np.ndarray, np.ndarray]:
+                   on_edited: Callable[[np.ndarray, Any], None] | None = None,
+                   original_pass: tuple[np.ndarray, Any] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Both models' logits. When `edited`'s encoder differs from the original's only in some embedding rows
     (STEU: the encoder is frozen), it runs only on the notes that contain one of those tokens; every other note
     gets the original's encoder output (recorded on the way) through the edited head: the same logits
     (features.py), for a fraction of the passes. Anything else, or a head the record cannot replay: full passes.
-    `on_original`, `on_edited`: see evaluate."""
+    `on_original`, `on_edited`, `original_pass`: see evaluate."""
     from steuops import features
 
-    with features.record(original) as recorder:
-        before = _logits_on(original, tokenizer, texts, settings, dev, batch_size, progress)
-    cache = recorder.cache()
-    exact = cache is not None and _on(original, dev, lambda: features.exact(original, cache, _tensor(before), device=dev))
-    if exact and on_original is not None:
-        on_original(before, cache)
+    if original_pass is not None:
+        before, cache = np.asarray(original_pass[0], dtype=np.float32), original_pass[1]
+        exact = True
+    else:
+        with features.record(original) as recorder:
+            before = _logits_on(original, tokenizer, texts, settings, dev, batch_size, progress)
+        cache = recorder.cache()
+        exact = cache is not None and _on(original, dev, lambda: features.exact(original, cache, _tensor(before),
+                                                                                 device=dev))
+        if exact and on_original is not None:
+            on_original(before, cache)
     rows = features.changed_rows(original, edited)
     hit = np.arange(len(texts))
     if rows is None or not exact:

@@ -101,15 +101,42 @@ def test_gate_reject_keeps_version_and_production(make_home, policies):
     assert registry.read_json_artifact(registry.resolve(MODEL, version=2), "gate.json")["passed"] is False
 
 
-def test_sequential_deletions_keep_both_forgotten(make_home, policies):
-    from steuops import lineage
+def test_sequential_deletions_keep_both_forgotten(make_home, policies, monkeypatch):
+    from steuops import lineage, metrics
 
     home, registry = make_home()
     first = _apply(home, ["sepsis"], policies["loose"])
+    assert first.reused == {}, "v1 was registered by hand: no apply kept its held-out pass"
+    ran: list[int] = []
+    real = metrics._logits_on
+
+    def counted(model, tokenizer, texts, *args):
+        ran.append(len(texts))
+        return real(model, tokenizer, texts, *args)
+
+    monkeypatch.setattr(metrics, "_logits_on", counted)
     # No cohort (the logged dataset, found via the parent) and no method options (v2 recorded them).
     from steuops.pipeline import apply
 
     second = apply(MODEL, ["pneumonia"], home=home, policy=policies["loose"], device="cpu", export=False)
+    # the first apply kept v2's pass over the held-out notes (the same split of the same cohort): the second
+    # evaluation read it back and ran only the edited model, on the notes with an edited token
+    held_out = second.cohort["test_rows"]
+    assert second.reused == {"held_out": held_out}
+    assert sum(ran) < held_out, ran
+    monkeypatch.setattr(metrics, "_logits_on", real)
+    # ...and scored exactly what full passes of both versions score
+    from steuops import cohort
+    from steuops.inference import InferenceSettings
+
+    parent, edited = (registry.load(registry.resolve(MODEL, version=v)) for v in ("2", "3"))
+    frame = cohort.normalise(registry.logged_dataset(registry.resolve(MODEL, version=2)))
+    test = cohort.to_notes(cohort.split(frame)[1])
+    assert len(test) == held_out
+    direct = metrics.evaluate(parent.model, edited.model, parent.tokenizer, test, ["pneumonia", "sepsis"], device="cpu",
+                              settings=InferenceSettings.from_tags(edited.tags))
+    for key in ("before", "after", "params_modified", "support"):
+        assert second.evaluation[key] == direct.to_dict()[key], key
     assert second.params["k"] == FAST_STEU["k"] and second.params["epochs"] == FAST_STEU["epochs"]
     assert second.parent_version == first.new_version == "2"
     assert second.new_version == "3"

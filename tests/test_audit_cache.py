@@ -175,3 +175,38 @@ def test_a_pass_remembered_over_some_of_a_splits_notes_is_read_back_and_the_rest
     assert ran_now == counted[id(original)] - len(rows) + audit_module.VERIFY_NOTES
     for key in FIGURES:
         assert audited[key] == fresh[key], key
+
+
+def test_recall_pass_gives_back_a_whole_remembered_pass_and_nothing_else(world, tmp_path):
+    """audit.recall_pass (apply reads its parent's held-out pass with it): the very logits remember_pass kept, with
+    encoder outputs that replay them; never another model's, other texts', another length's, part of a split or an
+    entry that no longer matches a fresh pass."""
+    import torch
+
+    from steuops import features
+    from steuops.audit import _forward_pass, recall_pass, remember_pass
+
+    original, steu, reference, tok, train, test = world
+    at = {"max_length": CONFIG["max_length"], "device": "cpu"}
+    ran = _forward_pass(original, tok, test.texts, batch_size=CONFIG["batch_size"], max_length=CONFIG["max_length"],
+                        device=torch.device("cpu"), keep_cache=True)
+    assert recall_pass(tmp_path, original, tok, test.texts, **at) is None, "nothing kept yet"
+    assert remember_pass(tmp_path, original, tok, test.texts, ran.logits, ran.cache, **at)
+    logits, cache = recall_pass(tmp_path, original, tok, test.texts, **at)
+    np.testing.assert_array_equal(logits, ran.logits)
+    assert features.exact(original, cache, torch.from_numpy(logits), device=torch.device("cpu"), sample=len(test))
+    assert recall_pass(tmp_path, reference, tok, test.texts, **at) is None
+    assert recall_pass(tmp_path, original, tok, test.texts[:-1], **at) is None
+    assert recall_pass(tmp_path, original, tok, test.texts, max_length=CONFIG["max_length"] - 2, device="cpu") is None
+    half = np.arange(0, len(train), 2)  # STEU's sampled teacher keeps part of the training notes: not a whole pass
+    part = _forward_pass(original, tok, [train.texts[i] for i in half], batch_size=CONFIG["batch_size"],
+                         max_length=CONFIG["max_length"], device=torch.device("cpu"), keep_cache=True)
+    assert remember_pass(tmp_path, original, tok, train.texts, part.logits, part.cache, rows=half, **at)
+    assert recall_pass(tmp_path, original, tok, train.texts, **at) is None
+    for path in tmp_path.rglob("pass-*.npz"):  # another model's numbers under this key
+        with np.load(path) as data:
+            arrays = {k: data[k] for k in data.files}
+        arrays["logits"] = arrays["logits"] * 1.5
+        with open(path, "wb") as fh:
+            np.savez(fh, **arrays)
+    assert recall_pass(tmp_path, original, tok, test.texts, **at) is None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import resource
 import subprocess
 import sys
@@ -172,6 +173,9 @@ def test_demo_with_real_minilm_then_apply_as_typed(tmp_path):
                            "pneumonia"], capture_output=True, text=True, env=env, timeout=1800, cwd=tmp_path)
     assert done.returncode in (0, 3), done.stderr[-3000:]
     assert "pneumonia" in done.stdout and "F1 before" in done.stdout
+    # the demo's apply kept v2's held-out pass: this evaluation ran only the new version
+    assert re.search(r"1,200\s+held-out\s+notes\s+was\s+read\s+back\s+from\s+the\s+audit\s+cache", done.stdout), \
+        done.stdout[-3000:]
 
 
 def paraphrase_recall(home) -> dict[str, dict[str, float]]:

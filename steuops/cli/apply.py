@@ -220,6 +220,7 @@ def show_apply(result: ApplyResult) -> None:
         console.print(class_table(result.evaluation))
         _show_params(result)
     _show_audit(result.audit)
+    _show_reused(result.reused)
     _show_seconds(result.seconds)
     if result.gate is not None:
         from steuops.gate import render_table
@@ -295,6 +296,14 @@ def _show_audit(audit: dict[str, Any] | None) -> None:
         value = (audit.get(key) or {}).get("edited") if isinstance(audit.get(key), dict) else audit.get(key)
         parts.append(f"{key} {value:.3f}" if isinstance(value, int | float) else f"{key} not measured")
     console.print("audit of the edited model: " + ", ".join(parts), highlight=False)
+
+
+def _show_reused(reused: dict[str, int]) -> None:
+    from steuops.cli.render import console
+
+    if reused.get("held_out"):
+        console.print(f"evaluate: the parent's pass over the {reused['held_out']:,} held-out notes was read back from "
+                      "the audit cache (kept by the apply that made it); only the edited model ran", highlight=False)
 
 
 def _show_seconds(seconds: dict[str, float]) -> None:

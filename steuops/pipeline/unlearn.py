@@ -81,6 +81,8 @@ class ApplyResult:
     audit: dict[str, Any] | None = None
     edit: dict[str, Any] | None = None
     tokens: list[dict[str, Any]] = field(default_factory=list)
+    # notes whose parent pass was read back from the audit cache instead of run, by split ({"held_out": 1200})
+    reused: dict[str, int] = field(default_factory=dict)
 
     @property
     def passed(self) -> bool | None:
@@ -438,8 +440,11 @@ def _evaluate(prep: _Prepared, edited: Any, device: str, clock: Clock, progress,
     with clock.step("evaluate"):
         # the paper's preservation by hierarchy level: the method's hierarchy, else the built-in one if it has the class
         hierarchy = resolve(getattr(prep.config, "hierarchy", AUTO), prep.forget)
+        known = _recall_for_evaluation(prep, device)
+        result.reused = {"held_out": len(prep.test)} if known is not None else {}
         evaluation = evaluate(prep.loaded.model, edited, prep.loaded.tokenizer, prep.test, prep.forget,
                               device=device, settings=prep.settings, progress=progress, hierarchy=hierarchy,
+                              original_pass=known,
                               on_original=lambda logits, cache: _keep_for_audit(prep, prep.test.texts, logits, cache,
                                                                                 device),
                               on_edited=lambda logits, cache: _keep_for_audit(prep, prep.test.texts, logits, cache,
@@ -461,6 +466,20 @@ def _keep_for_audit(prep: _Prepared, texts: Any, logits: Any, cache: Any, device
         remember_pass(auditcache.root(prep.registry.home), prep.loaded.model if model is None else model,
                       prep.loaded.tokenizer, texts, logits, cache, max_length=settings.max_length, device=device,
                       rows=rows)
+
+
+def _recall_for_evaluation(prep: _Prepared, device: str) -> Any:
+    """The parent's pass over the held-out notes, from the audit cache (audit.recall_pass), or None. An apply keeps
+    the pass of the version it makes over its held-out notes there, and the next apply from that version splits
+    the same cohort the same way: its evaluation then runs only the edited model."""
+    from steuops import auditcache
+    from steuops.audit import recall_pass
+
+    if prep.settings is None:  # evaluate would tokenize at its own default, not at the settings the cache is keyed by
+        return None
+    with prep.settings.applied(prep.loaded.tokenizer):
+        return recall_pass(auditcache.root(prep.registry.home), prep.loaded.model, prep.loaded.tokenizer,
+                           prep.test.texts, max_length=prep.settings.max_length, device=device)
 
 
 def _keep_teacher_for_audit(prep: _Prepared, out: Any, device: str) -> None:
