@@ -146,7 +146,9 @@ def test_changed_rows_names_the_edited_embedding_rows_or_none(texts_tok):
 
 @pytest.mark.parametrize("multi_label", [True, False])
 def test_evaluate_runs_the_edited_encoder_only_on_notes_with_an_edited_token(texts_tok, monkeypatch, multi_label):
-    """An STEU-shaped edit (embedding rows + head): the same Evaluation as full passes, for fewer passes."""
+    """An STEU-shaped edit (embedding rows + head): the same Evaluation as full passes, for fewer passes. Given the
+    original's pass (apply reads its parent's back from the audit cache: evaluate(original_pass=...)), the original
+    runs on no note at all, and the Evaluation is the same again."""
     from steuops import metrics, modeling
     from steuops.data import Notes
 
@@ -170,13 +172,18 @@ def test_evaluate_runs_the_edited_encoder_only_on_notes_with_an_edited_token(tex
         return real(m, tokenizer, texts, *args)
 
     monkeypatch.setattr(metrics, "_logits_on", counted)
-    fast = metrics.evaluate(model, edited, tok, notes, ["sepsis"], device="cpu", max_length=16)
+    kept: list = []
+    fast = metrics.evaluate(model, edited, tok, notes, ["sepsis"], device="cpu", max_length=16,
+                            on_original=lambda logits, cache: kept.append((logits, cache)))
     hit = int(touched(ids, rows).sum())
     assert 0 < hit < len(notes) and ran[id(edited)] == hit and ran[id(model)] == len(notes)
+    given = metrics.evaluate(model, edited, tok, notes, ["sepsis"], device="cpu", max_length=16, original_pass=kept[0],
+                             on_original=lambda *_: pytest.fail("the original's pass was given, not run"))
+    assert ran[id(model)] == len(notes) and ran[id(edited)] == 2 * hit
     monkeypatch.setattr("steuops.features.changed_rows", lambda *_: None)  # the shortcut impossible: full passes
     full = metrics.evaluate(model, edited, tok, notes, ["sepsis"], device="cpu", max_length=16)
-    assert ran[id(edited)] == hit + len(notes)
-    assert fast.to_dict() == full.to_dict()
+    assert ran[id(edited)] == 2 * hit + len(notes)
+    assert fast.to_dict() == given.to_dict() == full.to_dict()
     # ...and those are the edited model's own predictions
     direct = modeling.predict(modeling.logits(edited, tok, notes.texts, max_length=16), multi_label)
     assert metrics.scores(notes.multi_hot(LABELS), direct, LABELS, ["sepsis"]) == fast.after
@@ -220,41 +227,3 @@ def test_evaluate_hands_over_the_edited_models_pass_that_replays_it_exactly(arch
         hit = touched(ids, [row])
         assert 0 < hit.sum() < len(texts)
 
-
-@pytest.mark.parametrize("multi_label", [True, False])
-def test_evaluate_given_the_originals_pass_runs_only_the_edited_model_and_gives_the_same_evaluation(
-        texts_tok, monkeypatch, multi_label):
-    """evaluate(original_pass=...): apply hands over its parent's held-out pass from the audit cache. The original
-    then runs on no note, the edited model on the notes with an edited token, and the Evaluation is the one full
-    passes give."""
-    from steuops import metrics
-    from steuops.data import Notes
-
-    texts, tok = texts_tok
-    notes = keyword_notes(40, seed=3)
-    if not multi_label:
-        notes = Notes(notes.texts, [ls[:1] for ls in notes.labels])
-    model = classifier(LABELS, len(tok), seed=1, multi_label=multi_label)
-    edited = copy.deepcopy(model)
-    ids = tok(notes.texts, truncation=True, max_length=16)["input_ids"]
-    row = ids[0][2]
-    with torch.no_grad():
-        edited.get_input_embeddings().weight[row] *= -3.0
-        edited.classifier.bias[0] -= 0.5
-    kept: list = []
-    full = metrics.evaluate(model, edited, tok, notes, ["sepsis"], device="cpu", max_length=16,
-                            on_original=lambda logits, cache: kept.append((logits, cache)))
-    assert len(kept) == 1
-    ran: dict[int, int] = {}
-    real = metrics._logits_on
-
-    def counted(m, tokenizer, texts, *args):
-        ran[id(m)] = ran.get(id(m), 0) + len(texts)
-        return real(m, tokenizer, texts, *args)
-
-    monkeypatch.setattr(metrics, "_logits_on", counted)
-    given = metrics.evaluate(model, edited, tok, notes, ["sepsis"], device="cpu", max_length=16, original_pass=kept[0],
-                             on_original=lambda *_: pytest.fail("the original's pass was given, not run"))
-    hit = int(touched(ids, [row]).sum())
-    assert id(model) not in ran and ran[id(edited)] == hit < len(notes)
-    assert given.to_dict() == full.to_dict()
