@@ -1449,7 +1449,10 @@ def recall_pass(cache_dir: Any, model, tokenizer, texts: Sequence[str], *, max_l
     config = AuditConfig(max_length=max_length)
     disk = AuditCache(cache_dir, context(tokenizer, {"batch_size": config.batch_size, "max_length": max_length}, dev))
     arrays = disk.load_arrays(fingerprint(model), texts_sha(texts))
-    store = _SplitPass.from_arrays(arrays, len(texts), dev) if arrays is not None else None
+    try:
+        store = _SplitPass.from_arrays(arrays, len(texts), dev) if arrays is not None else None
+    except (KeyError, IndexError, ValueError, TypeError, RuntimeError):  # a damaged or foreign entry: run the pass
+        return None
     if store is None or not store.done.all() or not store.exact or store.cache is None:
         return None
     home = next(model.parameters()).device
