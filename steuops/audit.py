@@ -682,8 +682,7 @@ class _Auditor:
             return None
         _, role, fp = self._on_disk(model)
         texts = self._texts_of(split)
-        arrays = self.disk.load_arrays(fp, self._split_key(split))
-        store = _SplitPass.from_arrays(arrays, len(texts), self.device) if arrays is not None else None
+        store = _loaded_pass(self.disk.load_arrays(fp, self._split_key(split)), len(texts), self.device)
         if store is None:
             return None
         if not _still_matches(model.to(self.device), self.tokenizer, texts, store, self.config, self.device):
@@ -1448,11 +1447,7 @@ def recall_pass(cache_dir: Any, model, tokenizer, texts: Sequence[str], *, max_l
     dev = resolve_device(device) if isinstance(device, str) else device
     config = AuditConfig(max_length=max_length)
     disk = AuditCache(cache_dir, context(tokenizer, {"batch_size": config.batch_size, "max_length": max_length}, dev))
-    arrays = disk.load_arrays(fingerprint(model), texts_sha(texts))
-    try:
-        store = _SplitPass.from_arrays(arrays, len(texts), dev) if arrays is not None else None
-    except (KeyError, IndexError, ValueError, TypeError, RuntimeError):  # a damaged or foreign entry: run the pass
-        return None
+    store = _loaded_pass(disk.load_arrays(fingerprint(model), texts_sha(texts)), len(texts), dev)
     if store is None or not store.done.all() or not store.exact or store.cache is None:
         return None
     home = next(model.parameters()).device
@@ -1462,6 +1457,17 @@ def recall_pass(cache_dir: Any, model, tokenizer, texts: Sequence[str], *, max_l
     finally:
         model.to(home)
     return store.logits, store.cache.take(list(range(len(texts))))  # dense, note i at row i, as a fresh pass's
+
+
+def _loaded_pass(arrays: Mapping[str, np.ndarray] | None, n: int, device) -> _SplitPass | None:
+    """The pass an audit-cache entry holds, or None: no entry, one for a split of another size, or a damaged or
+    foreign one (a field missing or misshapen), which is computed afresh and overwritten, never an error."""
+    if arrays is None:
+        return None
+    try:
+        return _SplitPass.from_arrays(arrays, n, device)
+    except (KeyError, IndexError, ValueError, TypeError, RuntimeError):
+        return None
 
 
 def _still_matches(model, tokenizer, texts: Sequence[str], store: _SplitPass, config: AuditConfig, device) -> bool:

@@ -84,6 +84,19 @@ def test_an_entry_that_differs_from_a_fresh_pass_is_recomputed(world, tmp_path):
     assert "notes" in _audit(world, tmp_path)["cache"]["reused"]["original"]
 
 
+def test_a_damaged_entry_is_computed_again_not_an_error(world, tmp_path):
+    fresh = _audit(world, tmp_path)
+    for path in tmp_path.rglob("pass-*.npz"):  # a field missing: torn by hand, or written by something else
+        with np.load(path) as data:
+            arrays = {k: data[k] for k in data.files if k != "logits"}
+        with open(path, "wb") as fh:
+            np.savez(fh, **arrays)
+    again = _audit(world, tmp_path)
+    assert "notes" not in again["cache"]["reused"].get("original", {})
+    for key in FIGURES:
+        assert again[key] == fresh[key], key
+
+
 def test_an_audit_without_the_controls_reads_the_entries_of_one_with_them(world, tmp_path):
     """retain_relearn_controls chooses which models the retain-only fine-tune attacks, not how any attack runs:
     an audit with the controls off reads the fixed models' probes and head re-fits that one with them wrote."""
