@@ -23,6 +23,7 @@ import hashlib
 import json
 import os
 import tempfile
+import zipfile
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -109,7 +110,7 @@ class AuditCache:
         try:
             with np.load(path, allow_pickle=False) as data:
                 return {k: data[k] for k in data.files}
-        except (OSError, ValueError):  # a torn or foreign file: recompute, and overwrite it later
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile):  # a torn or foreign file: recompute, overwrite
             return None
 
     def save_arrays(self, fingerprint: str, split: str, arrays: Mapping[str, np.ndarray]) -> None:

@@ -227,3 +227,6 @@ def test_recall_pass_gives_back_a_whole_remembered_pass_and_nothing_else(world, 
         with open(path, "wb") as fh:
             np.savez(fh, n=np.array(len(test)), rows=np.arange(len(test)))
     assert recall_pass(tmp_path, original, tok, test.texts, **at) is None
+    for path in tmp_path.rglob("pass-*.npz"):  # ...and so is a file cut short
+        path.write_bytes(path.read_bytes()[:40])
+    assert recall_pass(tmp_path, original, tok, test.texts, **at) is None
