@@ -1390,13 +1390,17 @@ def _auditor(tokenizer, forget, train, test, config, device, progress, cache_dir
         raise CohortError(f"audit: no training note carries {', '.join(forget)}",
                           hint="the audit needs the forget cohort (notes with the forgotten class)")
     dev = resolve_device(device) if isinstance(device, str) else device
-    disk = None
-    if cache_dir is not None:
-        from steuops.auditcache import AuditCache, context
-
-        disk = AuditCache(cache_dir, context(tokenizer, {"batch_size": config.batch_size,
-                                                         "max_length": config.max_length}, dev))
+    disk = _disk(cache_dir, tokenizer, config, dev) if cache_dir is not None else None
     return _Auditor(tokenizer, forget, train, test, config, dev, progress, disk)
+
+
+def _disk(cache_dir: Any, tokenizer, config: AuditConfig, device) -> AuditCache:
+    """The audit cache under `cache_dir`, in the context an audit at `config` reads and writes (the one place that
+    says what of the options keys an entry: an audit, remember_pass and recall_pass must all agree)."""
+    from steuops.auditcache import AuditCache, context
+
+    return AuditCache(cache_dir, context(tokenizer, {"batch_size": config.batch_size,
+                                                     "max_length": config.max_length}, device))
 
 
 def remember_pass(cache_dir: Any, model, tokenizer, texts: Sequence[str], logits: np.ndarray, cache: Any, *,
@@ -1408,14 +1412,14 @@ def remember_pass(cache_dir: Any, model, tokenizer, texts: Sequence[str], logits
     of running the encoder over them once more. The tokenizer must truncate as the audit's will. False when an
     entry is there already, the split is larger than REMEMBER_NOTES (an audit samples ~1,500 of them; it computes
     those itself) or the home is not writable."""
-    from steuops.auditcache import AuditCache, context, texts_sha
+    from steuops.auditcache import texts_sha
     from steuops.modeling import fingerprint, resolve_device
 
     if len(texts) > REMEMBER_NOTES:
         return False
     dev = resolve_device(device) if isinstance(device, str) else device
     config = AuditConfig(max_length=max_length)
-    disk = AuditCache(cache_dir, context(tokenizer, {"batch_size": config.batch_size, "max_length": max_length}, dev))
+    disk = _disk(cache_dir, tokenizer, config, dev)
     fp, key = fingerprint(model), texts_sha(texts)
     if disk.load_arrays(fp, key) is not None:
         return False
@@ -1441,13 +1445,13 @@ def recall_pass(cache_dir: Any, model, tokenizer, texts: Sequence[str], *, max_l
     numbers. None when the cache holds no whole, exact pass of this model over these texts at `max_length`, or
     it no longer matches: the caller runs the pass itself. Apply reads its parent's held-out pass this way (the
     pass that made the parent, or an audit of it, kept it)."""
-    from steuops.auditcache import AuditCache, context, texts_sha
+    from steuops.auditcache import texts_sha
     from steuops.modeling import fingerprint, resolve_device
 
     dev = resolve_device(device) if isinstance(device, str) else device
     config = AuditConfig(max_length=max_length)
-    disk = AuditCache(cache_dir, context(tokenizer, {"batch_size": config.batch_size, "max_length": max_length}, dev))
-    store = _loaded_pass(disk.load_arrays(fingerprint(model), texts_sha(texts)), len(texts), dev)
+    store = _loaded_pass(_disk(cache_dir, tokenizer, config, dev).load_arrays(fingerprint(model), texts_sha(texts)),
+                         len(texts), dev)
     if store is None or not store.done.all() or not store.exact or store.cache is None:
         return None
     home = next(model.parameters()).device
