@@ -361,15 +361,20 @@ class _SplitPass:
         return out | (self.cache.take(rows.tolist()).to_arrays() if self.cache is not None else {})
 
     @classmethod
-    def from_arrays(cls, arrays: Mapping[str, np.ndarray], n: int, device) -> _SplitPass | None:
-        """The pass `arrays` wrote, or None when it was written for a split of another size."""
+    def from_arrays(cls, arrays: Mapping[str, np.ndarray] | None, n: int, device) -> _SplitPass | None:
+        """The pass `arrays` (an audit-cache entry) wrote, or None: no entry, one for a split of another size, or a
+        damaged or foreign one (a field missing or misshapen), which is then computed afresh and overwritten, never
+        an error."""
         from steuops.features import FeatureCache
 
-        if "rows" not in arrays or int(arrays.get("n", -1)) != n or not len(arrays["rows"]):
+        if arrays is None or "rows" not in arrays or int(arrays.get("n", -1)) != n or not len(arrays["rows"]):
             return None
         store, rows = cls(n), arrays["rows"]
-        part = FeatureCache.from_arrays(dict(arrays), device)
-        store.write(rows, _Pass(arrays["logits"], arrays["features"], part, bool(arrays["exact"])))
+        try:
+            part = FeatureCache.from_arrays(dict(arrays), device)
+            store.write(rows, _Pass(arrays["logits"], arrays["features"], part, bool(arrays["exact"])))
+        except (KeyError, IndexError, ValueError, TypeError, RuntimeError):
+            return None
         store.dirty = False
         return store
 
@@ -682,7 +687,7 @@ class _Auditor:
             return None
         _, role, fp = self._on_disk(model)
         texts = self._texts_of(split)
-        store = _loaded_pass(self.disk.load_arrays(fp, self._split_key(split)), len(texts), self.device)
+        store = _SplitPass.from_arrays(self.disk.load_arrays(fp, self._split_key(split)), len(texts), self.device)
         if store is None:
             return None
         if not _still_matches(model.to(self.device), self.tokenizer, texts, store, self.config, self.device):
@@ -1450,8 +1455,8 @@ def recall_pass(cache_dir: Any, model, tokenizer, texts: Sequence[str], *, max_l
 
     dev = resolve_device(device) if isinstance(device, str) else device
     config = AuditConfig(max_length=max_length)
-    store = _loaded_pass(_disk(cache_dir, tokenizer, config, dev).load_arrays(fingerprint(model), texts_sha(texts)),
-                         len(texts), dev)
+    arrays = _disk(cache_dir, tokenizer, config, dev).load_arrays(fingerprint(model), texts_sha(texts))
+    store = _SplitPass.from_arrays(arrays, len(texts), dev)
     if store is None or not store.done.all() or not store.exact or store.cache is None:
         return None
     home = next(model.parameters()).device
@@ -1461,17 +1466,6 @@ def recall_pass(cache_dir: Any, model, tokenizer, texts: Sequence[str], *, max_l
     finally:
         model.to(home)
     return store.logits, store.cache.take(list(range(len(texts))))  # dense, note i at row i, as a fresh pass's
-
-
-def _loaded_pass(arrays: Mapping[str, np.ndarray] | None, n: int, device) -> _SplitPass | None:
-    """The pass an audit-cache entry holds, or None: no entry, one for a split of another size, or a damaged or
-    foreign one (a field missing or misshapen), which is computed afresh and overwritten, never an error."""
-    if arrays is None:
-        return None
-    try:
-        return _SplitPass.from_arrays(arrays, n, device)
-    except (KeyError, IndexError, ValueError, TypeError, RuntimeError):
-        return None
 
 
 def _still_matches(model, tokenizer, texts: Sequence[str], store: _SplitPass, config: AuditConfig, device) -> bool:
