@@ -176,6 +176,9 @@ def test_demo_with_real_minilm_then_apply_as_typed(tmp_path):
     # the demo's apply kept v2's held-out pass: this evaluation ran only the new version
     assert re.search(r"1,200\s+held-out\s+notes\s+was\s+read\s+back\s+from\s+the\s+audit\s+cache", done.stdout), \
         done.stdout[-3000:]
+    # v2 no longer predicts sepsis: the rows are selected for pneumonia alone (on 2026-11-30, 99 against 180)
+    assert re.search(r"token-embedding\s+rows\s+for\s+pneumonia\s+\+\s+the\s+head;\s+none\s+for\s+sepsis",
+                     done.stdout), done.stdout[-3000:]
 
 
 def paraphrase_recall(home) -> dict[str, dict[str, float]]:

@@ -297,3 +297,41 @@ def test_the_row_gradient_is_the_same_every_time_on_a_multi_core_cpu():
         sub(ids, mask).square().sum().backward()
         grads.add(sub.rows.grad.numpy().tobytes())
     assert len(grads) == 1
+
+
+def _without(model, label: str):
+    """A copy of `model` that never predicts `label` (its head bias far below every other logit): what a
+    version that forgot the class looks like to the next deletion."""
+    gone = copy.deepcopy(model)
+    with torch.no_grad():
+        gone.classifier.bias[modeling.label_names(gone).index(label)] = -30.0
+    return gone
+
+
+@pytest.mark.parametrize("multi_label", [True, False], ids=["multi", "single"])
+def test_rows_are_selected_only_for_the_classes_the_model_still_predicts(multi, multi_label):
+    """Forgetting pneumonia from a model that already forgot sepsis (the parent's forgotten class is forgotten
+    again, as apply does): the rows are the ones a deletion of pneumonia alone selects, and sepsis stays gone.
+    With both classes still predicted, the rows are selected for both, as before."""
+    from steuops.methods.steu.method import STEUConfig, token_selection
+
+    if multi_label:
+        model, tok, notes, test = multi
+    else:
+        notes, test = keyword_notes(200, seed=0, multi_label=False), keyword_notes(80, seed=1, multi_label=False)
+        model, tok = trained_classifier(notes, multi_label=False)
+    cfg = {**CFG, "epochs": 2}
+    both = ["pneumonia", "sepsis"]
+    gone = _without(model, "sepsis")
+    result = unlearn("steu", gone, tok, both, notes, cfg, device="cpu")
+    chosen = result.info["selection"]
+    assert chosen["already_forgotten"] == ["sepsis"] and chosen["classes"] == ["pneumonia"]
+    alone = token_selection(gone, tok, notes, ["pneumonia"], STEUConfig(**cfg))
+    assert alone.ids and sorted(result.edit.token_ids) == sorted(alone.ids)
+    ev = evaluate(gone, result.model, tok, test, both, device="cpu", max_length=16)
+    assert ev.before.per_class_f1["sepsis"] == 0.0 and ev.after.per_class_f1["sepsis"] == 0.0
+    assert ev.before.per_class_f1["pneumonia"] >= 0.5
+
+    fresh = unlearn("steu", model, tok, both, notes, {**cfg, "epochs": 1}, device="cpu")
+    assert fresh.info["selection"]["already_forgotten"] == [] and fresh.info["selection"]["classes"] == both
+    assert sorted(fresh.edit.token_ids) == sorted(token_selection(model, tok, notes, both, STEUConfig(**cfg)).ids)

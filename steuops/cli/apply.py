@@ -280,6 +280,9 @@ def _show_params(result: ApplyResult) -> None:
     edit = result.edit or {}
     k = edit.get("k")
     rows = f" ({k} token-embedding rows + the head)" if k is not None else ""
+    if edit.get("already_forgotten"):
+        rows = (f" ({k} token-embedding rows for {', '.join(edit['rows_for'])} + the head; none for "
+                f"{', '.join(edit['already_forgotten'])}, which the parent no longer predicts)")
     if edit.get("kind") == "sparse":
         rows = f" ({edit['values']:,} elements of {edit['tensors']} tensors; {k} token-embedding rows among them)"
     console.print(f"parameters modified: {e['params_modified']:,} of {e['params_total']:,} "

@@ -31,11 +31,11 @@ from steuops.methods import MethodConfig, UnlearnResult, register
 from steuops.methods.loop import Batches, Task, frozen_copy, full_forward, head_params, teacher_logits, train
 from steuops.methods.steu.method import (
     STEUConfig,
-    selection_info,
     sparse_unlearn,
     suppress_losses,
     token_selection,
 )
+from steuops.methods.steu.selection import check_k
 
 if TYPE_CHECKING:
     import torch
@@ -66,10 +66,10 @@ class EmbeddingOnly:
     def fit(self, model, tokenizer, forget, notes, config, *, device, progress=None) -> UnlearnResult:
         start = time.perf_counter()
         modeling.head_param_names(model)
-        selection = token_selection(model, tokenizer, notes, forget, config)
-        result = sparse_unlearn("embedding_only", model, tokenizer, forget, notes, config, selection.ids,
-                                train_head=False, device=device, progress=progress,
-                                info=selection_info(selection, config))
+        check_k(tokenizer, config.k, modeling.embedding(model).weight.shape[0])
+        result = sparse_unlearn("embedding_only", model, tokenizer, forget, notes, config,
+                                lambda classes: token_selection(model, tokenizer, notes, classes, config),
+                                train_head=False, device=device, progress=progress)
         result.seconds = time.perf_counter() - start
         return result
 

@@ -428,6 +428,9 @@ def _unlearn(prep: _Prepared, method: str, device: str, clock: Clock, progress, 
         result.edit = {"k": out.edit.k, "values": out.edit.num_changed_values(),
                        "kind": "token" if isinstance(out.edit, TokenEdit) else "sparse",
                        "tensors": len(out.edit.entries)}
+        chosen = out.info.get("selection") or {}
+        if chosen.get("already_forgotten"):  # rows were selected for the other classes only (choose_rows)
+            result.edit.update(rows_for=chosen["classes"], already_forgotten=chosen["already_forgotten"])
     return out
 
 

@@ -309,6 +309,11 @@ def _checked(tokenizer: Any, is_forget: np.ndarray, k: int, scorer: str, vocab_s
         raise ConfigError("token selection needs at least one forget document", hint="check the forget class")
     if scorer not in SCORERS:
         raise ConfigError(f"unknown token scorer {scorer!r}", hint=f"use one of: {', '.join(SCORERS)}")
+    return check_k(tokenizer, k, vocab_size)
+
+
+def check_k(tokenizer: Any, k: int, vocab_size: int | None = None) -> np.ndarray:
+    """The scorable ids, once k is known to fit them (else ConfigError: one line and a hint)."""
     scorable = scorable_ids(tokenizer, vocab_size)
     if k < 1 or k > len(scorable):
         raise ConfigError(
