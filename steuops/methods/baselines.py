@@ -35,7 +35,6 @@ from steuops.methods.steu.method import (
     suppress_losses,
     token_selection,
 )
-from steuops.methods.steu.selection import check_k
 
 if TYPE_CHECKING:
     import torch
@@ -66,7 +65,6 @@ class EmbeddingOnly:
     def fit(self, model, tokenizer, forget, notes, config, *, device, progress=None) -> UnlearnResult:
         start = time.perf_counter()
         modeling.head_param_names(model)
-        check_k(tokenizer, config.k, modeling.embedding(model).weight.shape[0])
         result = sparse_unlearn("embedding_only", model, tokenizer, forget, notes, config,
                                 lambda classes: token_selection(model, tokenizer, notes, classes, config),
                                 train_head=False, device=device, progress=progress)

@@ -313,6 +313,8 @@ def sparse_unlearn(
     from steuops.edit import TokenEdit
 
     start = time.perf_counter()
+    if callable(token_ids):  # selection runs after the teacher pass: a k it cannot meet is refused before any work
+        check_k(tokenizer, config.k, modeling.embedding(model).weight.shape[0])
     home = next(model.parameters()).device
     edited = frozen_copy(model, device)
     sampled = config.retain_per_forget > 0 and _SAMPLED_TEACHER
@@ -634,7 +636,6 @@ class STEU:
     def fit(self, model, tokenizer, forget, notes, config, *, device, progress=None) -> UnlearnResult:
         start = time.perf_counter()
         modeling.head_param_names(model)  # a typed ModelError before any work
-        check_k(tokenizer, config.k, modeling.embedding(model).weight.shape[0])  # selection runs after the teacher
         result = sparse_unlearn("steu", model, tokenizer, forget, notes, config,
                                 lambda classes: token_selection(model, tokenizer, notes, classes, config),
                                 train_head=True, device=device, progress=progress)
