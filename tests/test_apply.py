@@ -15,8 +15,8 @@ from steuops.errors import GateRejected
 def _apply(home, forget, policy, **kw):
     from steuops.pipeline import apply
 
-    return apply(MODEL, forget, home=home, policy=policy, method_config=FAST_STEU, device="cpu",
-                 export=kw.pop("export", False), **kw)
+    return apply(MODEL, forget, home=home, policy=policy, method_config=kw.pop("method_config", FAST_STEU),
+                 device="cpu", export=kw.pop("export", False), **kw)
 
 
 def test_apply_end_to_end(make_home, policies):
@@ -155,6 +155,26 @@ def test_dry_run_writes_nothing(make_home, policies):
     assert result.dry_run and result.new_version is None and result.evaluation is None
     assert result.params["k"] == FAST_STEU["k"] and result.cohort["forget_rows"] > 0
     assert registry_snapshot(registry) == before
+
+
+def test_the_method_trains_at_the_length_the_version_reads(tmp_path, trained_tiny, tiny_tokenizer, notes_frame,
+                                                           policies):
+    """A version that reads 48 tokens from the left: the edit is trained at 48 unless the options set max_length
+    (any method; the options of the version's own method record win too), and the evaluation reads 48."""
+    from steuops.inference import InferenceSettings
+    from steuops.registry import Registry
+
+    home = tmp_path / "home"
+    Registry(home).log_base_model(MODEL, trained_tiny, tiny_tokenizer, dataset=notes_frame,
+                                  settings=InferenceSettings(48, "left"))
+    options = {k: v for k, v in FAST_STEU.items() if k != "max_length"}
+    for method, config in (("steu", options), ("head_only", {"epochs": 1})):
+        read = _apply(home, ["sepsis"], policies["loose"], method=method, method_config=config, dry_run=True)
+        assert read.params["max_length"] == 48, method
+    given = _apply(home, ["sepsis"], policies["loose"], method_config={**options, "max_length": 32})
+    assert given.params["max_length"] == 32
+    assert InferenceSettings.from_tags(Registry(home).tags(Registry(home).resolve(MODEL, version=2))) == \
+        InferenceSettings(48, "left")
 
 
 def test_cohort_file_and_no_promote(make_home, policies, tmp_path, notes_frame):

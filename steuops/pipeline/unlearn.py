@@ -256,8 +256,8 @@ def _prepare(model_name: str, forget: list[str], *, alias, version, cohort, meth
         registry = registry or Registry(home)
         _check_writable(registry)
         parent = registry.resolve(model_name, alias=alias, version=version)
-        config = _with_selection_policy(impl.config_class.from_dict(_config_for(registry, parent, method,
-                                                                                method_config)), loaded_policy)
+        options = _config_for(registry, parent, method, method_config)
+        config = _with_selection_policy(impl.config_class.from_dict(options), loaded_policy)
         promote_alias = _promote_alias(loaded_policy, promote)
         _check_export_for_promotion(loaded_policy, promote_alias, export)
         expected = registry.alias_version(model_name, promote_alias) if promote_alias else None
@@ -271,6 +271,7 @@ def _prepare(model_name: str, forget: list[str], *, alias, version, cohort, meth
     settings = InferenceSettings.resolve(loaded.tags, loaded.tokenizer,
                                          default_max_length=getattr(config, "max_length", 256))
     settings.check_model(loaded.model)
+    config = _at_read_length(config, options, settings)
     inherited = [c for c in loaded.forgotten if c not in requested and c in loaded.labels]
     all_forget = requested + inherited
     with clock.step("validate"):
@@ -313,6 +314,18 @@ def _config_for(registry: Registry, parent: ModelRef, method: str, given: dict[s
     record = lineage.VersionRecord.from_tags(registry.tags(parent))
     recorded = record.method_config if (record.method_config_for or method) == method else {}
     return {**recorded, **(given or {})}
+
+
+def _at_read_length(config: Any, options: dict[str, Any], settings: Any) -> Any:
+    """The method config trained at the length the version reads (its inference settings), unless the options
+    set max_length. A method tokenizing at its own default (256) spent its work on tokens the served model never
+    sees, or never saw the end of a longer note the model reads; the evaluation and the gate read the version's
+    length either way."""
+    import dataclasses
+
+    if "max_length" in options or getattr(config, "max_length", settings.max_length) == settings.max_length:
+        return config
+    return dataclasses.replace(config, max_length=settings.max_length)
 
 
 def _make_candidate(registry: Registry, ref: ModelRef) -> None:
