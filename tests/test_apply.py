@@ -165,16 +165,16 @@ def test_the_method_trains_at_the_length_the_version_reads(tmp_path, trained_tin
     from steuops.registry import Registry
 
     home = tmp_path / "home"
-    Registry(home).log_base_model(MODEL, trained_tiny, tiny_tokenizer, dataset=notes_frame,
-                                  settings=InferenceSettings(48, "left"))
+    registry = Registry(home)
+    registry.log_base_model(MODEL, trained_tiny, tiny_tokenizer, dataset=notes_frame,
+                            settings=InferenceSettings(48, "left"))
     options = {k: v for k, v in FAST_STEU.items() if k != "max_length"}
     for method, config in (("steu", options), ("head_only", {"epochs": 1})):
         read = _apply(home, ["sepsis"], policies["loose"], method=method, method_config=config, dry_run=True)
         assert read.params["max_length"] == 48, method
     given = _apply(home, ["sepsis"], policies["loose"], method_config={**options, "max_length": 32})
     assert given.params["max_length"] == 32
-    assert InferenceSettings.from_tags(Registry(home).tags(Registry(home).resolve(MODEL, version=2))) == \
-        InferenceSettings(48, "left")
+    assert InferenceSettings.from_tags(registry.tags(registry.resolve(MODEL, version=2))) == InferenceSettings(48, "left")
 
 
 def test_cohort_file_and_no_promote(make_home, policies, tmp_path, notes_frame):

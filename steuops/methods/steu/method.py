@@ -517,19 +517,21 @@ def holdout_forget_f1(forward: NoteForward, task: Task, idx: list[int], config: 
             with modeling.autocast(forward.batches.device, cpu_bf16=config.cpu_bf16):
                 parts.append(forward(idx[start : start + config.batch_size]).float())
         z = torch.cat(parts)
-    p = float(_remembered(z, task, task.forget_cols).float().mean())
-    return 2 * p / (1 + p)
+    return _remembered_f1(z, task, task.forget_cols)
 
 
-def _remembered(z: torch.Tensor, task: Task, cols: Sequence[int]) -> torch.Tensor:
-    """(n,) bool: the notes whose logits `z` still predict one of `cols`. A note counts as remembered until it is
-    forgotten with a margin: a small slice just under the decision boundary would stop training while unseen
-    notes still sit above it."""
+def _remembered_f1(z: torch.Tensor, task: Task, cols: Sequence[int]) -> float:
+    """F1 of "carries one of `cols`" for notes that all carry one, from their logits `z`: 2p / (1 + p), p = share
+    still predicted. A note counts as predicted until it is forgotten with a margin: a small slice just under the
+    decision boundary would stop training while unseen notes still sit above it."""
     cols = list(cols)
     if task.multi_label:
-        return (z[:, cols] > -STOP_MARGIN).any(dim=1)
-    keep = z[:, task.keep_cols].max(dim=1).values
-    return z[:, cols].max(dim=1).values > keep - STOP_MARGIN
+        hit = (z[:, cols] > -STOP_MARGIN).any(dim=1)
+    else:
+        keep = z[:, task.keep_cols].max(dim=1).values
+        hit = z[:, cols].max(dim=1).values > keep - STOP_MARGIN
+    p = float(hit.float().mean())
+    return 2 * p / (1 + p)
 
 
 def _torch_bool(mask: np.ndarray) -> torch.Tensor:
@@ -623,8 +625,7 @@ def already_forgotten(task: Task, notes: Notes, forget: Sequence[str], config: S
         if not len(rows):
             continue
         z = task.teacher[torch.as_tensor(rows, device=task.teacher.device)].float()
-        p = float(_remembered(z, task, [col]).float().mean())
-        if 2 * p / (1 + p) <= config.stop_forget_f1:
+        if _remembered_f1(z, task, [col]) <= config.stop_forget_f1:
             done.append(name)
     return done
 
