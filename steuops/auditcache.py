@@ -13,7 +13,7 @@ keeps them here, under `$STEUOPS_HOME/cache/audit/`, keyed by:
 
 The edited model's own work is never kept: a refresh measures it again. What is stored is logits,
 head-input features and the few encoder outputs the head reads (numbers, never note text). The auditor
-also re-runs a few stored notes on load and drops the entry if they do not match (`audit.py`).
+also re-runs a few stored notes on load and drops the entry if they do not match (`audit/auditor.py`).
 Delete the folder to start over; nothing else reads it.
 """
 
@@ -32,8 +32,9 @@ from typing import Any
 import numpy as np
 
 SCHEMA = "steuops.audit-cache/v1"
-# the modules whose code decides the cached numbers: a change to any of them misses every entry
-SOURCES = ("audit.py", "auditcache.py", "features.py", "modeling.py")
+# the code that decides the cached numbers (every module of the audit package, and these): a change to any of it
+# misses every entry
+SOURCES = ("auditcache.py", "features.py", "modeling.py")
 VALUES_FILE = "values.json"
 
 
@@ -86,7 +87,8 @@ def context(tokenizer: Any, options: Mapping[str, Any], device: Any) -> dict[str
     import transformers
 
     here = Path(__file__).parent
-    code = hashlib.sha256(b"".join((here / name).read_bytes() for name in SOURCES)).hexdigest()
+    files = sorted((here / "audit").glob("*.py")) + [here / name for name in SOURCES]
+    code = hashlib.sha256(b"".join(path.read_bytes() for path in files)).hexdigest()
     return {"schema": SCHEMA, "options": dict(options), "tokenizer": tokenizer_key(tokenizer),
             "device": getattr(device, "type", str(device)), "torch": torch.__version__,
             "transformers": transformers.__version__, "code": code}

@@ -98,19 +98,19 @@ def test_report_is_json_with_the_keys_the_gate_reads(report):
 
 
 def test_probe_is_perfect_on_separable_features_and_chance_on_shuffled_ones():
-    from steuops.audit import _probe_f1
+    from steuops.audit.stats import probe_f1
 
     rng = np.random.default_rng(0)
     y = (rng.random(300) < 0.3).astype(np.int8)
     x = rng.normal(0, 0.1, (300, 8))
     x[:, 2] += 3.0 * y  # one feature separates the class with a wide margin
     cfg = AuditConfig()
-    assert _probe_f1(x[:200], y[:200], x[200:], y[200:], cfg) == 1.0
+    assert probe_f1(x[:200], y[:200], x[200:], y[200:], cfg) == 1.0
     # rows shuffled against the labels: nothing to read; no better than calling every note positive
     p = y[200:].mean()
-    shuffled = [_probe_f1(x[:200][rng.permutation(200)], y[:200], x[200:], y[200:], cfg) for _ in range(8)]
+    shuffled = [probe_f1(x[:200][rng.permutation(200)], y[:200], x[200:], y[200:], cfg) for _ in range(8)]
     assert np.mean(shuffled) < 2 * p / (1 + p)
-    assert _probe_f1(x[:200], np.zeros(200), x[200:], y[200:], cfg) is None  # no positive: nothing to probe
+    assert probe_f1(x[:200], np.zeros(200), x[200:], y[200:], cfg) is None  # no positive: nothing to probe
 
 
 def test_a_probe_stopped_at_probe_steps_is_counted_not_printed():
@@ -118,7 +118,7 @@ def test_a_probe_stopped_at_probe_steps_is_counted_not_printed():
     never reaches the user's terminal or CI log."""
     import warnings
 
-    from steuops.audit import _probe_fit
+    from steuops.audit.stats import probe_fit
 
     rng = np.random.default_rng(0)
     y = (rng.random(300) < 0.3).astype(np.int8)
@@ -126,8 +126,8 @@ def test_a_probe_stopped_at_probe_steps_is_counted_not_printed():
     x[:, 2] += 1.5 * y
     with warnings.catch_warnings(record=True) as seen:
         warnings.simplefilter("always")
-        short = _probe_fit(x[:200], y[:200], x[200:], y[200:], AuditConfig(probe_steps=2))
-        full = _probe_fit(x[:200], y[:200], x[200:], y[200:], AuditConfig())
+        short = probe_fit(x[:200], y[:200], x[200:], y[200:], AuditConfig(probe_steps=2))
+        full = probe_fit(x[:200], y[:200], x[200:], y[200:], AuditConfig())
     assert short[1] is True and full[1] is False
     assert full[0] is not None and full[0] > 0.5
     assert not [w for w in seen if "converge" in str(w.message).lower()]
@@ -148,7 +148,8 @@ def test_probe_figures_come_from_each_models_features(world, report):
     below the all-positive F1 once the train features are shuffled against their labels."""
     import torch
 
-    from steuops.audit import _forward_pass, _probe_f1
+    from steuops.audit.passes import forward_pass
+    from steuops.audit.stats import probe_f1
     from steuops.modeling import label_names
 
     original, steu, reference, tok, train, test = world
@@ -156,13 +157,13 @@ def test_probe_figures_come_from_each_models_features(world, report):
     col = label_names(original).index("sepsis")
     y_train, y_test = train.multi_hot(LABELS)[:, col], test.multi_hot(LABELS)[:, col]
     for role, model in (("original", original), ("edited", steu.model), ("reference", reference)):
-        x_train, x_test = (_forward_pass(model, tok, notes.texts, batch_size=32, max_length=16,
+        x_train, x_test = (forward_pass(model, tok, notes.texts, batch_size=32, max_length=16,
                                          device=torch.device("cpu")).features for notes in (train, test))
         assert report["probe_f1"][role] == report["probe"][role]["per_class"]["sepsis"]
-        assert report["probe_f1"][role] == pytest.approx(_probe_f1(x_train, y_train, x_test, y_test, cfg), abs=1e-6)
+        assert report["probe_f1"][role] == pytest.approx(probe_f1(x_train, y_train, x_test, y_test, cfg), abs=1e-6)
         if role == "original":
             rng = np.random.default_rng(1)
-            shuffled = [_probe_f1(x_train[rng.permutation(len(x_train))], y_train, x_test, y_test, cfg)
+            shuffled = [probe_f1(x_train[rng.permutation(len(x_train))], y_train, x_test, y_test, cfg)
                         for _ in range(8)]
             p = y_test.mean()
             assert np.mean(shuffled) < 2 * p / (1 + p) < report["probe_f1"]["original"] - 0.3
@@ -359,7 +360,8 @@ def test_edited_model_reuses_the_originals_encoder_outputs_exactly(world):
     the rest take the original's encoder outputs. Logits and probe features equal full passes."""
     import torch
 
-    from steuops.audit import _auditor, _forward_pass
+    from steuops.audit import _auditor
+    from steuops.audit.passes import forward_pass
 
     original, steu, reference, tok, train, test = world
     auditor = _auditor(tok, FORGET, train, test, AuditConfig(**FAST), "cpu", None)
@@ -369,7 +371,7 @@ def test_edited_model_reuses_the_originals_encoder_outputs_exactly(world):
     draw = auditor.draws[0]
     for which, texts in (("train", draw.train.texts), ("test", draw.test.texts), ("pool", draw.pool.texts)):
         shared = auditor.passes(steu.model, which, draw)
-        full = _forward_pass(steu.model, tok, texts, batch_size=32, max_length=16, device=torch.device("cpu"))
+        full = forward_pass(steu.model, tok, texts, batch_size=32, max_length=16, device=torch.device("cpu"))
         np.testing.assert_allclose(shared.logits, full.logits, atol=1e-5, rtol=0)
         np.testing.assert_allclose(shared.features, full.features, atol=1e-5, rtol=0)
     assert 0 < auditor.shortcut_notes < len(draw.train) + len(draw.test) + len(draw.pool)  # some, not all, shared
@@ -413,7 +415,8 @@ def test_the_rows_attack_trains_the_edited_rows_exactly_as_a_masked_update_of_th
     values, give the same logits and leave every other row where it was."""
     import torch
 
-    from steuops.audit import _auditor, _rows_only
+    from steuops.audit import _auditor
+    from steuops.audit.auditor import _rows_only
     from steuops.modeling import adam, embedding, tokenize
 
     original, steu, reference, tok, train, test = world
@@ -520,7 +523,8 @@ def test_one_seed_is_the_single_seed_audit_and_more_seeds_redraw(world):
     import torch
 
     from steuops import modeling
-    from steuops.audit import _forward_pass, _probe_f1
+    from steuops.audit.passes import forward_pass
+    from steuops.audit.stats import probe_f1
     from steuops.metrics import f1_scores
 
     original, steu, reference, tok, train, test = world
@@ -533,9 +537,9 @@ def test_one_seed_is_the_single_seed_audit_and_more_seeds_redraw(world):
     col = LABELS.index("sepsis")
     y_train, y_test = sub_train.multi_hot(LABELS)[:, col], sub_test.multi_hot(LABELS)[:, col]
     for role, model in (("original", original), ("edited", steu.model), ("reference", reference)):
-        x_train, x_test = (_forward_pass(model, tok, notes.texts, batch_size=32, max_length=16,
+        x_train, x_test = (forward_pass(model, tok, notes.texts, batch_size=32, max_length=16,
                                          device=torch.device("cpu")).features for notes in (sub_train, sub_test))
-        assert one["probe_f1"][role] == pytest.approx(_probe_f1(x_train, y_train, x_test, y_test, AuditConfig()),
+        assert one["probe_f1"][role] == pytest.approx(probe_f1(x_train, y_train, x_test, y_test, AuditConfig()),
                                                       abs=1e-6)
         scores = [-np.logaddexp(0.0, -modeling.logits(model, tok, n.texts, max_length=16)[:, col].astype(float))
                   for n in (sub_train, sub_test)]
@@ -559,12 +563,12 @@ def test_one_seed_is_the_single_seed_audit_and_more_seeds_redraw(world):
 
 
 def test_each_seed_draws_its_own_notes_and_a_seed_draws_the_same_ones_again(world):
-    from steuops.audit import _draw
+    from steuops.audit.draw import draw_notes
 
     _original, _steu, _reference, _tok, train, test = world
     cfg = AuditConfig(**{**FAST, "max_train": 100, "max_test": 40, "relearn_sizes": [8, 32],
                          "retain_relearn_notes": 24}).validate()
-    a, b, again = _draw(train, test, FORGET, cfg, 0), _draw(train, test, FORGET, cfg, 1), _draw(train, test, FORGET, cfg, 0)
+    a, b, again = draw_notes(train, test, FORGET, cfg, 0), draw_notes(train, test, FORGET, cfg, 1), draw_notes(train, test, FORGET, cfg, 0)
     for part in ("train", "test", "attack", "pool", "retain"):
         assert getattr(a, part).texts != getattr(b, part).texts, part
         assert getattr(a, part).texts == getattr(again, part).texts, part
@@ -577,16 +581,17 @@ def test_each_seed_draws_its_own_notes_and_a_seed_draws_the_same_ones_again(worl
 def test_every_seed_is_measured_on_the_first_seeds_test_sample(world):
     """The seeds vary the attacks (train-side samples), not the yardstick: one test sample, the first seed's,
     so every model runs over max_test test notes once, however many seeds."""
-    from steuops.audit import _Auditor, _draw
+    from steuops.audit.auditor import Auditor
+    from steuops.audit.draw import draw_notes
 
     _original, _steu, _reference, tok, train, test = world
     cfg = AuditConfig(**{**FAST, "seeds": 3, "seed": 2, "max_train": 100, "max_test": 40}).validate()
-    draws = _Auditor(tok, FORGET, train, test, cfg, "cpu", None).draws
-    first = _draw(train, test, FORGET, cfg, 2)
+    draws = Auditor(tok, FORGET, train, test, cfg, "cpu", None).draws
+    first = draw_notes(train, test, FORGET, cfg, 2)
     assert [d.seed for d in draws] == [2, 3, 4]
     assert all(d.test.texts == first.test.texts for d in draws) and len(first.test) == 40
     assert draws[0].train.texts == first.train.texts and draws[1].train.texts != first.train.texts
-    assert draws[1].attack.texts == _draw(train, test, FORGET, cfg, 3).attack.texts  # the rest as drawn alone
+    assert draws[1].attack.texts == draw_notes(train, test, FORGET, cfg, 3).attack.texts  # the rest as drawn alone
 
 
 def test_the_retain_only_fine_tune_attacks_the_edited_model_and_the_controls_only_when_asked(world, report):
@@ -602,7 +607,7 @@ def test_the_retain_only_fine_tune_attacks_the_edited_model_and_the_controls_onl
 
 
 def test_relearn_sizes_take_n_per_side_capped_by_the_train_split(world, report):
-    from steuops.audit import _draw
+    from steuops.audit.draw import draw_notes
 
     _original, _steu, _reference, _tok, train, test = world
     forget_notes = int(train.has_any(FORGET).sum())
@@ -617,7 +622,7 @@ def test_relearn_sizes_take_n_per_side_capped_by_the_train_split(world, report):
         assert len(entry["edited"]["values"]) == len(entry["reference"]["values"]) == 2
         assert all(0.0 <= v <= 1.0 for v in entry["edited"]["values"])
     # a smaller attacker holds a subset of a larger one's notes; each side has the right class
-    draw = _draw(train, test, FORGET, AuditConfig(**REPORT).validate(), 0)
+    draw = draw_notes(train, test, FORGET, AuditConfig(**REPORT).validate(), 0)
     small, large = draw.size_rows(4), draw.size_rows(16)
     assert set(small) < set(large)
     picked = draw.pool.subset(large)
@@ -715,10 +720,10 @@ def test_linear_cka_facts():
 def test_cka_compares_each_models_head_features_on_the_test_notes(world, report):
     import torch
 
-    from steuops.audit import _forward_pass
+    from steuops.audit.passes import forward_pass
 
     original, steu, reference, tok, _train, test = world
-    feats = {role: _forward_pass(m, tok, test.texts, batch_size=32, max_length=16, device=torch.device("cpu")).features
+    feats = {role: forward_pass(m, tok, test.texts, batch_size=32, max_length=16, device=torch.device("cpu")).features
              for role, m in (("original", original), ("edited", steu.model), ("reference", reference))}
     assert report["cka"]["edited_vs_original"] == pytest.approx(linear_cka(feats["edited"], feats["original"]), abs=1e-5)
     assert report["cka"]["edited_vs_reference"] == pytest.approx(linear_cka(feats["edited"], feats["reference"]),

@@ -8,8 +8,7 @@ import numpy as np
 import pytest
 from test_audit import FAST, FORGET, _fit, steu_world
 
-from steuops import audit as audit_module
-from steuops.audit import AuditConfig, run_audit
+from steuops.audit import AuditConfig, passes, run_audit
 from steuops.data import Notes
 
 CONFIG = {**FAST, "seeds": 2, "gradient_seeds": 2, "retain_relearn_steps": 2, "retain_relearn_controls": True}
@@ -27,13 +26,13 @@ def world():
 def counted(monkeypatch):
     """How many notes each model ran through its encoder (the real passes, counted on their way)."""
     seen: dict[int, int] = {}
-    real = audit_module._forward_pass
+    real = passes.forward_pass
 
     def forward_pass(model, tokenizer, texts, **kwargs):
         seen[id(model)] = seen.get(id(model), 0) + len(texts)
         return real(model, tokenizer, texts, **kwargs)
 
-    monkeypatch.setattr(audit_module, "_forward_pass", forward_pass)
+    monkeypatch.setattr(passes, "forward_pass", forward_pass)
     return seen
 
 
@@ -60,7 +59,7 @@ def test_a_second_audit_reads_the_fixed_models_work_and_gives_the_same_figures(w
     assert "relearn_head" not in reused["original"], "the original's head is never re-fit"
     # ...so they ran only the few notes that check an entry (one per split: train, test, bypass)
     for model in (original, reference):
-        assert counted.get(id(model), 0) <= 3 * audit_module.VERIFY_NOTES
+        assert counted.get(id(model), 0) <= 3 * passes.VERIFY_NOTES
     assert counted.get(id(steu.model), 0) > 0, "the edited model's own work is never cached"
     for key in FIGURES:
         assert second[key] == fresh[key] == first[key], key
@@ -168,11 +167,11 @@ def test_a_pass_remembered_over_some_of_a_splits_notes_is_read_back_and_the_rest
     import torch
 
     from steuops import features
-    from steuops.audit import _forward_pass, remember_pass
+    from steuops.audit import remember_pass
 
     original, steu, reference, tok, train, test = world
     rows = np.arange(0, len(train), 2)  # every other training note
-    ran = _forward_pass(original, tok, [train.texts[i] for i in rows], batch_size=CONFIG["batch_size"],
+    ran = passes.forward_pass(original, tok, [train.texts[i] for i in rows], batch_size=CONFIG["batch_size"],
                         max_length=CONFIG["max_length"], device=torch.device("cpu"), keep_cache=True)
     assert ran.exact and isinstance(ran.cache, features.FeatureCache)
     assert remember_pass(tmp_path, original, tok, train.texts, ran.logits, ran.cache, max_length=CONFIG["max_length"],
@@ -185,7 +184,7 @@ def test_a_pass_remembered_over_some_of_a_splits_notes_is_read_back_and_the_rest
     ran_now = counted.pop(id(original))
     fresh = _audit(world, None)
     # the remembered rows did not run again, but for the few that check the entry
-    assert ran_now == counted[id(original)] - len(rows) + audit_module.VERIFY_NOTES
+    assert ran_now == counted[id(original)] - len(rows) + passes.VERIFY_NOTES
     for key in FIGURES:
         assert audited[key] == fresh[key], key
 
@@ -197,11 +196,11 @@ def test_recall_pass_gives_back_a_whole_remembered_pass_and_nothing_else(world, 
     import torch
 
     from steuops import features
-    from steuops.audit import _forward_pass, recall_pass, remember_pass
+    from steuops.audit import recall_pass, remember_pass
 
     original, steu, reference, tok, train, test = world
     at = {"max_length": CONFIG["max_length"], "device": "cpu"}
-    ran = _forward_pass(original, tok, test.texts, batch_size=CONFIG["batch_size"], max_length=CONFIG["max_length"],
+    ran = passes.forward_pass(original, tok, test.texts, batch_size=CONFIG["batch_size"], max_length=CONFIG["max_length"],
                         device=torch.device("cpu"), keep_cache=True)
     assert recall_pass(tmp_path, original, tok, test.texts, **at) is None, "nothing kept yet"
     assert remember_pass(tmp_path, original, tok, test.texts, ran.logits, ran.cache, **at)
@@ -212,7 +211,7 @@ def test_recall_pass_gives_back_a_whole_remembered_pass_and_nothing_else(world, 
     assert recall_pass(tmp_path, original, tok, test.texts[:-1], **at) is None
     assert recall_pass(tmp_path, original, tok, test.texts, max_length=CONFIG["max_length"] - 2, device="cpu") is None
     half = np.arange(0, len(train), 2)  # STEU's sampled teacher keeps part of the training notes: not a whole pass
-    part = _forward_pass(original, tok, [train.texts[i] for i in half], batch_size=CONFIG["batch_size"],
+    part = passes.forward_pass(original, tok, [train.texts[i] for i in half], batch_size=CONFIG["batch_size"],
                          max_length=CONFIG["max_length"], device=torch.device("cpu"), keep_cache=True)
     assert remember_pass(tmp_path, original, tok, train.texts, part.logits, part.cache, rows=half, **at)
     assert recall_pass(tmp_path, original, tok, train.texts, **at) is None

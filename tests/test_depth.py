@@ -43,11 +43,11 @@ def test_neighbour_targets_are_the_mean_of_the_nearest_pool_notes():
 
 def test_head_inputs_are_what_the_audit_probes(multi):
     """The depth term reads the same features the audit's probe and head re-fit attack see."""
-    from steuops.audit import _forward_pass
+    from steuops.audit.passes import forward_pass
 
     model, tok, notes, _ = multi
     texts = notes.texts[:10]
-    expected = _forward_pass(model, tok, texts, batch_size=10, max_length=16, device=torch.device("cpu")).features
+    expected = forward_pass(model, tok, texts, batch_size=10, max_length=16, device=torch.device("cpu")).features
     enc = modeling.tokenize(tok, texts, 16)
     with depth.head_inputs(model) as seen, torch.no_grad():
         model.eval()(**enc)

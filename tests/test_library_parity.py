@@ -20,7 +20,7 @@ import pytest
 import torch
 
 from steuops import audit, metrics, report
-from steuops.audit import AuditConfig
+from steuops.audit import AuditConfig, stats
 
 
 # ---- REFERENCE: the old hand-written implementations (verbatim but for names) ----------------------
@@ -178,7 +178,7 @@ def test_binary_f1_equals_the_count_formula():
 
 def test_best_threshold_equals_the_search_over_every_distinct_score():
     # F1 2/3 at t=5 (tp 1, fn 1) and at t=2 (tp 2, fp 2): the lowest threshold wins, as max() over np.unique did
-    assert audit._best_f1_threshold(np.array([1, 0, 0, 1]), np.array([5.0, 4.0, 3.0, 2.0])) == 2.0
+    assert stats._best_f1_threshold(np.array([1, 0, 0, 1]), np.array([5.0, 4.0, 3.0, 2.0])) == 2.0
     rng = np.random.default_rng(3)
     for trial in range(200):
         n = int(rng.integers(2, 10 if trial < 100 else 120))  # small n: F1 ties between thresholds are common
@@ -188,7 +188,7 @@ def test_best_threshold_equals_the_search_over_every_distinct_score():
         if trial % 3 == 0:
             scores = np.round(scores)  # many ties, and F1 ties between thresholds: the lowest wins
         scores = scores.astype(np.float32 if trial % 2 else np.float64)
-        assert audit._best_f1_threshold(y, scores) == ref_threshold(y, scores)
+        assert stats._best_f1_threshold(y, scores) == ref_threshold(y, scores)
 
 
 def _probe_data(seed: int, n: int = 200, d: int = 32, sep: float = 1.0):
@@ -204,8 +204,8 @@ def _probe_data(seed: int, n: int = 200, d: int = 32, sep: float = 1.0):
 def test_probe_f1_equals_the_old_adam_probe_where_it_converged(seed, n, d, sep):
     x_train, y_train, x_test, y_test = _probe_data(seed, n, d, sep)
     old = ref_probe_f1(x_train, y_train, x_test, y_test)
-    assert audit._probe_f1(x_train, y_train, x_test, y_test, AuditConfig()) == old
-    assert audit._probe_f1(x_train, np.zeros_like(y_train), x_test, y_test, AuditConfig()) is None
+    assert stats.probe_f1(x_train, y_train, x_test, y_test, AuditConfig()) == old
+    assert stats.probe_f1(x_train, np.zeros_like(y_train), x_test, y_test, AuditConfig()) is None
 
 
 def test_probe_is_the_optimum_of_the_old_objective_and_the_pinned_difference():
@@ -217,14 +217,14 @@ def test_probe_is_the_optimum_of_the_old_objective_and_the_pinned_difference():
     x = rng.normal(size=(n + 80, d)).astype(np.float32)
     y = ((x @ rng.normal(size=d)) / np.sqrt(d) * 2.0 + rng.normal(size=n + 80) > 1.0).astype(np.float32)
     cfg = AuditConfig()
-    probe = audit._fit_probe(x[:n], y[:n], cfg)
+    probe = stats.fit_probe(x[:n], y[:n], cfg)
     z = probe[0].transform(x[:n].astype(np.float64))
     w, b = probe[-1].coef_[0], probe[-1].intercept_[0]
     residual = 1.0 / (1.0 + np.exp(-(z @ w + b))) - y[:n]
     grad_w = z.T @ residual / n + 2 * cfg.probe_l2 * w
     assert np.abs(grad_w).max() < 1e-7 and abs(residual.mean()) < 1e-7
     assert ref_probe_f1(x[:n], y[:n], x[n:], y[n:]) == 0.484848
-    assert audit._probe_f1(x[:n], y[:n], x[n:], y[n:], cfg) == 0.545455
+    assert stats.probe_f1(x[:n], y[:n], x[n:], y[n:], cfg) == 0.545455
 
 
 # ---- metrics.f1_scores and report.confusion ----------------------------------------------------------
