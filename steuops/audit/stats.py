@@ -11,6 +11,7 @@ import numpy as np
 if TYPE_CHECKING:
     from steuops.audit.config import AuditConfig
 
+
 def roc_auc(positive: Sequence[float], negative: Sequence[float]) -> float | None:
     """P(score of a random positive > score of a random negative), ties count one half (the Mann-Whitney
     U statistic, sklearn's roc_auc_score). None when either side is empty."""
