@@ -158,7 +158,7 @@ def test_probe_figures_come_from_each_models_features(world, report):
     y_train, y_test = train.multi_hot(LABELS)[:, col], test.multi_hot(LABELS)[:, col]
     for role, model in (("original", original), ("edited", steu.model), ("reference", reference)):
         x_train, x_test = (forward_pass(model, tok, notes.texts, batch_size=32, max_length=16,
-                                         device=torch.device("cpu")).features for notes in (train, test))
+                                        device=torch.device("cpu")).features for notes in (train, test))
         assert report["probe_f1"][role] == report["probe"][role]["per_class"]["sepsis"]
         assert report["probe_f1"][role] == pytest.approx(probe_f1(x_train, y_train, x_test, y_test, cfg), abs=1e-6)
         if role == "original":
@@ -463,7 +463,7 @@ def test_audit_with_and_without_the_shared_encoder_agree(world, report):
     for n, entry in report["relearn_sizes"].items():
         assert plain["relearn_sizes"][n]["edited"]["values"] == pytest.approx(entry["edited"]["values"], abs=1e-4)
     assert plain["relearn_curves"]["head"]["edited"] == pytest.approx(report["relearn_curves"]["head"]["edited"],
-                                                                       abs=1e-4)
+                                                                      abs=1e-4)
 
 
 # ---- seeds: means and spread, fresh draws per seed, seeds=1 is the single-seed audit -------------------
@@ -538,7 +538,7 @@ def test_one_seed_is_the_single_seed_audit_and_more_seeds_redraw(world):
     y_train, y_test = sub_train.multi_hot(LABELS)[:, col], sub_test.multi_hot(LABELS)[:, col]
     for role, model in (("original", original), ("edited", steu.model), ("reference", reference)):
         x_train, x_test = (forward_pass(model, tok, notes.texts, batch_size=32, max_length=16,
-                                         device=torch.device("cpu")).features for notes in (sub_train, sub_test))
+                                        device=torch.device("cpu")).features for notes in (sub_train, sub_test))
         assert one["probe_f1"][role] == pytest.approx(probe_f1(x_train, y_train, x_test, y_test, AuditConfig()),
                                                       abs=1e-6)
         scores = [-np.logaddexp(0.0, -modeling.logits(model, tok, n.texts, max_length=16)[:, col].astype(float))
@@ -727,7 +727,7 @@ def test_cka_compares_each_models_head_features_on_the_test_notes(world, report)
              for role, m in (("original", original), ("edited", steu.model), ("reference", reference))}
     assert report["cka"]["edited_vs_original"] == pytest.approx(linear_cka(feats["edited"], feats["original"]), abs=1e-5)
     assert report["cka"]["edited_vs_reference"] == pytest.approx(linear_cka(feats["edited"], feats["reference"]),
-                                                                  abs=1e-5)
+                                                                 abs=1e-5)
     assert report["cka"]["reference_vs_original"] == pytest.approx(
         linear_cka(feats["reference"], feats["original"]), abs=1e-5)
     # no subsampling here: every seed compares the same features (CKA draws nothing of its own)

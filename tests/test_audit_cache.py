@@ -65,6 +65,22 @@ def test_a_second_audit_reads_the_fixed_models_work_and_gives_the_same_figures(w
         assert second[key] == fresh[key] == first[key], key
 
 
+def test_the_audit_counts_and_times_the_encoder_passes_it_ran_per_model(world, tmp_path, counted):
+    """sizes.encoder_notes: the notes each model's encoder ran over for the audit's passes (a first audit runs a new
+    reference over all of them); seconds.passes: their time, taken out of the attack that asked for them first."""
+    original, steu, reference, *_ = world
+    first = _audit(world, tmp_path)
+    ran = first["sizes"]["encoder_notes"]
+    assert ran == {"original": counted[id(original)], "edited": counted[id(steu.model)],
+                   "reference": counted[id(reference)]}
+    assert ran["edited"] < ran["original"], "the edited model's untouched notes took the original's encoder outputs"
+    assert first["seconds"]["passes"] > 0 and all(v >= 0 for v in first["seconds"].values())
+    second = _audit(world, tmp_path)
+    # every model's passes were read back (a few notes of each run again to check them, not counted here)
+    assert second["sizes"]["encoder_notes"] == {}
+    assert second["seconds"]["passes"] == 0.0
+
+
 def test_an_entry_that_differs_from_a_fresh_pass_is_recomputed(world, tmp_path):
     fresh = _audit(world, tmp_path)
     for path in tmp_path.rglob("pass-*.npz"):  # as if another model's numbers sat under this key
@@ -172,7 +188,7 @@ def test_a_pass_remembered_over_some_of_a_splits_notes_is_read_back_and_the_rest
     original, steu, reference, tok, train, test = world
     rows = np.arange(0, len(train), 2)  # every other training note
     ran = passes.forward_pass(original, tok, [train.texts[i] for i in rows], batch_size=CONFIG["batch_size"],
-                        max_length=CONFIG["max_length"], device=torch.device("cpu"), keep_cache=True)
+                              max_length=CONFIG["max_length"], device=torch.device("cpu"), keep_cache=True)
     assert ran.exact and isinstance(ran.cache, features.FeatureCache)
     assert remember_pass(tmp_path, original, tok, train.texts, ran.logits, ran.cache, max_length=CONFIG["max_length"],
                          device="cpu", rows=rows)
@@ -201,7 +217,7 @@ def test_recall_pass_gives_back_a_whole_remembered_pass_and_nothing_else(world, 
     original, steu, reference, tok, train, test = world
     at = {"max_length": CONFIG["max_length"], "device": "cpu"}
     ran = passes.forward_pass(original, tok, test.texts, batch_size=CONFIG["batch_size"], max_length=CONFIG["max_length"],
-                        device=torch.device("cpu"), keep_cache=True)
+                              device=torch.device("cpu"), keep_cache=True)
     assert recall_pass(tmp_path, original, tok, test.texts, **at) is None, "nothing kept yet"
     assert remember_pass(tmp_path, original, tok, test.texts, ran.logits, ran.cache, **at)
     logits, cache = recall_pass(tmp_path, original, tok, test.texts, **at)
@@ -212,7 +228,7 @@ def test_recall_pass_gives_back_a_whole_remembered_pass_and_nothing_else(world, 
     assert recall_pass(tmp_path, original, tok, test.texts, max_length=CONFIG["max_length"] - 2, device="cpu") is None
     half = np.arange(0, len(train), 2)  # STEU's sampled teacher keeps part of the training notes: not a whole pass
     part = passes.forward_pass(original, tok, [train.texts[i] for i in half], batch_size=CONFIG["batch_size"],
-                         max_length=CONFIG["max_length"], device=torch.device("cpu"), keep_cache=True)
+                               max_length=CONFIG["max_length"], device=torch.device("cpu"), keep_cache=True)
     assert remember_pass(tmp_path, original, tok, train.texts, part.logits, part.cache, rows=half, **at)
     assert recall_pass(tmp_path, original, tok, train.texts, **at) is None
     for path in tmp_path.rglob("pass-*.npz"):  # another model's numbers under this key

@@ -384,6 +384,11 @@ def test_report_cli_audits_a_version_once_and_renders_it(make_home, policies, tm
     # the token table says what its scores are: the scorer the edit was made with
     assert data["meta"]["scorer"] == "specific" and "log-odds of occurring in forget rather than retain" in html
     assert data["audit"]["probe_f1"]["edited"] is not None
+    # where the audit's time went: the encoder passes it ran (notes per model) apart from the attacks
+    timing = first["audit_time"]
+    assert timing["seconds"] >= timing["passes"] > 0 and sum(timing["encoder_notes"].values()) > 0
+    assert timing["attacks"] == pytest.approx(timing["seconds"] - timing["passes"], abs=0.11)
+    assert f"This audit took {timing['seconds']:.1f} s: {timing['passes']:.1f} s of encoder passes" in html
     # The confusion counts are the parent's (before) and the version's (after) predictions on the held-out
     # notes of split.json, at the inference settings it was evaluated with: counted again here, per class.
     ref = registry.resolve(MODEL, version="2")
@@ -418,6 +423,7 @@ def test_report_cli_audits_a_version_once_and_renders_it(make_home, policies, tm
     assert main(args) == 0
     second = json.loads(capsys.readouterr().out)["result"]
     assert second["audit_source"] == "logged artifact"
+    assert second["audit_time"] == {}, "a logged audit's time is on its page, not this command's"
     assert second["figures"]["probe_f1"] == first["figures"]["probe_f1"]
     assert json.loads(out.with_suffix(".json").read_text())["confusion"] == data["confusion"], \
         "the confusion counts are logged with the audit, not lost on the next report"

@@ -23,16 +23,6 @@ if TYPE_CHECKING:
     from steuops.modeling import Progress
 
 
-@contextmanager
-def _timed(seconds: dict[str, float], part: str) -> Iterator[None]:
-    """Adds the block's wall time to seconds[part] (summed over seeds)."""
-    t0 = time.perf_counter()
-    try:
-        yield
-    finally:
-        seconds[part] = seconds.get(part, 0.0) + time.perf_counter() - t0
-
-
 # ---- the auditor (caches passes so a bench can audit many methods against one original/reference) ---
 class Auditor:
     def __init__(self, tokenizer, forget: Sequence[str], train: Notes, test: Notes, config: AuditConfig,
@@ -53,6 +43,10 @@ class Auditor:
         self._retain_memo: dict[tuple[int, int], tuple[Any, float]] = {}
         self._twins: dict[int, tuple[Any, list[int]]] = {}  # edited model -> (original, edited token ids)
         self.shortcut_notes = 0  # texts whose encoder pass an edited model took from the original's
+        # the encoder passes this audit ran for its pass store (_encode): wall time, and notes per role
+        self.encoder_seconds = 0.0
+        self.encoder_notes: dict[str, int] = {}
+        self._role_of: dict[int, str] = {}  # model id -> its role in the current run
         self._bypass: dict[str, dict[str, list[str]]] | None = None
         # the audit cache on disk (auditcache.py): the fixed models' passes and attacks
         self.disk = disk
@@ -102,8 +96,18 @@ class Auditor:
         shared = self._shared_pass(model, split, rows, texts, *twin) if twin else None
         if shared is not None:
             return shared
-        return encoder.forward_pass(model, self.tokenizer, texts, batch_size=self.config.batch_size,
-                             max_length=self.config.max_length, device=self.device, keep_cache=True)
+        return self._encode(model, texts)
+
+    def _encode(self, model, texts: Sequence[str]) -> encoder.Pass:
+        """`model`'s encoder over `texts` for the pass store, timed and counted by role: the audit's
+        seconds["passes"] and sizes["encoder_notes"] (a first audit runs a new reference over every note)."""
+        started = time.perf_counter()
+        out = encoder.forward_pass(model, self.tokenizer, texts, batch_size=self.config.batch_size,
+                                   max_length=self.config.max_length, device=self.device, keep_cache=True)
+        self.encoder_seconds += time.perf_counter() - started
+        role = self._role_of.get(id(model), "edited")
+        self.encoder_notes[role] = self.encoder_notes.get(role, 0) + len(texts)
+        return out
 
     def _shared_pass(self, model, split: str, rows: np.ndarray, texts: Sequence[str], original,
                      token_ids: Sequence[int]) -> encoder.Pass | None:
@@ -117,8 +121,7 @@ class Auditor:
         cache = base.cache
         size = self.config.batch_size
         if len(hit):
-            fresh = encoder.forward_pass(model, self.tokenizer, [texts[i] for i in hit], batch_size=size,
-                                  max_length=self.config.max_length, device=self.device, keep_cache=True)
+            fresh = self._encode(model, [texts[i] for i in hit])
             if not fresh.exact:
                 return None
             cache = cache.replace(hit.tolist(), fresh.cache)
@@ -255,9 +258,13 @@ class Auditor:
             edit_reason: str | None = None) -> AuditReport:
         self.bind(original)
         models = {"original": original, "edited": edited, "reference": reference}
+        self._role_of, self.encoder_notes = {}, {}
+        for role, model in models.items():
+            if model is not None:
+                self._role_of.setdefault(id(model), role)
         self.share_encoder(original, edited, token_ids)
         seconds: dict[str, float] = {}
-        with _timed(seconds, "cache"):
+        with self._timed(seconds, "cache"):
             for role in ("original", "reference"):
                 if models[role] is not None and models[role] is not edited:
                     self.fix(models[role], role)
@@ -265,33 +272,45 @@ class Auditor:
                 self.keep_passes(edited, "edited")
         per_seed = [self.one_seed(models, draw, token_ids, seconds) for draw in self.draws]
         skipped = self._skipped(models, per_seed, token_ids, edit_reason)
-        with _timed(seconds, "bypass"):
+        with self._timed(seconds, "bypass"):
             bypass = self.bypass(models, skipped)
-        with _timed(seconds, "cache"):
+        with self._timed(seconds, "cache"):
             self.save()
         report = summarise(self.forget, per_seed, bypass, self.config, self._sizes(per_seed), skipped, seconds)
         report.cache = self.cache_summary()
         return report
 
+    @contextmanager
+    def _timed(self, seconds: dict[str, float], part: str) -> Iterator[None]:
+        """Adds the block's wall time to seconds[part] (summed over seeds), less the encoder passes it ran: those go
+        to seconds["passes"], so that a new model's passes are not read as the cost of the attack that asked first."""
+        t0, e0 = time.perf_counter(), self.encoder_seconds
+        try:
+            yield
+        finally:
+            passes = self.encoder_seconds - e0
+            seconds[part] = seconds.get(part, 0.0) + time.perf_counter() - t0 - passes
+            seconds["passes"] = seconds.get("passes", 0.0) + passes
+
     def one_seed(self, models: dict[str, Any], draw: Draw, token_ids, seconds: dict[str, float]) -> dict[str, Any]:
         """Every sampled attack on one seed's draw: that seed's sections, as in `per_seed`."""
         live = {role: m for role, m in models.items() if m is not None}
         out: dict[str, Any] = {"seed": draw.seed, "sizes": self.sizes(draw)}
-        with _timed(seconds, "probe"):
+        with self._timed(seconds, "probe"):
             out["probe"] = {role: self._remembered(m, "probe", draw, lambda m=m: self.probe(m, draw))
                             for role, m in live.items()}
-        with _timed(seconds, "relearn"):
+        with self._timed(seconds, "relearn"):
             out["relearn_curves"] = self.relearn(models, draw, token_ids)
-        with _timed(seconds, "relearn_sizes"):
+        with self._timed(seconds, "relearn_sizes"):
             out["relearn_sizes"] = self.relearn_sizes(models, draw)
-        with _timed(seconds, "membership"):
+        with self._timed(seconds, "membership"):
             out["membership"] = {role: self.membership(m, draw) for role, m in live.items()}
         deep = self.gradient(draw)
-        with _timed(seconds, "retain_relearn"):
+        with self._timed(seconds, "retain_relearn"):
             out["retain_relearn_f1"] = {role: self.retain_relearn(live[role], draw)
                                         if role in live and deep and self.attacks_retain(role) else None
                                         for role in ROLES}
-        with _timed(seconds, "cka"):
+        with self._timed(seconds, "cka"):
             out["cka"] = self.cka(models, draw)
         return out
 
@@ -334,6 +353,7 @@ class Auditor:
         for key in ("forget_train", "forget_test"):
             out[key] = [one["sizes"][key] for one in per_seed]
         out["shortcut_notes"] = self.shortcut_notes
+        out["encoder_notes"] = dict(self.encoder_notes)
         return out
 
     # ---- the attacks, one seed at a time -------------------------------------------------------------
@@ -413,7 +433,7 @@ class Auditor:
 
             def evaluate() -> float:
                 return self.forget_f1(encoder.head_pass(work, test.cache, batch_size=self.config.batch_size,
-                                                 device=self.device).logits, draw.test)
+                                                        device=self.device).logits, draw.test)
         else:
             step, evaluate = self._full_logits(work, sample), self._full_evaluate(work, draw)
         return self._fit(work, params, self.config.relearn_lr_head, step, evaluate, phase, draw=draw, sample=sample,
@@ -474,8 +494,8 @@ class Auditor:
             logits = cached.copy()
             if len(hit):
                 logits[hit] = encoder.forward_pass(work, self.tokenizer, [draw.test.texts[i] for i in hit],
-                                            batch_size=self.config.batch_size, max_length=self.config.max_length,
-                                            device=self.device).logits
+                                                   batch_size=self.config.batch_size,
+                                                   max_length=self.config.max_length, device=self.device).logits
             return self.forget_f1(logits, draw.test)
 
         return evaluate
@@ -517,8 +537,9 @@ class Auditor:
 
     def _full_evaluate(self, work, draw: Draw) -> Callable[[], float]:
         def evaluate() -> float:
-            return self.forget_f1(encoder.forward_pass(work, self.tokenizer, draw.test.texts, batch_size=self.config.batch_size,
-                                                max_length=self.config.max_length, device=self.device).logits, draw.test)
+            logits = encoder.forward_pass(work, self.tokenizer, draw.test.texts, batch_size=self.config.batch_size,
+                                          max_length=self.config.max_length, device=self.device).logits
+            return self.forget_f1(logits, draw.test)
 
         return evaluate
 

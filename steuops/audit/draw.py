@@ -38,7 +38,7 @@ class Draw:
 
 
 def draw_notes(train: Notes, test: Notes, forget: Sequence[str], config: AuditConfig, seed: int,
-          test_rows: np.ndarray | None = None) -> Draw:
+               test_rows: np.ndarray | None = None) -> Draw:
     """One seed's samples; `test_rows`: the test sample to use (the first seed's, shared by all)."""
     rng = np.random.default_rng(seed)
     # the first three draws in the order of the single-seed audit (v1): seeds=1 reproduces its figures
@@ -54,10 +54,10 @@ def draw_notes(train: Notes, test: Notes, forget: Sequence[str], config: AuditCo
     retain = rng.choice(neg, size=min(len(neg), config.retain_relearn_notes), replace=False)
     pool_rows = np.r_[pool_pos, pool_neg].astype(np.int64)
     return Draw(seed=seed, train=train.subset(train_rows), test=test.subset(test_rows),
-                 attack=train.subset(attack_rows), pool=train.subset(pool_rows), pool_forget=len(pool_pos),
-                 retain=train.subset(retain),
-                 rows={"train": ("train", train_rows), "test": ("test", test_rows), "attack": ("train", attack_rows),
-                       "pool": ("train", pool_rows)})
+                attack=train.subset(attack_rows), pool=train.subset(pool_rows), pool_forget=len(pool_pos),
+                retain=train.subset(retain),
+                rows={"train": ("train", train_rows), "test": ("test", test_rows), "attack": ("train", attack_rows),
+                      "pool": ("train", pool_rows)})
 
 
 def _sample(n: int, cap: int | None, rng: np.random.Generator) -> np.ndarray:

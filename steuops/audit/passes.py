@@ -142,7 +142,7 @@ def _assemble(model, logits: list[np.ndarray], feats: list[np.ndarray], cache: A
 
 
 def forward_pass(model, tokenizer, texts: Sequence[str], *, batch_size: int, max_length: int, device,
-                  keep_cache: bool = False) -> Pass:
+                 keep_cache: bool = False) -> Pass:
     """Eval-mode full pass: logits, head-input features and (keep_cache) the encoder outputs the head reads."""
     from contextlib import nullcontext
 
@@ -270,6 +270,6 @@ def still_matches(model, tokenizer, texts: Sequence[str], store: SplitPass, conf
 
     rows = np.flatnonzero(store.done)[:VERIFY_NOTES]
     fresh = forward_pass(model, tokenizer, [texts[i] for i in rows], batch_size=config.batch_size,
-                          max_length=config.max_length, device=device)
+                         max_length=config.max_length, device=device)
     return all(np.allclose(a, b[rows], atol=features.EXACT_ATOL, rtol=1e-4)
                for a, b in ((fresh.logits, store.logits), (fresh.features, store.features)))

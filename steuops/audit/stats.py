@@ -58,7 +58,7 @@ def linear_cka(x: np.ndarray, y: np.ndarray) -> float:
 
 
 def probe_f1(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, y_test: np.ndarray,
-              config: AuditConfig) -> float | None:
+             config: AuditConfig) -> float | None:
     """F1 on test of a logistic-regression probe fitted on train (`fit_probe`), at the threshold that
     maximises F1 on the probe's own training data (a strong but honest attacker). None when a class has
     no positive or no negative train example."""
@@ -66,7 +66,7 @@ def probe_f1(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, y_tes
 
 
 def probe_fit(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, y_test: np.ndarray,
-               config: AuditConfig) -> tuple[float | None, bool]:
+              config: AuditConfig) -> tuple[float | None, bool]:
     """(`probe_f1`, whether lbfgs stopped at probe_steps before reaching its tolerance)."""
     y_train = np.asarray(y_train).astype(bool).astype(np.int8)
     if len(x_train) == 0 or y_train.min() == y_train.max():

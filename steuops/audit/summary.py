@@ -105,7 +105,7 @@ def _figures(one: dict[str, Any]) -> dict[str, dict[str, float | None]]:
 
 
 def summarise(forget: list[str], per_seed: list[dict[str, Any]], bypass: dict[str, Any], config: AuditConfig,
-               sizes: dict[str, Any], skipped: dict[str, str], seconds: dict[str, float]) -> AuditReport:
+              sizes: dict[str, Any], skipped: dict[str, str], seconds: dict[str, float]) -> AuditReport:
     figures = [_figures(one) for one in per_seed]
     spread = {figure: {key: _stat([f[figure][key] for f in figures]) for key in figures[0][figure]}
               for figure in figures[0]}

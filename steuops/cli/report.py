@@ -105,6 +105,11 @@ def report_command(
         from steuops.auditcache import describe
 
         console.print(f"audit cache: read back {describe(reused)} ({result.audit_cache.get('dir')})", highlight=False)
+    timing = result.audit_time or {}
+    if timing:
+        ran = ", ".join(f"{role} {n:,} notes" for role, n in timing["encoder_notes"].items()) or "all read back"
+        console.print(f"audit: {timing['seconds']:.1f} s; encoder passes {timing['passes']:.1f} s ({ran}), attacks and "
+                      f"bookkeeping {timing['attacks']:.1f} s", highlight=False)
     for line in (result.audit_cache or {}).get("rejected") or []:
         err_console.print(f"warning: audit cache: {line}", highlight=False)
     served = result.serving or {}

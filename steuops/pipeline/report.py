@@ -42,6 +42,7 @@ class ReportResult:
     compliance: dict[str, Any] = field(default_factory=dict)  # requester, reason, approver (+ where each came from)
     serving: dict[str, Any] = field(default_factory=dict)  # onnx_sha256 and the aliases that serve the version
     audit_cache: dict[str, Any] = field(default_factory=dict)  # an audit computed now: what the audit cache gave
+    audit_time: dict[str, Any] = field(default_factory=dict)  # and where its time went (report.audit_time)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -85,7 +86,7 @@ def version_report(
     from steuops import auditcache
     from steuops.audit import AuditConfig
     from steuops.registry import Registry
-    from steuops.report import write_report
+    from steuops.report import audit_time, write_report
 
     depth = AuditConfig.at_depth(audit_depth)  # a bad name fails before any registry or model work
     registry = registry or Registry(home)
@@ -138,9 +139,12 @@ def version_report(
     html_path, json_path = write_report(target.parent, evaluation, audit=audit_data, gate=gate, tokens=tokens,
                                         confusion=confusion, meta=meta, html_name=target.name,
                                         compliance=compliance, reference=reference_info)
-    cache = (audit_data or {}).get("cache") if source.startswith("computed now") else None
+    now = source.startswith("computed now")
+    cache = (audit_data or {}).get("cache") if now else None
+    timing = audit_time(audit_data) if now else None
     return ReportResult(model, ref.version, str(html_path), str(json_path), source,
-                        _figures(evaluation, audit_data, gate), reference_info, compliance, serving, cache or {})
+                        _figures(evaluation, audit_data, gate), reference_info, compliance, serving, cache or {},
+                        timing or {})
 
 
 def _logged_confusion(registry: Registry, ref: ModelRef, names: set[str]) -> dict[str, Any] | None:
