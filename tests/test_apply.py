@@ -265,6 +265,8 @@ def test_audit_runs_before_the_gate_and_is_logged(make_home, policies, tmp_path)
     home, registry = make_home()
     result = _apply(home, ["sepsis"], policy)
     assert "audit" in result.seconds and result.audit is not None
+    timing = result.audit["time"]  # where the audit's time went: encoder passes apart from the attacks
+    assert timing["seconds"] >= timing["passes"] >= 0 and timing["seconds"] <= result.seconds["audit"] + 0.1
     gate = result.to_dict()["gate"]
     assert any(r["name"] == "audit_relearn_f1" for r in gate["rules"])
     names = set(registry.artifact_names(registry.resolve(MODEL, version=result.new_version)))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -200,6 +201,7 @@ def test_no_note_text_reaches_the_registry_logs_or_reports(make_home, policies, 
     assert main(["export", "--model", MODEL, "--version", "2", "--home", str(home), "--out",
                  str(tmp_path / "onnx")]) == 0
     said = capsys.readouterr()
+    assert re.search(r"audit: [\d.]+ s; encoder passes [\d.]+ s \(", said.out), "apply --audit says where its time went"
     haystack = "\n".join([_every_text(registry, home), said.out, said.err,
                           (tmp_path / "report.html").read_text()])
     assert len(haystack) > 10_000  # the search read real content

@@ -299,6 +299,11 @@ def _show_audit(audit: dict[str, Any] | None) -> None:
         value = (audit.get(key) or {}).get("edited") if isinstance(audit.get(key), dict) else audit.get(key)
         parts.append(f"{key} {value:.3f}" if isinstance(value, int | float) else f"{key} not measured")
     console.print("audit of the edited model: " + ", ".join(parts), highlight=False)
+    timing = audit.get("time")
+    if timing:
+        ran = ", ".join(f"{role} {n:,} notes" for role, n in timing["encoder_notes"].items()) or "all read back"
+        console.print(f"audit: {timing['seconds']:.1f} s; encoder passes {timing['passes']:.1f} s ({ran}), attacks and "
+                      f"bookkeeping {timing['attacks']:.1f} s", highlight=False)
 
 
 def _show_reused(reused: dict[str, int]) -> None:

@@ -534,6 +534,7 @@ def _audit(prep: _Prepared, edited: Any, device: str, clock: Clock, progress, re
     from steuops import auditcache
     from steuops.audit import audit_and_report
     from steuops.pipeline.report import compliance_fields, fingerprints, with_reference_source
+    from steuops.report import audit_time
 
     meta = {"model": prep.parent.name, "parent_version": prep.parent.version, "method": result.method,
             "policy": prep.policy.name, "cohort_sha256": prep.cohort_info["sha256"], **fingerprints(edited.edit)}
@@ -553,7 +554,7 @@ def _audit(prep: _Prepared, edited: Any, device: str, clock: Clock, progress, re
     result.evaluation["audit"] = {k: out["audit"].get(k) for k in
                                   ("probe_f1", "relearn_f1", "membership_auc", "bypass_f1")}
     result.audit = {**result.evaluation["audit"], "skipped": out["audit"].get("skipped"),
-                    "reference": reference_info}
+                    "reference": reference_info, "time": audit_time(out["audit"])}
     return {**out, "meta": meta, "reference": reference_info, "compliance": compliance_fields(policy=prep.policy)}
 
 
