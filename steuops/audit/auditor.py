@@ -25,6 +25,12 @@ if TYPE_CHECKING:
 
 # ---- the auditor (caches passes so a bench can audit many methods against one original/reference) ---
 class Auditor:
+    """One audit's attacks (`run`), on passes it keeps by (model, split): each split row's encoder pass runs once,
+    whichever seed or sample asks first, or is read from the audit cache (`fix`: the original's and the reference's
+    passes and attacks; `keep_passes`: the edited model's passes only). An edited model that differs from the
+    original only in the head and some embedding rows takes the original's encoder outputs for every note without
+    those rows (`share_encoder`). A bench keeps one auditor for many methods (`release` drops one model)."""
+
     def __init__(self, tokenizer, forget: Sequence[str], train: Notes, test: Notes, config: AuditConfig,
                  device, progress: Progress | None, disk: AuditCache | None = None) -> None:
         self.tokenizer = tokenizer
