@@ -290,7 +290,7 @@ def _show_params(result: ApplyResult) -> None:
 
 
 def _show_audit(audit: dict[str, Any] | None) -> None:
-    from steuops.cli.render import console
+    from steuops.cli.render import console, show_audit_time
 
     if not audit:
         return
@@ -299,11 +299,7 @@ def _show_audit(audit: dict[str, Any] | None) -> None:
         value = (audit.get(key) or {}).get("edited") if isinstance(audit.get(key), dict) else audit.get(key)
         parts.append(f"{key} {value:.3f}" if isinstance(value, int | float) else f"{key} not measured")
     console.print("audit of the edited model: " + ", ".join(parts), highlight=False)
-    timing = audit.get("time")
-    if timing:
-        ran = ", ".join(f"{role} {n:,} notes" for role, n in timing["encoder_notes"].items()) or "all read back"
-        console.print(f"audit: {timing['seconds']:.1f} s; encoder passes {timing['passes']:.1f} s ({ran}), attacks and "
-                      f"bookkeeping {timing['attacks']:.1f} s", highlight=False)
+    show_audit_time(audit.get("time"))
 
 
 def _show_reused(reused: dict[str, int]) -> None:

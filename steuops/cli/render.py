@@ -33,6 +33,16 @@ console = _StdoutConsole(stderr=False)
 err_console = Console(stderr=True, soft_wrap=True)  # an error line stays one line in a log
 
 
+def show_audit_time(timing: dict[str, Any] | None) -> None:
+    """The line `report` and `apply --audit` print for an audit run now (steuops.report.audit_time): its encoder
+    passes, with the notes per model, apart from the attacks."""
+    if not timing:
+        return
+    ran = ", ".join(f"{role} {n:,} notes" for role, n in timing["encoder_notes"].items()) or "all read back"
+    console.print(f"audit: {timing['seconds']:.1f} s; encoder passes {timing['passes']:.1f} s ({ran}), attacks and "
+                  f"bookkeeping {timing['attacks']:.1f} s", highlight=False)
+
+
 def envelope(command: str, result: Any, ok: bool = True) -> dict[str, Any]:
     from steuops import __version__
 

@@ -70,7 +70,7 @@ def report_command(
 ) -> None:
     """Render the version's forgetting report: a plain-language verdict, F1 before/after (retained classes
     and all), confusion, tokens, the audit next to a retrained reference, the gate, ONNX + alias, sign-off."""
-    from steuops.cli.render import console, emit_json, err_console, progress_bar
+    from steuops.cli.render import console, emit_json, err_console, progress_bar, show_audit_time
     from steuops.pipeline import version_report
 
     options = _options(reference_config)
@@ -105,11 +105,7 @@ def report_command(
         from steuops.auditcache import describe
 
         console.print(f"audit cache: read back {describe(reused)} ({result.audit_cache.get('dir')})", highlight=False)
-    timing = result.audit_time or {}
-    if timing:
-        ran = ", ".join(f"{role} {n:,} notes" for role, n in timing["encoder_notes"].items()) or "all read back"
-        console.print(f"audit: {timing['seconds']:.1f} s; encoder passes {timing['passes']:.1f} s ({ran}), attacks and "
-                      f"bookkeeping {timing['attacks']:.1f} s", highlight=False)
+    show_audit_time(result.audit_time)
     for line in (result.audit_cache or {}).get("rejected") or []:
         err_console.print(f"warning: audit cache: {line}", highlight=False)
     served = result.serving or {}
