@@ -578,25 +578,14 @@ def _depth_sentence(config: Mapping[str, Any]) -> str:
 
 def _time_line(audit) -> str:
     """Where the audit's time went: the encoder passes it ran (per role) against the attacks."""
+    from steuops.audit.summary import audit_time
+
     timing = audit_time(audit)
     if timing is None:
         return ""
     ran = ", ".join(f"{escape(role)} {n:,}" for role, n in timing["encoder_notes"].items()) or "none: all read back"
     return (f"<p class=\"muted\">This audit took {timing['seconds']:.1f} s: {timing['passes']:.1f} s of encoder passes "
             f"(notes per model: {ran}), {timing['attacks']:.1f} s of attacks and bookkeeping.</p>")
-
-
-def audit_time(audit: Mapping[str, Any] | None) -> dict[str, Any] | None:
-    """{"seconds", "passes", "attacks", "encoder_notes"} of an audit that times its encoder passes apart (its
-    seconds["passes"]); None for one that does not (logged before they were)."""
-    seconds = (audit or {}).get("seconds")
-    if not isinstance(seconds, Mapping) or "passes" not in seconds:
-        return None
-    total = float(sum(float(v) for v in seconds.values()))
-    passes = float(seconds["passes"])
-    notes = ((audit or {}).get("sizes") or {}).get("encoder_notes") or {}
-    return {"seconds": round(total, 1), "passes": round(passes, 1), "attacks": round(total - passes, 1),
-            "encoder_notes": {str(k): int(v) for k, v in notes.items()}}
 
 
 def _cache_line(audit) -> str:

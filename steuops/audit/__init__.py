@@ -39,14 +39,14 @@ from steuops.audit.auditor import Auditor
 from steuops.audit.config import DEPTHS, AuditConfig, depth_of
 from steuops.audit.passes import open_cache, recall_pass, remember_pass
 from steuops.audit.stats import f1, linear_cka, roc_auc
-from steuops.audit.summary import SCHEMA, AuditReport
+from steuops.audit.summary import SCHEMA, AuditReport, audit_time
 
 if TYPE_CHECKING:
     from steuops.data import Notes
     from steuops.modeling import Progress
 
-__all__ = ["DEPTHS", "SCHEMA", "AuditConfig", "AuditReport", "audit_and_report", "audit_methods", "depth_of", "f1",
-           "linear_cka", "recall_pass", "remember_pass", "roc_auc", "run_audit"]
+__all__ = ["DEPTHS", "SCHEMA", "AuditConfig", "AuditReport", "audit_and_report", "audit_methods", "audit_time",
+           "depth_of", "f1", "linear_cka", "recall_pass", "remember_pass", "roc_auc", "run_audit"]
 
 
 def run_audit(

@@ -160,3 +160,16 @@ def _mean_sizes(runs: list[dict[str, Any]]) -> dict[str, Any]:
             values = [r[n][role] for r in runs]
             out[n][role] = None if all(v is None for v in values) else _stat(values)
     return out
+
+
+def audit_time(audit: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """{"seconds", "passes", "attacks", "encoder_notes"} of an audit dict (AuditReport.to_dict(), audit.json) that
+    times its encoder passes apart (its seconds["passes"]); None for one that does not (logged before they were)."""
+    seconds = (audit or {}).get("seconds")
+    if not isinstance(seconds, Mapping) or "passes" not in seconds:
+        return None
+    total = float(sum(float(v) for v in seconds.values()))
+    passes = float(seconds["passes"])
+    notes = ((audit or {}).get("sizes") or {}).get("encoder_notes") or {}
+    return {"seconds": round(total, 1), "passes": round(passes, 1), "attacks": round(total - passes, 1),
+            "encoder_notes": {str(k): int(v) for k, v in notes.items()}}

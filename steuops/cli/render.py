@@ -34,7 +34,7 @@ err_console = Console(stderr=True, soft_wrap=True)  # an error line stays one li
 
 
 def show_audit_time(timing: dict[str, Any] | None) -> None:
-    """The line `report` and `apply --audit` print for an audit run now (steuops.report.audit_time): its encoder
+    """The line `report` and `apply --audit` print for an audit run now (steuops.audit.audit_time): its encoder
     passes, with the notes per model, apart from the attacks."""
     if not timing:
         return

@@ -42,7 +42,7 @@ class ReportResult:
     compliance: dict[str, Any] = field(default_factory=dict)  # requester, reason, approver (+ where each came from)
     serving: dict[str, Any] = field(default_factory=dict)  # onnx_sha256 and the aliases that serve the version
     audit_cache: dict[str, Any] = field(default_factory=dict)  # an audit computed now: what the audit cache gave
-    audit_time: dict[str, Any] = field(default_factory=dict)  # and where its time went (report.audit_time)
+    audit_time: dict[str, Any] = field(default_factory=dict)  # and where its time went (audit.audit_time)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -84,9 +84,9 @@ def version_report(
     policy: the policy file to read that section from (default: the one the version was gated with,
     when it is found unchanged)."""
     from steuops import auditcache
-    from steuops.audit import AuditConfig
+    from steuops.audit import AuditConfig, audit_time
     from steuops.registry import Registry
-    from steuops.report import audit_time, write_report
+    from steuops.report import write_report
 
     depth = AuditConfig.at_depth(audit_depth)  # a bad name fails before any registry or model work
     registry = registry or Registry(home)

@@ -532,9 +532,8 @@ def _audit(prep: _Prepared, edited: Any, device: str, clock: Clock, progress, re
     import dataclasses
 
     from steuops import auditcache
-    from steuops.audit import audit_and_report
+    from steuops.audit import audit_and_report, audit_time
     from steuops.pipeline.report import compliance_fields, fingerprints, with_reference_source
-    from steuops.report import audit_time
 
     meta = {"model": prep.parent.name, "parent_version": prep.parent.version, "method": result.method,
             "policy": prep.policy.name, "cohort_sha256": prep.cohort_info["sha256"], **fingerprints(edited.edit)}
