@@ -1,0 +1,171 @@
+"""How precise the audit's figures are at its sample sizes, and what smaller samples would cost in precision.
+
+    steuops demo --home H && steuops report --model clinical-dx --version 2 --home H
+    python bench/audit_error.py --home H --out bench/results/audit-error-cpu-DATE.json
+
+The first audit of a (parent, class) pair runs the reference it has just trained over the audit's train and test
+samples (on the demo, 2-core EPYC: about 30 of its 90 s). Smaller samples would cut that time. This measures what
+they would cost. The report reads each figure against the reference's, within a margin of
+steuops.report.REFERENCE_MARGIN. For each model (original, edited, reference) it gives:
+
+- the sampling error (bootstrap SE) of the forget F1, the probe F1 and the membership AUC, over the test sample
+  the audit draws (max_test) and over half of it;
+- the probe F1 when the probe is fitted on half the train sample, over several draws of that half.
+
+The passes come from the home's audit cache, and any missing ones are computed and kept there, as an audit does.
+This runs no gradient attack, so it takes seconds once the cache is warm. Writes one JSON file and prints a
+Markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from steuops import env  # noqa: F401  (offline + quiet before transformers loads)
+
+ROLES = ("original", "edited", "reference")
+
+
+def log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--home", type=Path, required=True, help="a steuops home with the version (e.g. `steuops demo`'s)")
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--model", default="clinical-dx")
+    p.add_argument("--version", default="2")
+    p.add_argument("--resamples", type=int, default=1000, help="bootstrap resamples of the test sample")
+    p.add_argument("--fit-draws", type=int, default=5, help="draws of half the train sample for the probe")
+    p.add_argument("--device", default="cpu")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from steuops import auditcache, lineage
+    from steuops import reference as references
+    from steuops.audit import AuditConfig, _auditor, _edit_tokens
+    from steuops.pipeline.report import _load_world
+    from steuops.registry import Registry
+    from steuops.report import REFERENCE_MARGIN
+
+    args = parse(argv)
+    registry = Registry(args.home)
+    ref = registry.resolve(args.model, version=args.version)
+    record = lineage.VersionRecord.from_tags(registry.tags(ref))
+    world = _load_world(registry, ref)
+    forget, parent = list(record.forgotten), str(record.parent_version)
+    reference = references.get_or_train(world.original, world.loaded.tokenizer, forget, world.train,
+                                        model_name=args.model, parent_version=parent, home=args.home,
+                                        registry=registry, exclude_version=ref.version,
+                                        max_length=world.settings.max_length, device=args.device)
+    config = AuditConfig(max_length=world.settings.max_length, seeds=1)
+    auditor = _auditor(world.loaded.tokenizer, forget, world.train, world.test, config, args.device, None,
+                       cache_dir=auditcache.root(args.home))
+    models = {"original": world.original, "edited": world.loaded.model, "reference": reference.model}
+    auditor.bind(world.original)
+    auditor._role_of = {id(model): role for role, model in models.items()}  # encoder_notes counts by role
+    auditor.share_encoder(world.original, world.loaded.model, _edit_tokens(world.edit)[0])
+    auditor.fix(world.original, "original")
+    auditor.fix(reference.model, "reference")
+    auditor.keep_passes(world.loaded.model, "edited")
+    draw = auditor.draws[0]
+    start = time.perf_counter()
+    rng = np.random.default_rng(0)
+    figures = {role: _figures(auditor, model, draw, rng, args) for role, model in models.items()}
+    auditor.save()
+    out: dict[str, Any] = {
+        "bench": "audit_error", "date": datetime.now(UTC).isoformat(timespec="seconds"), "model": args.model,
+        "version": args.version, "forget": forget, "margin": REFERENCE_MARGIN, "resamples": args.resamples,
+        "fit_draws": args.fit_draws, "seconds": round(time.perf_counter() - start, 1),
+        "sizes": {"train": len(draw.train), "test": len(draw.test),
+                  "forget_train": int(draw.train.has_any(forget).sum()),
+                  "forget_test": int(draw.test.has_any(forget).sum())},
+        "encoder_notes": dict(auditor.encoder_notes), "figures": figures,
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(out, indent=2, default=float) + "\n", encoding="utf-8")
+    print(table(out))
+    return 0
+
+
+def _figures(auditor, model, draw, rng: np.random.Generator, args: argparse.Namespace) -> dict[str, Any]:
+    """One model's figures, each with its bootstrap SE over the whole test sample and over half of it."""
+    from steuops.audit.stats import _best_f1_threshold, fit_probe, probe_f1
+
+    col = auditor.cols[0]
+    train, test = auditor.passes(model, "train", draw), auditor.passes(model, "test", draw)
+    y_train = draw.train.multi_hot(auditor.labels)[:, col].astype(np.int8)
+    y_test = draw.test.multi_hot(auditor.labels)[:, col].astype(np.int8)
+    forget_pred = (test.logits[:, col] > 0).astype(np.int8)
+    probe = fit_probe(train.features, y_train, auditor.config)
+    cut = _best_f1_threshold(y_train, probe.predict_proba(train.features)[:, 1])
+    probe_pred = (probe.predict_proba(test.features)[:, 1] >= cut).astype(np.int8)
+    members = auditor._label_score(train.logits, draw.train)[draw.train.has_any(auditor.forget)]
+    is_out = draw.test.has_any(auditor.forget)
+    outsiders = auditor._label_score(test.logits, draw.test)
+    half = len(draw.train) // 2
+    halves = [probe_f1(train.features[r], y_train[r], test.features, y_test, auditor.config)
+              for r in (rng.choice(len(draw.train), half, replace=False) for _ in range(args.fit_draws))]
+    out = {"forget_f1": _boot_f1(y_test, forget_pred, rng, args.resamples),
+           "probe_f1": _boot_f1(y_test, probe_pred, rng, args.resamples),
+           "membership_auc": _boot_auc(members, outsiders, is_out, rng, args.resamples),
+           "probe_f1_half_train": {"mean": float(np.mean(halves)), "std": float(np.std(halves)), "fit_notes": half}}
+    log(f"{auditor._role_of[id(model)]}: " + ", ".join(
+        f"{k} {v['value']:.3f} (SE {v['se']:.3f}, half the test sample {v['se_half_test']:.3f})"
+        for k, v in out.items() if "se" in v))
+    return out
+
+
+def _boot_f1(y: np.ndarray, pred: np.ndarray, rng: np.random.Generator, resamples: int) -> dict[str, float]:
+    n = len(y)
+
+    def score(rows: np.ndarray) -> float:
+        tp = int(np.sum(y[rows] & pred[rows]))
+        fp_fn = int(np.sum(y[rows] ^ pred[rows]))
+        return 2 * tp / (2 * tp + fp_fn) if tp + fp_fn else 0.0
+
+    return {"value": score(np.arange(n)),
+            "se": float(np.std([score(rng.integers(0, n, n)) for _ in range(resamples)])),
+            "se_half_test": float(np.std([score(rng.integers(0, n, n // 2)) for _ in range(resamples)]))}
+
+
+def _boot_auc(members: np.ndarray, outsiders: np.ndarray, is_out: np.ndarray, rng: np.random.Generator,
+              resamples: int) -> dict[str, float]:
+    """Members (train notes) are resampled as they are; non-members are the forget-class notes of a bootstrap test
+    sample of the full or half size."""
+    from steuops.audit.stats import roc_auc
+
+    n = len(is_out)
+
+    def score(rows: np.ndarray) -> float:
+        return float(roc_auc(rng.choice(members, len(members)), outsiders[rows][is_out[rows]]))
+
+    return {"value": float(roc_auc(members, outsiders[is_out])),
+            "se": float(np.std([score(rng.integers(0, n, n)) for _ in range(resamples)])),
+            "se_half_test": float(np.std([score(rng.integers(0, n, n // 2)) for _ in range(resamples)]))}
+
+
+def table(out: dict[str, Any]) -> str:
+    rows = ["| model | forget F1 | probe F1 | membership AUC | probe F1, fitted on half the train sample |",
+            "|---|---|---|---|---|"]
+    for role, f in out["figures"].items():
+        cells = [f"{f[k]['value']:.3f} ± {f[k]['se']:.3f} (± {f[k]['se_half_test']:.3f})"
+                 for k in ("forget_f1", "probe_f1", "membership_auc")]
+        half = f["probe_f1_half_train"]
+        rows.append(f"| {role} | {' | '.join(cells)} | {half['mean']:.3f} ± {half['std']:.3f} |")
+    return "\n".join(rows) + (f"\n\n± bootstrap SE over the {out['sizes']['test']} test notes (over half of them); "
+                              f"the report's margin to the reference: {out['margin']}")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
