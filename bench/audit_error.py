@@ -8,8 +8,8 @@ samples (on the demo, 2-core EPYC: about 30 of its 90 s). Smaller samples would 
 they would cost. The report reads each figure against the reference's, within a margin of
 steuops.report.REFERENCE_MARGIN. For each model (original, edited, reference) it gives:
 
-- the sampling error (bootstrap SE) of the forget F1, the probe F1 and the membership AUC, over the test sample
-  the audit draws (max_test) and over half of it;
+- the sampling error (bootstrap SE, steuops.audit.stats) of the forget F1, the probe F1 and the membership AUC,
+  over the test sample the audit draws (max_test) and over half of it (for the AUC: half its non-members);
 - the probe F1 when the probe is fitted on half the train sample, over several draws of that half.
 
 The passes come from the home's audit cache, and any missing ones are computed and kept there, as an audit does.
@@ -99,60 +99,37 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _figures(auditor, model, draw, rng: np.random.Generator, args: argparse.Namespace) -> dict[str, Any]:
-    """One model's figures, each with its bootstrap SE over the whole test sample and over half of it."""
-    from steuops.audit.stats import _best_f1_threshold, fit_probe, probe_f1
+    """One model's figures, each with its sampling error over the whole test sample and over half of it."""
+    from steuops.audit.stats import _best_f1_threshold, auc_error, f1, f1_error, fit_probe, probe_f1, roc_auc
 
     col = auditor.cols[0]
     train, test = auditor.passes(model, "train", draw), auditor.passes(model, "test", draw)
     y_train = draw.train.multi_hot(auditor.labels)[:, col].astype(np.int8)
     y_test = draw.test.multi_hot(auditor.labels)[:, col].astype(np.int8)
-    forget_pred = (test.logits[:, col] > 0).astype(np.int8)
+    forget_pred = test.logits[:, col] > 0
     probe = fit_probe(train.features, y_train, auditor.config)
-    cut = _best_f1_threshold(y_train, probe.predict_proba(train.features)[:, 1])
-    probe_pred = (probe.predict_proba(test.features)[:, 1] >= cut).astype(np.int8)
+    cut = _best_f1_threshold(y_train, probe.decision_function(np.asarray(train.features, dtype=np.float64)))
+    probe_pred = probe.decision_function(np.asarray(test.features, dtype=np.float64)) >= cut
     members = auditor._label_score(train.logits, draw.train)[draw.train.has_any(auditor.forget)]
-    is_out = draw.test.has_any(auditor.forget)
-    outsiders = auditor._label_score(test.logits, draw.test)
+    outsiders = auditor._label_score(test.logits, draw.test)[draw.test.has_any(auditor.forget)]
     half = len(draw.train) // 2
     halves = [probe_f1(train.features[r], y_train[r], test.features, y_test, auditor.config)
               for r in (rng.choice(len(draw.train), half, replace=False) for _ in range(args.fit_draws))]
-    out = {"forget_f1": _boot_f1(y_test, forget_pred, rng, args.resamples),
-           "probe_f1": _boot_f1(y_test, probe_pred, rng, args.resamples),
-           "membership_auc": _boot_auc(members, outsiders, is_out, rng, args.resamples),
+    n, resamples = len(y_test), args.resamples
+
+    def with_errors(y, pred) -> dict[str, float]:
+        return {"value": f1(y, pred), "se": f1_error(y, pred, resamples=resamples),
+                "se_half_test": f1_error(y, pred, size=n // 2, resamples=resamples)}
+
+    out = {"forget_f1": with_errors(y_test, forget_pred), "probe_f1": with_errors(y_test, probe_pred),
+           "membership_auc": {"value": roc_auc(members, outsiders), "se": auc_error(members, outsiders, resamples=resamples),
+                              "se_half_test": auc_error(members, outsiders, negative_size=len(outsiders) // 2,
+                                                        resamples=resamples)},
            "probe_f1_half_train": {"mean": float(np.mean(halves)), "std": float(np.std(halves)), "fit_notes": half}}
     log(f"{auditor._role_of[id(model)]}: " + ", ".join(
         f"{k} {v['value']:.3f} (SE {v['se']:.3f}, half the test sample {v['se_half_test']:.3f})"
         for k, v in out.items() if "se" in v))
     return out
-
-
-def _boot_f1(y: np.ndarray, pred: np.ndarray, rng: np.random.Generator, resamples: int) -> dict[str, float]:
-    n = len(y)
-
-    def score(rows: np.ndarray) -> float:
-        tp = int(np.sum(y[rows] & pred[rows]))
-        fp_fn = int(np.sum(y[rows] ^ pred[rows]))
-        return 2 * tp / (2 * tp + fp_fn) if tp + fp_fn else 0.0
-
-    return {"value": score(np.arange(n)),
-            "se": float(np.std([score(rng.integers(0, n, n)) for _ in range(resamples)])),
-            "se_half_test": float(np.std([score(rng.integers(0, n, n // 2)) for _ in range(resamples)]))}
-
-
-def _boot_auc(members: np.ndarray, outsiders: np.ndarray, is_out: np.ndarray, rng: np.random.Generator,
-              resamples: int) -> dict[str, float]:
-    """Members (train notes) are resampled as they are; non-members are the forget-class notes of a bootstrap test
-    sample of the full or half size."""
-    from steuops.audit.stats import roc_auc
-
-    n = len(is_out)
-
-    def score(rows: np.ndarray) -> float:
-        return float(roc_auc(rng.choice(members, len(members)), outsiders[rows][is_out[rows]]))
-
-    return {"value": float(roc_auc(members, outsiders[is_out])),
-            "se": float(np.std([score(rng.integers(0, n, n)) for _ in range(resamples)])),
-            "se_half_test": float(np.std([score(rng.integers(0, n, n // 2)) for _ in range(resamples)]))}
 
 
 def table(out: dict[str, Any]) -> str:

@@ -277,7 +277,8 @@ def _compare(audit: Mapping[str, Any], key: str) -> str:
 def _spread_text(audit: Mapping[str, Any], figure: str, role: str, value: Any) -> str:
     cell = _spread(audit, figure, role)
     if cell is not None and cell.get("std") is not None:
-        return f"{_plain(cell.get('mean', value))} ± {float(cell['std']):.2f}"
+        error = f" (sampling error {float(cell['error']):.2f})" if cell.get("error") is not None else ""
+        return f"{_plain(cell.get('mean', value))} ± {float(cell['std']):.2f}{error}"
     return _plain(value)
 
 
@@ -556,8 +557,13 @@ def _seeds_line(audit) -> str:
     fewer = (f" The two attacks that train through the encoder (the embedding-rows re-fit and the retain-only "
              f"fine-tune) ran on the first {deep} of them (the audit's gradient_seeds)."
              if isinstance(deep, int) and deep < len(seeds) else "")
+    errors = any(isinstance(c, Mapping) and c.get("error") is not None
+                 for figure in ("probe_f1", "membership_auc") for c in ((audit.get("spread") or {}).get(figure) or {}).values())
+    error = (" The probe F1 and the membership AUC also give their sampling error: the bootstrap standard error over "
+             "the test notes, how far the figure would move on another sample of notes like these (the seeds do not "
+             "vary these two when every train note is used)." if errors else "")
     return (f"<p class=\"muted\">Figures are the mean &plusmn; standard deviation over {len(seeds)} seed"
-            f"{'s' if len(seeds) != 1 else ''} ({escape(', '.join(str(x) for x in seeds))}).{fewer}"
+            f"{'s' if len(seeds) != 1 else ''} ({escape(', '.join(str(x) for x in seeds))}).{fewer}{error}"
             f"{_depth_sentence(audit.get('config') or {})}</p>")
 
 
@@ -609,7 +615,9 @@ def _cell(audit, figure: str, role: str, value: Any) -> str:
     values = [v for v in cell.get("values") or [] if v is not None]
     title = f" title=\"{escape(', '.join(f'{float(v):.4f}' for v in values))}\"" if values else ""
     n = f" <span class=\"muted\">(n={len(values)})</span>" if values else ""
-    return f"<span{title}>{float(cell['mean']):.4f} &plusmn; {float(cell['std']):.4f}</span>{n}"
+    error = (f" <span class=\"muted\">sampling error {float(cell['error']):.4f}</span>"
+             if cell.get("error") is not None else "")
+    return f"<span{title}>{float(cell['mean']):.4f} &plusmn; {float(cell['std']):.4f}</span>{n}{error}"
 
 
 def _audit_table(audit) -> str:

@@ -200,6 +200,7 @@ def test_membership_auc_equals_a_pairwise_count_on_the_sepsis_log_likelihood(wor
     """Members: train notes with sepsis; non-members: test notes with it; score: log sigmoid of the sepsis
     logit. The AUC is the share of (member, non-member) pairs the member wins, ties one half."""
     from steuops import modeling
+    from steuops.audit.stats import auc_error
 
     original, steu, reference, tok, train, test = world
     col = LABELS.index("sepsis")
@@ -212,6 +213,13 @@ def test_membership_auc_equals_a_pairwise_count_on_the_sepsis_log_likelihood(wor
         # uncapped samples: every seed has the whole cohort, so one count per seed, all equal
         assert report["membership"][role]["members"] == [len(members)] * 2 == report["sizes"]["forget_train"]
         assert report["membership"][role]["non_members"] == [len(held_out)] * 2 == report["sizes"]["forget_test"]
+        # its sampling error: the bootstrap over these same scores; with every note in every seed's sample, the
+        # seeds agree (std 0) and the sampling error is the only error bar the figure has
+        spread = report["spread"]["membership_auc"][role]
+        assert spread["std"] == 0.0 and spread["error"] > 0
+        assert spread["error"] == pytest.approx(auc_error(members, held_out), abs=1e-6)
+        probe = report["spread"]["probe_f1"][role]
+        assert probe["error"] == report["probe"][role]["error"] and 0 <= probe["error"] < 0.5
 
 
 def test_no_reference_gives_nulls_and_no_edit_skips_the_rows_attack(world):
@@ -224,7 +232,7 @@ def test_no_reference_gives_nulls_and_no_edit_skips_the_rows_attack(world):
     assert data["relearn_f1"]["edited_rows"] is None
     assert data["cka"]["edited_vs_reference"] is None and data["cka"]["reference_vs_original"] is None
     assert data["cka"]["edited_vs_original"] is not None
-    assert data["spread"]["probe_f1"]["reference"] == {"mean": None, "std": None, "values": [None]}
+    assert data["spread"]["probe_f1"]["reference"] == {"mean": None, "std": None, "values": [None], "error": None}
     assert "relearn_rows" in data["skipped"] and "reference" in data["skipped"]
     assert data["probe_f1"]["edited"] is not None
     # the sweep and the retain relearn switched off: recorded as skipped, nothing measured

@@ -292,6 +292,21 @@ def test_macro_f1_over_the_retained_classes_is_computed_from_the_per_class_f1s()
     assert retained_macro_f1(_evaluation(), "after") == pytest.approx(np.mean([0.81, 0.76]))
 
 
+def test_the_verdict_and_the_page_give_the_sampling_error_where_the_audit_has_one():
+    """A figure the seeds do not vary (std 0: every train note in every seed's sample) is not exact: the audit's
+    bootstrap error over the test notes is shown next to it, in the verdict and in the table."""
+    audit = _v2_audit()
+    audit["spread"]["probe_f1"]["edited"].update(std=0.0, error=0.039)
+    audit["spread"]["probe_f1"]["reference"].update(std=0.0, error=0.04)
+    text = verdict_text(_evaluation(), audit, _gate(True), ["sepsis"], META, None, None)
+    assert ("linear-probe F1 0.41 ± 0.00 (sampling error 0.04) vs 0.38 ± 0.00 (sampling error 0.04) for the "
+            "retrained reference: within 0.05") in text
+    page = _text(render_html(_evaluation(), audit=audit, gate=_gate(True), meta=META))
+    assert "0.4100 ± 0.0000 (n=3) sampling error 0.0390" in page
+    assert "the bootstrap standard error over the test notes" in page
+    assert "sampling error" not in _text(render_html(_evaluation(), audit=_v2_audit(), gate=_gate(True), meta=META))
+
+
 def test_a_v1_audit_still_renders_without_the_v2_figures():
     page = render_html(_evaluation(), audit=_audit(), gate=_gate(True), meta=META)
     text = _text(page)

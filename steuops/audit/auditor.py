@@ -14,7 +14,7 @@ import numpy as np
 from steuops.audit import passes as encoder
 from steuops.audit.config import CKA_PAIRS, PER_AUDIT_OPTIONS, ROLES, AuditConfig
 from steuops.audit.draw import Draw, draw_notes
-from steuops.audit.stats import f1, linear_cka, probe_fit, roc_auc
+from steuops.audit.stats import auc_error, f1, linear_cka, probe_fit, roc_auc
 from steuops.audit.summary import AuditReport, summarise
 
 if TYPE_CHECKING:
@@ -366,14 +366,18 @@ class Auditor:
     def probe(self, model, draw: Draw) -> dict[str, Any]:
         """Per forget class: a logistic-regression probe on train features, F1 on test; f1 = max."""
         train, test = self.passes(model, "train", draw), self.passes(model, "test", draw)
-        per_class, capped = {}, 0
+        per_class, capped, errors = {}, 0, {}
         for cls, col in zip(self.forget, self.cols, strict=True):
             y_train = draw.train.multi_hot(self.labels)[:, col]
             y_test = draw.test.multi_hot(self.labels)[:, col]
-            per_class[cls], stopped = probe_fit(train.features, y_train, test.features, y_test, self.config)
+            per_class[cls], stopped, errors[cls] = probe_fit(train.features, y_train, test.features, y_test,
+                                                             self.config)
             capped += stopped
         values = [v for v in per_class.values() if v is not None]
-        return {"f1": max(values) if values else None, "per_class": per_class, "capped": capped}
+        best = max((c for c in per_class if per_class[c] is not None), key=lambda c: per_class[c], default=None)
+        # error: the sampling error (over the test notes) of the class whose F1 is the figure
+        return {"f1": max(values) if values else None, "per_class": per_class, "capped": capped,
+                "error": None if best is None else errors[best]}
 
     def forget_f1(self, logits: np.ndarray, notes: Notes) -> float:
         """F1 of the forget column(s) against the notes' labels; the max over forget classes."""
@@ -601,8 +605,8 @@ class Auditor:
         held_out = draw.test.has_any(self.forget)
         s_in = self._label_score(self.passes(model, "train", draw).logits, draw.train)[members]
         s_out = self._label_score(self.passes(model, "test", draw).logits, draw.test)[held_out]
-        return {"auc": roc_auc(s_in, s_out), "members": int(members.sum()), "non_members": int(held_out.sum()),
-                "score": "log-likelihood of the forget label(s)"}
+        return {"auc": roc_auc(s_in, s_out), "error": auc_error(s_in, s_out), "members": int(members.sum()),
+                "non_members": int(held_out.sum()), "score": "log-likelihood of the forget label(s)"}
 
     def _label_score(self, logits: np.ndarray, notes: Notes) -> np.ndarray:
         truth = notes.multi_hot(self.labels)[:, self.cols]

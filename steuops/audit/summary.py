@@ -84,11 +84,14 @@ def _mean(values: Sequence[float | None]) -> float | None:
     return measured[0] if min(measured) == max(measured) else float(np.mean(measured))
 
 
-def _stat(values: Sequence[float | None]) -> dict[str, Any]:
-    """{"mean", "std", "values"}: std is numpy's population std (ddof 0), so one seed has spread 0.0."""
+def _stat(values: Sequence[float | None], errors: Sequence[float | None] | None = None) -> dict[str, Any]:
+    """{"mean", "std", "values"}: std is numpy's population std (ddof 0), so one seed has spread 0.0. With
+    `errors` (each seed's sampling error over the test notes, stats.f1_error / auc_error) also "error", their mean:
+    the error bar a figure has where the seeds do not vary it."""
     measured = [float(v) for v in values if v is not None]
     std = (0.0 if min(measured) == max(measured) else float(np.std(measured))) if measured else None
-    return {"mean": _mean(values), "std": std, "values": [None if v is None else float(v) for v in values]}
+    out = {"mean": _mean(values), "std": std, "values": [None if v is None else float(v) for v in values]}
+    return out if errors is None else {**out, "error": _mean(errors)}
 
 
 def _figures(one: dict[str, Any]) -> dict[str, dict[str, float | None]]:
@@ -104,10 +107,18 @@ def _figures(one: dict[str, Any]) -> dict[str, dict[str, float | None]]:
     }
 
 
+def _errors(one: dict[str, Any]) -> dict[str, dict[str, float | None]]:
+    """One seed's sampling errors, for the figures that have one (see `_stat`)."""
+    return {figure: {role: (one[section].get(role) or {}).get("error") for role in ROLES}
+            for figure, section in (("probe_f1", "probe"), ("membership_auc", "membership"))}
+
+
 def summarise(forget: list[str], per_seed: list[dict[str, Any]], bypass: dict[str, Any], config: AuditConfig,
               sizes: dict[str, Any], skipped: dict[str, str], seconds: dict[str, float]) -> AuditReport:
-    figures = [_figures(one) for one in per_seed]
-    spread = {figure: {key: _stat([f[figure][key] for f in figures]) for key in figures[0][figure]}
+    figures, errors = [_figures(one) for one in per_seed], [_errors(one) for one in per_seed]
+    spread = {figure: {key: _stat([f[figure][key] for f in figures],
+                                  [e[figure][key] for e in errors] if figure in errors[0] else None)
+                       for key in figures[0][figure]}
               for figure in figures[0]}
     return AuditReport(
         forget=forget, probe=_mean_probe(per_seed), relearn=_mean_curves([one["relearn_curves"] for one in per_seed]),
@@ -133,7 +144,7 @@ def _mean_probe(per_seed: list[dict[str, Any]]) -> dict[str, Any]:
     out = {}
     for role in per_seed[0]["probe"]:
         runs = [one["probe"][role] for one in per_seed]
-        out[role] = {"f1": _mean([r["f1"] for r in runs]),
+        out[role] = {"f1": _mean([r["f1"] for r in runs]), "error": _mean([r.get("error") for r in runs]),
                      "per_class": {c: _mean([r["per_class"][c] for r in runs]) for c in runs[0]["per_class"]},
                      # fits (class x seed) where lbfgs stopped at probe_steps short of its tolerance
                      "capped": sum(int(r.get("capped", 0)) for r in runs)}
@@ -145,7 +156,8 @@ def _mean_membership(per_seed: list[dict[str, Any]]) -> dict[str, Any]:
     out = {}
     for role in per_seed[0]["membership"]:
         runs = [one["membership"][role] for one in per_seed]
-        out[role] = {"auc": _mean([r["auc"] for r in runs]), "members": [r["members"] for r in runs],
+        out[role] = {"auc": _mean([r["auc"] for r in runs]), "error": _mean([r.get("error") for r in runs]),
+                     "members": [r["members"] for r in runs],
                      "non_members": [r["non_members"] for r in runs], "score": runs[0]["score"]}
     return out
 
