@@ -52,23 +52,32 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def main(argv: list[str] | None = None) -> int:
-    from steuops import auditcache, lineage
+def version_world(home: Path, model: str, version: str, device: str) -> tuple[Any, list[str], Any]:
+    """(the registered version's world as `steuops report` loads it, its forgotten classes, its reference: the
+    cached one, else trained now). bench/audit_error.py loads its version the same way."""
+    from steuops import lineage
     from steuops import reference as references
-    from steuops.audit import AuditConfig, run_audit
     from steuops.pipeline.report import _load_world
     from steuops.registry import Registry
 
-    args = parse(argv)
-    registry = Registry(args.home)
-    ref = registry.resolve(args.model, version=args.version)
+    registry = Registry(home)
+    ref = registry.resolve(model, version=version)
     record = lineage.VersionRecord.from_tags(registry.tags(ref))
     world = _load_world(registry, ref)
-    forget, parent = list(record.forgotten), str(record.parent_version)
+    forget = list(record.forgotten)
     reference = references.get_or_train(world.original, world.loaded.tokenizer, forget, world.train,
-                                        model_name=args.model, parent_version=parent, home=args.home,
+                                        model_name=model, parent_version=str(record.parent_version), home=home,
                                         registry=registry, exclude_version=ref.version,
-                                        max_length=world.settings.max_length, device=args.device)
+                                        max_length=world.settings.max_length, device=device)
+    return world, forget, reference
+
+
+def main(argv: list[str] | None = None) -> int:
+    from steuops import auditcache
+    from steuops.audit import AuditConfig, run_audit
+
+    args = parse(argv)
+    world, forget, reference = version_world(args.home, args.model, args.version, args.device)
     out: dict[str, Any] = {"bench": "attack_budget", "date": datetime.now(UTC).isoformat(timespec="seconds"),
                            "model": args.model, "version": args.version, "forget": forget, "seeds": args.seeds,
                            "environment": _environment(), "budgets": {}}

@@ -51,23 +51,14 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from steuops import auditcache, lineage
-    from steuops import reference as references
+    from attack_budget import version_world  # bench/ is on the path when a bench runs
+
+    from steuops import auditcache
     from steuops.audit import AuditConfig, _auditor, _edit_tokens
-    from steuops.pipeline.report import _load_world
-    from steuops.registry import Registry
     from steuops.report import REFERENCE_MARGIN
 
     args = parse(argv)
-    registry = Registry(args.home)
-    ref = registry.resolve(args.model, version=args.version)
-    record = lineage.VersionRecord.from_tags(registry.tags(ref))
-    world = _load_world(registry, ref)
-    forget, parent = list(record.forgotten), str(record.parent_version)
-    reference = references.get_or_train(world.original, world.loaded.tokenizer, forget, world.train,
-                                        model_name=args.model, parent_version=parent, home=args.home,
-                                        registry=registry, exclude_version=ref.version,
-                                        max_length=world.settings.max_length, device=args.device)
+    world, forget, reference = version_world(args.home, args.model, args.version, args.device)
     config = AuditConfig(max_length=world.settings.max_length, seeds=1)
     auditor = _auditor(world.loaded.tokenizer, forget, world.train, world.test, config, args.device, None,
                        cache_dir=auditcache.root(args.home))
