@@ -557,11 +557,11 @@ def _seeds_line(audit) -> str:
     fewer = (f" The two attacks that train through the encoder (the embedding-rows re-fit and the retain-only "
              f"fine-tune) ran on the first {deep} of them (the audit's gradient_seeds)."
              if isinstance(deep, int) and deep < len(seeds) else "")
-    errors = any(isinstance(c, Mapping) and c.get("error") is not None
-                 for figure in ("probe_f1", "membership_auc") for c in ((audit.get("spread") or {}).get(figure) or {}).values())
+    has_errors = any((_spread(audit, figure, role) or {}).get("error") is not None
+                     for figure in ("probe_f1", "membership_auc") for role in ("original", "edited", "reference"))
     error = (" The probe F1 and the membership AUC also give their sampling error: the bootstrap standard error over "
              "the test notes, how far the figure would move on another sample of notes like these (the seeds do not "
-             "vary these two when every train note is used)." if errors else "")
+             "vary these two when every train note is used)." if has_errors else "")
     return (f"<p class=\"muted\">Figures are the mean &plusmn; standard deviation over {len(seeds)} seed"
             f"{'s' if len(seeds) != 1 else ''} ({escape(', '.join(str(x) for x in seeds))}).{fewer}{error}"
             f"{_depth_sentence(audit.get('config') or {})}</p>")

@@ -373,10 +373,9 @@ class Auditor:
             per_class[cls], stopped, errors[cls] = probe_fit(train.features, y_train, test.features, y_test,
                                                              self.config)
             capped += stopped
-        values = [v for v in per_class.values() if v is not None]
-        best = max((c for c in per_class if per_class[c] is not None), key=lambda c: per_class[c], default=None)
-        # error: the sampling error (over the test notes) of the class whose F1 is the figure
-        return {"f1": max(values) if values else None, "per_class": per_class, "capped": capped,
+        # the figure is the best class's F1, with that class's sampling error over the test notes
+        best = max((c for c, v in per_class.items() if v is not None), key=per_class.get, default=None)
+        return {"f1": None if best is None else per_class[best], "per_class": per_class, "capped": capped,
                 "error": None if best is None else errors[best]}
 
     def forget_f1(self, logits: np.ndarray, notes: Notes) -> float:

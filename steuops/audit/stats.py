@@ -121,8 +121,8 @@ def f1_error(y_true: np.ndarray, y_pred: np.ndarray, *, size: int | None = None,
              seed: int = 0) -> float:
     """The bootstrap standard error of the binary F1 over the notes: the F1's standard deviation over `resamples`
     draws of `size` notes (default: as many as there are) with replacement. It says how far the figure would move on
-    another sample of notes like these. The probes and attacks do not vary with the seeds when every train note is
-    used and the test sample is shared, so this is the only error bar those figures have."""
+    another sample of notes like these. Where every train note is in every seed's sample (the test sample is always
+    shared), the probe's F1 does not vary with the seeds, and this is the only error bar it has."""
     y = np.asarray(y_true).astype(bool)
     found = np.asarray(y_pred).astype(bool)
     if len(y) == 0:
