@@ -92,16 +92,14 @@ def main(argv: list[str] | None = None) -> int:
 def _figures(auditor, model, draw, rng: np.random.Generator, args: argparse.Namespace) -> dict[str, Any]:
     """One model's figures, each with its sampling error over the whole test sample and over half of it."""
     from steuops.audit.auditor import _predict
-    from steuops.audit.stats import _best_f1_threshold, auc_error, f1, f1_error, fit_probe, probe_f1, roc_auc
+    from steuops.audit.stats import auc_error, f1, f1_error, probe_f1, probe_predictions, roc_auc
 
     col = auditor.cols[0]
     train, test = auditor.passes(model, "train", draw), auditor.passes(model, "test", draw)
     y_train = draw.train.multi_hot(auditor.labels)[:, col].astype(np.int8)
     y_test = draw.test.multi_hot(auditor.labels)[:, col].astype(np.int8)
     forget_pred = _predict(test.logits, auditor.multi_label)[:, col].astype(bool)  # as the audit's forget F1
-    probe = fit_probe(train.features, y_train, auditor.config)
-    cut = _best_f1_threshold(y_train, probe.decision_function(np.asarray(train.features, dtype=np.float64)))
-    probe_pred = probe.decision_function(np.asarray(test.features, dtype=np.float64)) >= cut
+    probe_pred, _ = probe_predictions(train.features, y_train, test.features, auditor.config)
     members = auditor._label_score(train.logits, draw.train)[draw.train.has_any(auditor.forget)]
     outsiders = auditor._label_score(test.logits, draw.test)[draw.test.has_any(auditor.forget)]
     half = len(draw.train) // 2

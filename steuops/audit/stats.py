@@ -72,16 +72,27 @@ def probe_fit(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, y_te
               config: AuditConfig) -> tuple[float | None, bool, float | None]:
     """(`probe_f1`, whether lbfgs stopped at probe_steps before reaching its tolerance, the F1's sampling error
     over the test notes: `f1_error`)."""
+    found, capped = probe_predictions(x_train, y_train, x_test, config)
+    if found is None:
+        return None, False, None
+    if len(x_test) == 0:
+        return 0.0, capped, None
+    return round(f1(y_test, found), 6), capped, f1_error(y_test, found)
+
+
+def probe_predictions(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray,
+                      config: AuditConfig) -> tuple[np.ndarray | None, bool]:
+    """(the probe's yes/no on each test note, whether lbfgs was capped): `fit_probe` on train, thresholded where F1
+    on its own training data is highest. (None, False) when train has no positive or no negative example."""
     y_train = np.asarray(y_train).astype(bool).astype(np.int8)
     if len(x_train) == 0 or y_train.min() == y_train.max():
-        return None, False, None
+        return None, False
     probe = fit_probe(x_train, y_train, config)
     capped = bool(np.max(probe[-1].n_iter_) >= config.probe_steps)
     threshold = _best_f1_threshold(y_train, probe.decision_function(np.asarray(x_train, dtype=np.float64)))
     if len(x_test) == 0:
-        return 0.0, capped, None
-    found = probe.decision_function(np.asarray(x_test, dtype=np.float64)) >= threshold
-    return round(f1(y_test, found), 6), capped, f1_error(y_test, found)
+        return np.zeros(0, dtype=bool), capped
+    return probe.decision_function(np.asarray(x_test, dtype=np.float64)) >= threshold, capped
 
 
 def fit_probe(x: np.ndarray, y: np.ndarray, config: AuditConfig) -> Any:
