@@ -10,7 +10,9 @@ steuops.report.REFERENCE_MARGIN. For each model (original, edited, reference) it
 
 - the sampling error (bootstrap SE, steuops.audit.stats) of the forget F1, the probe F1 and the membership AUC,
   over the test sample the audit draws (max_test) and over half of it (for the AUC: half its non-members);
-- the probe F1 when the probe is fitted on half the train sample, over several draws of that half.
+- the probe F1 when the probe is fitted on half the train sample, over several draws of that half;
+- for the original and the edited model, the gap of each figure to the reference's and the sampling error of that
+  gap: a paired bootstrap, both models resampled on the same notes (stats.gap_error), as the report's verdict reads it.
 
 The passes come from the home's audit cache, and any missing ones are computed and kept there, as an audit does.
 This runs no gradient attack, so it takes seconds once the cache is warm. Writes one JSON file and prints a
@@ -73,6 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     start = time.perf_counter()
     rng = np.random.default_rng(0)
     figures = {role: _figures(auditor, model, draw, rng, args) for role, model in models.items()}
+    resamples = {role: figures[role].pop("resamples") for role in ROLES}
     auditor.save()
     out: dict[str, Any] = {
         "bench": "audit_error", "date": datetime.now(UTC).isoformat(timespec="seconds"), "model": args.model,
@@ -82,6 +85,7 @@ def main(argv: list[str] | None = None) -> int:
                   "forget_train": int(draw.train.has_any(forget).sum()),
                   "forget_test": int(draw.test.has_any(forget).sum())},
         "encoder_notes": dict(auditor.encoder_notes), "figures": figures,
+        "gaps": {role: _gaps(figures, resamples, role) for role in ("original", "edited")},
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(out, indent=2, default=float) + "\n", encoding="utf-8")
@@ -92,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
 def _figures(auditor, model, draw, rng: np.random.Generator, args: argparse.Namespace) -> dict[str, Any]:
     """One model's figures, each with its sampling error over the whole test sample and over half of it."""
     from steuops.audit.auditor import _predict
-    from steuops.audit.stats import auc_error, f1, f1_error, probe_f1, probe_predictions, roc_auc
+    from steuops.audit.stats import auc_resamples, f1, f1_resamples, probe_f1, probe_predictions, roc_auc
 
     col = auditor.cols[0]
     train, test = auditor.passes(model, "train", draw), auditor.passes(model, "test", draw)
@@ -105,21 +109,34 @@ def _figures(auditor, model, draw, rng: np.random.Generator, args: argparse.Name
     half = len(draw.train) // 2
     halves = [probe_f1(train.features[r], y_train[r], test.features, y_test, auditor.config)
               for r in (rng.choice(len(draw.train), half, replace=False) for _ in range(args.fit_draws))]
-    n, resamples = len(y_test), args.resamples
+    n, count = len(y_test), args.resamples
+    kept: dict[str, dict[str, np.ndarray]] = {}  # the bootstrap resamples, for the gaps (same rows for every model)
 
-    def with_errors(y, pred) -> dict[str, float]:
-        return {"value": f1(y, pred), "se": f1_error(y, pred, resamples=resamples),
-                "se_half_test": f1_error(y, pred, size=n // 2, resamples=resamples)}
+    def with_errors(name: str, value: float, full: np.ndarray, halved: np.ndarray) -> dict[str, float]:
+        kept[name] = {"se": full, "se_half_test": halved}
+        return {"value": value, "se": float(np.std(full)), "se_half_test": float(np.std(halved))}
 
-    out = {"forget_f1": with_errors(y_test, forget_pred), "probe_f1": with_errors(y_test, probe_pred),
-           "membership_auc": {"value": roc_auc(members, outsiders), "se": auc_error(members, outsiders, resamples=resamples),
-                              "se_half_test": auc_error(members, outsiders, negative_size=len(outsiders) // 2,
-                                                        resamples=resamples)},
-           "probe_f1_half_train": {"mean": float(np.mean(halves)), "std": float(np.std(halves)), "fit_notes": half}}
+    out = {name: with_errors(name, f1(y_test, pred), f1_resamples(y_test, pred, resamples=count),
+                             f1_resamples(y_test, pred, size=n // 2, resamples=count))
+           for name, pred in (("forget_f1", forget_pred), ("probe_f1", probe_pred))}
+    out["membership_auc"] = with_errors(
+        "membership_auc", roc_auc(members, outsiders), auc_resamples(members, outsiders, resamples=count),
+        auc_resamples(members, outsiders, negative_size=len(outsiders) // 2, resamples=count))
+    out["probe_f1_half_train"] = {"mean": float(np.mean(halves)), "std": float(np.std(halves)), "fit_notes": half}
     log(f"{auditor._role_of[id(model)]}: " + ", ".join(
         f"{k} {v['value']:.3f} (SE {v['se']:.3f}, half the test sample {v['se_half_test']:.3f})"
         for k, v in out.items() if "se" in v))
-    return out
+    return {**out, "resamples": kept}
+
+
+def _gaps(figures: dict[str, Any], resamples: dict[str, Any], role: str) -> dict[str, Any]:
+    """Each figure's gap from `role` to the reference, with the gap's own sampling error (paired bootstrap)."""
+    from steuops.audit.stats import gap_error
+
+    return {name: {"gap": figures[role][name]["value"] - figures["reference"][name]["value"],
+                   **{size: gap_error(resamples[role][name][size], resamples["reference"][name][size])
+                      for size in ("se", "se_half_test")}}
+            for name in ("forget_f1", "probe_f1", "membership_auc")}
 
 
 def table(out: dict[str, Any]) -> str:
@@ -130,6 +147,11 @@ def table(out: dict[str, Any]) -> str:
                  for k in ("forget_f1", "probe_f1", "membership_auc")]
         half = f["probe_f1_half_train"]
         rows.append(f"| {role} | {' | '.join(cells)} | {half['mean']:.3f} ± {half['std']:.3f} |")
+    rows += ["", "| gap to the reference | forget F1 | probe F1 | membership AUC |", "|---|---|---|---|"]
+    for role, g in out["gaps"].items():
+        cells = [f"{g[k]['gap']:+.3f} ± {g[k]['se']:.3f} (± {g[k]['se_half_test']:.3f})"
+                 for k in ("forget_f1", "probe_f1", "membership_auc")]
+        rows.append(f"| {role} | {' | '.join(cells)} |")
     return "\n".join(rows) + (f"\n\n± bootstrap SE over the {out['sizes']['test']} test notes (over half of them); "
                               f"the report's margin to the reference: {out['margin']}")
 

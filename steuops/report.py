@@ -271,7 +271,15 @@ def _compare(audit: Mapping[str, Any], key: str) -> str:
     gap = float(edited) - float(ref)
     if abs(gap) <= REFERENCE_MARGIN + 1e-12:
         return f"{shown}: within {REFERENCE_MARGIN:.2f}"
-    return f"{shown}: {abs(gap):.2f} {'above' if gap > 0 else 'below'} it"
+    digits = 3 if round(abs(gap), 2) <= REFERENCE_MARGIN else 2  # 0.052 is past the margin: not "0.05 below it"
+    shown += f": {abs(gap):.{digits}f} {'above' if gap > 0 else 'below'} it"
+    noise = (_spread(audit, key, "edited") or {}).get("gap_error")
+    if noise is None:
+        return shown
+    # twice the standard error: a gap the sample of notes alone would give about one time in twenty
+    if abs(gap) <= 2 * float(noise):
+        return f"{shown}, within twice the gap's sampling error ({float(noise):.2f}), so not a clear difference"
+    return f"{shown}, more than twice the gap's sampling error ({float(noise):.2f})"
 
 
 def _spread_text(audit: Mapping[str, Any], figure: str, role: str, value: Any) -> str:
@@ -562,6 +570,11 @@ def _seeds_line(audit) -> str:
     error = (" The probe F1 and the membership AUC also give their sampling error: the bootstrap standard error over "
              "the test notes, how far the figure would move on another sample of notes like these (the seeds do not "
              "vary these two when every train note is used)." if has_errors else "")
+    if any((_spread(audit, figure, "edited") or {}).get("gap_error") is not None
+           for figure in ("probe_f1", "membership_auc")):
+        error += (" The edited model's also give the sampling error of its gap to the reference, from resamples of "
+                  "the same notes for both models: the sample of notes alone gives a gap of more than twice that "
+                  "error about one time in twenty.")
     return (f"<p class=\"muted\">Figures are the mean &plusmn; standard deviation over {len(seeds)} seed"
             f"{'s' if len(seeds) != 1 else ''} ({escape(', '.join(str(x) for x in seeds))}).{fewer}{error}"
             f"{_depth_sentence(audit.get('config') or {})}</p>")
@@ -617,6 +630,8 @@ def _cell(audit, figure: str, role: str, value: Any) -> str:
     n = f" <span class=\"muted\">(n={len(values)})</span>" if values else ""
     error = (f" <span class=\"muted\">sampling error {float(cell['error']):.4f}</span>"
              if cell.get("error") is not None else "")
+    if cell.get("gap_error") is not None:
+        error += f" <span class=\"muted\">(of its gap to the reference {float(cell['gap_error']):.4f})</span>"
     return f"<span{title}>{float(cell['mean']):.4f} &plusmn; {float(cell['std']):.4f}</span>{n}{error}"
 
 

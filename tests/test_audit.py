@@ -200,10 +200,11 @@ def test_membership_auc_equals_a_pairwise_count_on_the_sepsis_log_likelihood(wor
     """Members: train notes with sepsis; non-members: test notes with it; score: log sigmoid of the sepsis
     logit. The AUC is the share of (member, non-member) pairs the member wins, ties one half."""
     from steuops import modeling
-    from steuops.audit.stats import auc_error
+    from steuops.audit.stats import auc_error, auc_resamples, gap_error
 
     original, steu, reference, tok, train, test = world
     col = LABELS.index("sepsis")
+    resamples = {}
     for role, model in (("original", original), ("edited", steu.model), ("reference", reference)):
         scores = [-np.logaddexp(0.0, -modeling.logits(model, tok, notes.texts, max_length=16)[:, col].astype(float))
                   for notes in (train, test)]
@@ -220,6 +221,15 @@ def test_membership_auc_equals_a_pairwise_count_on_the_sepsis_log_likelihood(wor
         assert spread["error"] == pytest.approx(auc_error(members, held_out), abs=1e-6)
         probe = report["spread"]["probe_f1"][role]
         assert probe["error"] == report["probe"][role]["error"] and 0 <= probe["error"] < 0.5
+        resamples[role] = auc_resamples(members, held_out)
+    # the edited model's gap to the reference has its own error: both resampled on the same notes (paired)
+    gap = report["spread"]["membership_auc"]["edited"]["gap_error"]
+    assert gap == pytest.approx(gap_error(resamples["edited"], resamples["reference"]), abs=1e-5)
+    assert "gap_error" in report["spread"]["probe_f1"]["edited"]
+    assert "gap_error" not in report["spread"]["membership_auc"]["reference"]
+    # the resamples that gave it stay out of audit.json
+    assert all("resamples" not in cell for one in report["per_seed"] for section in ("probe", "membership")
+               for cell in one[section].values())
 
 
 def test_no_reference_gives_nulls_and_no_edit_skips_the_rows_attack(world):

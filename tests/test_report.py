@@ -307,6 +307,30 @@ def test_the_verdict_and_the_page_give_the_sampling_error_where_the_audit_has_on
     assert "sampling error" not in _text(render_html(_evaluation(), audit=_v2_audit(), gate=_gate(True), meta=META))
 
 
+def test_the_verdict_tells_a_gap_to_the_reference_from_the_noise_of_the_notes():
+    """A gap past the 0.05 margin is read against its own sampling error (both models resampled on the same notes):
+    within twice that error the verdict says it is not a clear difference; past it, that it is more than twice."""
+    audit = _v2_audit()
+    audit["spread"]["probe_f1"]["edited"].update(std=0.0, error=0.039, gap_error=0.04)
+    audit["spread"]["probe_f1"]["reference"].update(mean=0.33, std=0.0, error=0.04)
+    audit["probe_f1"]["reference"] = 0.33
+    text = verdict_text(_evaluation(), audit, _gate(True), ["sepsis"], META, None, None)
+    assert ("0.41 ± 0.00 (sampling error 0.04) vs 0.33 ± 0.00 (sampling error 0.04) for the retrained reference: "
+            "0.08 above it, within twice the gap's sampling error (0.04), so not a clear difference") in text
+    audit["spread"]["probe_f1"]["edited"]["gap_error"] = 0.03
+    text = verdict_text(_evaluation(), audit, _gate(True), ["sepsis"], META, None, None)
+    assert "0.08 above it, more than twice the gap's sampling error (0.03)" in text
+    page = _text(render_html(_evaluation(), audit=audit, gate=_gate(True), meta=META))
+    assert "sampling error 0.0390 (of its gap to the reference 0.0300)" in page
+    assert "about one time in twenty" in page
+    del audit["spread"]["probe_f1"]["edited"]["gap_error"]  # an audit from before gap errors: the gap alone
+    text = verdict_text(_evaluation(), audit, _gate(True), ["sepsis"], META, None, None)
+    assert "0.08 above it" in text and "gap's sampling error" not in text
+    audit["probe_f1"]["reference"] = 0.358  # 0.052 apart: past the margin, so not rounded onto it
+    assert "0.052 above it" in verdict_text(_evaluation(), audit, _gate(True), ["sepsis"], META, None, None)
+    assert "about one time in twenty" not in _text(render_html(_evaluation(), audit=audit, gate=_gate(True), meta=META))
+
+
 def test_a_v1_audit_still_renders_without_the_v2_figures():
     page = render_html(_evaluation(), audit=_audit(), gate=_gate(True), meta=META)
     text = _text(page)

@@ -1,13 +1,14 @@
 """The sampling error the audit gives its probe F1 and membership AUC (steuops.audit.stats.f1_error / auc_error):
 the spread of the figure over bootstrap samples of the notes, checked against a plain loop, and larger on fewer
-notes (bench/audit_error.py's point: what a smaller test sample would cost)."""
+notes (bench/audit_error.py's point: what a smaller test sample would cost); and the error of the gap between two
+models' figures, from resamples of the same notes for both (a paired bootstrap)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from steuops.audit.stats import auc_error, f1, f1_error, roc_auc
+from steuops.audit.stats import auc_error, auc_resamples, f1, f1_error, f1_resamples, gap_error, roc_auc
 
 
 def _notes(seed: int, n: int = 300) -> tuple[np.ndarray, np.ndarray]:
@@ -35,3 +36,25 @@ def test_auc_error_resamples_both_sides_and_grows_with_fewer_negatives():
     assert auc_error([], outsiders) is None and auc_error(members, []) is None
     tied = np.zeros(50)
     assert auc_error(tied, tied) == 0.0  # every pair ties: AUC 0.5 on every sample
+
+
+def test_the_gap_error_is_paired_so_models_that_err_on_the_same_notes_have_a_small_one():
+    """Both models' figures are resampled on the same rows (the same seed over the same notes), so the error of their
+    gap is the spread of the differences: near 0 for models that disagree on few notes, and about the two errors
+    added in quadrature for models that err independently."""
+    y, found = _notes(5)
+    close = found.copy()
+    close[:6] = ~close[:6]  # the same answers but on 6 of the 300 notes
+    rng = np.random.default_rng(6)
+    unrelated = np.where(rng.random(len(y)) < 0.8, y, ~y)  # as good, but wrong on other notes
+    a, b, c = (f1_resamples(y, pred) for pred in (found, close, unrelated))
+    assert np.std(a) == pytest.approx(f1_error(y, found), abs=1e-6)
+    assert gap_error(a, b) == pytest.approx(np.std(a - b), abs=1e-6)
+    assert gap_error(a, a) == 0.0
+    assert gap_error(a, b) < 0.3 * f1_error(y, found)
+    independent = np.hypot(f1_error(y, found), f1_error(y, unrelated))
+    assert 0.7 * independent < gap_error(a, c) < 1.3 * independent
+    assert gap_error(a, None) is None and gap_error(a, a[:10]) is None  # not the same resamples: no gap error
+    members, outsiders = rng.normal(0.5, 1.0, 60), rng.normal(0.0, 1.0, 40)
+    first, moved = auc_resamples(members, outsiders), auc_resamples(members + 0.01, outsiders)
+    assert gap_error(first, moved) < 0.2 * auc_error(members, outsiders)

@@ -14,7 +14,7 @@ import numpy as np
 from steuops.audit import passes as encoder
 from steuops.audit.config import CKA_PAIRS, PER_AUDIT_OPTIONS, ROLES, AuditConfig
 from steuops.audit.draw import Draw, draw_notes
-from steuops.audit.stats import auc_error, f1, linear_cka, probe_fit, roc_auc
+from steuops.audit.stats import auc_resamples, f1, gap_error, linear_cka, probe_fit, roc_auc
 from steuops.audit.summary import AuditReport, summarise
 
 if TYPE_CHECKING:
@@ -311,6 +311,7 @@ class Auditor:
             out["relearn_sizes"] = self.relearn_sizes(models, draw)
         with self._timed(seconds, "membership"):
             out["membership"] = {role: self.membership(m, draw) for role, m in live.items()}
+        out["gap_error"] = _gap_errors(out)
         deep = self.gradient(draw)
         with self._timed(seconds, "retain_relearn"):
             out["retain_relearn_f1"] = {role: self.retain_relearn(live[role], draw)
@@ -366,17 +367,17 @@ class Auditor:
     def probe(self, model, draw: Draw) -> dict[str, Any]:
         """Per forget class: a logistic-regression probe on train features, F1 on test; f1 = max."""
         train, test = self.passes(model, "train", draw), self.passes(model, "test", draw)
-        per_class, capped, errors = {}, 0, {}
+        per_class, capped, resamples = {}, 0, {}
         for cls, col in zip(self.forget, self.cols, strict=True):
             y_train = draw.train.multi_hot(self.labels)[:, col]
             y_test = draw.test.multi_hot(self.labels)[:, col]
-            per_class[cls], stopped, errors[cls] = probe_fit(train.features, y_train, test.features, y_test,
-                                                             self.config)
+            per_class[cls], stopped, resamples[cls] = probe_fit(train.features, y_train, test.features, y_test,
+                                                                self.config)
             capped += stopped
         # the figure is the best class's F1, with that class's sampling error over the test notes
         best = max((c for c, v in per_class.items() if v is not None), key=per_class.get, default=None)
         return {"f1": None if best is None else per_class[best], "per_class": per_class, "capped": capped,
-                "error": None if best is None else errors[best]}
+                **_with_error(None if best is None else resamples[best])}
 
     def forget_f1(self, logits: np.ndarray, notes: Notes) -> float:
         """F1 of the forget column(s) against the notes' labels; the max over forget classes."""
@@ -604,7 +605,7 @@ class Auditor:
         held_out = draw.test.has_any(self.forget)
         s_in = self._label_score(self.passes(model, "train", draw).logits, draw.train)[members]
         s_out = self._label_score(self.passes(model, "test", draw).logits, draw.test)[held_out]
-        return {"auc": roc_auc(s_in, s_out), "error": auc_error(s_in, s_out), "members": int(members.sum()),
+        return {"auc": roc_auc(s_in, s_out), **_with_error(auc_resamples(s_in, s_out)), "members": int(members.sum()),
                 "non_members": int(held_out.sum()), "score": "log-likelihood of the forget label(s)"}
 
     def _label_score(self, logits: np.ndarray, notes: Notes) -> np.ndarray:
@@ -714,3 +715,25 @@ def _phrase_of(text: str, template: str) -> str:
 def _logsumexp(z: np.ndarray) -> np.ndarray:
     m = z.max(axis=1, keepdims=True)
     return m + np.log(np.exp(z - m).sum(axis=1, keepdims=True))
+
+
+def _with_error(resamples: np.ndarray | None) -> dict[str, Any]:
+    """A figure's sampling error (the spread of its bootstrap resamples) and the resamples themselves, which the
+    seed's gap errors read (`_gap_errors`) before they leave its sections."""
+    if resamples is None:
+        return {"error": None, "resamples": None}
+    return {"error": round(float(np.std(resamples)), 6) if len(resamples) else 0.0,
+            "resamples": [round(float(v), 6) for v in resamples]}
+
+
+def _gap_errors(seed: dict[str, Any]) -> dict[str, float | None]:
+    """The sampling error of each figure's gap between the edited model and the reference (stats.gap_error: both
+    were resampled on the same notes), for the verdict to tell a gap from noise. The resamples then leave the seed's
+    sections: 500 numbers a model and figure are not worth keeping in audit.json. Copies, so that a remembered
+    attack (kept for the audit cache) keeps its own."""
+    gaps = {}
+    for figure, section in (("probe_f1", "probe"), ("membership_auc", "membership")):
+        cells = seed[section]
+        gaps[figure] = gap_error(*((cells.get(role) or {}).get("resamples") for role in ("edited", "reference")))
+        seed[section] = {role: {k: v for k, v in cell.items() if k != "resamples"} for role, cell in cells.items()}
+    return gaps

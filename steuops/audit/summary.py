@@ -87,7 +87,8 @@ def _mean(values: Sequence[float | None]) -> float | None:
 def _stat(values: Sequence[float | None], errors: Sequence[float | None] | None = None) -> dict[str, Any]:
     """{"mean", "std", "values"}: std is numpy's population std (ddof 0), so one seed has spread 0.0. With
     `errors` (each seed's sampling error over the test notes, stats.f1_error / auc_error) also "error", their mean:
-    the error bar a figure has where the seeds do not vary it."""
+    the error bar a figure has where the seeds do not vary it. `summarise` adds the edited model's "gap_error": the
+    sampling error of its gap to the reference (stats.gap_error), a mean over the seeds too."""
     measured = [float(v) for v in values if v is not None]
     std = (0.0 if min(measured) == max(measured) else float(np.std(measured))) if measured else None
     out = {"mean": _mean(values), "std": std, "values": [None if v is None else float(v) for v in values]}
@@ -120,6 +121,10 @@ def summarise(forget: list[str], per_seed: list[dict[str, Any]], bypass: dict[st
                                   [e[figure][key] for e in errors] if figure in errors[0] else None)
                        for key in figures[0][figure]}
               for figure in figures[0]}
+    for figure in errors[0]:  # the edited model's gap to the reference: its sampling error (Auditor's _gap_errors)
+        gaps = [one.get("gap_error", {}).get(figure) for one in per_seed]
+        if any(g is not None for g in gaps):
+            spread[figure]["edited"]["gap_error"] = _mean(gaps)
     return AuditReport(
         forget=forget, probe=_mean_probe(per_seed), relearn=_mean_curves([one["relearn_curves"] for one in per_seed]),
         membership=_mean_membership(per_seed), bypass=bypass, config=config.to_dict(), sizes=sizes,
