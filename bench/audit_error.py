@@ -96,7 +96,15 @@ def main(argv: list[str] | None = None) -> int:
 def _figures(auditor, model, draw, rng: np.random.Generator, args: argparse.Namespace) -> dict[str, Any]:
     """One model's figures, each with its sampling error over the whole test sample and over half of it."""
     from steuops.audit.auditor import _predict
-    from steuops.audit.stats import auc_resamples, f1, f1_resamples, probe_f1, probe_predictions, roc_auc
+    from steuops.audit.stats import (
+        auc_resamples,
+        f1,
+        f1_resamples,
+        probe_f1,
+        probe_predictions,
+        resample_error,
+        roc_auc,
+    )
 
     col = auditor.cols[0]
     train, test = auditor.passes(model, "train", draw), auditor.passes(model, "test", draw)
@@ -114,7 +122,7 @@ def _figures(auditor, model, draw, rng: np.random.Generator, args: argparse.Name
 
     def with_errors(name: str, value: float, full: np.ndarray, halved: np.ndarray) -> dict[str, float]:
         kept[name] = {"se": full, "se_half_test": halved}
-        return {"value": value, "se": float(np.std(full)), "se_half_test": float(np.std(halved))}
+        return {"value": value, "se": resample_error(full), "se_half_test": resample_error(halved)}
 
     out = {name: with_errors(name, f1(y_test, pred), f1_resamples(y_test, pred, resamples=count),
                              f1_resamples(y_test, pred, size=n // 2, resamples=count))

@@ -14,7 +14,7 @@ import numpy as np
 from steuops.audit import passes as encoder
 from steuops.audit.config import CKA_PAIRS, PER_AUDIT_OPTIONS, ROLES, AuditConfig
 from steuops.audit.draw import Draw, draw_notes
-from steuops.audit.stats import auc_resamples, f1, gap_error, linear_cka, probe_fit, roc_auc
+from steuops.audit.stats import auc_resamples, f1, gap_error, linear_cka, probe_fit, resample_error, roc_auc
 from steuops.audit.summary import AuditReport, summarise
 
 if TYPE_CHECKING:
@@ -722,8 +722,7 @@ def _with_error(resamples: np.ndarray | None) -> dict[str, Any]:
     seed's gap errors read (`_gap_errors`) before they leave its sections."""
     if resamples is None:
         return {"error": None, "resamples": None}
-    return {"error": round(float(np.std(resamples)), 6) if len(resamples) else 0.0,
-            "resamples": [round(float(v), 6) for v in resamples]}
+    return {"error": resample_error(resamples), "resamples": [round(float(v), 6) for v in resamples]}
 
 
 def _gap_errors(seed: dict[str, Any]) -> dict[str, float | None]:

@@ -137,7 +137,7 @@ def f1_error(y_true: np.ndarray, y_pred: np.ndarray, *, size: int | None = None,
     draws of `size` notes (default: as many as there are) with replacement. It says how far the figure would move on
     another sample of notes like these. Where every train note is in every seed's sample (the test sample is always
     shared), the probe's F1 does not vary with the seeds, and this is the only error bar it has."""
-    return _spread(f1_resamples(y_true, y_pred, size=size, resamples=resamples, seed=seed))
+    return resample_error(f1_resamples(y_true, y_pred, size=size, resamples=resamples, seed=seed))
 
 
 def f1_resamples(y_true: np.ndarray, y_pred: np.ndarray, *, size: int | None = None, resamples: int = RESAMPLES,
@@ -158,7 +158,7 @@ def auc_error(positive: Sequence[float], negative: Sequence[float], *, negative_
     """The bootstrap standard error of `roc_auc`, both sides resampled with replacement (the negatives as
     `negative_size` draws, default as many as there are). None when either side is empty."""
     scores = auc_resamples(positive, negative, negative_size=negative_size, resamples=resamples, seed=seed)
-    return None if scores is None else _spread(scores)
+    return None if scores is None else resample_error(scores)
 
 
 def auc_resamples(positive: Sequence[float], negative: Sequence[float], *, negative_size: int | None = None,
@@ -182,8 +182,9 @@ def gap_error(first: Sequence[float] | None, second: Sequence[float] | None) -> 
     same seed, the same notes in the same order: see above). None when either is missing or they differ in length."""
     if first is None or second is None or len(first) != len(second) or len(first) == 0:
         return None
-    return _spread(np.asarray(first, dtype=np.float64) - np.asarray(second, dtype=np.float64))
+    return resample_error(np.asarray(first, dtype=np.float64) - np.asarray(second, dtype=np.float64))
 
 
-def _spread(scores: np.ndarray) -> float:
+def resample_error(scores: Sequence[float]) -> float:
+    """A figure's bootstrap standard error from its resamples (0.0 for none)."""
     return round(float(np.std(scores)), 6) if len(scores) else 0.0
