@@ -40,15 +40,22 @@ def log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
-def parse(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def version_parser(doc: str) -> argparse.ArgumentParser:
+    """The options of a bench that reads one registered version (`version_world`): --home, --out, --model,
+    --version, --device. bench/audit_error.py takes the same."""
+    p = argparse.ArgumentParser(description=doc.split("\n\n")[0])
     p.add_argument("--home", type=Path, required=True, help="a steuops home with the version (e.g. `steuops demo`'s)")
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--model", default="clinical-dx")
     p.add_argument("--version", default="2")
+    p.add_argument("--device", default="cpu")
+    return p
+
+
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    p = version_parser(__doc__)
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--budgets", default=",".join(BUDGETS), help="comma-separated subset of: " + ",".join(BUDGETS))
-    p.add_argument("--device", default="cpu")
     return p.parse_args(argv)
 
 

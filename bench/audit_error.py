@@ -23,38 +23,26 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import numpy as np
+from attack_budget import log, version_parser, version_world  # bench/ is on the path when a bench runs
 
 from steuops import env  # noqa: F401  (offline + quiet before transformers loads)
 
 ROLES = ("original", "edited", "reference")
 
 
-def log(msg: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
-
-
 def parse(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--home", type=Path, required=True, help="a steuops home with the version (e.g. `steuops demo`'s)")
-    p.add_argument("--out", type=Path, required=True)
-    p.add_argument("--model", default="clinical-dx")
-    p.add_argument("--version", default="2")
+    p = version_parser(__doc__)
     p.add_argument("--resamples", type=int, default=1000, help="bootstrap resamples of the test sample")
     p.add_argument("--fit-draws", type=int, default=5, help="draws of half the train sample for the probe")
-    p.add_argument("--device", default="cpu")
     return p.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
-    from attack_budget import version_world  # bench/ is on the path when a bench runs
-
     from steuops import auditcache
     from steuops.audit import AuditConfig, _auditor, _edit_tokens
     from steuops.report import REFERENCE_MARGIN
