@@ -11,7 +11,8 @@ grouped), and writes one JSON file:
                   "seconds", ...}], "date", "preset", "forget", ...}
 The gpu preset adds "throughput": STEU step vs full fine-tune step vs inference at BERT-base size
 (random weights from BertConfig: throughput does not depend on the weights), as seq/s and as a
-fraction of the measured 766 TFLOP/s bf16 ceiling of an H100 (see shared GPU.md).
+fraction of the ceiling measured in the same run: a square bf16 matrix product on the GPU (8192^3; about
+766 TFLOP/s on an H100 and 790 on an H200, see shared GPU.md), fp32 on a CPU.
 """
 
 from __future__ import annotations
@@ -28,7 +29,6 @@ from typing import Any
 
 from steuops import env  # noqa: F401  (offline + quiet before transformers loads)
 
-H100_BF16_TFLOPS = 766.0
 METHODS = ["steu", "hdsu", "retrain", "head_only", "embedding_only", "random_tokens", "grad_ascent"]
 
 
@@ -238,8 +238,9 @@ def throughput(device: str, seqs=(128, 512), batch: int = 32, steps: int = 20) -
 
     dev = modeling.resolve_device(device)
     cfg = BertConfig(num_labels=6, problem_type=modeling.MULTI_LABEL)  # BERT-base: 12 x 768, 110M params
+    ceiling, how = matmul_ceiling(dev)
     out: dict[str, Any] = {"model": "BERT-base (BertConfig defaults, random weights)", "batch": batch,
-                           "params": None, "ceiling_tflops": H100_BF16_TFLOPS, "results": []}
+                           "params": None, "ceiling_tflops": round(ceiling, 1), "ceiling": how, "results": []}
     for seq in seqs:
         model = BertForSequenceClassification(cfg).to(dev)
         out["params"] = modeling.count_parameters(model)
@@ -252,10 +253,28 @@ def throughput(device: str, seqs=(128, 512), batch: int = 32, steps: int = 20) -
             factor = {"inference": 1, "steu_step": 2, "full_finetune_step": 3}[kind]  # backward to inputs only: 1x
             tflops = rate * fwd * factor / 1e12
             out["results"].append({"seq_len": seq, "kind": kind, "seq_per_s": round(rate, 1),
-                                   "tflops": round(tflops, 1), "fraction_of_ceiling": round(tflops / H100_BF16_TFLOPS, 4)})
+                                   "tflops": round(tflops, 1), "fraction_of_ceiling": round(tflops / ceiling, 4)})
             log(f"throughput L={seq} {kind}: {rate:.0f} seq/s, {tflops:.0f} TFLOP/s")
         del model
     return out
+
+
+def matmul_ceiling(dev, repeats: int = 10) -> tuple[float, str]:
+    """TFLOP/s of a square matrix product on `dev` (bf16 8192^3 on a GPU, fp32 1024^3 on a CPU): the mean of
+    `repeats` timed products after 3 warm-ups, on random data. The ceiling the throughput rows are a fraction of."""
+    import torch
+
+    size, dtype = (8192, torch.bfloat16) if dev.type == "cuda" else (1024, torch.float32)
+    a, b = (torch.randn(size, size, device=dev, dtype=dtype) for _ in range(2))
+    for _ in range(3):
+        a @ b
+    _sync(dev)
+    start = time.perf_counter()
+    for _ in range(repeats):
+        a @ b
+    _sync(dev)
+    rate = repeats * 2 * size**3 / (time.perf_counter() - start) / 1e12
+    return rate, f"{str(dtype).removeprefix('torch.')} {size}^3 matrix product, mean of {repeats} after 3 warm-ups"
 
 
 def _rate(kind: str, model, ids, mask, y, dev, steps: int) -> float:
