@@ -54,17 +54,17 @@ def main(argv: list[str] | None = None) -> int:
                        cache_dir=auditcache.root(args.home))
     models = {"original": world.original, "edited": world.loaded.model, "reference": reference.model}
     auditor.bind(world.original)
-    auditor._role_of = {id(model): role for role, model in models.items()}  # encoder_notes counts by role
-    auditor.share_encoder(world.original, world.loaded.model, _edit_tokens(world.edit)[0])
-    auditor.fix(world.original, "original")
-    auditor.fix(reference.model, "reference")
-    auditor.keep_passes(world.loaded.model, "edited")
+    auditor.store.role_of = {id(model): role for role, model in models.items()}  # encoder_notes counts by role
+    auditor.store.share_encoder(world.original, world.loaded.model, _edit_tokens(world.edit)[0])
+    auditor.store.fix(world.original, "original")
+    auditor.store.fix(reference.model, "reference")
+    auditor.store.keep_passes(world.loaded.model, "edited")
     draw = auditor.draws[0]
     start = time.perf_counter()
     rng = np.random.default_rng(0)
     figures = {role: _figures(auditor, model, draw, rng, args) for role, model in models.items()}
     resamples = {role: figures[role].pop("resamples") for role in ROLES}
-    auditor.save()
+    auditor.store.save()
     out: dict[str, Any] = {
         "bench": "audit_error", "date": datetime.now(UTC).isoformat(timespec="seconds"), "model": args.model,
         "version": args.version, "forget": forget, "margin": REFERENCE_MARGIN, "resamples": args.resamples,
@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
         "sizes": {"train": len(draw.train), "test": len(draw.test),
                   "forget_train": int(draw.train.has_any(forget).sum()),
                   "forget_test": int(draw.test.has_any(forget).sum())},
-        "encoder_notes": dict(auditor.encoder_notes), "figures": figures,
+        "encoder_notes": dict(auditor.store.encoder_notes), "figures": figures,
         "gaps": {role: _gaps(figures, resamples, role) for role in ("original", "edited")},
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -119,7 +119,7 @@ def _figures(auditor, model, draw, rng: np.random.Generator, args: argparse.Name
         "membership_auc", roc_auc(members, outsiders), auc_resamples(members, outsiders, resamples=count),
         auc_resamples(members, outsiders, negative_size=len(outsiders) // 2, resamples=count))
     out["probe_f1_half_train"] = {"mean": float(np.mean(halves)), "std": float(np.std(halves)), "fit_notes": half}
-    log(f"{auditor._role_of[id(model)]}: " + ", ".join(
+    log(f"{auditor.store.role_of[id(model)]}: " + ", ".join(
         f"{k} {v['value']:.3f} (SE {v['se']:.3f}, half the test sample {v['se_half_test']:.3f})"
         for k, v in out.items() if "se" in v))
     return {**out, "resamples": kept}

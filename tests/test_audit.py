@@ -383,16 +383,16 @@ def test_edited_model_reuses_the_originals_encoder_outputs_exactly(world):
 
     original, steu, reference, tok, train, test = world
     auditor = _auditor(tok, FORGET, train, test, AuditConfig(**FAST), "cpu", None)
-    auditor.share_encoder(original, steu.model, steu.edit.token_ids)
-    auditor.share_encoder(original, reference, steu.edit.token_ids)  # retrained encoder: must not share
-    assert id(steu.model) in auditor._twins and id(reference) not in auditor._twins
+    auditor.store.share_encoder(original, steu.model, steu.edit.token_ids)
+    auditor.store.share_encoder(original, reference, steu.edit.token_ids)  # retrained encoder: must not share
+    assert id(steu.model) in auditor.store._twins and id(reference) not in auditor.store._twins
     draw = auditor.draws[0]
     for which, texts in (("train", draw.train.texts), ("test", draw.test.texts), ("pool", draw.pool.texts)):
         shared = auditor.passes(steu.model, which, draw)
         full = forward_pass(steu.model, tok, texts, batch_size=32, max_length=16, device=torch.device("cpu"))
         np.testing.assert_allclose(shared.logits, full.logits, atol=1e-5, rtol=0)
         np.testing.assert_allclose(shared.features, full.features, atol=1e-5, rtol=0)
-    assert 0 < auditor.shortcut_notes < len(draw.train) + len(draw.test) + len(draw.pool)  # some, not all, shared
+    assert 0 < auditor.store.shortcut_notes < len(draw.train) + len(draw.test) + len(draw.pool)  # some, not all, shared
 
 
 def test_row_relearn_runs_the_encoder_only_on_notes_with_an_edited_token_and_matches_full_passes(world):
@@ -407,7 +407,7 @@ def test_row_relearn_runs_the_encoder_only_on_notes_with_an_edited_token_and_mat
     auditor = _auditor(tok, FORGET, train, test, AuditConfig(**FAST), "cpu", None)
     auditor.bind(original)
     draw, ids = auditor.draws[0], steu.edit.token_ids
-    hit = auditor._touched(draw.attack.texts, ids)
+    hit = auditor.store.touched(draw.attack.texts, ids)
     assert 0 < hit.sum() < len(hit)  # some notes skip the encoder, not all
     work = copy.deepcopy(steu.model)
     weight = embedding(work).weight.requires_grad_(True)

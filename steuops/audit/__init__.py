@@ -169,7 +169,7 @@ def audit_and_report(
     multi = modeling.is_multi_label(original)
     # every held-out note: the test rows the audit's samples covered are not run again
     preds = [modeling.predict(auditor.split_logits(m, "test"), multi) for m in (original, edited)]
-    auditor.save()  # the original's rows the samples did not cover
+    auditor.store.save()  # the original's rows the samples did not cover
     matrix = confusion(test.multi_hot(labels), preds[0], preds[1], labels, multi)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -1,5 +1,6 @@
-"""The auditor: every attack of one audit, on the passes it computes once (or reads from the audit cache) and
-shares between seeds, samples and, for a bench, between the methods it audits against one original."""
+"""The auditor: every attack of one audit (probe, head and rows re-fits, retain-only fine-tune, membership, CKA,
+bypass), on the passes of its store (store.py), which computes each once (or reads it from the audit cache) and
+shares it between seeds, samples and, for a bench, between the methods it audits against one original."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from steuops.audit import passes as encoder
 from steuops.audit.config import CKA_PAIRS, PER_AUDIT_OPTIONS, ROLES, AuditConfig
 from steuops.audit.draw import Draw, draw_notes
 from steuops.audit.stats import auc_resamples, f1, gap_error, linear_cka, probe_fit, resample_error, roc_auc
+from steuops.audit.store import PassStore
 from steuops.audit.summary import AuditReport, summarise
 
 if TYPE_CHECKING:
@@ -23,13 +25,11 @@ if TYPE_CHECKING:
     from steuops.modeling import Progress
 
 
-# ---- the auditor (caches passes so a bench can audit many methods against one original/reference) ---
+# ---- the auditor ---------------------------------------------------------------------------------
 class Auditor:
-    """One audit's attacks (`run`), on passes it keeps by (model, split): each split row's encoder pass runs once,
-    whichever seed or sample asks first, or is read from the audit cache (`fix`: the original's and the reference's
-    passes and attacks; `keep_passes`: the edited model's passes only). An edited model that differs from the
-    original only in the head and some embedding rows takes the original's encoder outputs for every note without
-    those rows (`share_encoder`). A bench keeps one auditor for many methods (`release` drops one model)."""
+    """One audit's attacks (`run`), on the passes its store keeps (store.py: each note's encoder pass runs once, or
+    is read from the audit cache, and an edited model shares the original's where their encoders agree). A bench
+    keeps one auditor for many methods against one original and reference (`release` drops one model)."""
 
     def __init__(self, tokenizer, forget: Sequence[str], train: Notes, test: Notes, config: AuditConfig,
                  device, progress: Progress | None, disk: AuditCache | None = None) -> None:
@@ -38,34 +38,14 @@ class Auditor:
         self.config = config
         self.device = device
         self.progress = progress
-        self.splits = {"train": train, "test": test}
         first = draw_notes(train, test, forget, config, config.seed)
         self.draws = [first] + [draw_notes(train, test, forget, config, config.seed + s, first.rows["test"][1])
                                 for s in range(1, config.seeds)]
-        # (model id, "train" / "test" / "bypass") -> (model, its pass); the model is kept so its id is not reused
-        self._cache: dict[tuple[int, str], tuple[Any, encoder.SplitPass]] = {}
+        self.store = PassStore(tokenizer, {"train": train, "test": test}, self.bypass_texts, config, device, disk)
         # (model id, seed) -> (model, retain-relearn F1): that fine-tune is the costly attack, and a bench
         # audits many methods against the same original and reference
         self._retain_memo: dict[tuple[int, int], tuple[Any, float]] = {}
-        self._twins: dict[int, tuple[Any, list[int]]] = {}  # edited model -> (original, edited token ids)
-        self.shortcut_notes = 0  # texts whose encoder pass an edited model took from the original's
-        # the encoder passes this audit ran for its pass store (_encode): wall time, and notes per role
-        self.encoder_seconds = 0.0
-        self.encoder_notes: dict[str, int] = {}
-        self._role_of: dict[int, str] = {}  # model id -> its role in the current run
         self._bypass: dict[str, dict[str, list[str]]] | None = None
-        # the audit cache on disk (auditcache.py): the fixed models' passes and attacks
-        self.disk = disk
-        self._fixed: dict[int, tuple[Any, str, str]] = {}  # model id -> (model, role, fingerprint)
-        # the edited model: its passes are on disk too (apply's evaluation leaves its held-out pass there), its
-        # attacks are what the audit is for, so they always run
-        self._passes_only: dict[int, tuple[Any, str, str]] = {}
-        self._values: dict[int, dict[str, Any]] = {}  # model id -> its attack results on disk (read once)
-        self._new_values: dict[int, dict[str, Any]] = {}  # model id -> results computed now (written by save)
-        self._split_keys: dict[str, str] = {}
-        self.reused: dict[str, dict[str, int]] = {}  # role -> {"notes": n, "retain_relearn": seeds}
-        self.rejected: list[str] = []  # entries found on disk that did not match a fresh pass
-        self._distrusted: set[int] = set()  # fixed models with a rejected pass: their attacks are run again
 
     def _tell(self, phase: str, done: int, total: int) -> None:
         if self.progress:
@@ -76,179 +56,25 @@ class Auditor:
         notes (which="bypass", no seed): rows of its pass over the split they come from, each row computed
         once for every seed and sample (see encoder.SplitPass)."""
         split, rows = ("bypass", np.arange(len(self.bypass_texts()))) if which == "bypass" else draw.rows[which]
-        return self._rows(model, split, rows)
+        return self.store.rows(model, split, rows)
 
     def split_logits(self, model, split: str) -> np.ndarray:
         """The model's logits on every note of "train" / "test" (rows the audit computed are reused)."""
-        return self._rows(model, split, np.arange(len(self.splits[split]))).logits
-
-    def _texts_of(self, split: str) -> list[str]:
-        return self.bypass_texts() if split == "bypass" else self.splits[split].texts
-
-    def _rows(self, model, split: str, rows: np.ndarray) -> encoder.Pass:
-        texts = self._texts_of(split)
-        key = (id(model), split)
-        if key not in self._cache:
-            self._cache[key] = (model, self._stored_pass(model, split) or encoder.SplitPass(len(texts)))
-        store = self._cache[key][1]
-        missing = store.missing(rows)
-        if len(missing):
-            model.to(self.device)
-            store.write(missing, self._compute(model, split, missing, [texts[i] for i in missing]))
-        return store.take(rows)
-
-    def _compute(self, model, split: str, rows: np.ndarray, texts: Sequence[str]) -> encoder.Pass:
-        twin = self._twins.get(id(model))
-        shared = self._shared_pass(model, split, rows, texts, *twin) if twin else None
-        if shared is not None:
-            return shared
-        return self._encode(model, texts)
-
-    def _encode(self, model, texts: Sequence[str]) -> encoder.Pass:
-        """`model`'s encoder over `texts` for the pass store, timed and counted by role: the audit's
-        seconds["passes"] and sizes["encoder_notes"] (a first audit runs a new reference over every note)."""
-        started = time.perf_counter()
-        out = encoder.forward_pass(model, self.tokenizer, texts, batch_size=self.config.batch_size,
-                                   max_length=self.config.max_length, device=self.device, keep_cache=True)
-        self.encoder_seconds += time.perf_counter() - started
-        role = self._role_of.get(id(model), "edited")
-        self.encoder_notes[role] = self.encoder_notes.get(role, 0) + len(texts)
-        return out
-
-    def _shared_pass(self, model, split: str, rows: np.ndarray, texts: Sequence[str], original,
-                     token_ids: Sequence[int]) -> encoder.Pass | None:
-        """The edited model's pass from the original's: only texts with an edited token run the encoder;
-        the rest reuse the original's encoder outputs (identical: see encoder.same_encoder), then the edited
-        head runs on all. None when the original's cache cannot be replayed exactly."""
-        base = self._rows(original, split, rows)
-        if not base.exact:
-            return None
-        hit = np.flatnonzero(self._touched(texts, token_ids))
-        cache = base.cache
-        size = self.config.batch_size
-        if len(hit):
-            fresh = self._encode(model, [texts[i] for i in hit])
-            if not fresh.exact:
-                return None
-            cache = cache.replace(hit.tolist(), fresh.cache)
-        self.shortcut_notes += len(texts) - len(hit)
-        return encoder.head_pass(model, cache, batch_size=size, device=self.device)
-
-    def share_encoder(self, original, edited, token_ids: Sequence[int] | None) -> None:
-        """Let `edited` reuse the original's encoder outputs when only the head and `token_ids` rows differ."""
-        if edited is not original and encoder.same_encoder(original, edited, token_ids or []):
-            self._twins[id(edited)] = (original, list(token_ids or []))
+        return self.store.rows(model, split, np.arange(len(self.store.splits[split]))).logits
 
     def release(self, model) -> None:
-        for key in [k for k in self._cache if k[0] == id(model)]:
-            del self._cache[key]
+        """Forget `model`: its passes, and its attacks kept for other audits."""
+        self.store.release(model)
         for key in [k for k in self._retain_memo if k[0] == id(model)]:
             del self._retain_memo[key]
-        self._twins.pop(id(model), None)
-        self._passes_only.pop(id(model), None)
-        for memo in (self._fixed, self._values, self._new_values):
-            memo.pop(id(model), None)
-
-    # ---- the audit cache on disk -----------------------------------------------------------------------
-    def fix(self, model, role: str) -> None:
-        """`model` is a fixed model of this audit (the original, the reference): its passes and retain-only
-        fine-tunes depend on it and the data only, so they are read from and written to the audit cache."""
-        from steuops.modeling import fingerprint
-
-        if self.disk is None or id(model) in self._fixed:
-            return
-        fp = fingerprint(model)
-        self._fixed[id(model)] = (model, role, fp)
-        for split in ("train", "test", "bypass"):  # loaded (and checked) now: its remembered attacks rest on them
-            self._rows(model, split, np.zeros(0, dtype=np.int64))
-        self._values[id(model)] = self.disk.values(fp) if id(model) not in self._distrusted else {}
-
-    def keep_passes(self, model, role: str) -> None:
-        """Read `model`'s passes from the audit cache and write them there, but run its attacks every time."""
-        from steuops.modeling import fingerprint
-
-        if self.disk is not None and id(model) not in self._fixed and id(model) not in self._passes_only:
-            self._passes_only[id(model)] = (model, role, fingerprint(model))
-
-    def _on_disk(self, model) -> tuple[Any, str, str] | None:
-        """(model, role, fingerprint) of a model whose passes the audit cache holds, else None."""
-        return self._fixed.get(id(model)) or self._passes_only.get(id(model))
-
-    def _split_key(self, split: str) -> str:
-        from steuops.auditcache import texts_sha
-
-        if split not in self._split_keys:
-            self._split_keys[split] = texts_sha(self._texts_of(split))
-        return self._split_keys[split]
-
-    def _stored_pass(self, model, split: str) -> encoder.SplitPass | None:
-        """A fixed (or passes-only) model's pass over `split` from the audit cache, once a few of its notes, run
-        again now, give the same logits and features (else None: it is computed afresh and overwritten)."""
-        if self._on_disk(model) is None:
-            return None
-        _, role, fp = self._on_disk(model)
-        texts = self._texts_of(split)
-        store = encoder.SplitPass.from_arrays(self.disk.load_arrays(fp, self._split_key(split)), len(texts), self.device)
-        if store is None:
-            return None
-        if not encoder.still_matches(model.to(self.device), self.tokenizer, texts, store, self.config, self.device):
-            self.rejected.append(f"the {role}'s passes over the {split} notes (they differ from a fresh pass)")
-            self._distrusted.add(id(model))  # fix() then reads none of its remembered attacks either
-            return None
-        self._count(role, "notes", int(store.done.sum()))
-        return store
 
     def _remembered(self, model, attack: str, draw: Draw, compute: Callable[[], Any], *details: Any) -> Any:
-        """compute(): one seed's `attack` on `model`; for a fixed model read from (or written to) the audit
-        cache, under a key of everything else that decides it: both splits' notes, the audit options, the
-        seed, the forget classes and label layout, and `details` (the attacker's rows, the steps)."""
-        if id(model) not in self._fixed:
-            return compute()
-        from steuops.auditcache import sha256_of
-        from steuops.reference import notes_sha256
-
-        if "notes" not in self._split_keys:
-            self._split_keys["notes"] = sha256_of([notes_sha256(self.splits[s]) for s in ("train", "test")])
+        """compute(): one seed's `attack` on `model`, kept in the audit cache for a fixed model (store.remembered)
+        under everything else that decides it: the audit options, the seed, the forget classes and label layout,
+        and `details` (the attacker's rows, the steps)."""
         options = {k: v for k, v in self.config.to_dict().items() if k not in PER_AUDIT_OPTIONS}
-        name = f"{attack}." + sha256_of([self._split_keys["notes"], options, draw.seed, self.forget, self.labels,
-                                         self.multi_label, details])[:24]
-        role = self._fixed[id(model)][1]
-        stored = self._values[id(model)]
-        if name in stored:
-            self._count(role, attack, 1)
-            return stored[name]
-        value = compute()
-        stored[name] = self._new_values.setdefault(id(model), {})[name] = value  # save() writes it
-        return value
-
-    def _count(self, role: str, what: str, n: int) -> None:
-        counts = self.reused.setdefault(role, {})
-        counts[what] = counts.get(what, 0) + n
-
-    def save(self) -> None:
-        """Write the passes that gained rows (fixed and passes-only models), and the fixed models' attacks run now,
-        to the audit cache."""
-        for (_mid, split), (model, store) in self._cache.items():
-            if self._on_disk(model) is not None and store.dirty and store.logits is not None:
-                self._write(lambda fp=self._on_disk(model)[2], split=split, store=store:
-                            self.disk.save_arrays(fp, self._split_key(split), store.arrays()))
-                store.dirty = False
-        for mid, new in self._new_values.items():
-            if mid in self._fixed:
-                self._write(lambda fp=self._fixed[mid][2], new=new: self.disk.put_values(fp, new))
-        self._new_values.clear()
-
-    def _write(self, write: Callable[[], None]) -> None:
-        try:
-            write()
-        except OSError as exc:  # a read-only or full home: the audit stands, only the memo is lost
-            self.rejected.append(f"not written to the audit cache ({type(exc).__name__}: {exc.strerror or exc})")
-
-    def cache_summary(self) -> dict[str, Any]:
-        if self.disk is None:
-            return {}
-        return {"dir": str(self.disk.root), "reused": {r: dict(c) for r, c in self.reused.items()},
-                "rejected": list(self.rejected)}
+        key = [options, draw.seed, self.forget, self.labels, self.multi_label, list(details)]
+        return self.store.remembered(model, attack, key, compute)
 
     def bind(self, original) -> None:
         """Read the label layout off the original: names, forget columns, the retain columns, multi-label."""
@@ -264,37 +90,38 @@ class Auditor:
             edit_reason: str | None = None) -> AuditReport:
         self.bind(original)
         models = {"original": original, "edited": edited, "reference": reference}
-        self._role_of, self.encoder_notes = {}, {}
+        store = self.store
+        store.role_of, store.encoder_notes = {}, {}
         for role, model in models.items():
             if model is not None:
-                self._role_of.setdefault(id(model), role)
-        self.share_encoder(original, edited, token_ids)
+                store.role_of.setdefault(id(model), role)
+        store.share_encoder(original, edited, token_ids)
         seconds: dict[str, float] = {}
         with self._timed(seconds, "cache"):
             for role in ("original", "reference"):
                 if models[role] is not None and models[role] is not edited:
-                    self.fix(models[role], role)
+                    store.fix(models[role], role)
             if edited is not original:
-                self.keep_passes(edited, "edited")
+                store.keep_passes(edited, "edited")
         per_seed = [self.one_seed(models, draw, token_ids, seconds) for draw in self.draws]
         skipped = self._skipped(models, per_seed, token_ids, edit_reason)
         with self._timed(seconds, "bypass"):
             bypass = self.bypass(models, skipped)
         with self._timed(seconds, "cache"):
-            self.save()
+            store.save()
         report = summarise(self.forget, per_seed, bypass, self.config, self._sizes(per_seed), skipped, seconds)
-        report.cache = self.cache_summary()
+        report.cache = store.cache_summary()
         return report
 
     @contextmanager
     def _timed(self, seconds: dict[str, float], part: str) -> Iterator[None]:
         """Adds the block's wall time to seconds[part] (summed over seeds), less the encoder passes it ran: those go
         to seconds["passes"], so that a new model's passes are not read as the cost of the attack that asked first."""
-        t0, e0 = time.perf_counter(), self.encoder_seconds
+        t0, e0 = time.perf_counter(), self.store.encoder_seconds
         try:
             yield
         finally:
-            passes = self.encoder_seconds - e0
+            passes = self.store.encoder_seconds - e0
             seconds[part] = seconds.get(part, 0.0) + time.perf_counter() - t0 - passes
             seconds["passes"] = seconds.get("passes", 0.0) + passes
 
@@ -359,8 +186,8 @@ class Auditor:
         out: dict[str, Any] = {k: v for k, v in first.items() if not k.startswith("forget_")}
         for key in ("forget_train", "forget_test"):
             out[key] = [one["sizes"][key] for one in per_seed]
-        out["shortcut_notes"] = self.shortcut_notes
-        out["encoder_notes"] = dict(self.encoder_notes)
+        out["shortcut_notes"] = self.store.shortcut_notes
+        out["encoder_notes"] = dict(self.store.encoder_notes)
         return out
 
     # ---- the attacks, one seed at a time -------------------------------------------------------------
@@ -470,12 +297,6 @@ class Auditor:
         return self._fit(work, [trained], self.config.relearn_lr_rows, step, evaluate, "relearn rows", draw=draw,
                          sample=draw.attack, steps=self.config.rows_steps(), start=start)
 
-    def _touched(self, texts: Sequence[str], token_ids: Sequence[int]) -> np.ndarray:
-        from steuops.features import touched
-
-        return touched(self.tokenizer(list(texts), truncation=True, max_length=self.config.max_length)["input_ids"],
-                       token_ids)
-
     def _touched_logits(self, work, sample: Notes, cached: np.ndarray, token_ids: Sequence[int], *,
                         trained=None) -> Callable[[list[int]], Any]:
         """Like _full_logits, with the encoder run only on the batch's notes that contain an edited row.
@@ -484,7 +305,7 @@ class Auditor:
 
         from steuops.modeling import embedding
 
-        full, hit = self._full_logits(work, sample), self._touched(sample.texts, token_ids)
+        full, hit = self._full_logits(work, sample), self.store.touched(sample.texts, token_ids)
         weight = embedding(work).weight if trained is None else trained
 
         def step(rows: list[int]):
@@ -498,7 +319,7 @@ class Auditor:
         return step
 
     def _touched_evaluate(self, work, draw: Draw, cached: np.ndarray, token_ids: Sequence[int]) -> Callable[[], float]:
-        hit = np.flatnonzero(self._touched(draw.test.texts, token_ids))
+        hit = np.flatnonzero(self.store.touched(draw.test.texts, token_ids))
 
         def evaluate() -> float:
             logits = cached.copy()
