@@ -16,32 +16,13 @@ from pathlib import Path
 
 import engine_data
 import pytest
+from absent import attempted, blocking
 from engine_data import LABELS
 from server_helpers import bento_env, free_port, running_server
 
 pytestmark = [pytest.mark.filterwarnings("ignore"), pytest.mark.slow]
 ROOT = Path(__file__).resolve().parents[1]
 HEAVY = ("torch", "great_expectations", "onnx", "onnxscript", "mlflow")
-BLOCKER = '''
-import importlib.abc, importlib.util, os, sys
-BLOCKED = frozenset(os.environ["STEUOPS_TEST_BLOCK"].split(","))
-
-def _absent(name):
-    return name.partition(".")[0] in BLOCKED
-
-class _Absent(importlib.abc.MetaPathFinder):
-    """`import torch` fails as if torch were not installed, and the attempt is written down."""
-    def find_spec(self, name, path=None, target=None):
-        if _absent(name):
-            with open(os.environ["STEUOPS_TEST_BLOCK_LOG"], "a") as fh:
-                fh.write(name + "\\n")
-            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
-        return None
-
-_find_spec = importlib.util.find_spec
-importlib.util.find_spec = lambda name, package=None: None if _absent(name) else _find_spec(name, package)
-sys.meta_path.insert(0, _Absent())
-'''
 
 
 @pytest.fixture(scope="module")
@@ -119,13 +100,9 @@ def test_exported_bento_serves_its_packed_model_without_registry_or_training_sta
     bento, tag, build_env = built
     archive = tmp_path / "steuops.bento"
     _run([sys.executable, "-m", "bentoml", "export", f"steuops-classifier:{bento.name}", str(archive)], build_env)
-    blocker = tmp_path / "blocker"
-    blocker.mkdir()
-    (blocker / "sitecustomize.py").write_text(BLOCKER)
     (tmp_path / "empty-home").mkdir()
     env = _offline_env(tmp_path, tmp_path / "fresh-bentoml", STEUOPS_HOME=str(tmp_path / "empty-home"),
-                       STEUOPS_MODEL="clinical-dx", STEUOPS_TEST_BLOCK=",".join(HEAVY),
-                       STEUOPS_TEST_BLOCK_LOG=str(tmp_path / "imports.log"), PYTHONPATH=str(blocker))
+                       STEUOPS_MODEL="clinical-dx", **blocking(tmp_path / "blocker", HEAVY, tmp_path / "imports.log"))
     _run([sys.executable, "-m", "bentoml", "import", str(archive)], env)
     port = free_port()
     cmd = [sys.executable, "-m", "bentoml", "serve", f"steuops-classifier:{bento.name}", "--host", "127.0.0.1",
@@ -140,19 +117,17 @@ def test_exported_bento_serves_its_packed_model_without_registry_or_training_sta
     assert answer.status_code == 200 and len(answer.json()) == 2
     assert all(set(row["scores"]) == set(LABELS) - {"sepsis"} for row in answer.json())
     assert docs["info"]["version"] == "5" and "securitySchemes" not in docs["components"]
-    tried = set((tmp_path / "imports.log").read_text().split()) if (tmp_path / "imports.log").exists() else set()
+    tried = attempted(tmp_path / "imports.log")
     assert tried <= {"torch"}, tried  # only the optional GPU probe asks for torch, and copes with its absence
     assert not list((tmp_path / "empty-home").iterdir())  # no registry was created or read
 
 
 def test_service_imports_and_serves_a_folder_without_the_training_stack(export_dir, tmp_path):
     """In one process: import the service, load a local export, classify, with the heavy packages unimportable."""
-    (tmp_path / "sitecustomize.py").write_text(BLOCKER)
     code = ("from steuops.serving.service import load_model; m = load_model(); "
             "print(m.classify(['lactate'])[0]['labels'] is not None)")
     env = _offline_env(tmp_path, tmp_path / "bentoml", STEUOPS_ONNX_DIR=str(export_dir),
-                       STEUOPS_TEST_BLOCK=",".join(HEAVY), STEUOPS_TEST_BLOCK_LOG=str(tmp_path / "imports.log"),
-                       PYTHONPATH=str(tmp_path))
+                       **blocking(tmp_path, HEAVY, tmp_path / "imports.log"))
     assert _run([sys.executable, "-c", code], env).strip().endswith("True")
     env["STEUOPS_TEST_BLOCK"] = ",".join((*HEAVY, "onnxruntime"))  # the hook itself works: this must fail
     done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from absent import attempted, blocking
 
 from steuops.demo.notes import CLASSES, generate
 from steuops.tiny import classifier, wordpiece_tokenizer
@@ -94,23 +96,19 @@ def test_wheel_parts_join_back_and_a_missing_or_changed_part_is_refused(tmp_path
 
 
 ABSENT = ("mlflow", "bentoml", "great_expectations", "pydantic", "pydantic_settings")
-RUN_WITHOUT = f"""
-import importlib.abc, runpy, sys
-class Absent(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path, target=None):
-        if name.split(".")[0] in {ABSENT!r}:
-            raise ImportError(name + " is not on the device machine")
-sys.meta_path.insert(0, Absent())
-sys.path.insert(0, "bench")
-sys.argv = sys.argv[1:]
-runpy.run_path(sys.argv[0], run_name="__main__")
-"""
 
 
 def test_the_scaling_bench_runs_without_the_registry_serving_and_validation_stack(tmp_path):
     """The device machine has none of these (the device tool's KINDS.md): the engine path must not need them."""
-    out = tmp_path / "scaling.json"
-    proc = subprocess.run([sys.executable, "-c", RUN_WITHOUT, "bench/scaling.py", "--quick", "--variants",
-                           "steu_cohort", "--out", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    out, log = tmp_path / "scaling.json", tmp_path / "imports.log"
+    env = {**os.environ, **blocking(tmp_path / "blocker", ABSENT, log)}
+    proc = subprocess.run([sys.executable, "bench/scaling.py", "--quick", "--variants", "steu_cohort", "--out",
+                           str(out)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert [row["n"] for row in json.loads(out.read_text())["rows"]] == [300, 600]
+    assert attempted(log) == set()  # not even tried (a guarded import that failed quietly would show here)
+
+    env["STEUOPS_TEST_BLOCK"] += ",numpy"  # the hook itself works: this must fail
+    proc = subprocess.run([sys.executable, "bench/scaling.py", "--help"], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode != 0 and "numpy" in attempted(log)
