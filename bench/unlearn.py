@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import sys
 import time
@@ -27,7 +28,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from steuops import env  # noqa: F401  (offline + quiet before transformers loads)
+from steuops import env  # offline + quiet before transformers loads
 
 METHODS = ["steu", "hdsu", "retrain", "head_only", "embedding_only", "random_tokens", "grad_ascent"]
 
@@ -329,6 +330,12 @@ def _sync(dev) -> None:
 
 
 # ---- main --------------------------------------------------------------------------------------
+def _env_prefix() -> list[str]:
+    """The settings that change a run's numbers, as the command line that typed them."""
+    value = os.environ.get(env.CPU_BF16_ENV)
+    return [f"{env.CPU_BF16_ENV}={value}"] if value is not None else []
+
+
 def device_name(device: str) -> str:
     import torch
 
@@ -405,6 +412,8 @@ def main(argv: list[str] | None = None) -> int:
         args.out.write_text(json.dumps(partial, indent=2) + "\n")
 
     def build(rows, original, total) -> dict[str, Any]:
+        from steuops import modeling
+
         return {
             "device": device_name(args.device),
             "base_model": f"{Path(encoder).name} ({total:,} params) + multi-label head, fine-tuned on demo notes",
@@ -418,7 +427,10 @@ def main(argv: list[str] | None = None) -> int:
             "n_test": len(test),
             "forget_support_test": int(test.has_any([args.forget]).sum()),
             "original_seconds": original_seconds,
-            "command": " ".join(["python", "bench/unlearn.py", *(argv if argv is not None else sys.argv[1:])]),
+            "command": " ".join([*_env_prefix(), "python", "bench/unlearn.py",
+                                 *(argv if argv is not None else sys.argv[1:])]),
+            # whether the runs' "cpu_bf16": True options ran under bf16 here (native bf16, not turned off)
+            "cpu_bf16_native": modeling.cpu_has_bf16(),
             "demo_classifier": "reused from --cache" if original_seconds is None else "trained in this run",
         }
 

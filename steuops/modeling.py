@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from steuops import env  # noqa: F401  (telemetry off before transformers loads)
+from steuops import env  # telemetry off before transformers loads; env.cpu_bf16_allowed
 from steuops.errors import ConfigError, ModelError
 
 if TYPE_CHECKING:
@@ -167,9 +167,12 @@ def autocast(device: torch.device, *, cpu_bf16: bool = False):
 
 
 def cpu_has_bf16() -> bool:
-    """Native bf16 matmuls on this CPU (without them torch emulates bf16, slower than fp32)."""
+    """Native bf16 matmuls on this CPU (without them torch emulates bf16, slower than fp32), and not turned off
+    (STEUOPS_CPU_BF16=0, env.cpu_bf16_allowed)."""
     import torch
 
+    if not env.cpu_bf16_allowed():
+        return False
     try:
         return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
     except AttributeError:  # private helpers; absent = unknown = no

@@ -166,3 +166,43 @@ def test_cpu_bf16_autocast_only_when_asked_and_supported():
         expected = torch.bfloat16 if modeling.cpu_has_bf16() else torch.float32
         assert model(x).dtype == expected
     assert TrainConfig(cpu_bf16=True).to_dict()["cpu_bf16"] is True
+
+
+@pytest.mark.parametrize(("value", "allowed"), [(None, True), ("1", True), ("on", True), ("0", False),
+                                                ("off", False), (" False ", False)])
+def test_cpu_bf16_setting_reads_on_and_off(monkeypatch, value, allowed):
+    from steuops import env
+
+    if value is None:
+        monkeypatch.delenv(env.CPU_BF16_ENV, raising=False)
+    else:
+        monkeypatch.setenv(env.CPU_BF16_ENV, value)
+    assert env.cpu_bf16_allowed() is allowed
+    if not allowed:
+        assert modeling.cpu_has_bf16() is False
+
+
+def test_a_bad_cpu_bf16_setting_is_exit_2_before_any_command_runs(monkeypatch, tmp_path, capsys):
+    from steuops.cli import main
+
+    monkeypatch.setenv("STEUOPS_CPU_BF16", "maybe")
+    assert main(["history", "--model", "clinical-dx", "--home", str(tmp_path / "home")]) == 2
+    err = capsys.readouterr().err
+    assert "STEUOPS_CPU_BF16: expected 0 or 1, got 'maybe'" in err and "Traceback" not in err
+    assert not (tmp_path / "home").exists()  # nothing was created
+
+
+def test_cpu_bf16_off_trains_in_fp32_on_a_cpu_that_has_bf16(monkeypatch):
+    """On a CPU with native bf16 a training step's matmul runs in bf16 under autocast; with the switch off, fp32.
+    (On a CPU without it both are fp32 already: nothing to tell apart, so the test skips.)"""
+    from steuops import env
+
+    monkeypatch.delenv(env.CPU_BF16_ENV, raising=False)
+    if not modeling.cpu_has_bf16():
+        pytest.skip("this CPU has no native bf16")
+    layer, x, cpu = torch.nn.Linear(8, 8), torch.randn(2, 8), torch.device("cpu")
+    with modeling.autocast(cpu, cpu_bf16=True):
+        assert layer(x).dtype == torch.bfloat16
+    monkeypatch.setenv(env.CPU_BF16_ENV, "0")
+    with modeling.autocast(cpu, cpu_bf16=True):
+        assert layer(x).dtype == torch.float32

@@ -11,7 +11,7 @@ import sys
 
 import typer
 
-from steuops import env  # noqa: F401  (telemetry off before anything else loads)
+from steuops import env  # telemetry off before anything else loads
 
 app = typer.Typer(
     name="steuops",
@@ -70,6 +70,7 @@ def _root(
     ),
 ) -> None:
     """Remove a diagnosis class from a deployed clinical text classifier."""
+    env.cpu_bf16_allowed()  # a bad STEUOPS_CPU_BF16 is exit 2 before any command starts work
 
 
 def main(argv: list[str] | None = None) -> int:
