@@ -33,6 +33,7 @@ VERSION = "steuops.version"  # the steuops release that made the version
 FORGET_F1 = "steuops.forget_f1"
 RETAIN_MACRO_F1 = "steuops.retain_macro_f1"
 PARAMS_FRACTION = "steuops.params_fraction"
+PRECISION = "steuops.precision"  # "bf16" / "fp32": what the method's training steps ran in (modeling.training_precision)
 # Lifecycle: "incomplete" from registration until every artifact in REQUIRED is logged, then
 # "complete"; a rerun that replaces a crashed one marks it "superseded". No tag: made before the tag (complete).
 STATUS = "steuops.status"
@@ -151,6 +152,7 @@ class VersionRecord:
     forget_f1: float | None = _tag(FORGET_F1, "float")
     retain_macro_f1: float | None = _tag(RETAIN_MACRO_F1, "float")
     params_fraction: float | None = _tag(PARAMS_FRACTION, "float")
+    precision: str | None = _tag(PRECISION)
     onnx_sha256: str | None = _tag(ONNX_SHA)
     onnx_agreement: str | None = _tag(ONNX_AGREEMENT)
     rollback_reason: str | None = _tag(ROLLBACK_REASON)

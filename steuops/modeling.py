@@ -159,11 +159,18 @@ def autocast(device: torch.device, *, cpu_bf16: bool = False):
 
     import torch
 
-    if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    if device.type == "cpu" and cpu_bf16 and cpu_has_bf16():
-        return torch.autocast("cpu", dtype=torch.bfloat16)
+    if training_precision(device, cpu_bf16=cpu_bf16) == "bf16":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
+
+
+def training_precision(device: torch.device, *, cpu_bf16: bool = False) -> str:
+    """What `autocast` runs steps in on `device`: "bf16" (CUDA; a CPU with native bf16 when asked) or "fp32".
+    A version records it (lineage.PRECISION): the same apply on a bf16 host and on one without gives edits that
+    differ in the last bits, and now and then in a note near the boundary."""
+    if device.type == "cuda" or (device.type == "cpu" and cpu_bf16 and cpu_has_bf16()):
+        return "bf16"
+    return "fp32"
 
 
 def cpu_has_bf16() -> bool:

@@ -39,6 +39,8 @@ def test_apply_end_to_end(make_home, policies):
     assert tags["steuops.parent_version"] == "1"
     assert lineage.forgotten(tags) == ["sepsis"]
     assert tags["steuops.method"] == "steu"
+    # what the edit's steps ran in: FAST_STEU leaves cpu_bf16 off, so fp32 on any CPU, bf16 host or not
+    assert tags["steuops.precision"] == result.precision == result.to_dict()["precision"] == "fp32"
     assert tags["steuops.policy"] == "loose"
     assert tags["steuops.policy_sha256"] == policy_mod.sha256(policies["loose"])
     assert tags["steuops.gate"] == tags["gate"] == "passed"

@@ -90,6 +90,22 @@ def test_reproducible(multi):
     assert modeling.fingerprint(c.model) != modeling.fingerprint(a.model)
 
 
+def test_the_result_says_what_its_steps_ran_in(multi, monkeypatch):
+    """bf16 where asked and the CPU has it natively, else fp32; with STEUOPS_CPU_BF16=0, fp32 and the same edit
+    as a run that never asked (on a CPU without bf16 all three are one fp32 run)."""
+    model, tok, notes, _ = multi
+    monkeypatch.delenv("STEUOPS_CPU_BF16", raising=False)
+    cfg = {**CFG, "epochs": 1}
+    plain = unlearn("steu", model, tok, ["sepsis"], notes, cfg, device="cpu")
+    asked = unlearn("steu", model, tok, ["sepsis"], notes, {**cfg, "cpu_bf16": True}, device="cpu")
+    native = modeling.cpu_has_bf16()
+    monkeypatch.setenv("STEUOPS_CPU_BF16", "0")
+    off = unlearn("steu", model, tok, ["sepsis"], notes, {**cfg, "cpu_bf16": True}, device="cpu")
+    assert plain.info["precision"] == off.info["precision"] == "fp32"
+    assert asked.info["precision"] == ("bf16" if native else "fp32")
+    assert modeling.fingerprint(off.model) == modeling.fingerprint(plain.model)
+
+
 def test_single_label():
     notes = keyword_notes(200, seed=0, multi_label=False)
     model, tok = trained_classifier(notes, multi_label=False)

@@ -206,3 +206,18 @@ def test_cpu_bf16_off_trains_in_fp32_on_a_cpu_that_has_bf16(monkeypatch):
     monkeypatch.setenv(env.CPU_BF16_ENV, "0")
     with modeling.autocast(cpu, cpu_bf16=True):
         assert layer(x).dtype == torch.float32
+
+
+def test_training_precision_names_what_autocast_runs(monkeypatch):
+    from steuops import env
+
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    monkeypatch.delenv(env.CPU_BF16_ENV, raising=False)
+    assert modeling.training_precision(cuda) == "bf16"  # autocast always casts on CUDA
+    assert modeling.training_precision(cpu) == "fp32"  # a CPU casts only when asked
+    native = modeling.cpu_has_bf16()
+    assert modeling.training_precision(cpu, cpu_bf16=True) == ("bf16" if native else "fp32")
+    with modeling.autocast(cpu, cpu_bf16=True):  # the name matches what a step really runs in
+        assert torch.nn.Linear(4, 4)(torch.randn(1, 4)).dtype == (torch.bfloat16 if native else torch.float32)
+    monkeypatch.setenv(env.CPU_BF16_ENV, "0")
+    assert modeling.training_precision(cpu, cpu_bf16=True) == "fp32"

@@ -239,7 +239,7 @@ def unlearn(
 ) -> UnlearnResult:
     """Run a registered method. Validates the forget classes and the notes first."""
     from steuops.errors import CohortError
-    from steuops.modeling import check_forget, resolve_device
+    from steuops.modeling import check_forget, resolve_device, training_precision
 
     impl = get(method)
     forget = list(dict.fromkeys(forget))
@@ -253,4 +253,7 @@ def unlearn(
         )
     if not isinstance(config, MethodConfig):
         config = impl.config_class.from_dict(config)
-    return impl.fit(model, tokenizer, forget, notes, config, device=resolve_device(device), progress=progress)
+    dev = resolve_device(device)
+    out = impl.fit(model, tokenizer, forget, notes, config, device=dev, progress=progress)
+    out.info.setdefault("precision", training_precision(dev, cpu_bf16=bool(getattr(config, "cpu_bf16", False))))
+    return out

@@ -81,6 +81,7 @@ class ApplyResult:
     audit: dict[str, Any] | None = None
     edit: dict[str, Any] | None = None
     tokens: list[dict[str, Any]] = field(default_factory=list)
+    precision: str | None = None  # "bf16" / "fp32": what the method's training steps ran in
     # notes whose parent pass was read back from the audit cache instead of run, by split ({"held_out": 1200})
     reused: dict[str, int] = field(default_factory=dict)
 
@@ -435,6 +436,7 @@ def _unlearn(prep: _Prepared, method: str, device: str, clock: Clock, progress, 
                       device=device, progress=progress)
     _keep_teacher_for_audit(prep, out, device)
     result.tokens = list(out.info.get("tokens", []))[:50]
+    result.precision = out.info.get("precision")
     if out.edit is not None:
         from steuops.edit import TokenEdit
 
@@ -615,7 +617,8 @@ def _register(prep: _Prepared, edited: Any, method: str, result: ApplyResult, cl
         method_config_for=method, policy=prep.policy.name, policy_sha256=prep.policy.sha256,
         cohort_sha256=prep.cohort_info["sha256"], cohort_rows=prep.cohort_info["rows"], gate=verdict,
         status=lineage.STATUS_INCOMPLETE, forget_f1=after["forget_f1"], retain_macro_f1=after["retain_macro_f1"],
-        params_fraction=result.evaluation["params_fraction"], extra=prep.settings.to_tags(),
+        params_fraction=result.evaluation["params_fraction"], precision=result.precision,
+        extra=prep.settings.to_tags(),
     )
     params = {"method": method, "forget": lineage.encode_list(prep.forget), **result.params,
               "n_train": prep.cohort_info["train_rows"], "n_test": prep.cohort_info["test_rows"]}
