@@ -186,26 +186,10 @@ def test_a_bad_cpu_bf16_setting_is_exit_2_before_any_command_runs(monkeypatch, t
     from steuops.cli import main
 
     monkeypatch.setenv("STEUOPS_CPU_BF16", "maybe")
-    assert main(["history", "--model", "clinical-dx", "--home", str(tmp_path / "home")]) == 2
+    assert main(["demo", "--home", str(tmp_path / "home")]) == 2
     err = capsys.readouterr().err
     assert "STEUOPS_CPU_BF16: expected 0 or 1, got 'maybe'" in err and "Traceback" not in err
-    assert not (tmp_path / "home").exists()  # nothing was created
-
-
-def test_cpu_bf16_off_trains_in_fp32_on_a_cpu_that_has_bf16(monkeypatch):
-    """On a CPU with native bf16 a training step's matmul runs in bf16 under autocast; with the switch off, fp32.
-    (On a CPU without it both are fp32 already: nothing to tell apart, so the test skips.)"""
-    from steuops import env
-
-    monkeypatch.delenv(env.CPU_BF16_ENV, raising=False)
-    if not modeling.cpu_has_bf16():
-        pytest.skip("this CPU has no native bf16")
-    layer, x, cpu = torch.nn.Linear(8, 8), torch.randn(2, 8), torch.device("cpu")
-    with modeling.autocast(cpu, cpu_bf16=True):
-        assert layer(x).dtype == torch.bfloat16
-    monkeypatch.setenv(env.CPU_BF16_ENV, "0")
-    with modeling.autocast(cpu, cpu_bf16=True):
-        assert layer(x).dtype == torch.float32
+    assert not (tmp_path / "home").exists()  # the demo never started: no home, no notes, no training
 
 
 def test_training_precision_names_what_autocast_runs(monkeypatch):
@@ -219,5 +203,7 @@ def test_training_precision_names_what_autocast_runs(monkeypatch):
     assert modeling.training_precision(cpu, cpu_bf16=True) == ("bf16" if native else "fp32")
     with modeling.autocast(cpu, cpu_bf16=True):  # the name matches what a step really runs in
         assert torch.nn.Linear(4, 4)(torch.randn(1, 4)).dtype == (torch.bfloat16 if native else torch.float32)
-    monkeypatch.setenv(env.CPU_BF16_ENV, "0")
+    monkeypatch.setenv(env.CPU_BF16_ENV, "0")  # off: fp32 where the CPU has bf16 too
     assert modeling.training_precision(cpu, cpu_bf16=True) == "fp32"
+    with modeling.autocast(cpu, cpu_bf16=True):
+        assert torch.nn.Linear(4, 4)(torch.randn(1, 4)).dtype == torch.float32
