@@ -157,14 +157,22 @@ def test_balance_raises_recall_of_rare_classes(tiny_notes, tiny_tokenizer):
     assert recalls[1] > recalls[0] + 0.2, recalls
 
 
-def test_cpu_bf16_autocast_only_when_asked_and_supported():
-    model = torch.nn.Linear(4, 2)
-    x = torch.randn(3, 4)
-    with modeling.autocast(torch.device("cpu")):
-        assert model(x).dtype == torch.float32  # the default stays exact
-    with modeling.autocast(torch.device("cpu"), cpu_bf16=True):
-        expected = torch.bfloat16 if modeling.cpu_has_bf16() else torch.float32
-        assert model(x).dtype == expected
+def test_cpu_bf16_autocast_only_when_asked_and_supported(monkeypatch):
+    """autocast casts on CUDA always, on a CPU only when asked and the CPU has native bf16 (and STEUOPS_CPU_BF16 is
+    not 0); training_precision, which a version records, names what it does."""
+    from steuops import env
+
+    monkeypatch.delenv(env.CPU_BF16_ENV, raising=False)
+    model, x, cpu = torch.nn.Linear(4, 2), torch.randn(3, 4), torch.device("cpu")
+    native = modeling.cpu_has_bf16()
+    assert modeling.training_precision(torch.device("cuda")) == "bf16"
+    # (asked, STEUOPS_CPU_BF16, casts): the default stays exact; the switch off is fp32 on a bf16 CPU too
+    for asked, switch, casts in ((False, None, False), (True, None, native), (True, "0", False)):
+        if switch is not None:
+            monkeypatch.setenv(env.CPU_BF16_ENV, switch)
+        with modeling.autocast(cpu, cpu_bf16=asked):
+            assert model(x).dtype == (torch.bfloat16 if casts else torch.float32)
+        assert modeling.training_precision(cpu, cpu_bf16=asked) == ("bf16" if casts else "fp32")
     assert TrainConfig(cpu_bf16=True).to_dict()["cpu_bf16"] is True
 
 
@@ -190,20 +198,3 @@ def test_a_bad_cpu_bf16_setting_is_exit_2_before_any_command_runs(monkeypatch, t
     err = capsys.readouterr().err
     assert "STEUOPS_CPU_BF16: expected 0 or 1, got 'maybe'" in err and "Traceback" not in err
     assert not (tmp_path / "home").exists()  # the demo never started: no home, no notes, no training
-
-
-def test_training_precision_names_what_autocast_runs(monkeypatch):
-    from steuops import env
-
-    cpu, cuda = torch.device("cpu"), torch.device("cuda")
-    monkeypatch.delenv(env.CPU_BF16_ENV, raising=False)
-    assert modeling.training_precision(cuda) == "bf16"  # autocast always casts on CUDA
-    assert modeling.training_precision(cpu) == "fp32"  # a CPU casts only when asked
-    native = modeling.cpu_has_bf16()
-    assert modeling.training_precision(cpu, cpu_bf16=True) == ("bf16" if native else "fp32")
-    with modeling.autocast(cpu, cpu_bf16=True):  # the name matches what a step really runs in
-        assert torch.nn.Linear(4, 4)(torch.randn(1, 4)).dtype == (torch.bfloat16 if native else torch.float32)
-    monkeypatch.setenv(env.CPU_BF16_ENV, "0")  # off: fp32 where the CPU has bf16 too
-    assert modeling.training_precision(cpu, cpu_bf16=True) == "fp32"
-    with modeling.autocast(cpu, cpu_bf16=True):
-        assert torch.nn.Linear(4, 4)(torch.randn(1, 4)).dtype == torch.float32
