@@ -419,6 +419,8 @@ def test_report_cli_audits_a_version_once_and_renders_it(make_home, policies, tm
         assert fact in html
     data = json.loads(out.with_suffix(".json").read_text())
     assert data["meta"]["parent_version"] == "1" and data["meta"]["cohort_sha256"]
+    # the precision the edit was made in, from the version's tag: fp32 here (cpu_bf16 left off)
+    assert data["meta"]["precision"] == "fp32" and "<th>Training precision</th><td>fp32</td>" in html
     assert data["tokens"], "the edit's selected tokens are in the report"
     # the token table says what its scores are: the scorer the edit was made with
     assert data["meta"]["scorer"] == "specific" and "log-odds of occurring in forget rather than retain" in html
