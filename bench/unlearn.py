@@ -430,7 +430,7 @@ def main(argv: list[str] | None = None) -> int:
             "command": " ".join([*_env_prefix(), "python", "bench/unlearn.py",
                                  *(argv if argv is not None else sys.argv[1:])]),
             # whether the runs' "cpu_bf16": True options ran under bf16 here (native bf16, not turned off)
-            "cpu_bf16_native": modeling.cpu_has_bf16(),
+            "cpu_bf16_in_effect": modeling.cpu_has_bf16(),
             "demo_classifier": "reused from --cache" if original_seconds is None else "trained in this run",
         }
 
