@@ -20,9 +20,11 @@ import hashlib
 import inspect
 import json
 import logging
+import re
 import tempfile
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -30,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from steuops import env, lineage  # noqa: F401  (env: telemetry off before heavy imports)
-from steuops.errors import ConfigError, ExportParityError, ModelError
+from steuops.errors import ConfigError, ExportParityError, ModelError, SteuopsError
 from steuops.inference import DEFAULT_MAX_LENGTH, InferenceSettings
 
 if TYPE_CHECKING:
@@ -68,6 +70,11 @@ META_LABELS, META_FORGOTTEN, META_MULTI_LABEL = lineage.META_LABELS, lineage.MET
 
 class OnnxScoreMismatch(ExportParityError):
     """The ONNX file scores differently from the evaluated PyTorch model on the held-out notes (exit 1)."""
+
+
+class OnnxRunError(ExportParityError):
+    """ONNX Runtime cannot load or run the exported file on the check texts (exit 1): a graph that kept a shape
+    from the export's sample input, as Longformer's windowed attention does, fails on notes of other lengths."""
 
 
 # ---------------------------------------------------------------- reports
@@ -436,8 +443,9 @@ def check_parity(
     settings = settings or settings_for(tokenizer, max_length)
     ref = reference if reference is not None else torch_logits(model, tokenizer, texts, settings,
                                                                batch_size=batch_size)
-    sess = sess or session(onnx_path)
-    got = ort_logits(sess, tokenizer, list(texts), batch_size=batch_size, settings=settings)
+    with _running(onnx_path):
+        sess = sess or session(onnx_path)
+        got = ort_logits(sess, tokenizer, list(texts), batch_size=batch_size, settings=settings)
     return compare_logits(model, ref, got, atol=atol, providers=list(sess.get_providers()), onnx_file=str(onnx_path))
 
 
@@ -474,6 +482,26 @@ def require_parity(report: ParityReport, what: str) -> None:
         )
 
 
+@contextmanager
+def _running(path: str | Path) -> Iterator[None]:
+    """ONNX Runtime's own failures on an exported file (a node that cannot run, a graph it cannot load) as one
+    OnnxRunError naming the file and the node; the runtime's whole message stays chained to it."""
+    try:
+        yield
+    except SteuopsError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own pybind classes, not one base
+        text = str(exc)
+        node = re.search(r"running (\w+) node\. Name:'([^']*)'", text)
+        what = f"its {node[1]} node {node[2]!r} failed" if node else text.splitlines()[0][:200] if text else \
+            type(exc).__name__
+        raise OnnxRunError(
+            f"{Path(path).name}: ONNX Runtime cannot run the exported graph on the check texts ({what})",
+            failures=[], hint="the graph may keep a shape traced from the export's sample input (Longformer's "
+                              "windowed attention does); `steuops apply --no-export` registers a version without "
+                              "ONNX files") from exc
+
+
 # ---------------------------------------------------------------- held-out scores
 
 
@@ -497,8 +525,9 @@ def score_onnx(
         raise ModelError(f"{Path(onnx_path).name}: no {META_LABELS} in its metadata_props",
                          hint="export it with steuops.export.export_onnx")
     labels, multi = json.loads(meta[META_LABELS]), json.loads(meta.get(META_MULTI_LABEL, "true"))
-    sess = sess or session(onnx_path)
-    got = ort_logits(sess, tokenizer, list(test_notes.texts), batch_size=batch_size, settings=settings)
+    with _running(onnx_path):
+        sess = sess or session(onnx_path)
+        got = ort_logits(sess, tokenizer, list(test_notes.texts), batch_size=batch_size, settings=settings)
     return score_logits(got, test_notes, labels, multi, forget, settings=settings,
                         file=Path(onnx_path).name, providers=list(sess.get_providers()))
 
@@ -891,15 +920,16 @@ class _FileCheck:
         """Parity with PyTorch on the parity texts (the first `limit` of them); with `score` (and held-out notes)
         also the file's held-out figures. A file `reusable` reuses its earlier figures and is checked on the
         first FALLBACK_PARITY_TEXTS notes only, here and now."""
-        sess = sess or session(path)
-        score = score and self.held_out is not None
-        reused = self.reusable(path, sess) if score else None
-        n = len(self.texts) if limit is None else min(limit, len(self.texts))
-        n = min(n, FALLBACK_PARITY_TEXTS) if reused else n
-        every = ort_logits(sess, self.tokenizer, list(self.held_out.texts), batch_size=16, settings=self.settings) \
-            if self.prefix and score and not reused else None
-        got = every[:n] if every is not None else \
-            ort_logits(sess, self.tokenizer, self.texts[:n], batch_size=16, settings=self.settings)
+        with _running(path):
+            sess = sess or session(path)
+            score = score and self.held_out is not None
+            reused = self.reusable(path, sess) if score else None
+            n = len(self.texts) if limit is None else min(limit, len(self.texts))
+            n = min(n, FALLBACK_PARITY_TEXTS) if reused else n
+            every = ort_logits(sess, self.tokenizer, list(self.held_out.texts), batch_size=16,
+                               settings=self.settings) if self.prefix and score and not reused else None
+            got = every[:n] if every is not None else \
+                ort_logits(sess, self.tokenizer, self.texts[:n], batch_size=16, settings=self.settings)
         report = compare_logits(self.model, self.reference[:n], got, atol=atol, providers=list(sess.get_providers()),
                                 onnx_file=str(path), reference=self.source)
         if required:
@@ -919,7 +949,8 @@ class _FileCheck:
     def _score(self, path: Path, sess: Any, every: np.ndarray | None,
                parity: dict[str, Any] | None = None) -> dict[str, Any]:
         if every is None:
-            every = ort_logits(sess, self.tokenizer, list(self.held_out.texts), settings=self.settings)
+            with _running(path):
+                every = ort_logits(sess, self.tokenizer, list(self.held_out.texts), settings=self.settings)
         scores = score_logits(every, self.held_out, self.labels, self.multi, self.forget, settings=self.settings,
                               file=path.name, providers=list(sess.get_providers()))
         return {**scores, "scored": {**self._scored_key(path, sess), "parity": _brief(parity) if parity else None}}

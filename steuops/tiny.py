@@ -9,7 +9,8 @@ from steuops import env  # noqa: F401
 
 SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 BPE_SPECIALS = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]  # RoBERTa's ids 0-4
-ARCHS = ("bert", "distilbert", "roberta", "mpnet", "xlm-roberta", "albert", "electra", "deberta-v2")
+ARCHS = ("bert", "distilbert", "roberta", "mpnet", "xlm-roberta", "albert", "electra", "deberta-v2", "modernbert",
+         "longformer")
 
 
 def wordpiece_tokenizer(corpus: Sequence[str], vocab_size: int = 600):
@@ -101,9 +102,9 @@ def sentencepiece_tokenizer(corpus: Sequence[str], vocab_size: int = 600):
 
 def tokenizer_for(arch: str, corpus: Sequence[str], vocab_size: int = 600):
     """The tokenizer shape that goes with a tiny `arch`: <s>-framed WordPiece for MPNet, byte-level BPE for
-    RoBERTa, SentencePiece for XLM-R, WordPiece for the rest (BERT, DistilBERT, and ALBERT, ELECTRA and
-    DeBERTa-v2, whose structure, not tokenizer, the tests are after)."""
-    if arch == "roberta":
+    RoBERTa and Longformer, SentencePiece for XLM-R, WordPiece for the rest (BERT, DistilBERT, and ALBERT, ELECTRA,
+    DeBERTa-v2 and ModernBERT, whose structure, not tokenizer, the tests are after)."""
+    if arch in ("roberta", "longformer"):
         return bpe_tokenizer(corpus, vocab_size)
     if arch == "xlm-roberta":
         return sentencepiece_tokenizer(corpus, vocab_size)
@@ -157,6 +158,10 @@ def classifier(
         DistilBertForSequenceClassification,
         ElectraConfig,
         ElectraForSequenceClassification,
+        LongformerConfig,
+        LongformerForSequenceClassification,
+        ModernBertConfig,
+        ModernBertForSequenceClassification,
         MPNetConfig,
         MPNetForSequenceClassification,
         RobertaConfig,
@@ -196,6 +201,11 @@ def classifier(
                                                             **plain)).eval()
     if arch == "electra":
         return ElectraForSequenceClassification(ElectraConfig(embedding_size=hidden // 2, **plain)).eval()
+    if arch == "modernbert":  # rotary positions, alternating local attention, a dense+norm head on the [CLS] state
+        return ModernBertForSequenceClassification(ModernBertConfig(
+            hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads, intermediate_size=hidden * 2,
+            local_attention=8, pad_token_id=0, cls_token_id=2, sep_token_id=3, bos_token_id=2, eos_token_id=3,
+            **common)).eval()  # the wordpiece specials' ids; the released model's are 50281-50283
     if arch == "deberta-v2":  # relative attention, and a pooler inside the head (ContextPooler)
         return DebertaV2ForSequenceClassification(DebertaV2Config(pooler_dropout=0.0, pooler_hidden_size=hidden,
                                                                   **plain)).eval()
@@ -209,4 +219,7 @@ def classifier(
         return MPNetForSequenceClassification(MPNetConfig(**bpe)).eval()
     if arch == "xlm-roberta":
         return XLMRobertaForSequenceClassification(XLMRobertaConfig(type_vocab_size=1, **bpe)).eval()
+    if arch == "longformer":  # sliding-window attention, global on the first token (Clinical-Longformer's family)
+        return LongformerForSequenceClassification(LongformerConfig(type_vocab_size=1, attention_window=[8] * layers,
+                                                                    **bpe)).eval()
     raise ValueError(f"unknown tiny arch {arch!r}; known: {', '.join(ARCHS)}")

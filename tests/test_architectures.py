@@ -1,6 +1,8 @@
 """RoBERTa (byte-level BPE: "Ġword"), MPNet (<s>-framed WordPiece) and XLM-R (SentencePiece: "▁word") through
-the engine and the registry; ALBERT, ELECTRA (factorised embeddings) and DeBERTa-v2 (relative attention, a pooler
-inside the head) through the engine and the export.
+the engine and the registry; ALBERT, ELECTRA (factorised embeddings), DeBERTa-v2 (relative attention, a pooler
+inside the head) and ModernBERT (rotary positions, local attention, a dense+norm head) through the engine and the
+export; Longformer (windowed attention, global on the first token) through the engine, and its export refused in
+one line.
 
 The rest of the suite runs BERT and DistilBERT; these are the other families steuops is used with. Each test
 builds its tiny model and tokenizer in code (steuops.tiny), so the tokenizer's own conventions are exercised:
@@ -27,8 +29,9 @@ from steuops.tokens import bare
 
 pytestmark = pytest.mark.filterwarnings("ignore")
 FAMILIES = ["roberta", "mpnet", "xlm-roberta"]  # tokenizer shapes other than BERT's WordPiece
-STRUCTURES = ["albert", "electra", "deberta-v2"]  # factorised embeddings; relative attention and a pooled head
-ARCHS = FAMILIES + STRUCTURES
+STRUCTURES = ["albert", "electra", "deberta-v2", "modernbert"]  # factorised embeddings; other attention and heads
+WINDOWED = ["longformer"]  # global attention derived from the input ids: STEU's forward must pass them
+ARCHS = FAMILIES + STRUCTURES + WINDOWED
 CFG = {"k": 8, "epochs": 8, "max_length": 16, "lr": 1e-2, "head_lr": 1e-2}
 
 
@@ -152,6 +155,21 @@ def test_export_keeps_parity(trained, tmp_path):
     path = export_onnx(model, tok, tmp_path, max_length=32)
     report = check_parity(model, tok, path, test.texts[:16], max_length=32)
     assert report.passed and report.max_abs_diff < 1e-4, report.failures()
+
+
+@pytest.mark.parametrize("trained", WINDOWED, indirect=True)
+def test_an_export_onnx_runtime_cannot_run_fails_in_one_line(trained, tmp_path):
+    """Longformer's traced graph keeps its sample's window count and fails on notes of other lengths: one
+    OnnxRunError naming the file and the node, with the way to register without ONNX."""
+    from steuops.export import OnnxRunError, check_parity, export_onnx
+
+    _, model, tok, _, test = trained
+    path = export_onnx(model, tok, tmp_path, max_length=32)
+    with pytest.raises(OnnxRunError) as err:
+        check_parity(model, tok, path, test.texts[:16], max_length=32)
+    message = str(err.value)
+    assert message.startswith("model.onnx: ONNX Runtime cannot run") and "node" in message and "\n" not in message
+    assert "--no-export" in err.value.hint and err.value.exit_code == 1
 
 
 @pytest.mark.slow

@@ -3,9 +3,11 @@
 The whole model is frozen. Only k rows of the token-embedding matrix (chosen by a scorer, see
 selection.py: "specific" by default, the paper's "pmi" on request; never a token that fewer than
 `min_patients` forget-cohort patients' notes contain) and the classification head are trained.
-The k rows live in a small (k x d) nn.Parameter that is substituted into `inputs_embeds` wherever a selected id occurs, so the
-gradient is k x d, never a masked dense gradient over the whole vocabulary. The forward pass is
-`model(inputs_embeds=..., attention_mask=...)`, which every transformers encoder supports.
+The k rows live in a small (k x d) nn.Parameter that a forward hook on the embedding puts in place of the
+matrix's rows wherever a selected id occurs, so the gradient is k x d, never a masked dense gradient over the
+whole vocabulary. The forward pass is the model's own `model(input_ids=..., attention_mask=...)`: passing
+`inputs_embeds` instead skips what some models derive from the ids (Longformer's global attention on the first
+token fails without them).
 
 Losses (the original logits are computed once, from the frozen original, before any update):
 - multi-label (sigmoid): forget = BCE(forget-class logits, 0) on notes carrying a forget class;
@@ -185,7 +187,8 @@ def suppress_losses(z: torch.Tensor, idx: torch.Tensor, task: Task, margin: floa
 
 # ---- the sparse edit ----------------------------------------------------------------------------
 class RowSubstitution:
-    """Forward pass with k trainable embedding rows substituted into `inputs_embeds`."""
+    """Forward pass with k trainable embedding rows in place of the matrix's own (a hook on the embedding,
+    held only during the call: other passes through the model see its matrix)."""
 
     def __init__(self, model: nn.Module, token_ids: Sequence[int], device: torch.device) -> None:
         import torch
@@ -198,8 +201,11 @@ class RowSubstitution:
     def __call__(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         if len(self.ids) == 0:
             return self.model(input_ids=ids, attention_mask=mask).logits
-        embeds = self.table.substitute(ids, self.embedding(ids))
-        return self.model(inputs_embeds=embeds, attention_mask=mask).logits
+        hook = self.embedding.register_forward_hook(lambda _module, args, out: self.table.substitute(args[0], out))
+        try:
+            return self.model(input_ids=ids, attention_mask=mask).logits
+        finally:
+            hook.remove()
 
     def write_back(self) -> None:
         import torch
