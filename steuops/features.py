@@ -6,12 +6,15 @@ token the edited model's head sees exactly what the original's head saw, and tra
 baseline, the audit's probe and its head re-fit attack can run the head alone on cached features.
 
 Generic over transformers sequence classifiers: the output of `model.base_model` is captured with a
-forward hook, reduced per note to its 2-D tensors (pooled outputs) plus the FIRST position of its
-3-D tensors (hidden states), and replayed later by standing in for `base_model.forward` while the
-model's own forward runs the head. A head that reads other positions (e.g. the last token) would
-not be exact: `exact()` compares replayed logits with the real ones and callers fall back to full
-passes when it fails. Dropout: the callers run models in eval mode (the tiny models have none), so
-the head is deterministic and the replay is exact, not merely close.
+forward hook, reduced per note to its 2-D tensors (pooled outputs) plus, of its 3-D tensors (hidden
+states), the one position each way a head reads a sequence (READINGS): the first ([CLS]: BERT, RoBERTa,
+DeBERTa), the mean over the note's tokens (ModernBERT's mean pooling) and the last token (decoder
+classifiers: Llama, GPT-2). The cache is replayed later as a sequence of that one position, standing
+in for `base_model.forward` while the model's own forward runs the head: a head reads position 0 of a
+one-token note, its mean and its last token alike. `exact()` finds the reading whose replayed logits
+equal the real ones (and drops the others); when none does, callers fall back to full passes.
+Dropout: the callers run models in eval mode (the tiny models have none), so the head is deterministic
+and the replay is exact, not merely close.
 
 torch only, imported inside functions (engine path: no mlflow, no bentoml).
 """
@@ -31,6 +34,8 @@ if TYPE_CHECKING:
     from torch import nn
 
 EXACT_ATOL = 1e-4  # replayed vs real logits; float32 noise from different padding is ~1e-6
+READINGS = ("first", "mean", "last")  # how a head may read a sequence; "first" is tried first and kept alone
+_AT = "@"  # a 3-D field's other readings are fields "<name>@mean", "<name>@last" (no output field has an "@")
 
 
 @dataclass
@@ -40,12 +45,13 @@ class FeatureCache:
     Dense (`slots` None): row i is note i. Slotted (made by `blank(n)`, filled by `write`): `slots` (n,) maps a
     note to its row, -1 until written, and the rows grow with the notes written, so a cache over a large split
     holds what was run (a sampled cohort), not the corpus. Read it by note index (`output`, `take`), never
-    through `fields` directly."""
+    through `fields` directly. `reading`: the position of a 3-D field the head reads (READINGS; `exact` sets it)."""
 
     fields: dict[str, Any]
     kind: Any  # the encoder output's class (a transformers ModelOutput) or tuple
     slots: np.ndarray | None = None
     stored: int = 0  # rows of `fields` in use (slotted caches)
+    reading: str = "first"
 
     def __len__(self) -> int:
         if self.slots is not None:
@@ -68,8 +74,12 @@ class FeatureCache:
         """What `base_model(...)` returned for the notes `idx`, as far as the head reads it; floating
         fields cast to `dtype` (a cache filled under bf16 autocast, read by a float32 head)."""
         index = self._index(idx)
-        values = {k: (_cast(v.index_select(0, index), dtype) if v is not None else None)
-                  for k, v in self.fields.items()}
+        values = {}
+        for key, value in self.fields.items():
+            if _AT in key:
+                continue
+            value = self.fields.get(f"{key}{_AT}{self.reading}", value)
+            values[key] = _cast(value.index_select(0, index), dtype) if value is not None else None
         if self.kind is tuple:
             return tuple(values.values())
         return self.kind(**values)
@@ -78,12 +88,21 @@ class FeatureCache:
         """A dense cache of the notes `rows` (in that order)."""
         index = self._index(rows)
         return FeatureCache({k: (v.index_select(0, index.to(v.device)) if v is not None else None)
-                             for k, v in self.fields.items()}, self.kind)
+                             for k, v in self.fields.items()}, self.kind, reading=self.reading)
+
+    def readings(self) -> list[str]:
+        """The readings this cache can replay: "first", and the others its 3-D fields were recorded with."""
+        return ["first", *(r for r in READINGS[1:] if any(k.endswith(f"{_AT}{r}") for k in self.fields))]
+
+    def settle(self, reading: str) -> None:
+        """Keep `reading` (replayed from now on) and drop the fields of the others."""
+        self.reading = reading
+        self.fields = {k: v for k, v in self.fields.items() if _AT not in k or k.endswith(f"{_AT}{reading}")}
 
     def replace(self, rows: Sequence[int], other: FeatureCache) -> FeatureCache:
         """A copy whose `rows` come from `other` (one entry per row, in that order)."""
         copy = FeatureCache({k: (v.clone() if v is not None else None) for k, v in self.fields.items()}, self.kind,
-                            None if self.slots is None else self.slots.copy(), self.stored)
+                            None if self.slots is None else self.slots.copy(), self.stored, self.reading)
         copy.write(rows, other)
         return copy
 
@@ -94,7 +113,7 @@ class FeatureCache:
 
         return FeatureCache({k: (torch.zeros((0, *v.shape[1:]), dtype=v.dtype, device=v.device)
                                  if v is not None else None) for k, v in self.fields.items()}, self.kind,
-                            np.full(n, -1, dtype=np.int64), 0)
+                            np.full(n, -1, dtype=np.int64), 0, self.reading)
 
     def to_arrays(self, prefix: str = "cache.") -> dict[str, np.ndarray]:
         """numpy arrays for np.savez (no pickle): each field widened to float32 where it is a narrower
@@ -108,7 +127,7 @@ class FeatureCache:
         out: dict[str, np.ndarray] = {}
         layout = {"kind": "tuple" if self.kind is tuple else f"{self.kind.__module__}:{self.kind.__qualname__}",
                   "fields": {k: (str(v.dtype).removeprefix("torch.") if v is not None else None)
-                             for k, v in self.fields.items()}}
+                             for k, v in self.fields.items()}, "reading": self.reading}
         for key, value in self.fields.items():
             if value is not None:
                 wide = value.float() if value.is_floating_point() and value.dtype != torch.float64 else value
@@ -138,7 +157,7 @@ class FeatureCache:
                 return None
         fields = {k: (torch.from_numpy(arrays[f"{prefix}{k}"]).to(device=device, dtype=getattr(torch, dtype))
                       if dtype is not None else None) for k, dtype in layout["fields"].items()}
-        return cls(fields, kind)
+        return cls(fields, kind, reading=layout.get("reading", "first"))
 
     def write(self, rows: Sequence[int], other: FeatureCache) -> None:
         """In place: `rows` (notes) take `other`'s entries (one per row, in that order; `other` dense)."""
@@ -175,22 +194,32 @@ def _cast(value: torch.Tensor, dtype: torch.dtype | None) -> torch.Tensor:
     return value.to(dtype) if dtype is not None and value.is_floating_point() else value
 
 
-def _reduce(value: Any) -> Any:
-    """Per-note part the head can read: 2-D as is, 3-D its first position; anything else dropped."""
+def _reduce(key: str, value: Any, mask: torch.Tensor | None) -> dict[str, Any]:
+    """Per-note parts the head can read: a 2-D tensor as is; a 3-D one as one position per reading, each
+    (n, 1, d): the first, the mean over the mask's tokens (as ModernBERT pools) and the last of them (as a
+    decoder classifier reads its last non-pad token). Anything else: None (not replayable)."""
     import torch
 
-    if not torch.is_tensor(value):
-        return None
+    if not torch.is_tensor(value) or value.dim() not in (2, 3):
+        return {key: None}
     value = value.detach()
-    if value.dim() == 3:
-        return value[:, :1].clone()
-    return value if value.dim() == 2 else None
+    if value.dim() == 2:
+        return {key: value}
+    if mask is None or mask.shape != value.shape[:2]:
+        mask = torch.ones(value.shape[:2], dtype=torch.long, device=value.device)
+    mask = mask.to(value.device)
+    mean = (value * mask.unsqueeze(-1)).sum(dim=1) / mask.sum(dim=1, keepdim=True)
+    last = (torch.arange(value.shape[1], device=value.device) * mask).argmax(-1)
+    return {key: value[:, :1].clone(), f"{key}{_AT}mean": mean.unsqueeze(1).to(value.dtype),
+            f"{key}{_AT}last": value[torch.arange(len(value), device=value.device), last].unsqueeze(1)}
 
 
-def _fields(output: Any) -> tuple[dict[str, Any], Any]:
-    if hasattr(output, "items"):
-        return {k: _reduce(v) for k, v in output.items()}, type(output)
-    return {str(i): _reduce(v) for i, v in enumerate(output)}, tuple
+def _fields(output: Any, mask: torch.Tensor | None) -> tuple[dict[str, Any], Any]:
+    items = output.items() if hasattr(output, "items") else ((str(i), v) for i, v in enumerate(output))
+    fields: dict[str, Any] = {}
+    for key, value in items:
+        fields.update(_reduce(key, value, mask))
+    return fields, (type(output) if hasattr(output, "items") else tuple)
 
 
 class Recorder:
@@ -199,8 +228,8 @@ class Recorder:
     def __init__(self) -> None:
         self.parts: list[tuple[dict[str, Any], Any]] = []
 
-    def hook(self, _module: Any, _args: Any, output: Any) -> None:
-        self.parts.append(_fields(output))
+    def hook(self, _module: Any, _args: Any, kwargs: dict[str, Any], output: Any) -> None:
+        self.parts.append(_fields(output, kwargs.get("attention_mask")))
 
     def cache(self) -> FeatureCache | None:
         """All recorded batches concatenated, or None when nothing (usable) was recorded."""
@@ -223,7 +252,7 @@ class Recorder:
 def record(model: nn.Module) -> Iterator[Recorder]:
     """`with record(model) as rec:` run forward passes; then `rec.cache()`."""
     rec = Recorder()
-    handle = model.base_model.register_forward_hook(rec.hook)
+    handle = model.base_model.register_forward_hook(rec.hook, with_kwargs=True)  # kwargs: the attention mask
     try:
         yield rec
     finally:
@@ -256,11 +285,11 @@ def head_logits(model: nn.Module, cache: FeatureCache, idx: Sequence[int] | torc
 
 def exact(model: nn.Module, cache: FeatureCache, logits: torch.Tensor, sample: int = 16,
           device: torch.device | None = None, rows: Sequence[int] | None = None) -> bool:
-    """Do head-only logits from the cache reproduce `logits` (the full passes that filled it)? Pass the
-    `device` those passes ran on: the head then runs under the same autocast (bf16 on CUDA) as they did,
-    else a float32 head would differ from a bf16 one by more than the tolerance and the shortcut be lost.
-    Checked on the first `sample` notes, or on the first `sample` of `rows` (a cache filled note by note:
-    the notes that have been run)."""
+    """Do head-only logits from the cache reproduce `logits` (the full passes that filled it), in one of its
+    readings? The first that does is settled on (`FeatureCache.settle`). Pass the `device` those passes ran on:
+    the head then runs under the same autocast (bf16 on CUDA) as they did, else a float32 head would differ
+    from a bf16 one by more than the tolerance and the shortcut be lost. Checked on the first `sample` notes,
+    or on the first `sample` of `rows` (a cache filled note by note: the notes that have been run)."""
     import contextlib
 
     import torch
@@ -268,12 +297,19 @@ def exact(model: nn.Module, cache: FeatureCache, logits: torch.Tensor, sample: i
     from steuops.modeling import autocast
 
     rows = list(range(min(sample, len(cache)))) if rows is None else [int(i) for i in list(rows)[:sample]]
-    with torch.no_grad(), (autocast(device) if device is not None else contextlib.nullcontext()):
-        try:
-            replayed = head_logits(model, cache, rows).float()
-        except Exception:  # noqa: BLE001 - a head that needs more than the cache holds: no shortcut
-            return False
-    return bool(torch.allclose(replayed, logits[rows].float().to(replayed.device), atol=EXACT_ATOL, rtol=1e-4))
+    was = cache.reading
+    for reading in cache.readings():
+        cache.reading = reading
+        with torch.no_grad(), (autocast(device) if device is not None else contextlib.nullcontext()):
+            try:
+                replayed = head_logits(model, cache, rows).float()
+            except Exception:  # noqa: BLE001 - a head that needs more than the cache holds: no shortcut
+                continue
+        if torch.allclose(replayed, logits[rows].float().to(replayed.device), atol=EXACT_ATOL, rtol=1e-4):
+            cache.settle(reading)
+            return True
+    cache.reading = was
+    return False
 
 
 def changed_rows(original: nn.Module, edited: nn.Module) -> list[int] | None:

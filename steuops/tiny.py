@@ -10,7 +10,7 @@ from steuops import env  # noqa: F401
 SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 BPE_SPECIALS = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]  # RoBERTa's ids 0-4
 ARCHS = ("bert", "distilbert", "roberta", "mpnet", "xlm-roberta", "albert", "electra", "deberta-v2", "modernbert",
-         "longformer")
+         "modernbert-mean", "longformer", "llama")
 
 
 def wordpiece_tokenizer(corpus: Sequence[str], vocab_size: int = 600):
@@ -103,7 +103,7 @@ def sentencepiece_tokenizer(corpus: Sequence[str], vocab_size: int = 600):
 def tokenizer_for(arch: str, corpus: Sequence[str], vocab_size: int = 600):
     """The tokenizer shape that goes with a tiny `arch`: <s>-framed WordPiece for MPNet, byte-level BPE for
     RoBERTa and Longformer, SentencePiece for XLM-R, WordPiece for the rest (BERT, DistilBERT, and ALBERT, ELECTRA,
-    DeBERTa-v2 and ModernBERT, whose structure, not tokenizer, the tests are after)."""
+    DeBERTa-v2, ModernBERT and Llama, whose structure, not tokenizer, the tests are after)."""
     if arch in ("roberta", "longformer"):
         return bpe_tokenizer(corpus, vocab_size)
     if arch == "xlm-roberta":
@@ -158,6 +158,8 @@ def classifier(
         DistilBertForSequenceClassification,
         ElectraConfig,
         ElectraForSequenceClassification,
+        LlamaConfig,
+        LlamaForSequenceClassification,
         LongformerConfig,
         LongformerForSequenceClassification,
         ModernBertConfig,
@@ -201,11 +203,17 @@ def classifier(
                                                             **plain)).eval()
     if arch == "electra":
         return ElectraForSequenceClassification(ElectraConfig(embedding_size=hidden // 2, **plain)).eval()
-    if arch == "modernbert":  # rotary positions, alternating local attention, a dense+norm head on the [CLS] state
+    # ModernBERT: rotary positions, alternating local attention, a dense+norm head on the [CLS] state or (-mean)
+    # on the mean over the note's tokens. The wordpiece specials' ids; the released model's are 50281-50283.
+    if arch in ("modernbert", "modernbert-mean"):
         return ModernBertForSequenceClassification(ModernBertConfig(
             hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads, intermediate_size=hidden * 2,
             local_attention=8, pad_token_id=0, cls_token_id=2, sep_token_id=3, bos_token_id=2, eos_token_id=3,
-            **common)).eval()  # the wordpiece specials' ids; the released model's are 50281-50283
+            classifier_pooling="mean" if arch == "modernbert-mean" else "cls", **common)).eval()
+    if arch == "llama":  # a decoder classifier: causal attention, the head reads the last non-pad token
+        return LlamaForSequenceClassification(LlamaConfig(
+            hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads, num_key_value_heads=heads,
+            intermediate_size=hidden * 2, pad_token_id=0, bos_token_id=2, eos_token_id=3, **common)).eval()
     if arch == "deberta-v2":  # relative attention, and a pooler inside the head (ContextPooler)
         return DebertaV2ForSequenceClassification(DebertaV2Config(pooler_dropout=0.0, pooler_hidden_size=hidden,
                                                                   **plain)).eval()

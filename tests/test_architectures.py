@@ -1,8 +1,9 @@
 """RoBERTa (byte-level BPE: "Ġword"), MPNet (<s>-framed WordPiece) and XLM-R (SentencePiece: "▁word") through
 the engine and the registry; ALBERT, ELECTRA (factorised embeddings), DeBERTa-v2 (relative attention, a pooler
 inside the head) and ModernBERT (rotary positions, local attention, a dense+norm head) through the engine and the
-export; Longformer (windowed attention, global on the first token) through the engine, and its export refused in
-one line.
+export; heads that read the mean over the note (ModernBERT's mean pooling) or its last token (a Llama decoder
+classifier) through the engine, the replayed features included, and the export; Longformer (windowed attention,
+global on the first token) through the engine, and its export refused in one line.
 
 The rest of the suite runs BERT and DistilBERT; these are the other families steuops is used with. Each test
 builds its tiny model and tokenizer in code (steuops.tiny), so the tokenizer's own conventions are exercised:
@@ -30,8 +31,9 @@ from steuops.tokens import bare
 pytestmark = pytest.mark.filterwarnings("ignore")
 FAMILIES = ["roberta", "mpnet", "xlm-roberta"]  # tokenizer shapes other than BERT's WordPiece
 STRUCTURES = ["albert", "electra", "deberta-v2", "modernbert"]  # factorised embeddings; other attention and heads
+READERS = {"modernbert-mean": "mean", "llama": "last"}  # heads that read another position than the first
 WINDOWED = ["longformer"]  # global attention derived from the input ids: STEU's forward must pass them
-ARCHS = FAMILIES + STRUCTURES + WINDOWED
+ARCHS = FAMILIES + STRUCTURES + list(READERS) + WINDOWED
 CFG = {"k": 8, "epochs": 8, "max_length": 16, "lr": 1e-2, "head_lr": 1e-2}
 
 
@@ -99,16 +101,19 @@ def test_a_single_label_head_forgets_too(arch):
 
 
 def test_head_alone_on_cached_features_reproduces_the_model(trained):
-    """RoBERTa's and MPNet's heads read the sequence (first position): the recorded features must replay them."""
-    _, model, tok, notes, _ = trained
+    """RoBERTa's and MPNet's heads read the sequence (first position), ModernBERT's mean pooling the mean over the
+    note's tokens, a decoder's head its last token: the recorded features must replay each, in its own reading."""
+    arch, model, tok, notes, _ = trained
     texts = notes.texts[:40]
     with torch.no_grad(), record(model) as rec:
         logits = torch.cat([model(**tok(texts[s:s + 16], padding=True, truncation=True, max_length=16,
                                         return_tensors="pt")).logits for s in range(0, len(texts), 16)])
         cache = rec.cache()
+        assert exact(model, cache, logits)
         replayed = head_logits(model, cache, list(range(len(texts))))
     torch.testing.assert_close(replayed, logits, atol=1e-5, rtol=0)
-    assert exact(model, cache, logits)
+    assert cache.reading == READERS.get(arch, "first") and cache.readings() == ["first", *[cache.reading] * (
+        cache.reading != "first")]  # the other readings' fields are dropped once one replays
 
 
 def test_shortcut_losses_and_edit_match_the_full_path(trained):
@@ -147,7 +152,7 @@ def test_audit_runs_every_attack_and_reads_the_class_in_the_parent(trained):
         assert report[figure]["edited"] is not None and 0.0 <= report[figure]["edited"] <= 1.0, figure
 
 
-@pytest.mark.parametrize("trained", STRUCTURES, indirect=True)
+@pytest.mark.parametrize("trained", STRUCTURES + list(READERS), indirect=True)
 def test_export_keeps_parity(trained, tmp_path):
     from steuops.export import check_parity, export_onnx
 

@@ -104,7 +104,8 @@ class SplitPass:
 @contextmanager
 def _tapped(model) -> Iterator[dict[str, Any]]:
     """Features = the input of the first head module called (BERT: the pooled output; DistilBERT:
-    hidden[:, 0]; RoBERTa-style heads get the sequence, so its first position is taken). Eval mode."""
+    hidden[:, 0]; RoBERTa-style heads get the sequence, so its first position is taken; a head that reads
+    another position gets its features from the replay, see forward_pass). Eval mode."""
     import torch
 
     from steuops import modeling
@@ -161,6 +162,8 @@ def forward_pass(model, tokenizer, texts: Sequence[str], *, batch_size: int, max
         # checked here, still in eval mode: a model handed over in train mode must not replay with dropout
         ok = cache is not None and exact(model, cache, _torch_of(np.concatenate(logits), device), device=device)
         seen.clear()
+    if ok and cache.reading != "first":  # a head that reads the mean or the last token: its features are what it
+        feats = [head_pass(model, cache, batch_size=batch_size, device=device).features]  # reads off the replay
     return _assemble(model, logits, feats, cache, ok)
 
 
@@ -270,6 +273,6 @@ def still_matches(model, tokenizer, texts: Sequence[str], store: SplitPass, conf
 
     rows = np.flatnonzero(store.done)[:VERIFY_NOTES]
     fresh = forward_pass(model, tokenizer, [texts[i] for i in rows], batch_size=config.batch_size,
-                         max_length=config.max_length, device=device)
+                         max_length=config.max_length, device=device, keep_cache=True)  # features as stored
     return all(np.allclose(a, b[rows], atol=features.EXACT_ATOL, rtol=1e-4)
                for a, b in ((fresh.logits, store.logits), (fresh.features, store.features)))
