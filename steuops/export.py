@@ -491,10 +491,11 @@ def _running(path: str | Path) -> Iterator[None]:
     except SteuopsError:
         raise
     except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own pybind classes, not one base
-        text = str(exc)
-        node = re.search(r"running (\w+) node\. Name:'([^']*)'", text)
-        what = f"its {node[1]} node {node[2]!r} failed" if node else text.splitlines()[0][:200] if text else \
-            type(exc).__name__
+        node = re.search(r"running (\w+) node\. Name:'([^']*)'", str(exc))
+        if node:
+            what = f"its {node[1]} node {node[2]!r} failed"
+        else:
+            what = (str(exc).splitlines() or [type(exc).__name__])[0][:200]
         raise OnnxRunError(
             f"{Path(path).name}: ONNX Runtime cannot run the exported graph on the check texts ({what})",
             failures=[], hint="the graph may keep a shape traced from the export's sample input (Longformer's "
@@ -922,10 +923,11 @@ class _FileCheck:
         first FALLBACK_PARITY_TEXTS notes only, here and now."""
         with _running(path):
             sess = sess or session(path)
-            score = score and self.held_out is not None
-            reused = self.reusable(path, sess) if score else None
-            n = len(self.texts) if limit is None else min(limit, len(self.texts))
-            n = min(n, FALLBACK_PARITY_TEXTS) if reused else n
+        score = score and self.held_out is not None
+        reused = self.reusable(path, sess) if score else None
+        n = len(self.texts) if limit is None else min(limit, len(self.texts))
+        n = min(n, FALLBACK_PARITY_TEXTS) if reused else n
+        with _running(path):
             every = ort_logits(sess, self.tokenizer, list(self.held_out.texts), batch_size=16,
                                settings=self.settings) if self.prefix and score and not reused else None
             got = every[:n] if every is not None else \
