@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -64,6 +64,10 @@ class RowTable:
         # a different order every run (so two runs gave two edits); the embedding backward sums in one order
         picked = torch.nn.functional.embedding(slot.clamp(min=0), self.rows).to(embeds.dtype)
         return torch.where((slot >= 0)[..., None], picked, embeds)
+
+    def hook(self, _module: Any, args: tuple[Any, ...], out: torch.Tensor) -> torch.Tensor:
+        """A forward hook for the embedding module: its lookup with the trained rows in place."""
+        return self.substitute(args[0], out)
 
 
 def embedding_param_name(model: nn.Module) -> str:

@@ -518,7 +518,7 @@ def _rows_only(model, token_ids: Sequence[int]):
 
     module = embedding(model)
     table = RowTable(module.weight, token_ids)
-    module.register_forward_hook(lambda _module, args, out: table.substitute(args[0], out))
+    module.register_forward_hook(table.hook)
     return table.rows
 
 

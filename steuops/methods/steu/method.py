@@ -201,7 +201,7 @@ class RowSubstitution:
     def __call__(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         if len(self.ids) == 0:
             return self.model(input_ids=ids, attention_mask=mask).logits
-        hook = self.embedding.register_forward_hook(lambda _module, args, out: self.table.substitute(args[0], out))
+        hook = self.embedding.register_forward_hook(self.table.hook)
         try:
             return self.model(input_ids=ids, attention_mask=mask).logits
         finally:
