@@ -27,7 +27,8 @@ COLORS = {"original": "#8a8f98", "before": "#8a8f98", "edited": "#1f6fb4", "afte
 META_ORDER = [
     ("model", "Model"), ("version", "Version"), ("parent_version", "Parent version"), ("forget", "Forgotten classes"),
     ("method", "Method"), ("precision", "Training precision"), ("policy", "Policy"), ("policy_sha256", "Policy sha256"),
-    ("cohort_sha256", "Cohort sha256"), ("cohort_rows", "Cohort rows"), ("gate", "Gate verdict"), ("created", "Created"), ("steuops_version", "steuops"),
+    ("cohort_sha256", "Cohort sha256"), ("cohort_rows", "Cohort rows"), ("gate", "Gate verdict"), ("created", "Created"),
+    ("steuops_version", "steuops"),
     ("base_fingerprint", "Base model fingerprint"), ("edited_fingerprint", "Edited model fingerprint"),
     ("onnx_sha256", "ONNX sha256"), ("aliases", "Served by alias"),
 ]
