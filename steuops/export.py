@@ -393,8 +393,12 @@ def _cuda_available() -> bool:
 def ort_logits(sess, tokenizer, texts: Sequence[str], *, batch_size: int = 32, max_length: int = DEFAULT_MAX_LENGTH,
                settings: InferenceSettings | None = None) -> np.ndarray:
     """(n, C) float32 logits from an ONNX Runtime session, tokenized at `settings` (else max_length)."""
+    import onnxruntime as ort
+
     settings = settings or settings_for(tokenizer, max_length)
     names = [i.name for i in sess.get_inputs()]
+    quiet = ort.RunOptions()
+    quiet.log_severity_level = 4  # a failing node raises with the runtime's whole message; its logger would print it again
     out = []
     with settings.applied(tokenizer):
         for start in range(0, len(texts), batch_size):
@@ -402,7 +406,7 @@ def ort_logits(sess, tokenizer, texts: Sequence[str], *, batch_size: int = 32, m
                             max_length=settings.max_length, return_tensors="np")
             feed = {n: np.asarray(enc[n], dtype=np.int64) if n in enc else np.zeros_like(enc["input_ids"], np.int64)
                     for n in names}
-            out.append(np.asarray(sess.run(["logits"], feed)[0], dtype=np.float32))
+            out.append(np.asarray(sess.run(["logits"], feed, quiet)[0], dtype=np.float32))
     return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
 
 
