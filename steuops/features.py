@@ -215,11 +215,13 @@ def _reduce(key: str, value: Any, mask: torch.Tensor | None) -> dict[str, Any]:
 
 
 def _fields(output: Any, mask: torch.Tensor | None) -> tuple[dict[str, Any], Any]:
-    items = output.items() if hasattr(output, "items") else ((str(i), v) for i, v in enumerate(output))
+    """A base model's output (a ModelOutput or a tuple) as reduced fields, and the type to rebuild it as."""
+    mapping = hasattr(output, "items")
+    items = output.items() if mapping else ((str(i), v) for i, v in enumerate(output))
     fields: dict[str, Any] = {}
     for key, value in items:
         fields.update(_reduce(key, value, mask))
-    return fields, (type(output) if hasattr(output, "items") else tuple)
+    return fields, (type(output) if mapping else tuple)
 
 
 class Recorder:
