@@ -34,18 +34,51 @@ def test_root_help_lists_exit_codes_and_completion(capsys, monkeypatch):
         assert needle in out, needle
 
 
-@pytest.mark.parametrize("how", ["argument", "SHELL"])
-def test_show_completion_prints_a_bash_script(how):
+def test_show_completion_prints_the_named_shells_script():
+    """A named shell decides, wherever steuops runs: the process tree is not read."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("_STEUOPS")}
-    argv = [sys.executable, "-m", "steuops", "--show-completion"]
-    if how == "argument":
-        argv.append("bash")
-    else:
-        env["SHELL"] = "/bin/bash"
-    done = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=60)
+    done = subprocess.run([sys.executable, "-m", "steuops", "--show-completion", "bash"], capture_output=True,
+                          text=True, env={**env, "SHELL": "/bin/zsh"}, timeout=60)
     assert done.returncode == 0, done.stderr
     assert "_steuops_completion()" in done.stdout and "complete " in done.stdout
-    assert "_STEUOPS_COMPLETE" in done.stdout
+    assert "_STEUOPS_COMPLETE" in done.stdout and "compdef" not in done.stdout
+
+
+@pytest.mark.parametrize(("found", "shell_env", "expected"), [
+    ("zsh", "/bin/bash", "zsh"),  # the shell that started steuops, over $SHELL
+    (None, "/usr/bin/fish", "fish"),  # nothing found in the process tree (a provisioning script): $SHELL
+    ("sh", "/bin/bash", "bash"),  # a Dockerfile's RUN: sh has no script, $SHELL does
+])
+def test_show_completion_without_a_name_reads_the_process_tree_then_shell(found, shell_env, expected, monkeypatch,
+                                                                           capsys):
+    import shellingham
+
+    from steuops.cli import main
+
+    def detect_shell():
+        if found is None:
+            raise shellingham.ShellDetectionFailure()
+        return found, f"/bin/{found}"
+
+    monkeypatch.setattr(shellingham, "detect_shell", detect_shell)
+    monkeypatch.setenv("SHELL", shell_env)
+    assert main(["--show-completion"]) == 0
+    out = capsys.readouterr().out
+    assert {"bash": "complete -o default", "zsh": "#compdef steuops", "fish": "complete --command steuops"}[
+        expected] in out
+
+
+def test_show_completion_for_an_unknown_shell_is_one_line_exit_2(monkeypatch, capsys):
+    import shellingham
+
+    from steuops.cli import main
+
+    monkeypatch.setattr(shellingham, "detect_shell", lambda: ("sh", "/bin/sh"))
+    monkeypatch.delenv("SHELL", raising=False)
+    assert main(["--show-completion"]) == 2
+    assert main(["--show-completion", "tcsh"]) == 2
+    err = capsys.readouterr().err
+    assert "'sh'" in err and "'tcsh'" in err and "steuops --show-completion {bash,zsh,fish,powershell,pwsh}" in err
 
 
 def test_completion_completes_command_names():

@@ -23,7 +23,8 @@ app = typer.Typer(
     epilog=(
         "Exit codes (every command): 0 done; 1 unexpected error (a bug: please report it); "
         "2 bad input or an unusable registry, nothing was changed; 3 the policy gate rejected the candidate.\n\n"
-        "Shell completion: steuops --install-completion (or --show-completion to print the script)."
+        "Shell completion: steuops --install-completion (or --show-completion [bash|zsh|fish|powershell] to print "
+        "the script)."
     ),
     no_args_is_help=True,
     add_completion=True,
@@ -73,12 +74,52 @@ def _root(
     env.cpu_bf16_allowed()  # a bad STEUOPS_CPU_BF16 is exit 2 before any command starts work
 
 
+SHELLS = ("bash", "zsh", "fish", "powershell", "pwsh")
+
+
+def completion_shell(named: str | None) -> str:
+    """The shell `--show-completion` writes for: the one named, else the one that started steuops, else $SHELL's.
+
+    typer takes no name and only looks at the process tree, which fails where no shell started steuops (a
+    provisioning script, a container's entry point) and finds sh under a Dockerfile's RUN.
+    """
+    import os
+
+    from steuops.errors import UsageError
+
+    shell = named
+    if shell is None:
+        try:
+            import shellingham
+
+            shell = shellingham.detect_shell()[0]
+        except (ImportError, OSError):  # ShellDetectionFailure is an OSError
+            shell = None
+    if shell not in SHELLS and named is None:
+        shell = os.path.basename(os.environ.get("SHELL", "")) or shell
+    if shell not in SHELLS:
+        raise UsageError(f"--show-completion: no completion script for the shell {shell or '(not found)'!r}",
+                         hint=f"name one: steuops --show-completion {{{','.join(SHELLS)}}}")
+    return shell
+
+
+def _show_completion(args: list[str]) -> None:
+    from typer.completion import get_completion_script
+
+    named = args[1] if len(args) > 1 else None
+    typer.echo(get_completion_script(prog_name="steuops", complete_var="_STEUOPS_COMPLETE",
+                                     shell=completion_shell(named)))
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: run the app, turn errors into one line, a hint and an exit code."""
     from steuops.cli.render import report_error
 
     args = sys.argv[1:] if argv is None else argv
     try:
+        if args[:1] == ["--show-completion"] and len(args) <= 2:
+            _show_completion(args)
+            return 0
         # standalone_mode=False: click *returns* typer.Exit's code instead of raising it, so keep it
         # (a rejected `gate --json` exits 3 through that path).
         code = app(args=args, prog_name="steuops", standalone_mode=False)
