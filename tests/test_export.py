@@ -205,10 +205,10 @@ def test_write_export_checks_parity_on_the_first_notes_scores_all_and_makes_fp16
     from steuops.inference import InferenceSettings
     from steuops.tiny import classifier
 
-    if export._cuda_available():
+    if export.cuda_available():
         pytest.skip("the default makes fp16 where CUDA is visible")
-    monkeypatch.setattr(export, "PARITY_TEXTS", 8)
-    monkeypatch.setattr(export, "FALLBACK_PARITY_TEXTS", 5)
+    monkeypatch.setattr(export.folder, "PARITY_TEXTS", 8)
+    monkeypatch.setattr(export.folder, "FALLBACK_PARITY_TEXTS", 5)
     model = classifier(LABELS, vocab_size=len(tiny_tokenizer), arch="bert", seed=3)
     held = Notes(list(tiny_notes.texts[:20]), list(tiny_notes.labels[:20]))
     settings = InferenceSettings(max_length=64, truncation_side="right")
@@ -269,7 +269,7 @@ def test_a_failed_torchscript_export_falls_back_to_dynamo_with_the_same_metadata
     model = classifier(LABELS, vocab_size=len(tiny_tokenizer), arch="bert", seed=3)
     extra = {"steuops.name": "dx", "steuops.version": "7"}
     first = metadata(export_onnx(model, tiny_tokenizer, tmp_path / "torchscript", max_length=64, metadata=extra))
-    monkeypatch.setattr(export, "_export_torchscript", broken)
+    monkeypatch.setattr(export.graph, "_export_torchscript", broken)
     path = export_onnx(model, tiny_tokenizer, tmp_path / "dynamo", max_length=64, metadata=extra)
     assert exporter_of(path) == "dynamo" and first[export.EXPORTER_KEY] == "torchscript"
     assert {k: v for k, v in metadata(path).items() if k != export.EXPORTER_KEY} == \

@@ -178,9 +178,9 @@ class ServedModel:
         self.kept_labels = [labels[j] for j in self.keep]
 
     def _default_file(self, device: str) -> str:
-        from steuops.export import _cuda_available, served_file
+        from steuops.export import cuda_available, served_file
 
-        gpu = _cuda_available() if device == "auto" else device == "cuda"
+        gpu = cuda_available() if device == "auto" else device == "cuda"
         return served_file([p.name for p in self.dir.glob("*.onnx")], gpu)
 
     @property

@@ -1,0 +1,126 @@
+"""Running the files: ONNX Runtime sessions with explicit providers, logits from them and from PyTorch at one
+`InferenceSettings`, and `onnx_run_errors`, which turns the runtime's own failures into one OnnxRunError."""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from steuops.errors import ExportParityError, ModelError, SteuopsError
+from steuops.inference import DEFAULT_MAX_LENGTH, InferenceSettings
+
+if TYPE_CHECKING:
+    from torch import nn
+
+log = logging.getLogger(__name__)
+
+
+class OnnxRunError(ExportParityError):
+    """ONNX Runtime cannot load or run the exported file on the check texts (exit 1): a graph that kept a shape
+    from the export's sample input, as Longformer's windowed attention does, fails on notes of other lengths."""
+
+
+def settings_for(tokenizer: Any, max_length: int = DEFAULT_MAX_LENGTH) -> InferenceSettings:
+    """The settings a bare `max_length` means: that limit, on the tokenizer's own truncation side."""
+    return InferenceSettings(max_length=int(max_length), truncation_side=getattr(tokenizer, "truncation_side", "right"))
+
+
+def session(onnx_path: str | Path, *, device: str = "auto", threads: int | None = None, spinning: bool = True):
+    """An ONNX Runtime session with explicit providers: CUDA when a GPU is there, else CPU.
+
+    The available-providers list lies (onnxruntime-gpu lists CUDA without a GPU), so the
+    session's own get_providers() is checked: an explicit device="cuda" that fell back is an
+    error; "auto" falls back to a CPU session.
+    """
+    import onnxruntime as ort
+
+    want_cuda = cuda_available() if device == "auto" else device == "cuda"
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    if threads:
+        opts.intra_op_num_threads = threads
+    if not spinning:  # idle ORT threads busy-wait by default, stealing CPU from anything else in the process
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    if want_cuda:
+        if hasattr(ort, "preload_dlls"):
+            ort.preload_dlls()
+        sess = ort.InferenceSession(str(onnx_path), sess_options=opts,
+                                    providers=["CUDAExecutionProvider", "CPUExecutionProvider"])
+        if "CUDAExecutionProvider" in sess.get_providers():
+            return sess
+        if device == "cuda":
+            raise ModelError(f"{onnx_path}: ONNX Runtime did not start its CUDA provider (got {sess.get_providers()})",
+                             hint="check the CUDA libraries, or run on CPU")
+        log.warning("CUDA provider did not start; serving on CPU")
+    return ort.InferenceSession(str(onnx_path), sess_options=opts, providers=["CPUExecutionProvider"])
+
+
+def cuda_available() -> bool:
+    """torch's view when torch is installed (the serving image may lack it), else whether a GPU is visible."""
+    try:
+        import torch
+    except ImportError:
+        import os
+
+        return os.path.exists("/dev/nvidia0") or os.path.exists("/dev/dxg")
+    return bool(torch.cuda.is_available())
+
+
+def ort_logits(sess, tokenizer, texts: Sequence[str], *, batch_size: int = 32, max_length: int = DEFAULT_MAX_LENGTH,
+               settings: InferenceSettings | None = None) -> np.ndarray:
+    """(n, C) float32 logits from an ONNX Runtime session, tokenized at `settings` (else max_length)."""
+    import onnxruntime as ort
+
+    settings = settings or settings_for(tokenizer, max_length)
+    names = [i.name for i in sess.get_inputs()]
+    quiet = ort.RunOptions()
+    quiet.log_severity_level = 4  # a failing node raises with the runtime's whole message; its logger would print it again
+    out = []
+    with settings.applied(tokenizer):
+        for start in range(0, len(texts), batch_size):
+            enc = tokenizer(list(texts[start : start + batch_size]), padding=True, truncation=True,
+                            max_length=settings.max_length, return_tensors="np")
+            feed = {n: np.asarray(enc[n], dtype=np.int64) if n in enc else np.zeros_like(enc["input_ids"], np.int64)
+                    for n in names}
+            out.append(np.asarray(sess.run(["logits"], feed, quiet)[0], dtype=np.float32))
+    return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
+
+
+def torch_logits(model: nn.Module, tokenizer: Any, texts: Sequence[str], settings: InferenceSettings, *,
+                 batch_size: int = 16) -> np.ndarray:
+    """The PyTorch reference: fp32 on CPU at `settings`."""
+    import torch
+
+    from steuops import modeling
+
+    model = model.to("cpu").float().eval()
+    with settings.applied(tokenizer):
+        return modeling.logits(model, tokenizer, list(texts), batch_size=batch_size, max_length=settings.max_length,
+                               device=torch.device("cpu"))
+
+
+@contextmanager
+def onnx_run_errors(path: str | Path) -> Iterator[None]:
+    """ONNX Runtime's own failures on an exported file (a node that cannot run, a graph it cannot load) as one
+    OnnxRunError naming the file and the node; the runtime's whole message stays chained to it."""
+    try:
+        yield
+    except SteuopsError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own pybind classes, not one base
+        node = re.search(r"running (\w+) node\. Name:'([^']*)'", str(exc))
+        if node:
+            what = f"its {node[1]} node {node[2]!r} failed"
+        else:
+            what = (str(exc).splitlines() or [type(exc).__name__])[0][:200]
+        raise OnnxRunError(
+            f"{Path(path).name}: ONNX Runtime cannot run the exported graph on the check texts ({what})",
+            failures=[], hint="the graph may keep a shape traced from the export's sample input (Longformer's "
+                              "windowed attention does); `steuops apply --no-export` registers a version without "
+                              "ONNX files") from exc
