@@ -65,6 +65,7 @@ LOCK_EXPIRES = "steuops.lock_expires"
 META_NAME, META_VERSION = "steuops.name", "steuops.version"
 META_LABELS, META_FORGOTTEN, META_MULTI_LABEL = "steuops.labels", "steuops.forgotten", "steuops.multi_label"
 META_EXPORTER, META_INPUTS = "steuops.exporter", "steuops.inputs"
+META_FIXED_LENGTH = "steuops.fixed_length"  # set when the graph runs at that one sequence length only
 
 # ---- artifact names on a version's run ----------------------------------------------------------------
 EVALUATION_FILE = "evaluation.json"

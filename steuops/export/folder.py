@@ -38,7 +38,16 @@ from steuops.export.graph import (
     optimize,
     served_file,
 )
-from steuops.export.runtime import cuda_available, onnx_run_errors, ort_logits, session, settings_for, torch_logits
+from steuops.export.runtime import (
+    OnnxRunError,
+    cuda_available,
+    fixed_length,
+    onnx_run_errors,
+    ort_logits,
+    session,
+    settings_for,
+    torch_logits,
+)
 from steuops.inference import DEFAULT_MAX_LENGTH, InferenceSettings
 
 if TYPE_CHECKING:
@@ -145,7 +154,7 @@ def write_export(
                 "lineage": lineage or [{"version": version, "forgotten": forgotten}],
                 "max_length": settings.max_length, "truncation_side": settings.truncation_side,
                 "inference": settings.to_dict(), "parity": {k: _brief(v) for k, v in built.parity.items()},
-                "scores": {f: _brief_scores(v) for f, v in built.scores.items()}}
+                "scores": {f: _brief_scores(v) for f, v in built.scores.items()}, "fixed_length": built.fixed_length}
     _write_json(work / MANIFEST_FILE, manifest)
     return ExportResult(name=name, version=version, out_dir=work, files=shas, onnx_sha256=shas[MODEL_FILE],
                         exporter=built.exporter, fused_ops=built.fused_ops, parity=built.parity, forgotten=forgotten,
@@ -159,6 +168,7 @@ class OnnxBuild:
     fused_ops: dict[str, int]
     exporter: str
     scores: dict[str, dict[str, Any]]  # shipped file -> score_logits() on the held-out notes
+    fixed_length: int | None = None  # the one sequence length the files run at (None: any)
 
 
 def build_onnx_dir(
@@ -182,9 +192,10 @@ def build_onnx_dir(
     metadata_props for every file (each file is written once). `earlier`: see write_export."""
     settings = settings or settings_for(tokenizer, max_length)
     path = export_onnx(model, tokenizer, out_dir, settings=settings, metadata=metadata)
+    path, sess = _at_any_length(model, tokenizer, out_dir, path, settings, metadata)
     exporter = exporter_of(path)  # read once: optimize and the manifest both need it
     check = _FileCheck(model, tokenizer, texts, settings, held_out, forget, evaluated, earlier)
-    parity = {"fp32": check.run(path, FP32_ATOL, MODEL_FILE, score=False, limit=FALLBACK_PARITY_TEXTS)}
+    parity = {"fp32": check.run(path, FP32_ATOL, MODEL_FILE, sess, score=False, limit=FALLBACK_PARITY_TEXTS)}
     heads, hidden = heads_and_hidden(model)
     opt = optimize(path, num_heads=heads, hidden_size=hidden, out_dir=out_dir,
                    fp16=cuda_available() if fp16 is None else fp16, metadata=metadata, exporter=exporter)
@@ -197,7 +208,33 @@ def build_onnx_dir(
         if held_out is not None and served.name not in check.scores:
             check.score(served)
     return OnnxBuild(files=files, parity=parity, fused_ops=opt.fused_ops, exporter=exporter,
-                     scores={p.name: check.scores[p.name] for p in files if p.name in check.scores})
+                     scores={p.name: check.scores[p.name] for p in files if p.name in check.scores},
+                     fixed_length=fixed_length(sess))
+
+
+def _at_any_length(model: nn.Module, tokenizer: Any, out_dir: Path, path: Path, settings: InferenceSettings,
+                   metadata: dict[str, str] | None) -> tuple[Path, Any]:
+    """The exported file and a session on it, once it has run on notes shorter and longer than the traced sample. A
+    graph that cannot (Longformer's attention windows are counted at trace time) is exported again at the settings'
+    max_length, the one length its inputs are then padded to: slower on short notes, but it runs on every note."""
+    try:
+        return path, _probed(path, tokenizer, settings)
+    except OnnxRunError as exc:
+        log.warning("%s; exporting again at a fixed length of %d tokens", exc, settings.max_length)
+    path = export_onnx(model, tokenizer, out_dir, settings=settings, metadata=metadata,
+                       fixed_length=settings.max_length)
+    return path, _probed(path, tokenizer, settings)
+
+
+def _probed(path: Path, tokenizer: Any, settings: InferenceSettings) -> Any:
+    """A session on `path` that has run one note of one word, one of max_length tokens, and three at once
+    (OnnxRunError where it cannot)."""
+    long = " ".join(["note"] * settings.max_length)  # at least max_length tokens, cut there
+    with onnx_run_errors(path):
+        sess = session(path)
+        for texts in (["note"], [long], ["note", long, "a note"]):
+            ort_logits(sess, tokenizer, texts, settings=settings)
+    return sess
 
 
 class _FileCheck:

@@ -38,6 +38,7 @@ FUSED_OPS = ("Attention", "MultiHeadAttention", "SkipLayerNormalization", "FastG
 
 
 EXPORTER_KEY = lineage.META_EXPORTER
+SAMPLE_LENGTH = 16  # tokens of the traced sample input
 
 
 # metadata_props of every shipped .onnx file (lists are JSON-encoded); the names live in steuops.lineage
@@ -96,7 +97,7 @@ def _wrapper(model: nn.Module, names: list[str]):
     return Logits().eval()
 
 
-def _sample_inputs(model: nn.Module, names: list[str], batch: int = 2, length: int = 16):
+def _sample_inputs(model: nn.Module, names: list[str], batch: int = 2, length: int = SAMPLE_LENGTH):
     """Dummy tensors for tracing; batch and length > 1 so that no axis is specialised to 1."""
     import torch
 
@@ -120,6 +121,7 @@ def export_onnx(
     settings: InferenceSettings | None = None,
     metadata: dict[str, str] | None = None,
     exporter: str | None = None,
+    fixed_length: int | None = None,
 ) -> Path:
     """Export `model` to one self-contained ONNX file with dynamic batch and sequence axes.
 
@@ -131,6 +133,8 @@ def export_onnx(
     carries the exporter, the inference settings (`settings`, else `max_length` + the tokenizer's truncation side),
     the labels (JSON list) and whether they are multi-label, and `metadata` (more metadata_props).
     `exporter`: "torchscript" or "dynamo" to use that one only (a failure then raises); None: as above.
+    `fixed_length`: trace at that sequence length and keep it (only the batch axis is dynamic), for a graph that
+    keeps its sample's length (Longformer's attention windows); the file says so and `ort_logits` pads to it.
     """
     import torch
 
@@ -139,16 +143,19 @@ def export_onnx(
     path = out / file_name
     model = model.to("cpu").float().eval()
     names = input_names(model)
-    args = _sample_inputs(model, names)
+    args = _sample_inputs(model, names, length=fixed_length or SAMPLE_LENGTH)
     settings = settings or settings_for(tokenizer, max_length)
     props = {lineage.META_INPUTS: lineage.encode_list(names), **settings.to_tags(), **label_props(model),
              **(metadata or {})}
+    if fixed_length:
+        props[lineage.META_FIXED_LENGTH] = str(int(fixed_length))
     if exporter not in (None, "torchscript", "dynamo"):
         raise ConfigError(f"unknown ONNX exporter {exporter!r}", hint="use torchscript or dynamo (or leave it unset)")
     with torch.no_grad():
         if exporter != "dynamo":
             try:
-                _export_torchscript(model, args, names, path, opset, {EXPORTER_KEY: "torchscript", **props})
+                _export_torchscript(model, args, names, path, opset, {EXPORTER_KEY: "torchscript", **props},
+                                    fixed=bool(fixed_length))
                 return path
             except Exception as exc:  # noqa: BLE001  (any TorchScript failure: the dynamo exporter, and say so)
                 if exporter:
@@ -158,12 +165,13 @@ def export_onnx(
                 path.unlink(missing_ok=True)
         # torch warns that torchvision (not a dependency) is absent, once per process; not the user's concern
         logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)
-        _export_dynamo(_wrapper(model, names), args, names, path, opset, {EXPORTER_KEY: "dynamo", **props})
+        _export_dynamo(_wrapper(model, names), args, names, path, opset, {EXPORTER_KEY: "dynamo", **props},
+                       fixed=bool(fixed_length))
     return path
 
 
 def _export_torchscript(model: nn.Module, args, names: list[str], path: Path, opset: int | None,
-                        props: dict[str, str]) -> None:
+                        props: dict[str, str], *, fixed: bool = False) -> None:
     """The TorchScript exporter, on a copy of `model` with eager attention (the pattern ORT's optimizer fuses; a
     model without an eager implementation keeps its own). Exported into memory, so the file is written once."""
     import io
@@ -176,7 +184,7 @@ def _export_torchscript(model: nn.Module, args, names: list[str], path: Path, op
         work.set_attn_implementation("eager")
     except (AttributeError, ValueError) as exc:
         log.info("%s keeps its attention implementation for export (%s)", type(model).__name__, exc)
-    axes = {n: {0: "batch", 1: "sequence"} for n in names}
+    axes = {n: {0: "batch"} if fixed else {0: "batch", 1: "sequence"} for n in names}
     axes["logits"] = {0: "batch"}
     buffer = io.BytesIO()
     with warnings.catch_warnings():
@@ -199,13 +207,14 @@ def label_props(model: nn.Module) -> dict[str, str]:
             META_MULTI_LABEL: json.dumps(modeling.is_multi_label(model))}
 
 
-def _export_dynamo(wrapper, args, names: list[str], path: Path, opset: int | None, props: dict[str, str]) -> None:
+def _export_dynamo(wrapper, args, names: list[str], path: Path, opset: int | None, props: dict[str, str], *,
+                   fixed: bool = False) -> None:
     """torch's dynamo exporter; `props` go into the file's metadata_props as it is saved (written once)."""
     import torch
     from torch.export import Dim
 
     batch, seq = Dim("batch", min=1, max=4096), Dim("sequence", min=1, max=_max_positions(wrapper.model))
-    shapes = {n: {0: batch, 1: seq} for n in names}
+    shapes = {n: {0: batch} if fixed else {0: batch, 1: seq} for n in names}
     kwargs: dict[str, Any] = {}
     if opset:
         kwargs["opset_version"] = opset

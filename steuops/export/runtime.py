@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from steuops import lineage
 from steuops.errors import ExportParityError, ModelError, SteuopsError
 from steuops.inference import DEFAULT_MAX_LENGTH, InferenceSettings
 
@@ -79,6 +80,7 @@ def ort_logits(sess, tokenizer, texts: Sequence[str], *, batch_size: int = 32, m
 
     settings = settings or settings_for(tokenizer, max_length)
     names = [i.name for i in sess.get_inputs()]
+    fixed = fixed_length(sess)
     quiet = ort.RunOptions()
     quiet.log_severity_level = 4  # a failing node raises with the runtime's whole message; its logger would print it again
     out = []
@@ -88,8 +90,32 @@ def ort_logits(sess, tokenizer, texts: Sequence[str], *, batch_size: int = 32, m
                             max_length=settings.max_length, return_tensors="np")
             feed = {n: np.asarray(enc[n], dtype=np.int64) if n in enc else np.zeros_like(enc["input_ids"], np.int64)
                     for n in names}
-            out.append(np.asarray(sess.run(["logits"], feed, quiet)[0], dtype=np.float32))
+            if fixed:
+                feed = _padded(feed, fixed, tokenizer)
+            logits = sess.run(["logits"], feed, quiet)[0][: len(enc["input_ids"])]
+            out.append(np.asarray(logits, dtype=np.float32))
     return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
+
+
+def fixed_length(sess: Any) -> int | None:
+    """The one sequence length a file runs at (export_onnx's `fixed_length`), or None: any length."""
+    value = sess.get_modelmeta().custom_metadata_map.get(lineage.META_FIXED_LENGTH)
+    return int(value) if value else None
+
+
+def _padded(feed: dict[str, np.ndarray], length: int, tokenizer: Any) -> dict[str, np.ndarray]:
+    """`feed` padded to `length` tokens on the tokenizer's padding side (input ids with its pad id, the rest with 0),
+    and a lone row doubled: such a graph was traced at batch 2, and Longformer's keeps `batch > 1` (it fails on one
+    row). The caller keeps the first rows' logits."""
+    if len(feed["input_ids"]) == 1:
+        feed = {n: np.repeat(v, 2, axis=0) for n, v in feed.items()}
+    width = feed["input_ids"].shape[1]
+    if width > length:
+        raise ModelError(f"the ONNX file runs at {length} tokens only; these inputs have {width}",
+                         hint="tokenize at the settings the file was exported with (its steuops.max_length)")
+    side = (0, length - width) if getattr(tokenizer, "padding_side", "right") == "right" else (length - width, 0)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    return {n: np.pad(v, ((0, 0), side), constant_values=pad_id if n == "input_ids" else 0) for n, v in feed.items()}
 
 
 def torch_logits(model: nn.Module, tokenizer: Any, texts: Sequence[str], settings: InferenceSettings, *,
@@ -121,6 +147,5 @@ def onnx_run_errors(path: str | Path) -> Iterator[None]:
             what = (str(exc).splitlines() or [type(exc).__name__])[0][:200]
         raise OnnxRunError(
             f"{Path(path).name}: ONNX Runtime cannot run the exported graph on the check texts ({what})",
-            failures=[], hint="the graph may keep a shape traced from the export's sample input (Longformer's "
-                              "windowed attention does); `steuops apply --no-export` registers a version without "
-                              "ONNX files") from exc
+            failures=[], hint="the graph may keep a shape traced from the export's sample input; `steuops apply "
+                              "--no-export` registers a version without ONNX files") from exc
