@@ -77,8 +77,15 @@ def test_show_completion_for_an_unknown_shell_is_one_line_exit_2(monkeypatch, ca
     monkeypatch.delenv("SHELL", raising=False)
     assert main(["--show-completion"]) == 2
     assert main(["--show-completion", "tcsh"]) == 2
+
+    def no_shell():
+        raise shellingham.ShellDetectionFailure()
+
+    monkeypatch.setattr(shellingham, "detect_shell", no_shell)
+    assert main(["--show-completion"]) == 2
     err = capsys.readouterr().err
-    assert "'sh'" in err and "'tcsh'" in err and "steuops --show-completion {bash,zsh,fish,powershell,pwsh}" in err
+    assert "'sh'" in err and "'tcsh'" in err and "none found" in err
+    assert "steuops --show-completion {bash,zsh,fish,powershell,pwsh}" in err
 
 
 def test_completion_completes_command_names():

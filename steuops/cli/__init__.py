@@ -98,7 +98,8 @@ def completion_shell(named: str | None) -> str:
     if shell not in SHELLS and named is None:
         shell = os.path.basename(os.environ.get("SHELL", "")) or shell
     if shell not in SHELLS:
-        raise UsageError(f"--show-completion: no completion script for the shell {shell or '(not found)'!r}",
+        found = repr(shell) if shell else "(none found: no shell started steuops and $SHELL is unset)"
+        raise UsageError(f"--show-completion: no completion script for the shell {found}",
                          hint=f"name one: steuops --show-completion {{{','.join(SHELLS)}}}")
     return shell
 
