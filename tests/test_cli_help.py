@@ -9,7 +9,20 @@ import sys
 import pytest
 
 COMMANDS = (["apply"], ["demo"], ["gate"], ["promote"], ["rollback"], ["history"], ["policy", "check"],
-            ["export"], ["serve"], ["report"])
+            ["export"], ["pack"], ["serve"], ["report"])
+
+
+def test_the_help_tests_cover_every_command():
+    import typer
+
+    from steuops.cli import app
+
+    def paths(command, prefix: list[str]) -> list[list[str]]:
+        if hasattr(command, "commands"):  # a group (typer 0.29 brings its own click)
+            return [p for name, sub in command.commands.items() for p in paths(sub, [*prefix, name])]
+        return [prefix]
+
+    assert sorted(paths(typer.main.get_command(app), [])) == sorted(COMMANDS)
 
 
 @pytest.mark.parametrize("command", COMMANDS, ids=" ".join)
@@ -22,6 +35,41 @@ def test_every_command_help_has_an_example_and_exit_codes(command, capsys, monke
     assert "Example" in out and f"steuops {' '.join(command)} " in out, out
     assert "Exit codes:" in out and "0 " in out.split("Exit codes:")[1]
     assert "2 " in out.split("Exit codes:")[1]
+
+
+@pytest.mark.parametrize("command", COMMANDS, ids=" ".join)
+def test_help_wraps_at_the_terminal_not_where_the_docstring_did(command, capsys, monkeypatch):
+    """typer keeps a docstring's line breaks; each paragraph must reach the terminal as one line to wrap."""
+    import inspect
+
+    from steuops.cli import app, commands, main
+
+    monkeypatch.setenv("COLUMNS", "1000")  # wider than any paragraph: each must print as one line
+    assert main([*command, "--help"]) == 0
+    lines = [line.strip() for line in capsys.readouterr().out.splitlines()]
+    (info,) = [c for c in commands(app) if (c.name or c.callback.__name__) == command[-1]]
+    for paragraph in inspect.getdoc(info.callback).split("\n\n"):
+        assert " ".join(paragraph.split()) in lines, paragraph
+
+
+def test_the_command_list_gives_each_commands_first_paragraph_on_one_line(capsys, monkeypatch):
+    import inspect
+
+    from steuops.cli import app, main
+
+    monkeypatch.setenv("COLUMNS", "1000")
+    assert main(["--help"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    for info in app.registered_commands:  # the root lists its own commands (and the policy group)
+        first = " ".join(inspect.getdoc(info.callback).split("\n\n")[0].split())
+        assert any(first in line for line in lines), first
+
+
+def test_reflow_joins_lines_and_keeps_paragraphs_and_click_b_blocks():
+    from steuops.cli import reflow
+
+    doc = "First line\n    goes on.\n\n    Second\n    paragraph.\n\n    \b\n    kept\n    as is"
+    assert reflow(doc) == "First line goes on.\n\nSecond paragraph.\n\n\b\nkept\nas is"
 
 
 def test_root_help_lists_exit_codes_and_completion(capsys, monkeypatch):

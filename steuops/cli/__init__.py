@@ -7,6 +7,7 @@ where errors become exit codes: 0 done, 1 unexpected, 2 bad input, 3 gate reject
 
 from __future__ import annotations
 
+import inspect
 import sys
 
 import typer
@@ -54,6 +55,26 @@ def _register() -> None:
         except ModuleNotFoundError as exc:
             if exc.name != f"steuops.cli.{name}":
                 raise
+    for info in commands(app):
+        info.help = reflow(info.help or inspect.getdoc(info.callback) or "")
+
+
+def commands(typer_app: typer.Typer) -> list[typer.models.CommandInfo]:
+    """Every command registered on `typer_app`, its groups' (`policy check`) included."""
+    found = list(typer_app.registered_commands)
+    for group in typer_app.registered_groups:
+        found += commands(group.typer_instance)
+    return found
+
+
+def reflow(doc: str) -> str:
+    """A command's docstring as its help: each paragraph one line, for the terminal to wrap.
+
+    typer 0.29 keeps the line breaks inside a docstring's paragraphs, so help broke sentences where the
+    source did and again at the terminal's width. A paragraph that starts with click's \\b keeps its lines.
+    """
+    paragraphs = inspect.cleandoc(doc).split("\n\n")
+    return "\n\n".join(p if p.startswith("\b") else " ".join(p.split()) for p in paragraphs)
 
 
 def _print_version(value: bool) -> None:
