@@ -3,7 +3,8 @@ the engine and the registry; ALBERT, ELECTRA (factorised embeddings), DeBERTa-v2
 inside the head) and ModernBERT (rotary positions, local attention, a dense+norm head) through the engine and the
 export; heads that read the mean over the note (ModernBERT's mean pooling) or its last token (a Llama decoder
 classifier) through the engine, the replayed features included, and the export; Longformer (windowed attention,
-global on the first token) through the engine, and its export refused in one line.
+global on the first token) through the engine and the export, which ships it at a fixed length (its graph keeps
+the traced one; run as it is, it fails in one line).
 
 The rest of the suite runs BERT and DistilBERT; these are the other families steuops is used with. Each test
 builds its tiny model and tokenizer in code (steuops.tiny), so the tokenizer's own conventions are exercised:
