@@ -103,7 +103,7 @@ def test_gate_reject_keeps_version_and_production(make_home, policies):
     assert registry.read_json_artifact(registry.resolve(MODEL, version=2), "gate.json")["passed"] is False
 
 
-def test_sequential_deletions_keep_both_forgotten(make_home, policies, monkeypatch):
+def test_sequential_deletions_keep_both_forgotten(make_home, policies, monkeypatch, capsys):
     from steuops import lineage, metrics
 
     home, registry = make_home()
@@ -148,6 +148,29 @@ def test_sequential_deletions_keep_both_forgotten(make_home, policies, monkeypat
     assert registry.alias_version(MODEL, "production") == "3"
     rows = {r.version: r for r in registry.versions(MODEL)}
     assert rows["3"].parent == "2" and rows["2"].parent == "1" and rows["1"].parent is None
+
+    # The same deletion requests again: v3 already forgets both classes, so apply trains and registers nothing
+    # and says since which version each is gone, through the CLI too (exit 0, plain and --json).
+    before = registry_snapshot(registry)
+    again = apply(MODEL, ["sepsis", "pneumonia"], home=home, policy=policies["loose"], device="cpu", export=False)
+    assert again.nothing_to_do and again.already_forgotten == {"sepsis": "2", "pneumonia": "3"}
+    assert again.new_version is None and again.evaluation is None and again.gate is None
+    from steuops.cli import main
+
+    assert main(["apply", "--model", MODEL, "--forget", "sepsis", "--home", str(home), "--policy",
+                 str(policies["loose"])]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "nothing to do: v3 already forgets sepsis (since v2); no version was made" in out, out
+    assert main(["apply", "--model", MODEL, "--forget", "sepsis", "--home", str(home), "--policy",
+                 str(policies["loose"]), "--json"]) == 0
+    envelope = json.loads(capsys.readouterr().out)
+    assert envelope["ok"] and envelope["result"]["nothing_to_do"] is True
+    assert envelope["result"]["already_forgotten"] == {"sepsis": "2"} and envelope["result"]["new_version"] is None
+    assert registry_snapshot(registry) == before
+    # a version that still predicts the class is not held back: from v2, pneumonia is a real deletion
+    partial = apply(MODEL, ["pneumonia", "sepsis"], version=2, home=home, policy=policies["loose"], device="cpu",
+                    export=False, dry_run=True)
+    assert partial.already_forgotten == {"sepsis": "2"} and not partial.nothing_to_do
 
 
 def test_dry_run_writes_nothing(make_home, policies):

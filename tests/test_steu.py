@@ -328,7 +328,8 @@ def _without(model, label: str):
 def test_rows_are_selected_only_for_the_classes_the_model_still_predicts(multi, multi_label):
     """Forgetting pneumonia from a model that already forgot sepsis (the parent's forgotten class is forgotten
     again, as apply does): the rows are the ones a deletion of pneumonia alone selects, and sepsis stays gone.
-    With both classes still predicted, the rows are selected for both, as before."""
+    With both classes still predicted, the rows are selected for both, as before; with every class named
+    already forgotten, for all of them."""
     from steuops.methods.steu.method import STEUConfig, token_selection
 
     if multi_label:
@@ -347,6 +348,11 @@ def test_rows_are_selected_only_for_the_classes_the_model_still_predicts(multi, 
     ev = evaluate(gone, result.model, tok, test, both, device="cpu", max_length=16)
     assert ev.before.per_class_f1["sepsis"] == 0.0 and ev.after.per_class_f1["sepsis"] == 0.0
     assert ev.before.per_class_f1["pneumonia"] >= 0.5
+    # every class named already forgotten: the selection is for all of them, and none is reported left out
+    # (the CLI said "68 rows for sepsis; none for sepsis" when it was)
+    again = unlearn("steu", gone, tok, ["sepsis"], notes, {**cfg, "epochs": 1}, device="cpu")
+    assert again.info["selection"]["classes"] == ["sepsis"] and again.info["selection"]["already_forgotten"] == []
+    assert again.edit.token_ids
 
     fresh = unlearn("steu", model, tok, both, notes, {**cfg, "epochs": 1}, device="cpu")
     assert fresh.info["selection"]["already_forgotten"] == [] and fresh.info["selection"]["classes"] == both

@@ -22,7 +22,8 @@ if TYPE_CHECKING:
     "steuops apply --model clinical-dx --forget sepsis",
     "steuops apply -m my-dx -f \"heart failure\" --cohort cohort.csv --policy strict --json --junit gate.xml",
     "steuops apply -m my-dx -f sepsis --dry-run --data-docs gx-docs   (validate only; GX Data Docs in gx-docs/)",
-    codes="0 done (promoted, or registered when the policy promotes nothing); 2 bad input or a cohort that fails "
+    codes="0 done (promoted, or registered when the policy promotes nothing, or nothing to do: the version "
+          "already forgets every class named); 2 bad input or a cohort that fails "
           "validation, nothing was changed; 3 the gate rejected the candidate (kept as 'candidate', production "
           "unchanged); 1 unexpected error"))
 def apply(
@@ -213,6 +214,9 @@ def show_apply(result: ApplyResult) -> None:
     console.print(f"[bold]{result.model}[/bold] v{result.parent_version} -> forget [bold]{requested}[/bold]"
                   f"{inherited} with {result.method}", highlight=False)
     _show_cohort(result)
+    if result.nothing_to_do:
+        _show_nothing_to_do(result)
+        return
     if result.dry_run:
         _show_plan(result)
         return
@@ -237,6 +241,16 @@ def _show_cohort(result: ApplyResult) -> None:
                   f"{c['retain_rows']} do not); split {c['split']}: {c['train_rows']} train / {c['test_rows']} "
                   f"held out; validation passed {result.validation['expectations']} expectations",
                   highlight=False)
+
+
+def _show_nothing_to_do(result: ApplyResult) -> None:
+    from steuops.cli.render import console
+
+    since = ", ".join(f"{name} (since v{version})" for name, version in result.already_forgotten.items())
+    console.print(f"[green]nothing to do:[/green] v{result.parent_version} already forgets {since}; "
+                  "no version was made", highlight=False)
+    console.print(f"hint: `steuops history --model {result.model}` shows the lineage; --version N starts from a "
+                  "version that still predicts the class", highlight=False)
 
 
 def _show_plan(result: ApplyResult) -> None:

@@ -84,13 +84,21 @@ class ApplyResult:
     precision: str | None = None  # "bf16" / "fp32": what the method's training steps ran in
     # notes whose parent pass was read back from the audit cache instead of run, by split ({"held_out": 1200})
     reused: dict[str, int] = field(default_factory=dict)
+    # requested classes the parent already forgets -> the version of its lineage that forgot each
+    already_forgotten: dict[str, str] = field(default_factory=dict)
 
     @property
     def passed(self) -> bool | None:
         return None if self.gate is None else self.gate.passed
 
+    @property
+    def nothing_to_do(self) -> bool:
+        """Every requested class is already forgotten: apply made no version (a repeated deletion request)."""
+        return bool(self.requested) and len(self.already_forgotten) == len(self.requested)
+
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
+        data["nothing_to_do"] = self.nothing_to_do
         data["gate"] = self.gate.to_dict() if self.gate is not None else None
         return json.loads(json.dumps(data, default=_json_default))
 
@@ -191,8 +199,9 @@ def apply(
         test_fraction=test_fraction, seed=seed, clock=clock, progress=progress, registry=registry, export=export,
     )
     result = _result(prep, method, clock)
-    if dry_run:
-        result.dry_run = True
+    result.already_forgotten = _forgotten_since(prep)
+    if dry_run or result.nothing_to_do:
+        result.dry_run = dry_run
         return result
     edited = _unlearn(prep, method, device, clock, progress, result)
     evaluated = _evaluate(prep, edited.model, device, clock, progress, result)
@@ -419,6 +428,23 @@ def _result(prep: _Prepared, method: str, clock: Clock) -> ApplyResult:
         validation=_validation_summary(prep.report),
         seconds=clock.seconds,
     )
+
+
+def _forgotten_since(prep: _Prepared) -> dict[str, str]:
+    """Each requested class the parent already forgets -> the earliest version of its lineage that does.
+    When that is every requested class, a new version would only copy the parent (its edit re-selects the
+    same tokens), so apply stops there: a deletion request that arrives twice is done, not done again."""
+    done = [c for c in prep.requested if c in prep.loaded.forgotten]
+    if not done:
+        return {}
+    rows = {row.version: row for row in prep.registry.versions(prep.parent.name)}
+    since = {}
+    for name in done:
+        version = prep.parent.version
+        while (up := rows.get(rows[version].parent or "")) is not None and name in up.forgotten:
+            version = up.version
+        since[name] = version
+    return since
 
 
 def _validation_summary(report: Any) -> dict[str, Any]:

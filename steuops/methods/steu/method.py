@@ -615,7 +615,8 @@ def choose_rows(select: Select, task: Task, notes: Notes, forget: Sequence[str],
     live = [c for c in forget if c not in done and notes.has_any([c]).any()] or list(forget)
     selection = select(live)
     info = selection_info(selection, config)
-    info["selection"].update({"classes": live, "already_forgotten": done})
+    # "already_forgotten": the classes left out of the selection (none when it fell back to all of them)
+    info["selection"].update({"classes": live, "already_forgotten": [c for c in done if c not in live]})
     return list(selection.ids), info
 
 
