@@ -185,6 +185,9 @@ def apply(
     """Forget `forget` in the model `alias`/`version` names. Raises GateRejected (exit 3) after
     registering a rejected candidate; typed UsageErrors (exit 2) before writing anything.
 
+    A request for classes the parent already forgets (every one of them) returns after the cohort check, with
+    `already_forgotten` and `nothing_to_do` set and nothing trained or written.
+
     audit: run the forgetting audit (probe, relearn, membership, bypass) and the HTML report before
     the gate. None = only when the policy sets an audit limit (the gate then needs the figures);
     otherwise `steuops report` audits a version later, so apply stays quick. audit_depth: a name in
@@ -440,9 +443,11 @@ def _forgotten_since(prep: _Prepared) -> dict[str, str]:
     rows = {row.version: row for row in prep.registry.versions(prep.parent.name)}
     since = {}
     for name in done:
-        version = prep.parent.version
-        while (up := rows.get(rows[version].parent or "")) is not None and name in up.forgotten:
+        version, seen = prep.parent.version, {prep.parent.version}
+        while (up := rows.get(rows[version].parent or "")) is not None and name in up.forgotten \
+                and up.version not in seen:  # a hand-edited parent tag must not loop
             version = up.version
+            seen.add(version)
         since[name] = version
     return since
 
