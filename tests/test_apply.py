@@ -173,6 +173,22 @@ def test_sequential_deletions_keep_both_forgotten(make_home, policies, monkeypat
     assert partial.already_forgotten == {"sepsis": "2"} and not partial.nothing_to_do
 
 
+def test_a_class_forgotten_under_a_looser_policy_is_forgotten_again(make_home, policies, tmp_path):
+    """v2 'forgot' heart failure under a policy that takes any forget F1 (an edit that barely moved it). The same
+    request under that policy has nothing to do; under one that wants forget F1 <= 0.01 it is real work from v2."""
+    from registry_helpers import write_policy
+
+    home, registry = make_home()
+    gone = "heart failure"  # the tiny model predicts it (held-out F1 about 0.6), unlike sepsis (0)
+    shallow = _apply(home, [gone], policies["loose"], method_config={**FAST_STEU, "lr": 1e-9, "head_lr": 1e-9})
+    assert shallow.evaluation["after"]["forget_f1_per_class"][gone] > 0.01
+    assert registry.alias_version(MODEL, "production") == "2"
+    again = _apply(home, [gone], policies["loose"], dry_run=True)
+    assert again.nothing_to_do and again.already_forgotten == {gone: "2"}
+    firm = _apply(home, [gone], write_policy(tmp_path / "firm.yaml", forget_f1_max=0.01), dry_run=True)
+    assert not firm.nothing_to_do and firm.already_forgotten == {} and firm.parent_version == "2"
+
+
 def test_dry_run_writes_nothing(make_home, policies):
     home, registry = make_home()
     before = registry_snapshot(registry)

@@ -437,7 +437,7 @@ def _forgotten_since(prep: _Prepared) -> dict[str, str]:
     """Each requested class the parent already forgets -> the earliest version of its lineage that does.
     When that is every requested class, a new version would only copy the parent (its edit re-selects the
     same tokens), so apply stops there: a deletion request that arrives twice is done, not done again."""
-    done = [c for c in prep.requested if c in prep.loaded.forgotten]
+    done = _already_gone(prep)
     if not done:
         return {}
     rows = {row.version: row for row in prep.registry.versions(prep.parent.name)}
@@ -450,6 +450,27 @@ def _forgotten_since(prep: _Prepared) -> dict[str, str]:
             seen.add(version)
         since[name] = version
     return since
+
+
+def _already_gone(prep: _Prepared) -> list[str]:
+    """The requested classes the parent forgot (its lineage says so) to this policy's forget limit: its own
+    evaluation measured each on held-out notes at an F1 within forget_f1_max. A class forgotten under a looser
+    policy than this one (or with no such measurement) is forgotten again, from the parent, as before."""
+    from steuops.errors import UsageError
+    from steuops.gate import TOLERANCE
+
+    tagged = [c for c in prep.requested if c in prep.loaded.forgotten]
+    if not tagged:
+        return []
+    try:
+        evaluation = prep.registry.read_json_artifact(prep.parent, lineage.EVALUATION_FILE)
+    except UsageError:  # a version steuops did not make has no evaluation.json
+        return []
+    after = (evaluation.get("after") or {}).get("forget_f1_per_class") or {}
+    support = evaluation.get("support") or {}
+    limit = prep.policy.gate.forget_f1_max
+    return [c for c in tagged if support.get(c) and isinstance(after.get(c), int | float)
+            and after[c] <= limit + TOLERANCE]
 
 
 def _validation_summary(report: Any) -> dict[str, Any]:
