@@ -281,6 +281,10 @@ def test_bad_inputs_exit_2_and_change_nothing(make_home, policies, tmp_path, not
         "bad method option": (["apply", "--model", MODEL, "--forget", "sepsis", "--home", str(home),
                                "--config", '{"kk": 1}'], "kk"),
         "bad policy": (base + ["--forget", "sepsis", "--policy", str(tmp_path / "nope.yaml")], "nope.yaml"),
+        # k=0 selects no rows: refused with the options, before the registry is read (the model name is unknown
+        # too, and that error would come first if it were not)
+        "no rows to edit": (["apply", "--model", "nope", "--forget", "sepsis", "--home", str(home),
+                             "--config", '{"k": 0}'], "invalid k"),
     }
     needles = {"label outside the model's set": "'gout'", "no forget rows": "sepsis"}
     for name, path in _bad_cohorts(tmp_path, notes_frame).items():

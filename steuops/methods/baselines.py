@@ -21,7 +21,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
@@ -46,6 +46,7 @@ if TYPE_CHECKING:
 # ---- sparse ablations of STEU -----------------------------------------------------------------
 @dataclass
 class HeadOnlyConfig(STEUConfig):
+    min_k: ClassVar[int] = 0
     k: int = 0  # unused: no embedding rows are trained
 
 

@@ -48,7 +48,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
@@ -81,6 +81,7 @@ if TYPE_CHECKING:
 
 @dataclass
 class STEUConfig(MethodConfig):
+    min_k: ClassVar[int] = 1  # a selection of no rows is refused here, before the registry or the model loads
     k: int = 256  # embedding rows to edit
     epochs: int = 5
     batch_size: int = 16
@@ -134,7 +135,7 @@ class STEUConfig(MethodConfig):
 
     def __post_init__(self) -> None:
         checks = {
-            "k": self.k >= 0, "epochs": self.epochs >= 1, "batch_size": self.batch_size >= 1,
+            "k": self.k >= self.min_k, "epochs": self.epochs >= 1, "batch_size": self.batch_size >= 1,
             "max_length": self.max_length >= 4, "lr": self.lr > 0, "head_lr": self.head_lr > 0,
             "forget_weight": self.forget_weight >= 0, "retain_weight": self.retain_weight >= 0,
             "alpha": self.alpha > 0, "margin": self.margin >= 0, "retain_per_forget": self.retain_per_forget >= 0,
@@ -149,7 +150,7 @@ class STEUConfig(MethodConfig):
         if bad:
             raise ConfigError(
                 f"{type(self).__name__}: invalid {', '.join(bad)}",
-                hint="k >= 0, epochs/batch_size >= 1, rates and alpha > 0, weights and margin >= 0, "
+                hint=f"k >= {self.min_k}, epochs/batch_size >= 1, rates and alpha > 0, weights and margin >= 0, "
                      f"scorer in {SCORERS}, min_patients >= 0, min_forget_notes >= 1, 0 < max_retain_fraction <= 1, "
                      f"selection_retain_notes >= 0, depth in {DEPTHS}, depth_weight >= 0, depth_neighbours >= 1",
             )
