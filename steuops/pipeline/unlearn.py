@@ -437,18 +437,18 @@ def _forgotten_since(prep: _Prepared) -> dict[str, str]:
     """Each requested class the parent already forgets -> the earliest version of its lineage that does.
     When that is every requested class, a new version would only copy the parent (its edit re-selects the
     same tokens), so apply stops there: a deletion request that arrives twice is done, not done again."""
+    from steuops.export.registered import lineage_of
+
     done = _already_gone(prep)
     if not done:
         return {}
-    rows = {row.version: row for row in prep.registry.versions(prep.parent.name)}
+    chain = lineage_of(prep.registry, prep.parent, prep.loaded.tags, prep.loaded.labels)  # the parent, then up
     since = {}
     for name in done:
-        version, seen = prep.parent.version, {prep.parent.version}
-        while (up := rows.get(rows[version].parent or "")) is not None and name in up.forgotten \
-                and up.version not in seen:  # a hand-edited parent tag must not loop
-            version = up.version
-            seen.add(version)
-        since[name] = version
+        for link in chain:
+            if name not in link["forgotten"]:
+                break
+            since[name] = link["version"]
     return since
 
 
