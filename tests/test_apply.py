@@ -157,10 +157,19 @@ def test_sequential_deletions_keep_both_forgotten(make_home, policies, monkeypat
     assert again.new_version is None and again.evaluation is None and again.gate is None
     from steuops.cli import main
 
+    junit = home / "gate.xml"
+    junit.write_text("<stale/>")  # a report left by an earlier run must not stand in for this one
     assert main(["apply", "--model", MODEL, "--forget", "sepsis", "--home", str(home), "--policy",
-                 str(policies["loose"])]) == 0
+                 str(policies["loose"]), "--junit", str(junit)]) == 0
     out = " ".join(capsys.readouterr().out.split())
     assert "nothing to do: v3 already forgets sepsis (since v2); no version was made" in out, out
+    import xml.etree.ElementTree as ET
+
+    suite = ET.parse(junit).getroot().find("testsuite")
+    assert (suite.get("tests"), suite.get("skipped"), suite.get("failures")) == ("1", "1", "0")
+    (case,) = suite.findall("testcase")
+    assert case.get("name") == "forget sepsis"
+    assert case.find("skipped").get("message") == "v3 already forgets sepsis (since v2); no version was made"
     assert main(["apply", "--model", MODEL, "--forget", "sepsis", "--home", str(home), "--policy",
                  str(policies["loose"]), "--json"]) == 0
     envelope = json.loads(capsys.readouterr().out)

@@ -52,7 +52,7 @@ def apply(
         "thorough takes about ten times their time."),
     home: Path | None = typer.Option(None, "--home", help="steuops home (default $STEUOPS_HOME or ~/.steuops)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON envelope instead of tables."),
-    junit: Path | None = typer.Option(None, "--junit", help="Write the gate decision as JUnit XML."),
+    junit: Path | None = typer.Option(None, "--junit", help="Write the gate decision as JUnit XML (one skipped testcase a class when there is nothing to do)."),
     data_docs: Path | None = typer.Option(None, "--data-docs", help="Also build a Great Expectations Data Docs "
                                           "site (HTML, no note text) of the cohort validation into this folder."),
 ) -> None:
@@ -84,6 +84,11 @@ def apply(
                     show_apply(rejected)
             raise
     write_junit(result.gate, junit)
+    if junit is not None and result.nothing_to_do:
+        from steuops.gate import write_junit_skipped
+
+        write_junit_skipped(result.requested, {c: f"v{result.parent_version} already forgets {c} (since v{v}); no "
+                                               "version was made" for c, v in result.already_forgotten.items()}, junit)
     if as_json:
         emit_json("apply", result.to_dict())
         return
