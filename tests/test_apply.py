@@ -294,6 +294,11 @@ def test_bad_inputs_exit_2_and_change_nothing(make_home, policies, tmp_path, not
         # too, and that error would come first if it were not)
         "no rows to edit": (["apply", "--model", "nope", "--forget", "sepsis", "--home", str(home),
                              "--config", '{"k": 0}'], "invalid k"),
+        # options that only the model can check are checked as it loads: a dry run refuses them too
+        "k over the vocabulary": (base[:-1] + ['{"k": 1000000}', "--forget", "sepsis", "--dry-run"],
+                                  "k=1000000 but the tokenizer has"),
+        "layers over the encoder": (base[:-2] + ["--method", "grad_ascent", "--config", '{"layers": 99}',
+                                                 "--forget", "sepsis", "--dry-run"], "layers=99 but the encoder has"),
     }
     needles = {"label outside the model's set": "'gout'", "no forget rows": "sepsis"}
     for name, path in _bad_cohorts(tmp_path, notes_frame).items():

@@ -61,6 +61,10 @@ class MethodConfig:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+    def check_model(self, model: Any, tokenizer: Any) -> None:
+        """The options' checks that need the model (ConfigError). apply runs them as soon as the model loads,
+        before the cohort is validated or anything trains, dry runs included."""
+
 
 def _typed(cls: type, name: str, value: Any, annotation: Any, default: Any) -> Any:
     """`value` converted to the field's type (2.0 -> 2 for an int, 3 -> 3.0 for a float), or ConfigError."""

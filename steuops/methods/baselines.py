@@ -78,13 +78,10 @@ class RandomTokens:
     config_class = STEUConfig
 
     def fit(self, model, tokenizer, forget, notes, config, *, device, progress=None) -> UnlearnResult:
-        from steuops.methods.steu.selection import HIDDEN, scorable_ids
+        from steuops.methods.steu.selection import HIDDEN, check_k
 
         modeling.head_param_names(model)
-        pool = scorable_ids(tokenizer, modeling.embedding(model).weight.shape[0])
-        if config.k < 1 or config.k > len(pool):
-            raise ConfigError(f"k={config.k} but the tokenizer has {len(pool)} scorable (non-special) ids",
-                              hint=f"choose 1 <= k <= {len(pool)}")
+        pool = check_k(tokenizer, config.k, modeling.embedding(model).weight.shape[0])
         ids = sorted(int(i) for i in np.random.default_rng(config.seed).choice(pool, size=config.k, replace=False))
         # drawn from the vocabulary, not from the notes: the min-patients rule has nothing to hold back here
         strings = tokenizer.convert_ids_to_tokens(ids) if config.show_tokens else [HIDDEN] * len(ids)
@@ -108,6 +105,9 @@ class GradAscentConfig(MethodConfig):
         if self.layers < 1 or self.epochs < 1 or self.lr <= 0 or self.head_lr <= 0 or self.cap <= 0:
             raise ConfigError("GradAscentConfig: layers/epochs must be >= 1 and lr, head_lr, cap > 0",
                               hint="e.g. layers=3 epochs=5 lr=2e-5")
+
+    def check_model(self, model: Any, tokenizer: Any) -> None:
+        top_blocks(model, self.layers)  # layers over the encoder's blocks: refused before any work
 
 
 def top_blocks(model: nn.Module, n: int) -> list[nn.Module]:

@@ -279,6 +279,8 @@ def _prepare(model_name: str, forget: list[str], *, alias, version, cohort, meth
     with clock.step("load"):
         loaded = registry.load(parent)
     modeling.check_forget(loaded.model, requested)
+    if hasattr(config, "check_model"):  # e.g. a k over the vocabulary: refused before any validation or training
+        config.check_model(loaded.model, loaded.tokenizer)
     from steuops.inference import InferenceSettings
 
     settings = InferenceSettings.resolve(loaded.tags, loaded.tokenizer,

@@ -156,6 +156,12 @@ class STEUConfig(MethodConfig):
             )
 
 
+    def check_model(self, model: Any, tokenizer: Any) -> None:
+        """k fits the tokenizer's scorable ids (head_only's k=0 selects none, so has nothing to fit)."""
+        if self.k >= 1:
+            check_k(tokenizer, self.k, modeling.embedding(model).weight.shape[0])
+
+
 # False: sparse_unlearn tokenizes every note and runs it through the teacher pass up front, also with retain
 # sampling (the old path; tests compare the sampled one with it)
 _SAMPLED_TEACHER = True
