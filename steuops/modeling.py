@@ -135,13 +135,26 @@ def check_forget(model: nn.Module, forget: Sequence[str]) -> list[int]:
         raise ForgetClassError("no forget class given", hint="name one with --forget CLASS")
     unknown = [c for c in forget if c not in names]
     if unknown:
-        raise ForgetClassError(
-            f"forget class {', '.join(map(repr, unknown))} is not in the model's labels",
-            hint=f"the model's labels are: {', '.join(names)}",
-        )
+        raise ForgetClassError(f"forget class {', '.join(map(repr, unknown))} is not in the model's labels",
+                               hint=labels_hint(names, unknown))
     if len(set(forget)) == len(names):
         raise ForgetClassError("cannot forget every class of the model")
     return [names.index(c) for c in forget]
+
+
+def labels_hint(names: Sequence[str], unknown: Sequence[str] = (), shown: int = 20) -> str:
+    """"did you mean 'sepsis'?" for a name that differs from a label in case or by a typo, then the labels, quoted
+    (a label may hold a comma: "Sepsis, unspecified organism"), the first `shown` of a large head and how many more."""
+    import difflib
+
+    folded = {n.casefold(): n for n in names}
+    guesses = []
+    for name in unknown:
+        key = name.strip().casefold()
+        guesses += [folded[key]] if key in folded else difflib.get_close_matches(name, names, n=3, cutoff=0.75)
+    first = f"did you mean {' or '.join(map(repr, dict.fromkeys(guesses)))}? " if guesses else ""
+    more = f" and {len(names) - shown} more" if len(names) > shown else ""
+    return f"{first}the model's labels are: {', '.join(map(repr, names[:shown]))}{more}"
 
 
 def resolve_device(spec: str = "auto") -> torch.device:

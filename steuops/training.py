@@ -98,7 +98,7 @@ def fine_tune(
     if len(rows) == 0:
         raise ConfigError(
             "no training note carries any of the model's labels",
-            hint=f"the model's labels are: {', '.join(modeling.label_names(model))}",
+            hint=modeling.labels_hint(modeling.label_names(model)),
         )
     torch.manual_seed(config.seed)  # dropout draws from the global generator
     rng = np.random.default_rng(config.seed)

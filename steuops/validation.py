@@ -194,11 +194,13 @@ def check(
 
 
 def _check_forget(labels: list[str], forget: list[str]) -> None:
+    from steuops.modeling import labels_hint
+
     unknown_forget = [c for c in forget if c not in labels]
     if not forget or unknown_forget:
         raise ForgetClassError(
-            f"forget: {', '.join(unknown_forget) or '(none given)'} is not a label of the model",
-            hint=f"choose from: {', '.join(labels)}",
+            f"forget: {', '.join(map(repr, unknown_forget)) or '(none given)'} is not a label of the model",
+            hint=labels_hint(labels, unknown_forget),
         )
 
 

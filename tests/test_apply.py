@@ -287,6 +287,7 @@ def test_bad_inputs_exit_2_and_change_nothing(make_home, policies, tmp_path, not
         "unknown alias": (base + ["--forget", "sepsis", "--alias", "staging"], "no alias 'staging'"),
         "unknown version": (base + ["--forget", "sepsis", "--version", "7"], "no version 7"),
         "unknown forget class": (base + ["--forget", "gout"], "'gout'"),
+        "a class in the wrong case": (base + ["--forget", "Sepsis"], "did you mean 'sepsis'?"),
         "bad method option": (["apply", "--model", MODEL, "--forget", "sepsis", "--home", str(home),
                                "--config", '{"kk": 1}'], "kk"),
         "bad policy": (base + ["--forget", "sepsis", "--policy", str(tmp_path / "nope.yaml")], "nope.yaml"),

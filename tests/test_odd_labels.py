@@ -102,3 +102,17 @@ def test_odd_labels_survive_the_whole_lifecycle(odd_home, tmp_path, capsys):
     back = rollback(MODEL, reason="ward reports missed 995.91 alerts", registry=registry)
     assert (back.from_version, back.to_version, back.reinstated_classes) == ("3", "2", [CODE])
     assert registry.alias_version(MODEL, "production") == "2"
+
+
+def test_an_unknown_class_is_answered_with_the_labels_quoted_and_a_guess():
+    """The hint quotes each label (one holds a comma), guesses the label a name differs from in case, by a typo or
+    by a digit, and cuts a large head's list short."""
+    from steuops.modeling import labels_hint
+
+    quoted = "the model's labels are: " + ", ".join(repr(name) for name in ODD)
+    assert labels_hint(ODD, ["sepsis, unspecified organism"]) == f"did you mean {SEPSIS!r}? {quoted}"
+    assert labels_hint(ODD, ["995.9"]).startswith(f"did you mean {CODE!r}?")
+    assert labels_hint(ODD, ["gout"]) == quoted
+    many = [f"code {i:03d}" for i in range(300)]
+    hint = labels_hint(many, ["cod 017"])
+    assert hint.startswith("did you mean 'code 017'") and hint.endswith("'code 019' and 280 more"), hint
