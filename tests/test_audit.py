@@ -251,6 +251,30 @@ def test_no_reference_gives_nulls_and_no_edit_skips_the_rows_attack(world):
     assert "retain_relearn" in data["skipped"]
 
 
+def test_every_encoder_pass_and_attack_evaluation_tells_its_progress(world):
+    """A first audit runs long encoder passes (a new reference over every note): each is a progress phase named by
+    the model's role, batch by batch from 0 to the end, so a CI log is not silent through them."""
+    original, steu, reference, tok, train, test = world
+    calls: list[tuple[str, int, int]] = []
+    data = run_audit(original, steu.model, tok, FORGET, train, test, reference=reference, config=AuditConfig(**FAST),
+                     device="cpu", edit=steu.edit, progress=lambda *call: calls.append(call)).to_dict()
+    passes = [c for c in calls if c[0].endswith(" pass") or c[0] == "attack evaluation"]
+    assert {c[0] for c in passes} >= {"original pass", "reference pass", "attack evaluation"}
+    runs: list[list[tuple[str, int, int]]] = []
+    for call in passes:  # each pass: (phase, 0, n), (phase, 1, n), ..., (phase, n, n)
+        if call[1] == 0:
+            runs.append([])
+        runs[-1].append(call)
+    for run in runs:
+        total = run[0][2]
+        assert [c[1] for c in run] == list(range(total + 1)) and {c[2] for c in run} == {total}
+    batches = FAST["batch_size"]
+    for role in ("original", "reference"):
+        told = sum(run[0][2] for run in runs if run[0][0] == f"{role} pass")
+        notes = data["sizes"]["encoder_notes"][role]
+        assert -(-notes // batches) <= told <= notes  # every note counted, in batches of at most batch_size
+
+
 def test_audit_leaves_the_models_untouched(world):
     from steuops.modeling import fingerprint
 

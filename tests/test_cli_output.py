@@ -128,3 +128,37 @@ def test_policy_suite_failures_through_apply(make_home, notes_frame, tmp_path, c
         f"{rows} of {rows} rows unexpected",
     ], captured
     assert MARKER not in captured.out + captured.err and registry_snapshot(registry) == before
+
+
+def test_a_ci_log_shows_steps_and_loops_with_counts_and_an_eta():
+    """Without a terminal, progress is plain lines: a step's start and end, a loop's start with its count, a status
+    line with percent and ETA at most every 10 s, and its end."""
+    import io
+
+    from steuops.cli.render import PlainProgress
+
+    now = [100.0]
+    log = io.StringIO()
+    reporter = PlainProgress(log)
+    reporter._clock = lambda: now[0]
+    reporter.t0 = reporter.last_line = now[0]
+    reporter("step audit", 0, 1)
+    reporter("reference pass", 0, 4)
+    now[0] += 5
+    reporter("reference pass", 1, 4)  # within 10 s of the last line: no line
+    now[0] += 6
+    reporter("reference pass", 2, 4)
+    now[0] += 11
+    reporter("reference pass", 4, 4)
+    reporter("edited pass", 0, 1)
+    reporter("edited pass", 1, 1)
+    reporter("step audit", 1, 1)
+    assert log.getvalue().splitlines() == [
+        "[   0.0s] audit started",
+        "[   0.0s]   reference pass loop started (4 steps)",
+        "[  11.0s]   reference pass loop 50% (2/4), ETA 11 s",
+        "[  22.0s]   reference pass loop done in 22.0 s",
+        "[  22.0s]   edited pass loop started (1 step)",
+        "[  22.0s]   edited pass loop done in 0.0 s",
+        "[  22.0s] audit done in 22.0 s",
+    ]

@@ -543,7 +543,13 @@ def test_report_cli_audits_next_to_a_retrained_reference_version(
     assert "Read from the audit cache" in _text(out.read_text())
     assert auto["audit_cache"]["reused"] == cache["reused"]
     assert main([a for a in args if a != "--json"] + ["--refresh-audit"]) == 0
-    assert "audit cache: read back the original's" in capsys.readouterr().out
+    shown = capsys.readouterr()
+    assert "audit cache: read back the original's" in shown.out
+    # a CI log (no terminal) shows the report's steps as they start and end
+    steps = [line.split("] ", 1)[1] for line in shown.err.splitlines() if "] " in line]
+    starts = [line for line in steps if line.endswith(" started") and not line.startswith(" ")]
+    assert starts == ["load started", "reference started", "audit started"]
+    assert any(line.startswith("audit done in ") for line in steps)
     assert main([*args, "--refresh-audit", "--no-audit-cache"]) == 0
     capsys.readouterr()
     assert json.loads(out.with_suffix(".json").read_text())["audit"]["cache"] == {}

@@ -41,7 +41,8 @@ class Auditor:
         first = draw_notes(train, test, forget, config, config.seed)
         self.draws = [first] + [draw_notes(train, test, forget, config, config.seed + s, first.rows["test"][1])
                                 for s in range(1, config.seeds)]
-        self.store = PassStore(tokenizer, {"train": train, "test": test}, self.bypass_texts, config, device, disk)
+        self.store = PassStore(tokenizer, {"train": train, "test": test}, self.bypass_texts, config, device, disk,
+                               progress)
         # (model id, seed) -> (model, retain-relearn F1): that fine-tune is the costly attack, and a bench
         # audits many methods against the same original and reference
         self._retain_memo: dict[tuple[int, int], tuple[Any, float]] = {}
@@ -369,7 +370,8 @@ class Auditor:
     def _full_evaluate(self, work, draw: Draw) -> Callable[[], float]:
         def evaluate() -> float:
             logits = encoder.forward_pass(work, self.tokenizer, draw.test.texts, batch_size=self.config.batch_size,
-                                          max_length=self.config.max_length, device=self.device).logits
+                                          max_length=self.config.max_length, device=self.device,
+                                          progress=self.progress, phase="attack evaluation").logits
             return self.forget_f1(logits, draw.test)
 
         return evaluate

@@ -15,6 +15,7 @@ from steuops.audit.config import AuditConfig
 
 if TYPE_CHECKING:
     from steuops.auditcache import AuditCache
+    from steuops.modeling import Progress
 
 VERIFY_NOTES = 4  # stored notes run again before an audit-cache entry is used
 # remember_pass keeps a split of at most this many notes (MiniLM: about 3 KB a note on disk)
@@ -143,21 +144,27 @@ def _assemble(model, logits: list[np.ndarray], feats: list[np.ndarray], cache: A
 
 
 def forward_pass(model, tokenizer, texts: Sequence[str], *, batch_size: int, max_length: int, device,
-                 keep_cache: bool = False) -> Pass:
-    """Eval-mode full pass: logits, head-input features and (keep_cache) the encoder outputs the head reads."""
+                 keep_cache: bool = False, progress: Progress | None = None, phase: str = "encoder pass") -> Pass:
+    """Eval-mode full pass: logits, head-input features and (keep_cache) the encoder outputs the head reads.
+    `progress`: told (phase, batches done, batches) as it goes, so a CI log is not silent through a long pass."""
     from contextlib import nullcontext
 
     from steuops.features import exact, record
     from steuops.modeling import autocast, tokenize
 
     logits, feats = [], []
+    batches = -(-len(texts) // batch_size)
     with _tapped(model) as seen, (record(model) if keep_cache else nullcontext()) as recorder:
-        for start in range(0, len(texts), batch_size):
+        for done, start in enumerate(range(0, len(texts), batch_size)):
+            if progress:
+                progress(phase, done, batches)
             enc = tokenize(tokenizer, texts[start : start + batch_size], max_length).to(device)
             with autocast(device):
                 out = model(**enc)
             logits.append(out.logits.float().cpu().numpy())
             feats.append(_take_features(seen))
+        if progress and batches:
+            progress(phase, batches, batches)
         cache = recorder.cache() if recorder is not None else None
         # checked here, still in eval mode: a model handed over in train mode must not replay with dropout
         ok = cache is not None and exact(model, cache, _torch_of(np.concatenate(logits), device), device=device)

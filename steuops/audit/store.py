@@ -16,6 +16,7 @@ from steuops.audit.config import AuditConfig
 if TYPE_CHECKING:
     from steuops.auditcache import AuditCache
     from steuops.data import Notes
+    from steuops.modeling import Progress
 
 
 class PassStore:
@@ -26,8 +27,10 @@ class PassStore:
     edited model, whose attacks are what an audit is for). A bench keeps one store for many methods (`release`)."""
 
     def __init__(self, tokenizer, splits: Mapping[str, Notes], bypass_texts: Callable[[], list[str]],
-                 config: AuditConfig, device, disk: AuditCache | None = None) -> None:
+                 config: AuditConfig, device, disk: AuditCache | None = None,
+                 progress: Progress | None = None) -> None:
         self.tokenizer = tokenizer
+        self.progress = progress  # told each encoder pass's batches, as "<role> pass"
         self.splits = dict(splits)
         self.bypass_texts = bypass_texts
         self.config = config
@@ -78,10 +81,11 @@ class PassStore:
         """`model`'s encoder over `texts`, timed and counted by role: the audit's seconds["passes"] and
         sizes["encoder_notes"] (a first audit runs a new reference over every note)."""
         started = time.perf_counter()
-        out = encoder.forward_pass(model, self.tokenizer, texts, batch_size=self.config.batch_size,
-                                   max_length=self.config.max_length, device=self.device, keep_cache=True)
-        self.encoder_seconds += time.perf_counter() - started
         role = self.role_of.get(id(model), "edited")
+        out = encoder.forward_pass(model, self.tokenizer, texts, batch_size=self.config.batch_size,
+                                   max_length=self.config.max_length, device=self.device, keep_cache=True,
+                                   progress=self.progress, phase=f"{role} pass")
+        self.encoder_seconds += time.perf_counter() - started
         self.encoder_notes[role] = self.encoder_notes.get(role, 0) + len(texts)
         return out
 

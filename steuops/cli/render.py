@@ -193,7 +193,7 @@ class PlainProgress:
                 if step and done >= total:
                     return  # the end of a step whose start was not shown
                 self.active[phase] = (now, done, total)
-                self._line(f"{_shown(phase)} started" + ("" if step else f" ({total} steps)"))
+                self._line(f"{_shown(phase)} started" + ("" if step else f" ({total} step{'' if total == 1 else 's'})"))
                 return
             started, _, _ = self.active[phase]
             self.active[phase] = (started, done, total)

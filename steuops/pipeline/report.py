@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from steuops import lineage
 from steuops.errors import ConfigError, UsageError
+from steuops.pipeline.unlearn import Clock
 
 if TYPE_CHECKING:
     from steuops.modeling import Progress
@@ -113,10 +114,13 @@ def version_report(
         audit_data, source, reference_info = logged, "logged artifact", logged_reference(logged)
     elif logged is not None or audit or wants_new:
         keep_logged = logged is not None and not wants_new  # auto only tries to add a reference to it
+        clock = Clock(progress)  # steps a CI log shows as they start and end, with a line every 10 s between
         try:
-            world = _load_world(registry, ref)
-            chosen, reference_info = _pick_reference(registry, ref, record, world, forget, mode, reference_ref,
-                                                     reference_config, require_reference, device, progress)
+            with clock.step("load"):
+                world = _load_world(registry, ref)
+            with clock.step("reference"):
+                chosen, reference_info = _pick_reference(registry, ref, record, world, forget, mode, reference_ref,
+                                                         reference_config, require_reference, device, progress)
         except UsageError as exc:
             if not keep_logged or require_reference or isinstance(exc, ConfigError):
                 raise
@@ -126,8 +130,9 @@ def version_report(
             audit_data, source = logged, "logged artifact"
         else:
             cache_dir = auditcache.root(_home(registry)) if audit_cache else None
-            audit_data, confusion = _audit_now(registry, ref, world, forget, evaluation, bypass_phrases, device,
-                                               progress, chosen, reference_info, cache_dir, depth=depth)
+            with clock.step("audit"):
+                audit_data, confusion = _audit_now(registry, ref, world, forget, evaluation, bypass_phrases, device,
+                                                   progress, chosen, reference_info, cache_dir, depth=depth)
             source = "computed now and logged" + (f" (reference: {reference_info['description']})"
                                                   if chosen is not None else "")
     rows = {row.version: row for row in registry.versions(ref.name)}
