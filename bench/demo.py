@@ -12,7 +12,8 @@ seconds, is the same quantity).
 
 Before each command a short matrix product (MiniLM's feed-forward shape, at the process's thread count) measures
 the CPU's speed, in GFLOP/s. On these VMs it moves: 93-165 GFLOP/s within a minute on one idle 2-core Zen 4 host
-(2026-12-02), while the guest saw no steal time. A figure is read next to the speed the host had at that moment.
+(2026-12-02), while the guest saw no steal time. A figure is read next to the speed the host had at that moment, and a
+first audit also next to its encoder passes' notes per second (the same 1,935 notes in each: the speed during it).
 """
 
 from __future__ import annotations
@@ -86,6 +87,9 @@ def run(name: str, args: list[str], home: Path, logs: Path) -> dict[str, Any]:
         raise SystemExit(f"{name}: stdout is not one JSON envelope ({exc}): {proc.stdout[:300]!r}") from None
     row = {"name": name, "command": "steuops " + " ".join(args), "seconds": seconds, "gflops_before": speed,
            "audit": result.get("audit_time") or None}
+    if row["audit"] and row["audit"]["passes"]:  # the host's speed during the command: the same notes every first audit
+        notes = sum(row["audit"]["encoder_notes"].values())
+        row["audit"]["pass_notes_per_s"] = round(notes / row["audit"]["passes"], 1)
     audit = f", audit {row['audit']['seconds']} s" if row["audit"] else ""
     log(f"{name}: {seconds} s{audit}")
     return row
