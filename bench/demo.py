@@ -111,6 +111,8 @@ def verdicts(rows: list[dict[str, Any]], first_audits: list[dict[str, Any]]) -> 
 def first_audits(count: int, home: Path, after_demo: Path, logs: Path) -> list[dict[str, Any]]:
     """`count` more first audits: each on the home as the demo left it, plus the reference the first report trained
     (so each runs the audit alone). The copies take the original home's path: a registry records absolute paths."""
+    if count == 0:
+        return []
     references = logs / "references"
     shutil.copytree(home / "references", references)
     out = []

@@ -33,3 +33,10 @@ def test_each_target_is_met_only_when_every_measured_figure_is_within_it():
 
 def test_the_cpu_probe_measures_a_rate():
     assert 0 < _bench().gflops(0.2) < 1e5
+
+
+def test_no_more_first_audits_touch_no_home(tmp_path):
+    """The default run (no --first-audits) copies nothing: the home may have no trained reference at all."""
+    missing = tmp_path / "no-home"
+    assert _bench().first_audits(0, missing, missing, tmp_path) == []
+    assert list(tmp_path.iterdir()) == []
