@@ -11,8 +11,8 @@ so the report audits at once, as the first report did once that reference existe
 seconds, is the same quantity).
 
 Before each command a short matrix product (MiniLM's feed-forward shape, at the process's thread count) measures
-the CPU's speed, in GFLOP/s. On these VMs it moves: 93-165 GFLOP/s within a minute on one idle 2-core Zen 4 host
-(2026-12-02), while the guest saw no steal time. A figure is read next to the speed the host had at that moment, and a
+the CPU's speed, in GFLOP/s. On these VMs it moves: 93-139 GFLOP/s within 6 s and 93-181 within the hour on one idle
+2-core Zen 4 host (2026-12-02), while the guest saw no steal time. A figure is read next to the speed the host had at that moment, and a
 first audit also next to its encoder passes' notes per second (the same 1,935 notes in each: the speed during it).
 """
 
