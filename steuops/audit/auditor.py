@@ -282,20 +282,18 @@ class Auditor:
         `shortcut`: only notes that contain an edited token run the encoder. With the encoder and the head
         frozen, every other note's logits stay exactly the model's own (its cached pass), in each step's loss
         and in each evaluation: the same curve for the notes that matter (most, on a class-specific edit)."""
-        work = copy.deepcopy(model).to(self.device)
-        for p in work.parameters():
-            p.requires_grad_(False)
-        rows = sorted(set(int(i) for i in token_ids))
-        trained = _rows_only(work, rows)  # only the edited rows may move
-        step, evaluate = self._full_logits(work, draw.attack), self._full_evaluate(work, draw)
-        if shortcut:
-            step = self._touched_logits(work, draw.attack, self.passes(model, "attack", draw).logits, rows,
-                                        trained=trained)
-            evaluate = self._touched_evaluate(work, draw, self.passes(model, "test", draw).logits, rows)
-        # before the first step the copy is the model itself: its F1 is read off its own pass
-        start = self.forget_f1(self.passes(model, "test", draw).logits, draw.test) if shortcut else None
-        return self._fit(work, [trained], self.config.relearn_lr_rows, step, evaluate, "relearn rows", draw=draw,
-                         sample=draw.attack, steps=self.config.rows_steps(), start=start)
+        with _whole_copy(model, self.device) as work:
+            rows = sorted(set(int(i) for i in token_ids))
+            trained = _rows_only(work, rows)  # only the edited rows may move
+            step, evaluate = self._full_logits(work, draw.attack), self._full_evaluate(work, draw)
+            if shortcut:
+                step = self._touched_logits(work, draw.attack, self.passes(model, "attack", draw).logits, rows,
+                                            trained=trained)
+                evaluate = self._touched_evaluate(work, draw, self.passes(model, "test", draw).logits, rows)
+            # before the first step the copy is the model itself: its F1 is read off its own pass
+            start = self.forget_f1(self.passes(model, "test", draw).logits, draw.test) if shortcut else None
+            return self._fit(work, [trained], self.config.relearn_lr_rows, step, evaluate, "relearn rows",
+                             draw=draw, sample=draw.attack, steps=self.config.rows_steps(), start=start)
 
     def _touched_logits(self, work, sample: Notes, cached: np.ndarray, token_ids: Sequence[int], *,
                         trained=None) -> Callable[[list[int]], Any]:
