@@ -1,5 +1,5 @@
 import sys
 
-from steuops.cli import main
+from steuops.cli import run
 
-sys.exit(main())
+sys.exit(run())

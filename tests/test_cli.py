@@ -9,6 +9,7 @@ import resource
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -45,6 +46,28 @@ def test_help_is_fast_and_imports_nothing_heavy():
         for command in ("apply", "demo", "gate", "promote", "rollback", "history"):
             assert command in done.stdout
     assert cpu - floor < 0.25, f"steuops --help took {cpu:.2f}s of CPU, typer's own import {floor:.2f}s (best of 3)"
+
+
+def test_the_steuops_process_is_main_with_the_gc_set_for_one_command():
+    """`steuops` (the console script and `python -m steuops`) is cli.run(): main()'s exit code, with a larger first GC
+    threshold and every object frozen at the end, so the interpreter's last collections skip them (bench/cli_gc.py
+    measures the seconds saved). main() called in-process leaves the GC alone: a notebook's objects stay collectable."""
+    import gc
+    from importlib.metadata import entry_points
+
+    from steuops import cli
+
+    (script,) = entry_points(group="console_scripts", name="steuops")
+    assert script.value == "steuops.cli:run"
+    assert "run()" in (Path(cli.__file__).parent.parent / "__main__.py").read_text()
+    probe = ("import gc, sys; from steuops import cli; sys.argv = ['steuops', *sys.argv[1:]]; code = cli.run(); "
+             "print(repr((code, gc.get_threshold(), gc.get_freeze_count() > 0)), file=sys.stderr)")
+    for args, code in ((["--version"], 0), (["history"], 2)):  # history without --model: bad input
+        done = subprocess.run([sys.executable, "-c", probe, *args], capture_output=True, text=True, timeout=60)
+        assert eval(done.stderr.strip().splitlines()[-1]) == (code, cli.GC_THRESHOLD, True), done.stderr  # noqa: S307
+    before = (gc.get_threshold(), gc.get_freeze_count())
+    assert cli.main(["--version"]) == 0
+    assert (gc.get_threshold(), gc.get_freeze_count()) == before
 
 
 def test_apply_help_lists_the_options(capsys):
