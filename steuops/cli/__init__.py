@@ -168,8 +168,6 @@ def run() -> int:
     try:
         return main()
     finally:
-        sys.stdout.flush()
-        sys.stderr.flush()
         gc.freeze()
 
 
