@@ -15,6 +15,7 @@ cached-feature shortcut, no token type ids in the export, and the tokenizer's ro
 from __future__ import annotations
 
 import copy
+import json
 
 import numpy as np
 import pytest
@@ -171,9 +172,7 @@ def test_a_graph_that_keeps_its_sample_length_fails_in_one_line_and_ships_at_a_f
     that is one OnnxRunError naming the file and the node, with no second copy printed by the runtime's own logger.
     The export finds it before any check and exports again at the settings' max_length: every file then says so,
     every input is padded to it, and the served logits are PyTorch's for short and long notes alike."""
-    import json
-
-    from steuops.export import OnnxRunError, check_parity, export_onnx, metadata, write_export
+    from steuops.export import OnnxRunError, check_parity, export_onnx, metadata, optimize, write_export
     from steuops.serving import ServedModel
 
     _, model, tok, _, test = trained
@@ -188,8 +187,16 @@ def test_a_graph_that_keeps_its_sample_length_fails_in_one_line_and_ships_at_a_f
     out = tmp_path / "out"
     result = write_export(model, tok, out, name="dx", version="2", forgotten=["sepsis"], check_texts=test.texts[:16],
                           max_length=32)
-    assert result.parity["fp32"]["passed"] and result.parity["optimized"]["passed"]
+    # no optimised file (graph.NOT_OPTIMIZED): model.onnx is the served file, checked on every parity text
+    assert result.parity["fp32"]["passed"] and result.parity["fp32"]["n_texts"] == 16
+    assert "windowed attention" in result.parity["optimized"]["skipped"] and "model.opt.onnx" not in result.files
     assert json.loads((out / "manifest.json").read_text())["fixed_length"] == 32
+    # on a GPU host the fp16 copy is made of the plain graph, with the files' metadata
+    opt = optimize(out / "model.onnx", num_heads=2, hidden_size=32, out_dir=tmp_path / "gpu", fp16=True,
+                   metadata={"steuops.version": "2"}, model_type="longformer")
+    assert opt.optimized is None and opt.skipped and not any(opt.fused_ops.values())
+    assert opt.fp16 is not None and metadata(opt.fp16)["steuops.version"] == "2", opt.fp16_error
+    assert metadata(opt.fp16)["steuops.fixed_length"] == "32"
     assert {metadata(out / f).get("steuops.fixed_length") for f in result.files if f.endswith(".onnx")} == {"32"}
     texts = ["fever and cough", *test.texts[:5]]  # a few tokens, and notes cut at 32
     np.testing.assert_allclose(ServedModel(out, device="cpu").logits(texts),
@@ -222,6 +229,12 @@ def test_registry_apply_export_and_serve(trained, tmp_path):
     folder = tmp_path / "onnx"
     export("dx", out_dir=folder, registry=registry, version="2")
     served = ServedModel(folder, device="cpu")
+    # the served file is the one scored on the held-out notes, and its parity with the gated logits was checked on
+    # every one of them (by apply's export; this one reuses those scores for the same bytes)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    file = "model.onnx" if arch == "longformer" else "model.opt.onnx"
+    assert served.file.name == file and set(manifest["scores"]) == {file}, arch
+    assert manifest["scores"][file]["scored"]["parity"]["n_texts"] == int((frame["split"] == "test").sum()), arch
     assert "token_type_ids" not in {i.name for i in served.session.get_inputs()}, arch
     texts = test.texts[:12]
     want = modeling.logits(loaded.model, loaded.tokenizer, texts, max_length=served.max_length)

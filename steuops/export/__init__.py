@@ -56,6 +56,7 @@ from steuops.export.graph import (
     META_NAME,
     META_VERSION,
     MODEL_FILE,
+    NOT_OPTIMIZED,
     OPTIMIZED_FILE,
     OptimizeResult,
     export_onnx,
@@ -81,7 +82,7 @@ from steuops.export.runtime import (
 __all__ = [
     "ARTIFACT_PATH", "EXPORTER_KEY", "FALLBACK_PARITY_TEXTS", "FP16_ATOL", "FP16_FILE", "FP32_ATOL", "FUSED_OPS",
     "LABELS_FILE", "MANIFEST_FILE", "META_FORGOTTEN", "META_LABELS", "META_MULTI_LABEL", "META_NAME", "META_VERSION",
-    "MODEL_FILE", "OPTIMIZED_ATOL", "OPTIMIZED_FILE", "PARITY_TEXTS", "SCORED_FIGURES", "SCORE_TOLERANCE",
+    "MODEL_FILE", "NOT_OPTIMIZED", "OPTIMIZED_ATOL", "OPTIMIZED_FILE", "PARITY_TEXTS", "SCORED_FIGURES", "SCORE_TOLERANCE",
     "ExportResult", "OnnxBuild", "OnnxRunError", "OnnxScoreMismatch", "OptimizeResult", "ParityReport", "agreement",
     "build_onnx_dir", "check_parity", "compare_logits", "cuda_available", "default_check_texts", "export_onnx",
     "export_version", "exporter_of", "fused_op_counts", "heads_and_hidden", "input_names", "labels_doc",

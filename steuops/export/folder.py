@@ -29,6 +29,7 @@ from steuops.export.graph import (
     META_NAME,
     META_VERSION,
     MODEL_FILE,
+    NOT_OPTIMIZED,
     OPTIMIZED_FILE,
     OptimizeResult,
     export_onnx,
@@ -71,8 +72,9 @@ MANIFEST_FILE = "manifest.json"
 PARITY_TEXTS = 256
 
 
-# model.onnx is the optimiser's input; an export always ships the optimised file too (its parity is required), and
-# servers pick that one, so model.onnx is checked on the first 64 parity texts only (~3 s less on 2 cores)
+# model.onnx is the optimiser's input; an export ships the optimised file too (its parity is required), and servers
+# pick that one, so model.onnx is checked on the first 64 parity texts only (~3 s less on 2 cores). Where no optimised
+# file is made (graph.NOT_OPTIMIZED), model.onnx is the served file and gets its full check.
 FALLBACK_PARITY_TEXTS = 64
 
 
@@ -195,11 +197,16 @@ def build_onnx_dir(
     path, sess = _at_any_length(model, tokenizer, out_dir, path, settings, metadata)
     exporter = exporter_of(path)  # read once: optimize and the manifest both need it
     check = _FileCheck(model, tokenizer, texts, settings, held_out, forget, evaluated, earlier)
-    parity = {"fp32": check.run(path, FP32_ATOL, MODEL_FILE, sess, score=False, limit=FALLBACK_PARITY_TEXTS)}
+    model_type = getattr(model.config, "model_type", None)
+    served = model_type in NOT_OPTIMIZED  # no optimised file: model.onnx is served, so it gets the served file's check
+    parity = {"fp32": check.run(path, FP32_ATOL, MODEL_FILE, sess, score=served,
+                                limit=None if served else FALLBACK_PARITY_TEXTS)}
     heads, hidden = heads_and_hidden(model)
     opt = optimize(path, num_heads=heads, hidden_size=hidden, out_dir=out_dir,
-                   fp16=cuda_available() if fp16 is None else fp16, metadata=metadata, exporter=exporter)
-    parity["optimized"] = check.run(opt.optimized, OPTIMIZED_ATOL, OPTIMIZED_FILE)
+                   fp16=cuda_available() if fp16 is None else fp16, metadata=metadata, exporter=exporter,
+                   model_type=model_type)
+    parity["optimized"] = ({"skipped": opt.skipped} if opt.optimized is None
+                           else check.run(opt.optimized, OPTIMIZED_ATOL, OPTIMIZED_FILE))
     parity["fp16"] = _fp16_parity(check, opt)
     settings.apply_to(copy.deepcopy(tokenizer)).save_pretrained(str(out_dir))  # the server truncates the same way
     files = [p for p in (path, opt.optimized, opt.fp16) if p]
