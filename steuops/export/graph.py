@@ -37,8 +37,9 @@ FP16_FILE = "model.fp16.onnx"
 FUSED_OPS = ("Attention", "MultiHeadAttention", "SkipLayerNormalization", "FastGelu", "BiasGelu")
 # config.model_type -> why ONNX Runtime's transformer optimizer is not run on it (no model.opt.onnx is made; servers
 # serve model.onnx, which their session optimises at load as it would the other). Longformer: its windowed attention
-# matches none of the optimizer's patterns, and on a tiny Longformer at 512 fixed tokens (2-core EPYC, 2026-12-02)
-# the optimizer took 13-26 s an export for no faster serving (batch of 8: 39.1 ms plain, 40.5 ms optimised).
+# matches none of the optimizer's patterns (it fuses only BiasGelu), and at 512 fixed tokens on a 2-core EPYC it took
+# 8.4 s for 2 layers and 308.8 s for 12 (Clinical-Longformer's depth), for no faster serving (batch of 8: 184.9 ms
+# plain, 184.7 optimised at 12 layers; bench/results/longformer-export-cpu-zen3-2026-12-02.json).
 NOT_OPTIMIZED: dict[str, str] = {
     "longformer": "ONNX Runtime's transformer fusions have no pattern for Longformer's windowed attention; "
                   "model.onnx is served",
