@@ -87,25 +87,19 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=RESULTS / f"longformer-export-cpu-{dt.date.today()}.json")
     args = parser.parse_args()
     import torch
+    from unlearn import cpu_model  # bench/ is on the path when a bench runs
 
     rows = []
     with tempfile.TemporaryDirectory(prefix="steuops-longformer-") as tmp:
         for layers in args.layers:
             rows.append(one_depth(layers, args.length, args.batch, args.runs, Path(tmp)))
             log(json.dumps(rows[-1]))
-    doc = {"date": str(dt.date.today()), "cpu": _cpu(), "threads": torch.get_num_threads(),
+    doc = {"date": str(dt.date.today()), "cpu": cpu_model(), "threads": torch.get_num_threads(),
            "load_average": os.getloadavg()[0], "rows": rows}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(doc, indent=2) + "\n")
     log(f"wrote {args.out}")
     return 0
-
-
-def _cpu() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return "unknown"
 
 
 if __name__ == "__main__":
