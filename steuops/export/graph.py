@@ -38,7 +38,7 @@ FUSED_OPS = ("Attention", "MultiHeadAttention", "SkipLayerNormalization", "FastG
 # config.model_type -> why ONNX Runtime's transformer optimizer is not run on it (no model.opt.onnx is made; servers
 # serve model.onnx, which their session optimises at load as it would the other). Longformer: its windowed attention
 # matches none of the optimizer's attention patterns (at 512 fixed tokens it fused BiasGelu only; at 1 layer and 64
-# tokens, SkipLayerNorm too: no Attention ever), and at 512 fixed tokens on a 2-core EPYC it took
+# tokens, SkipLayerNorm too; Attention at no size tried), and at 512 fixed tokens on a 2-core EPYC it took
 # 8.4 s for 2 layers and 308.8 s for 12 (Clinical-Longformer's depth), for no faster serving (batch of 8: 184.9 ms
 # plain, 184.7 optimised at 12 layers; bench/results/longformer-export-cpu-zen3-2026-12-02.json).
 NOT_OPTIMIZED: dict[str, str] = {
