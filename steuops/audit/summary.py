@@ -180,8 +180,9 @@ def _mean_sizes(runs: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def audit_time(audit: Mapping[str, Any] | None) -> dict[str, Any] | None:
-    """{"seconds", "passes", "attacks", "encoder_notes"} of an audit dict (AuditReport.to_dict(), audit.json) that
-    times its encoder passes apart (its seconds["passes"]); None for one that does not (logged before they were)."""
+    """{"seconds", "passes", "attacks", "parts", "encoder_notes"} of an audit dict (AuditReport.to_dict(),
+    audit.json) that times its encoder passes apart (its seconds["passes"]); None for one that does not (logged
+    before they were). "parts": every part's seconds (probe, relearn, retain_relearn, ..., passes)."""
     seconds = (audit or {}).get("seconds")
     if not isinstance(seconds, Mapping) or "passes" not in seconds:
         return None
@@ -189,4 +190,5 @@ def audit_time(audit: Mapping[str, Any] | None) -> dict[str, Any] | None:
     passes = float(seconds["passes"])
     notes = ((audit or {}).get("sizes") or {}).get("encoder_notes") or {}
     return {"seconds": round(total, 1), "passes": round(passes, 1), "attacks": round(total - passes, 1),
+            "parts": {str(k): round(float(v), 1) for k, v in seconds.items()},
             "encoder_notes": {str(k): int(v) for k, v in notes.items()}}

@@ -78,23 +78,25 @@ def ort_logits(sess, tokenizer, texts: Sequence[str], *, batch_size: int = 32, m
     """(n, C) float32 logits from an ONNX Runtime session, tokenized at `settings` (else max_length)."""
     import onnxruntime as ort
 
+    from steuops import modeling
+
     settings = settings or settings_for(tokenizer, max_length)
     names = [i.name for i in sess.get_inputs()]
     fixed = fixed_length(sess)
     quiet = ort.RunOptions()
     quiet.log_severity_level = 4  # a failing node raises with the runtime's whole message; its logger would print it again
-    out = []
+    out: np.ndarray | None = None
     with settings.applied(tokenizer):
-        for start in range(0, len(texts), batch_size):
-            enc = tokenizer(list(texts[start : start + batch_size]), padding=True, truncation=True,
-                            max_length=settings.max_length, return_tensors="np")
+        for rows, enc in modeling.length_batches(tokenizer, texts, batch_size, settings.max_length, tensors="np"):
             feed = {n: np.asarray(enc[n], dtype=np.int64) if n in enc else np.zeros_like(enc["input_ids"], np.int64)
                     for n in names}
             if fixed:
                 feed = _padded(feed, fixed, tokenizer)
-            logits = sess.run(["logits"], feed, quiet)[0][: len(enc["input_ids"])]
-            out.append(np.asarray(logits, dtype=np.float32))
-    return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
+            logits = np.asarray(sess.run(["logits"], feed, quiet)[0][: len(rows)], dtype=np.float32)
+            if out is None:
+                out = np.zeros((len(texts), logits.shape[1]), np.float32)
+            out[rows] = logits
+    return out if out is not None else np.zeros((0, 0), np.float32)
 
 
 def fixed_length(sess: Any) -> int | None:
