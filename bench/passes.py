@@ -1,9 +1,9 @@
 """An audit's encoder pass with its notes in order against sorted by length (modeling.length_batches), in one run.
 
-    python bench/passes.py --out bench/results/passes-cpu-<host>-<date>.json     # ~8 min on 2 cores
+    python bench/passes.py --out bench/results/passes-cpu-<host>-<date>.json     # ~12 min on 2 cores
 
-The demo's encoder (MiniLM, with a head over the demo's labels) runs over the first 1,376 demo notes (the notes a
-first audit runs a new reference over) at the audit's batch size, at each of --max-lengths. "in order" runs each batch
+The demo's encoder (MiniLM, with a head over the demo's labels) runs over the first 512 demo notes (--notes; a first
+audit runs a new reference over 1,376) at the audit's batch size, at each of --max-lengths. "in order" runs each batch
 of 32 consecutive notes as its own `forward_pass` (so each pads to its own longest note, as every pass did before
 length_batches); "by length" is one `forward_pass` over all of them, as an audit runs it now. The two alternate
 (ABAB...), so a host whose speed moves (see bench/demo.py) moves both alike; the figure is the ratio of the medians.
@@ -58,7 +58,10 @@ def measure(model, tok, texts: list[str], batch_size: int, max_length: int, runs
     modes = {"in_order": in_order, "by_length": by_length}
     seconds: dict[str, list[float]] = {name: [] for name in modes}
     out: dict[str, Any] = {}
+    from demo import gflops  # bench/demo.py's CPU probe
+
     by_length(model, tok, texts[:64], batch_size, max_length, device)  # warm-up at this length, not timed
+    speed = gflops()
     for run in range(runs):
         for name, fn in modes.items():
             t0 = time.perf_counter()
@@ -68,7 +71,8 @@ def measure(model, tok, texts: list[str], batch_size: int, max_length: int, runs
     median = {name: statistics.median(values) for name, values in seconds.items()}
     real = sum(len(ids) for ids in tok(texts, truncation=True, max_length=max_length)["input_ids"])
     return {
-        "max_length": max_length, "seconds": seconds, "median_seconds": median,
+        "max_length": max_length, "gflops_before": speed, "gflops_after": gflops(), "seconds": seconds,
+        "median_seconds": median,
         "notes_per_s": {name: round(len(texts) / s, 1) for name, s in median.items()},
         "speedup": round(median["in_order"] / median["by_length"], 3),
         "tokens": {"real": int(real), "in_order": padded_tokens(tok, texts, batch_size, max_length, sort=False),
@@ -80,7 +84,7 @@ def measure(model, tok, texts: list[str], batch_size: int, max_length: int, runs
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--notes", type=int, default=1376, help="demo notes to run (default 1,376)")
+    parser.add_argument("--notes", type=int, default=512, help="demo notes to run (default 512)")
     parser.add_argument("--max-lengths", type=int, nargs="+", default=[96, 256, 512],
                         help="token limits to measure at (default 96, the demo version's, 256 and 512)")
     parser.add_argument("--runs", type=int, default=3, help="runs of each mode, alternating (default 3)")
