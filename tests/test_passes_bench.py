@@ -1,0 +1,43 @@
+"""bench/passes.py's two modes and its token count (the MiniLM runs it times are too slow for the suite): "in order"
+is the old batching, "by length" the new one, and both give the same outputs for every note."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import torch
+from engine_data import KEYWORDS, LABELS
+
+from steuops.tiny import classifier, wordpiece_tokenizer
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _bench():
+    spec = importlib.util.spec_from_file_location("bench_passes", ROOT / "bench" / "passes.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_both_modes_give_each_note_its_own_outputs_and_the_token_counts_are_the_batches():
+    bench = _bench()
+    rng = np.random.default_rng(1)
+    words = [w for label in LABELS for w in KEYWORDS[label]]
+    texts = [" ".join(rng.choice(words, size=int(rng.integers(1, 15)))) for _ in range(21)]
+    tok = wordpiece_tokenizer(texts, vocab_size=120)
+    model = classifier(LABELS, len(tok), seed=4, layers=1).eval()
+    a = bench.in_order(model, tok, texts, 4, 16, torch.device("cpu"))
+    b = bench.by_length(model, tok, texts, 4, 16, torch.device("cpu"))
+    np.testing.assert_allclose(a.logits, b.logits, atol=1e-5, rtol=0)
+    np.testing.assert_allclose(a.features, b.features, atol=1e-5, rtol=0)
+    lengths = [len(ids) for ids in tok(texts, truncation=True, max_length=16)["input_ids"]]
+    assert bench.padded_tokens(tok, texts, 4, 16, sort=False) == sum(
+        len(c) * max(c) for c in (lengths[s : s + 4] for s in range(0, len(lengths), 4)))
+    ordered = sorted(lengths, reverse=True)
+    assert bench.padded_tokens(tok, texts, 4, 16, sort=True) == sum(
+        len(c) * max(c) for c in (ordered[s : s + 4] for s in range(0, len(ordered), 4)))
+    assert sum(lengths) <= bench.padded_tokens(tok, texts, 4, 16, sort=True) < bench.padded_tokens(
+        tok, texts, 4, 16, sort=False)
