@@ -3,17 +3,11 @@ verdict is read off the figures it measured, every first audit counting, and its
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
-ROOT = Path(__file__).resolve().parents[1]
+from bench_helpers import load_bench
 
 
 def _bench():
-    spec = importlib.util.spec_from_file_location("bench_demo", ROOT / "bench" / "demo.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_bench("demo")
 
 
 def test_each_target_is_met_only_when_every_measured_figure_is_within_it():

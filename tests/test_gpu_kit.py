@@ -3,7 +3,6 @@ the GPU benches' code must run where mlflow, bentoml, great_expectations and pyd
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -12,14 +11,13 @@ from pathlib import Path
 
 import pytest
 from absent import attempted, blocking
+from bench_helpers import load_bench
 
 from steuops.demo.notes import CLASSES, generate
 from steuops.tiny import classifier, wordpiece_tokenizer
 
 ROOT = Path(__file__).resolve().parents[1]
-_spec = importlib.util.spec_from_file_location("gpu_kit", ROOT / "bench" / "gpu_kit.py")
-gpu_kit = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(gpu_kit)
+gpu_kit = load_bench("gpu_kit")
 
 
 @pytest.fixture

@@ -3,27 +3,16 @@ is the old batching, "by length" the new one, and both give the same outputs for
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 import torch
+from bench_helpers import load_bench
 from engine_data import KEYWORDS, LABELS
 
 from steuops.tiny import classifier, wordpiece_tokenizer
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def _bench():
-    spec = importlib.util.spec_from_file_location("bench_passes", ROOT / "bench" / "passes.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
 
 def test_both_modes_give_each_note_its_own_outputs_and_the_token_counts_are_the_batches():
-    bench = _bench()
+    bench = load_bench("passes")
     rng = np.random.default_rng(1)
     words = [w for label in LABELS for w in KEYWORDS[label]]
     texts = [" ".join(rng.choice(words, size=int(rng.integers(1, 15)))) for _ in range(21)]
