@@ -1,6 +1,7 @@
 """An audit's encoder pass with its notes in order against sorted by length (modeling.length_batches), in one run.
 
     python bench/passes.py --out bench/results/passes-cpu-<host>-<date>.json     # ~12 min on 2 cores
+    python bench/passes.py --pass teacher --max-lengths 256 512 --out ...         # STEU's teacher pass the same way
 
 The demo's encoder (MiniLM, with a head over the demo's labels) runs over the first 512 demo notes (--notes; a first
 audit runs a new reference over 1,376) at the audit's batch size, at each of --max-lengths. "in order" runs each batch
@@ -10,6 +11,10 @@ length_batches); "by length" is one `forward_pass` over all of them, as an audit
 Also recorded: the tokens each runs (pads included) and the largest logit and feature difference between them.
 The demo's own version runs at 96 tokens, where nearly every note fills its batch: there sorting saves nothing, and
 the figure shows what it costs (one tokenizer call over all notes instead of one per batch).
+
+`--pass teacher` times STEU's teacher pass (methods.loop.teacher_pass: the frozen original's logits and the features
+the shortcut replays, over notes `Batches` tokenized once, outside the timing) the same two ways: "in order" is one
+call per 32 consecutive notes, "by length" one call over all of them.
 """
 
 from __future__ import annotations
@@ -46,6 +51,30 @@ def by_length(model, tok, texts: list[str], batch_size: int, max_length: int, de
                         keep_cache=True)
 
 
+def teacher_in_order(model, batches, batch_size: int) -> Any:
+    """STEU's teacher pass, one call per batch of consecutive notes: how it batched before it sorted by length."""
+    from steuops.audit.passes import Pass
+    from steuops.methods.loop import teacher_pass
+
+    parts = [teacher_pass(model, batches, batch_size, rows=range(s, min(s + batch_size, len(batches))))
+             for s in range(0, len(batches), batch_size)]
+    return Pass(np.concatenate([p[0].numpy() for p in parts]), np.concatenate([_recorded(p[1]) for p in parts]))
+
+
+def teacher_by_length(model, batches, batch_size: int) -> Any:
+    from steuops.audit.passes import Pass
+    from steuops.methods.loop import teacher_pass
+
+    logits, cache = teacher_pass(model, batches, batch_size)
+    return Pass(logits.numpy(), _recorded(cache))
+
+
+def _recorded(cache) -> np.ndarray:
+    """Every field the teacher pass recorded for the shortcut, a row a note (to compare the two modes)."""
+    return np.concatenate([v.reshape(len(v), -1).float().numpy() for _, v in sorted(cache.fields.items())
+                           if v is not None], axis=1)
+
+
 def padded_tokens(tok, texts: list[str], batch_size: int, max_length: int, sort: bool) -> int:
     lengths = np.array([len(ids) for ids in tok(texts, truncation=True, max_length=max_length)["input_ids"]])
     if sort:
@@ -53,9 +82,18 @@ def padded_tokens(tok, texts: list[str], batch_size: int, max_length: int, sort:
     return int(sum(len(c) * c.max() for c in np.array_split(lengths, range(batch_size, len(lengths), batch_size))))
 
 
-def measure(model, tok, texts: list[str], batch_size: int, max_length: int, runs: int, device) -> dict[str, Any]:
-    """Both modes at one max length, alternating: seconds, their medians and ratio, tokens, differences."""
+def measure(model, tok, texts: list[str], batch_size: int, max_length: int, runs: int, device,
+            which: str = "audit") -> dict[str, Any]:
+    """Both modes of one pass (`which`: "audit" or "teacher") at one max length, alternating: seconds, their medians
+    and ratio, tokens, differences."""
     modes = {"in_order": in_order, "by_length": by_length}
+    if which == "teacher":
+        from steuops.data import Notes
+        from steuops.methods.loop import Batches
+
+        batches = Batches(tok, Notes(texts, [[] for _ in texts]), max_length, device)  # tokenized once, untimed
+        modes = {"in_order": lambda *_: teacher_in_order(model, batches, batch_size),
+                 "by_length": lambda *_: teacher_by_length(model, batches, batch_size)}
     seconds: dict[str, list[float]] = {name: [] for name in modes}
     out: dict[str, Any] = {}
     from demo import gflops  # bench/demo.py's CPU probe
@@ -88,6 +126,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-lengths", type=int, nargs="+", default=[96, 256, 512],
                         help="token limits to measure at (default 96, the demo version's, 256 and 512)")
     parser.add_argument("--runs", type=int, default=3, help="runs of each mode, alternating (default 3)")
+    parser.add_argument("--pass", dest="which", choices=("audit", "teacher"), default="audit",
+                        help="the audit's encoder pass (default) or STEU's teacher pass")
     parser.add_argument("--out", type=Path, default=None, help="the JSON (default bench/results/passes-cpu-DATE.json)")
     args = parser.parse_args(argv)
 
@@ -102,8 +142,8 @@ def main(argv: list[str] | None = None) -> int:
     model.eval()
     texts = list(demo_notes().texts)[: args.notes]
     result = {"date": dt.date.today().isoformat(), "cpu": cpu_model(), "threads": torch.get_num_threads(),
-              "load_average": os.getloadavg()[0], "notes": len(texts), "batch_size": batch_size,
-              "lengths": [measure(model, tok, texts, batch_size, n, args.runs, torch.device("cpu"))
+              "load_average": os.getloadavg()[0], "pass": args.which, "notes": len(texts), "batch_size": batch_size,
+              "lengths": [measure(model, tok, texts, batch_size, n, args.runs, torch.device("cpu"), args.which)
                           for n in args.max_lengths]}
     path = args.out or RESULTS / f"passes-cpu-{result['date']}.json"
     path.parent.mkdir(parents=True, exist_ok=True)

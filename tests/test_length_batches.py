@@ -10,6 +10,7 @@ from engine_data import KEYWORDS, LABELS
 
 from steuops import modeling
 from steuops.audit.passes import forward_pass
+from steuops.data import Notes
 from steuops.features import head_logits
 from steuops.tiny import classifier, tokenizer_for
 
@@ -89,3 +90,29 @@ def test_forward_pass_keeps_note_order(texts):
     lengths = [len(ids) for ids in tok(texts, truncation=True, max_length=16)["input_ids"]]
     ran = [len(c) * max(c) for c in np.array_split(sorted(lengths, reverse=True), range(8, len(texts), 8))]
     assert seen[: len(ran)] == ran  # the encoder ran the notes longest first (then the cache check's head replays)
+
+
+def test_teacher_pass_runs_longest_first_and_answers_in_the_order_asked(texts):
+    """STEU's teacher pass (methods.loop): the same sorting, over notes it has tokenized already, and for `rows`
+    (retain sampling's later notes) the answers in the order of `rows`."""
+    from steuops.methods.loop import Batches, teacher_pass
+
+    tok = tokenizer_for("bert", texts, vocab_size=120)
+    model = classifier(LABELS, len(tok), seed=4, layers=1).eval()
+    alone = _one_at_a_time(model, tok, texts)
+    batches = Batches(tok, Notes(texts, [[LABELS[0]]] * len(texts)), 16, CPU)
+    seen: list[int] = []
+    hook = model.bert.register_forward_pre_hook(lambda _m, _a, kw: seen.append(kw["attention_mask"].numel()),
+                                                with_kwargs=True)
+    logits, cache = teacher_pass(model, batches, 8)
+    hook.remove()
+    np.testing.assert_allclose(logits.numpy(), alone, atol=1e-5, rtol=0)
+    lengths = [len(ids) for ids in batches.ids]
+    assert seen == [len(c) * max(c) for c in np.array_split(sorted(lengths, reverse=True), range(8, len(texts), 8))]
+    rows = [30, 2, 11, 10, 0]
+    some, part = teacher_pass(model, batches, 2, rows=rows)
+    np.testing.assert_allclose(some.numpy(), alone[rows], atol=1e-5, rtol=0)
+    with torch.no_grad():
+        np.testing.assert_allclose(head_logits(model, cache, rows).numpy(), alone[rows], atol=1e-5, rtol=0)
+        np.testing.assert_allclose(head_logits(model, part, list(range(len(rows)))).numpy(), alone[rows], atol=1e-5,
+                                   rtol=0)

@@ -30,3 +30,20 @@ def test_both_modes_give_each_note_its_own_outputs_and_the_token_counts_are_the_
         len(c) * max(c) for c in (ordered[s : s + 4] for s in range(0, len(ordered), 4)))
     assert sum(lengths) <= bench.padded_tokens(tok, texts, 4, 16, sort=True) < bench.padded_tokens(
         tok, texts, 4, 16, sort=False)
+
+
+def test_both_teacher_modes_give_each_note_its_own_outputs():
+    from steuops.data import Notes
+    from steuops.methods.loop import Batches
+
+    bench = load_bench("passes")
+    rng = np.random.default_rng(2)
+    words = [w for label in LABELS for w in KEYWORDS[label]]
+    texts = [" ".join(rng.choice(words, size=int(rng.integers(1, 15)))) for _ in range(21)]
+    tok = wordpiece_tokenizer(texts, vocab_size=120)
+    model = classifier(LABELS, len(tok), seed=5, layers=1).eval()
+    batches = Batches(tok, Notes(texts, [[] for _ in texts]), 16, torch.device("cpu"))
+    a, b = bench.teacher_in_order(model, batches, 4), bench.teacher_by_length(model, batches, 4)
+    assert a.logits.shape == (21, len(LABELS)) and a.features.shape[0] == 21
+    np.testing.assert_allclose(a.logits, b.logits, atol=1e-5, rtol=0)
+    np.testing.assert_allclose(a.features, b.features, atol=1e-5, rtol=0)

@@ -88,21 +88,28 @@ def teacher_logits(model: nn.Module, batches: Batches, batch_size: int) -> torch
 def teacher_pass(model: nn.Module, batches: Batches, batch_size: int, *, features: bool = True,
                  rows: Sequence[int] | None = None) -> tuple[torch.Tensor, FeatureCache | None]:
     """Teacher logits, plus (when `features`) the encoder outputs the head reads, recorded in the same pass:
-    of every note, or of the notes `rows` (tokenized already), in that order."""
+    of every note, or of the notes `rows` (tokenized already), in that order. The notes run longest first, so
+    that a batch pads only to its own longest note (modeling.length_batches says what that saves)."""
     from contextlib import nullcontext
 
     import torch
 
     from steuops.features import record
 
-    order = range(len(batches)) if rows is None else list(rows)
-    out = []
+    order = list(range(len(batches))) if rows is None else [int(i) for i in rows]
+    by_length = np.argsort([-len(batches.ids[i]) for i in order], kind="stable")
+    out, ran = [], []
     with torch.no_grad(), (record(model) if features else nullcontext()) as recorder:
         for start in range(0, len(order), batch_size):
-            ids, mask = batches.get(order[start : start + batch_size])
+            part = by_length[start : start + batch_size]
+            ids, mask = batches.get([order[k] for k in part])
             with modeling.autocast(batches.device):
                 out.append(model(input_ids=ids, attention_mask=mask).logits.float())
-    return torch.cat(out), (recorder.cache() if recorder is not None else None)
+            ran.append(part)
+    if not out:
+        return torch.zeros((0, len(modeling.label_names(model))), device=batches.device), None
+    back = torch.as_tensor(np.argsort(np.concatenate(ran)), device=batches.device)
+    return torch.cat(out)[back], (recorder.cache(ran) if recorder is not None else None)
 
 
 class SampledTeacher:
