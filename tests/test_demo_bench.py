@@ -1,5 +1,6 @@
 """bench/demo.py's bookkeeping (the commands it times are the README's own, too slow for the suite): each target's
-verdict is read off the figures it measured, every first audit counting, and its CPU probe measures a rate."""
+verdict is read off the figures it measured, every first audit counting, its CPU probe measures a rate, and the CPU
+is named with its family and model."""
 
 from __future__ import annotations
 
@@ -34,3 +35,15 @@ def test_no_more_first_audits_touch_no_home(tmp_path):
     missing = tmp_path / "no-home"
     assert _bench().first_audits(0, missing, missing, tmp_path) == []
     assert list(tmp_path.iterdir()) == []
+
+
+def test_the_cpu_is_named_with_its_family_and_model(tmp_path):
+    """A VM may name only "AMD EPYC"; the bench files carry the numbers that tell Zen 3, 4 and 5 apart."""
+    cpu_model = load_bench("unlearn").cpu_model
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nvendor_id\t: AuthenticAMD\ncpu family\t: 26\nmodel\t\t: 2\n"
+                    "model name\t: AMD EPYC\nstepping\t: 1\n\nprocessor\t: 1\ncpu family\t: 26\nmodel\t\t: 2\n")
+    assert cpu_model(info) == "AMD EPYC (family 26 model 2)"
+    info.write_text("model name\t: Apple M2\n")
+    assert cpu_model(info) == "Apple M2"
+    assert cpu_model(tmp_path / "none")  # no /proc/cpuinfo: the platform's name, never empty
