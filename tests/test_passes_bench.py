@@ -11,13 +11,18 @@ from engine_data import KEYWORDS, LABELS
 from steuops.tiny import classifier, wordpiece_tokenizer
 
 
-def test_both_modes_give_each_note_its_own_outputs_and_the_token_counts_are_the_batches():
-    bench = load_bench("passes")
-    rng = np.random.default_rng(1)
+def _notes_and_model(seed: int):
+    """21 notes of 1 to 14 words, a tokenizer over them and a one-layer classifier."""
+    rng = np.random.default_rng(seed)
     words = [w for label in LABELS for w in KEYWORDS[label]]
     texts = [" ".join(rng.choice(words, size=int(rng.integers(1, 15)))) for _ in range(21)]
     tok = wordpiece_tokenizer(texts, vocab_size=120)
-    model = classifier(LABELS, len(tok), seed=4, layers=1).eval()
+    return texts, tok, classifier(LABELS, len(tok), seed=seed + 3, layers=1).eval()
+
+
+def test_both_modes_give_each_note_its_own_outputs_and_the_token_counts_are_the_batches():
+    bench = load_bench("passes")
+    texts, tok, model = _notes_and_model(1)
     a = bench.in_order(model, tok, texts, 4, 16, torch.device("cpu"))
     b = bench.by_length(model, tok, texts, 4, 16, torch.device("cpu"))
     np.testing.assert_allclose(a.logits, b.logits, atol=1e-5, rtol=0)
@@ -37,11 +42,7 @@ def test_both_teacher_modes_give_each_note_its_own_outputs():
     from steuops.methods.loop import Batches
 
     bench = load_bench("passes")
-    rng = np.random.default_rng(2)
-    words = [w for label in LABELS for w in KEYWORDS[label]]
-    texts = [" ".join(rng.choice(words, size=int(rng.integers(1, 15)))) for _ in range(21)]
-    tok = wordpiece_tokenizer(texts, vocab_size=120)
-    model = classifier(LABELS, len(tok), seed=5, layers=1).eval()
+    texts, tok, model = _notes_and_model(2)
     batches = Batches(tok, Notes(texts, [[] for _ in texts]), 16, torch.device("cpu"))
     a, b = bench.teacher_in_order(model, batches, 4), bench.teacher_by_length(model, batches, 4)
     assert a.logits.shape == (21, len(LABELS)) and a.features.shape[0] == 21
