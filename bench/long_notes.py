@@ -1,14 +1,18 @@
 """STEU on long notes: its seconds, its teacher pass's share of them, and what running that pass longest first saves.
 
     python bench/long_notes.py --out bench/results/long-notes-cpu-<host>-<date>.json    # ~15 min on 2 cores
+    python bench/long_notes.py --fp32 --cache DIR --out ...      # STEU's steps in fp32 (DIR: the classifier, kept)
 
 The demo's classifier is trained at --max-length (default 256; the demo's own version runs at 96, where nearly
 every note is cut and sorting changes nothing) with the demo's recipe otherwise, on the notes bench/unlearn.py
 uses. It then forgets sepsis with bench/unlearn.py's CPU STEU options (retain sampling: the teacher pass runs the
 cohort and each epoch's drawn retain notes) at the same length, --runs times each way, alternating: "in order" is
 the teacher pass as it was before 2359b8c (batches of consecutive notes), "by length" as it is now. Each run records
-STEU's seconds and the teacher pass's own (every call summed), and the two ways' edits are compared: the same rows,
-the same trained values up to float rounding, the same forget and retain F1 on the held-out notes.
+STEU's seconds and the teacher pass's own (every call summed). The edits are compared between the two ways and
+between a way's first and last run (the floor: the same inputs twice), by rows, trained values and the forget and
+retain F1 on the held-out notes. The two ways' teacher logits differ by float rounding (about 6e-6 at 256 tokens);
+training, under bf16 autocast on a CPU with native bf16 and with Adam's steps near zero gradients, carries that
+into the trained rows, as a bf16 host and an fp32 one differ (lineage.PRECISION).
 """
 
 from __future__ import annotations
@@ -80,15 +84,27 @@ def one_run(way: str, model, tok, train, config: dict[str, Any]) -> tuple[dict[s
     return row, result
 
 
-def compare(a, b, model, tok, test, max_length: int) -> dict[str, Any]:
-    """How far apart the two ways' edits are, and both edits' F1 on the held-out notes."""
+def row_diff(a, b) -> dict[str, Any]:
+    """How far apart two edits are: the same rows?, the largest element difference, and the difference's norm
+    against the rows' change from the original (edit.rows minus original rows is what training moved)."""
+    if a.edit.token_ids != b.edit.token_ids:
+        return {"same_rows": False}
+    moved = (a.edit.rows - a.edit.original_rows).norm()
+    return {"same_rows": True, "max_abs_diff": float((a.edit.rows - b.edit.rows).abs().max()),
+            "relative_norm_diff": float((a.edit.rows - b.edit.rows).norm() / moved)}
+
+
+def compare(runs: dict[str, list[Any]], model, tok, test, max_length: int) -> dict[str, Any]:
+    """The two ways' last edits against each other, and each way's first and last run against each other (the
+    noise floor: training under bf16 autocast), and each way's last edit's F1 on the held-out notes."""
     from steuops.metrics import evaluate
 
-    out: dict[str, Any] = {"same_rows": a.edit.token_ids == b.edit.token_ids,
-                           "max_abs_diff_rows": float((a.edit.rows - b.edit.rows).abs().max())}
-    for name, result in (("in_order", a), ("by_length", b)):
-        ev = evaluate(model, result.model, tok, test, ["sepsis"], device="cpu", max_length=max_length, batch_size=64)
-        out[name] = {"forget_f1": ev.after.forget_f1, "retain_macro_f1": ev.after.retain_macro_f1}
+    out: dict[str, Any] = {"between_ways": row_diff(runs["in_order"][-1], runs["by_length"][-1])}
+    for way, results in runs.items():
+        ev = evaluate(model, results[-1].model, tok, test, ["sepsis"], device="cpu", max_length=max_length,
+                      batch_size=64)
+        out[way] = {"forget_f1": ev.after.forget_f1, "retain_macro_f1": ev.after.retain_macro_f1,
+                    "first_against_last_run": row_diff(results[0], results[-1]) if len(results) > 1 else None}
     return out
 
 
@@ -98,6 +114,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--notes", type=int, default=1000, help="demo notes, 80%% to train (default 1000)")
     parser.add_argument("--runs", type=int, default=2, help="STEU runs each way, alternating (default 2)")
     parser.add_argument("--cache", type=Path, default=None, help="keep the trained classifier here and reuse it")
+    parser.add_argument("--fp32", action="store_true",
+                        help="train STEU's steps in fp32 on a CPU with native bf16 too (cpu_bf16 off)")
     parser.add_argument("--out", type=Path, default=None,
                         help="the JSON (default bench/results/long-notes-cpu-DATE.json)")
     args = parser.parse_args(argv)
@@ -107,6 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     from demo import gflops
     from unlearn import PRESETS, Preset, cpu_model, demo_classifier, log
 
+    from steuops import modeling
     from steuops.data import split_notes
     from steuops.demo.model import DEMO_MAX_SENTENCES, DEMO_MIN_SENTENCES, base_encoder_dir
     from steuops.demo.notes import generate
@@ -120,7 +139,8 @@ def main(argv: list[str] | None = None) -> int:
     model, tok, train_seconds = demo_classifier(train, preset, base_encoder_dir(), "cpu", args.cache)
     lengths = np.array([len(ids) for ids in tok(list(train.texts), truncation=True,
                                                 max_length=args.max_length)["input_ids"]])
-    config = {"max_length": args.max_length, "batch_size": preset.batch_size, **preset.steu}
+    config = {"max_length": args.max_length, "batch_size": preset.batch_size, **preset.steu,
+              **({"cpu_bf16": False} if args.fp32 else {})}
     result: dict[str, Any] = {
         "date": dt.date.today().isoformat(), "cpu": cpu_model(), "threads": torch.get_num_threads(),
         "load_average": os.getloadavg()[0], "max_length": args.max_length, "train_notes": len(train),
@@ -128,10 +148,11 @@ def main(argv: list[str] | None = None) -> int:
                                                   "cut": float((lengths == args.max_length).mean())},
         "classifier_seconds": None if train_seconds is None else round(train_seconds, 1), "steu_config": config,
         "gflops_before": gflops(), "runs": []}
-    last: dict[str, Any] = {}
+    edits: dict[str, list[Any]] = {"in_order": [], "by_length": []}
     for run in range(args.runs):
         for way in ("in_order", "by_length"):
-            row, last[way] = one_run(way, model, tok, train, config)
+            row, edit = one_run(way, model, tok, train, config)
+            edits[way].append(edit)
             result["runs"].append({"run": run + 1, **row})
             log(f"run {run + 1}, {way}: STEU {row['seconds']} s, its teacher pass {row['teacher_seconds']} s "
                 f"({row['teacher_calls']} calls)")
@@ -139,7 +160,8 @@ def main(argv: list[str] | None = None) -> int:
     for key in ("seconds", "teacher_seconds"):
         result[f"median_{key}"] = {way: statistics.median(r[key] for r in result["runs"] if r["way"] == way)
                                    for way in ("in_order", "by_length")}
-    result["edits"] = compare(last["in_order"], last["by_length"], model, tok, test, args.max_length)
+    result["training_precision"] = modeling.training_precision(torch.device("cpu"), cpu_bf16=bool(config.get("cpu_bf16")))
+    result["edits"] = compare(edits, model, tok, test, args.max_length)
     path = args.out or RESULTS / f"long-notes-cpu-{result['date']}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(result, indent=2) + "\n")

@@ -43,3 +43,14 @@ def test_each_way_makes_the_same_edit_and_the_patch_is_undone():
     assert a["rows"] == b["rows"] == len(edit_a.edit.token_ids) > 0
     assert edit_a.edit.token_ids == edit_b.edit.token_ids
     torch.testing.assert_close(edit_a.edit.rows, edit_b.edit.rows, atol=1e-5, rtol=0)
+
+
+def test_an_edit_against_itself_differs_by_nothing_and_rows_must_match():
+    bench = load_bench("long_notes")
+    notes = keyword_notes(80, seed=1)
+    model, tok = trained_classifier(notes)
+    config = {"k": 6, "epochs": 1, "max_length": 16, "retain_per_forget": 1.0, "early_stop": False}
+    _, edit = bench.one_run("by_length", model, tok, notes, config)
+    assert bench.row_diff(edit, edit) == {"same_rows": True, "max_abs_diff": 0.0, "relative_norm_diff": 0.0}
+    _, other = bench.one_run("by_length", model, tok, notes, {**config, "k": 3})
+    assert bench.row_diff(edit, other) == {"same_rows": False}
