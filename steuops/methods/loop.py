@@ -106,8 +106,6 @@ def teacher_pass(model: nn.Module, batches: Batches, batch_size: int, *, feature
             with modeling.autocast(batches.device):
                 out.append(model(input_ids=ids, attention_mask=mask).logits.float())
             ran.append(part)
-    if not out:
-        return torch.zeros((0, len(modeling.label_names(model))), device=batches.device), None
     back = torch.as_tensor(np.argsort(np.concatenate(ran)), device=batches.device)
     return torch.cat(out)[back], (recorder.cache(ran) if recorder is not None else None)
 
