@@ -7,8 +7,8 @@ The demo's classifier is trained at --max-length (default 256; the demo's own ve
 every note is cut and sorting changes nothing) with the demo's recipe otherwise, on the notes bench/unlearn.py
 uses. It then forgets sepsis with bench/unlearn.py's CPU STEU options (retain sampling: the teacher pass runs the
 cohort and each epoch's drawn retain notes) at the same length, --runs times each way, alternating: "in order" is
-the teacher pass as it was before 2359b8c (batches of consecutive notes), "by length" as it is now. Each run records
-STEU's seconds and the teacher pass's own (every call summed). The edits are compared between the two ways and
+the teacher pass as it was before 2359b8c (bench/passes.py's `teacher_pass_in_order`), "by length" as it is now.
+Each run records STEU's seconds and the teacher pass's own (every call summed). The edits are compared between the two ways and
 between a way's first and last run (the floor: the same inputs twice), by rows, trained values and the forget and
 retain F1 on the held-out notes. The two ways' teacher logits differ by float rounding (about 6e-6 at 256 tokens);
 training, under bf16 autocast on a CPU with native bf16 and with Adam's steps near zero gradients, carries that
@@ -24,7 +24,7 @@ import os
 import statistics
 import sys
 import time
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -32,27 +32,12 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
 
 
-def teacher_pass_in_order(model, batches, batch_size: int, *, features: bool = True, rows=None):
-    """methods.loop.teacher_pass as it was before it sorted its notes by length (2359b8c's parent)."""
-    import torch
-
-    from steuops import modeling
-    from steuops.features import record
-
-    order = range(len(batches)) if rows is None else list(rows)
-    out = []
-    with torch.no_grad(), (record(model) if features else nullcontext()) as recorder:
-        for start in range(0, len(order), batch_size):
-            ids, mask = batches.get(order[start : start + batch_size])
-            with modeling.autocast(batches.device):
-                out.append(model(input_ids=ids, attention_mask=mask).logits.float())
-    return torch.cat(out), (recorder.cache() if recorder is not None else None)
-
-
 @contextmanager
 def teacher(way: str, seconds: list[float]):
     """STEU with its teacher pass run `way` ("in_order" or "by_length"), each call's seconds appended to `seconds`.
     Both names are patched: SampledTeacher calls loop's, the whole-split path the one method.py imported."""
+    from passes import teacher_pass_in_order  # bench/passes.py: the pass as it was
+
     from steuops.methods import loop
     from steuops.methods.steu import method
 

@@ -13,8 +13,8 @@ The demo's own version runs at 96 tokens, where nearly every note fills its batc
 the figure shows what it costs (one tokenizer call over all notes instead of one per batch).
 
 `--pass teacher` times STEU's teacher pass (methods.loop.teacher_pass: the frozen original's logits and the features
-the shortcut replays, over notes `Batches` tokenized once, outside the timing) the same two ways: "in order" is one
-call per 32 consecutive notes, "by length" one call over all of them.
+the shortcut replays, over notes `Batches` tokenized once, outside the timing) the same two ways: "in order" is the
+pass as it was before 2359b8c (`teacher_pass_in_order`: batches of 32 consecutive notes), "by length" as it is now.
 """
 
 from __future__ import annotations
@@ -51,14 +51,31 @@ def by_length(model, tok, texts: list[str], batch_size: int, max_length: int, de
                         keep_cache=True)
 
 
-def teacher_in_order(model, batches, batch_size: int) -> Any:
-    """STEU's teacher pass, one call per batch of consecutive notes: how it batched before it sorted by length."""
-    from steuops.audit.passes import Pass
-    from steuops.methods.loop import teacher_pass
+def teacher_pass_in_order(model, batches, batch_size: int, *, features: bool = True, rows=None):
+    """methods.loop.teacher_pass as it was before it sorted its notes by length (2359b8c's parent): batches of
+    consecutive notes, each padded to its longest. bench/long_notes.py runs STEU with it."""
+    from contextlib import nullcontext
 
-    parts = [teacher_pass(model, batches, batch_size, rows=range(s, min(s + batch_size, len(batches))))
-             for s in range(0, len(batches), batch_size)]
-    return Pass(np.concatenate([p[0].numpy() for p in parts]), np.concatenate([_recorded(p[1]) for p in parts]))
+    import torch
+
+    from steuops import modeling
+    from steuops.features import record
+
+    order = range(len(batches)) if rows is None else list(rows)
+    out = []
+    with torch.no_grad(), (record(model) if features else nullcontext()) as recorder:
+        for start in range(0, len(order), batch_size):
+            ids, mask = batches.get(order[start : start + batch_size])
+            with modeling.autocast(batches.device):
+                out.append(model(input_ids=ids, attention_mask=mask).logits.float())
+    return torch.cat(out), (recorder.cache() if recorder is not None else None)
+
+
+def teacher_in_order(model, batches, batch_size: int) -> Any:
+    from steuops.audit.passes import Pass
+
+    logits, cache = teacher_pass_in_order(model, batches, batch_size)
+    return Pass(logits.numpy(), _recorded(cache))
 
 
 def teacher_by_length(model, batches, batch_size: int) -> Any:

@@ -11,7 +11,10 @@ BENCH = Path(__file__).resolve().parents[1] / "bench"
 
 
 def load_bench(name: str) -> ModuleType:
-    """bench/<name>.py, imported afresh (as bench_<name>; in sys.modules, where its dataclasses look themselves up)."""
+    """bench/<name>.py, imported afresh (as bench_<name>; in sys.modules, where its dataclasses look themselves up),
+    with bench/ on the path, as a bench run puts it there (benches import each other: `from demo import gflops`)."""
+    if str(BENCH) not in sys.path:
+        sys.path.insert(0, str(BENCH))
     spec = importlib.util.spec_from_file_location(f"bench_{name}", BENCH / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module
